@@ -1,0 +1,599 @@
+//! Validation and compilation of a [`Config`] into a [`Snapshot`].
+//!
+//! Every check runs and every problem is collected, so `sluice check` can list
+//! them all at once. Each problem carries its key path; its line comes from the
+//! [`SourceMap`] of the text the config was parsed from.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use pingora::upstreams::peer::HttpPeer;
+
+use super::{Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
+use crate::routing::balance::Balancer;
+use crate::routing::key::KeyExtractor;
+use crate::routing::route_match::{HostPattern, RouteIndex};
+use crate::snapshot::{
+    EndpointSpec, KeyedTarget, ListenerSpec, PlacementSpec, RouteSpec, RouteTarget, Snapshot,
+    TimeoutSpec,
+};
+use crate::transform::headers::HeaderOps;
+use crate::transform::rewrite::PathRewrite;
+
+/// Validates `loaded` and compiles it, or returns every problem found.
+pub fn compile(loaded: &LoadedConfig, origin: &str) -> Result<Snapshot, ConfigErrors> {
+    let mut compiler = Compiler { errors: Vec::new() };
+    let snapshot = compiler.snapshot(&loaded.config);
+    if compiler.errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        let errors = compiler
+            .errors
+            .into_iter()
+            .map(|(path, message)| {
+                let line = loaded.source.line_of(&path);
+                ConfigError::new(path, line, message)
+            })
+            .collect();
+        Err(ConfigErrors::new(origin.to_string(), errors))
+    }
+}
+
+struct Compiler {
+    errors: Vec<(KeyPath, String)>,
+}
+
+impl Compiler {
+    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.errors.push((path, message.into()));
+    }
+
+    fn snapshot(&mut self, config: &Config) -> Snapshot {
+        let listeners = self.listeners(config);
+        let threads = match config.server.threads {
+            Some(0) => {
+                self.error(
+                    KeyPath::root().key("server").key("threads"),
+                    "must be at least 1",
+                );
+                1
+            }
+            Some(threads) => threads,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        let mut placement_ids = HashMap::new();
+        let mut placements = Vec::new();
+        for (name, placement) in &config.placements {
+            let path = KeyPath::root().key("placements").key(name);
+            if let Some(spec) = self.placement(&path, name, placement) {
+                placement_ids.insert(name.as_str(), placements.len());
+                placements.push(spec);
+            } else {
+                // Keep references to a broken placement from producing a second,
+                // misleading "unknown placement" error.
+                placement_ids.insert(name.as_str(), usize::MAX);
+            }
+        }
+        let (index, routes) = self.routes(config, &placement_ids);
+        Snapshot {
+            listeners,
+            threads,
+            index,
+            routes,
+            placements,
+        }
+    }
+
+    fn listeners(&mut self, config: &Config) -> Vec<ListenerSpec> {
+        if config.listeners.is_empty() {
+            self.error(
+                KeyPath::root().key("listeners"),
+                "at least one listener is needed, e.g. [[listeners]] address = \"127.0.0.1:8080\"",
+            );
+        }
+        let mut seen = HashSet::new();
+        let mut specs = Vec::new();
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let path = KeyPath::root().key("listeners").index(i).key("address");
+            match listener.address.parse::<SocketAddr>() {
+                Ok(address) => {
+                    if !seen.insert(address) {
+                        self.error(path, format!("duplicate listener {address}"));
+                    } else {
+                        specs.push(ListenerSpec {
+                            address,
+                            h2c: listener.h2c,
+                        });
+                    }
+                }
+                Err(_) => self.error(
+                    path,
+                    format!(
+                        "{:?} is not an ip:port address, e.g. \"0.0.0.0:8080\"",
+                        listener.address
+                    ),
+                ),
+            }
+        }
+        specs
+    }
+
+    fn placement(
+        &mut self,
+        path: &KeyPath,
+        name: &str,
+        placement: &super::Placement,
+    ) -> Option<PlacementSpec> {
+        let errors_before = self.errors.len();
+        if placement.endpoints.is_empty() {
+            self.error(
+                path.key("endpoints"),
+                "a placement needs at least one endpoint",
+            );
+        }
+        let timeouts = self.timeouts(&path.key("timeouts"), &placement.timeouts);
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, endpoint) in placement.endpoints.iter().enumerate() {
+            let path = path.key("endpoints").index(i);
+            if endpoint.weight == 0 {
+                self.error(path.key("weight"), "weight must be at least 1");
+            }
+            let Some(spec) = self.endpoint(&path, endpoint, timeouts) else {
+                continue;
+            };
+            if !seen.insert(spec.address) {
+                self.error(
+                    path.key("address"),
+                    format!("duplicate endpoint {} in this placement", spec.address),
+                );
+            }
+            endpoints.push((spec, endpoint.weight));
+        }
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        let weighted: Vec<(SocketAddr, u32)> =
+            endpoints.iter().map(|(e, w)| (e.address, *w)).collect();
+        Some(PlacementSpec {
+            name: Arc::from(name),
+            name_header: HeaderValue::from_str(name)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            endpoints: endpoints.into_iter().map(|(e, _)| e).collect(),
+            balancer: Balancer::new(placement.balance, &weighted),
+            host_header: placement.host_header,
+        })
+    }
+
+    fn timeouts(&mut self, path: &KeyPath, timeouts: &super::Timeouts) -> TimeoutSpec {
+        TimeoutSpec {
+            connect: self.duration(path.key("connect"), &timeouts.connect),
+            read: self.duration(path.key("read"), &timeouts.read),
+            idle: self.duration(path.key("idle"), &timeouts.idle),
+        }
+    }
+
+    fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
+        match humantime::parse_duration(text) {
+            Ok(duration) if !duration.is_zero() => duration,
+            Ok(_) => {
+                self.error(path, "must be longer than zero");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.error(
+                    path,
+                    format!("{text:?} is not a duration ({e}); write e.g. \"250ms\" or \"5s\""),
+                );
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn endpoint(
+        &mut self,
+        path: &KeyPath,
+        endpoint: &super::Endpoint,
+        timeouts: TimeoutSpec,
+    ) -> Option<EndpointSpec> {
+        let (scheme_tls, rest) = if let Some(rest) = endpoint.address.strip_prefix("https://") {
+            (Some(true), rest)
+        } else if let Some(rest) = endpoint.address.strip_prefix("http://") {
+            (Some(false), rest)
+        } else {
+            (None, endpoint.address.as_str())
+        };
+        let authority = rest.trim_end_matches('/');
+        let tls = scheme_tls.unwrap_or(endpoint.tls);
+        if scheme_tls == Some(false) && endpoint.tls {
+            self.error(
+                path.key("tls"),
+                "an http:// address cannot also set tls = true",
+            );
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(port) => (host, port),
+                Err(_) => {
+                    self.error(
+                        path.key("address"),
+                        format!("{:?}: {port:?} is not a port", endpoint.address),
+                    );
+                    return None;
+                }
+            },
+            None if scheme_tls.is_some() => (authority, if tls { 443 } else { 80 }),
+            None => {
+                self.error(
+                    path.key("address"),
+                    format!(
+                        "{:?} has no port; write host:port, e.g. \"127.0.0.1:9000\"",
+                        endpoint.address
+                    ),
+                );
+                return None;
+            }
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || authority.contains('/') {
+            self.error(
+                path.key("address"),
+                format!("{:?} is not a host:port address", endpoint.address),
+            );
+            return None;
+        }
+        let address = match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
+            Ok(Some(address)) => address,
+            Ok(None) | Err(_) => {
+                self.error(path.key("address"), format!("cannot resolve {host:?}"));
+                return None;
+            }
+        };
+        if endpoint.sni.is_some() && !tls {
+            self.error(
+                path.key("sni"),
+                "sni applies only to TLS endpoints (set tls = true)",
+            );
+        }
+        let sni = endpoint.sni.clone().unwrap_or_else(|| {
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                String::new()
+            } else {
+                host.to_string()
+            }
+        });
+        let mut peer = HttpPeer::new(address, tls, sni);
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        peer.options.verify_cert = endpoint.verify;
+        peer.options.verify_hostname = endpoint.verify;
+        let authority = match HeaderValue::from_str(authority) {
+            Ok(value) => value,
+            Err(_) => {
+                self.error(path.key("address"), "not a valid authority");
+                return None;
+            }
+        };
+        Some(EndpointSpec {
+            id: Arc::from(authority.to_str().unwrap_or_default()),
+            authority,
+            address,
+            peer,
+        })
+    }
+
+    fn routes(
+        &mut self,
+        config: &Config,
+        placements: &HashMap<&str, usize>,
+    ) -> (RouteIndex, Vec<RouteSpec>) {
+        let mut index = RouteIndex::default();
+        let mut routes = Vec::new();
+        let mut names = HashMap::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let path = KeyPath::root().key("routes").index(i);
+            let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            if let Some(previous) = names.insert(name.clone(), i) {
+                self.error(
+                    path.key("name"),
+                    format!("route name {name:?} is already used by routes[{previous}]"),
+                );
+            }
+            if !route.path_prefix.starts_with('/') {
+                self.error(
+                    path.key("path_prefix"),
+                    format!("{:?} must start with '/'", route.path_prefix),
+                );
+            }
+            let hosts = if route.hosts.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                route.hosts.clone()
+            };
+            for (h, host) in hosts.iter().enumerate() {
+                let host_path = if route.hosts.is_empty() {
+                    path.key("path_prefix")
+                } else {
+                    path.key("hosts").index(h)
+                };
+                match HostPattern::parse(host) {
+                    Ok(pattern) => {
+                        if let Err(previous) =
+                            index.insert(&pattern, &route.path_prefix, routes.len())
+                        {
+                            self.error(
+                                host_path,
+                                format!(
+                                    "duplicate route match: host {host:?} with path prefix {:?} is already matched by routes[{previous}]",
+                                    route.path_prefix
+                                ),
+                            );
+                        }
+                    }
+                    Err(message) => self.error(host_path, message),
+                }
+            }
+            let target = self.target(&path, route, placements);
+            let request_headers =
+                self.header_ops(&path.key("request_headers"), &route.request_headers);
+            let response_headers =
+                self.header_ops(&path.key("response_headers"), &route.response_headers);
+            let rewrite =
+                route
+                    .rewrite
+                    .as_ref()
+                    .and_then(|rewrite| match PathRewrite::compile(rewrite) {
+                        Ok(compiled) => Some(compiled),
+                        Err((key, message)) => {
+                            self.error(path.key("rewrite").key(key), message);
+                            None
+                        }
+                    });
+            if let Some(target) = target {
+                routes.push(RouteSpec {
+                    name: Arc::from(name.as_str()),
+                    target,
+                    explain: route.explain,
+                    request_headers,
+                    response_headers,
+                    rewrite,
+                });
+            } else {
+                // Keep route indexes aligned with the index even when broken;
+                // a snapshot with errors is never used.
+                routes.push(RouteSpec {
+                    name: Arc::from(name.as_str()),
+                    target: RouteTarget::Direct(usize::MAX),
+                    explain: false,
+                    request_headers: HeaderOps::default(),
+                    response_headers: HeaderOps::default(),
+                    rewrite: None,
+                });
+            }
+        }
+        (index, routes)
+    }
+
+    fn placement_ref(
+        &mut self,
+        path: KeyPath,
+        name: &str,
+        placements: &HashMap<&str, usize>,
+    ) -> Option<usize> {
+        match placements.get(name) {
+            Some(id) => Some(*id),
+            None => {
+                let mut known: Vec<_> = placements.keys().copied().collect();
+                known.sort_unstable();
+                self.error(
+                    path,
+                    format!("unknown placement {name:?} (defined: {})", known.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
+    fn target(
+        &mut self,
+        path: &KeyPath,
+        route: &super::Route,
+        placements: &HashMap<&str, usize>,
+    ) -> Option<RouteTarget> {
+        match (&route.placement, &route.routing) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    path.key("routing"),
+                    "set either `placement` or `routing`, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(path.clone(), "a route needs `placement` or `routing`");
+                None
+            }
+            (Some(name), None) => self
+                .placement_ref(path.key("placement"), name, placements)
+                .map(RouteTarget::Direct),
+            (None, Some(routing)) => {
+                let path = path.key("routing");
+                let extractor = match KeyExtractor::from_config(&routing.key) {
+                    Ok(extractor) => Some(extractor),
+                    Err((key, message)) => {
+                        self.error(path.key("key").key(key), message);
+                        None
+                    }
+                };
+                let default = self.placement_ref(path.key("default"), &routing.default, placements);
+                let mut table = HashMap::with_capacity(routing.table.len());
+                for (key, placement) in &routing.table {
+                    if let Some(id) =
+                        self.placement_ref(path.key("table").key(key), placement, placements)
+                    {
+                        table.insert(Box::from(key.as_str()), id);
+                    }
+                }
+                Some(RouteTarget::Keyed(KeyedTarget {
+                    extractor: extractor?,
+                    table,
+                    default: default?,
+                    reject_missing: routing.on_missing_key == MissingKey::Reject,
+                }))
+            }
+        }
+    }
+
+    fn header_ops(&mut self, path: &KeyPath, rules: &super::HeaderRules) -> HeaderOps {
+        HeaderOps::compile(rules).unwrap_or_else(|errors| {
+            for error in errors {
+                let at = if error.list == "remove" {
+                    path.key("remove").index(error.key.parse().unwrap_or(0))
+                } else {
+                    path.key(error.list).key(&error.key)
+                };
+                self.error(at, error.message);
+            }
+            HeaderOps::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
+        let loaded = super::super::parse(text, "test.toml", &|_| None)?;
+        compile(&loaded, "test.toml")
+    }
+
+    const GOOD: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[placements.a]
+endpoints = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002", weight = 3 }]
+balance = "weighted"
+
+[placements.b]
+endpoints = [{ address = "https://localhost:9443", verify = false }]
+
+[[routes]]
+hosts = ["*.example.com"]
+routing = { key = { source = "header", name = "x-tenant" }, default = "a", table = { acme = "b" } }
+
+[[routes]]
+placement = "a"
+"#;
+
+    #[test]
+    fn compiles_a_good_config() {
+        let snapshot = compile_text(GOOD).unwrap();
+        assert_eq!(snapshot.placements.len(), 2);
+        assert_eq!(snapshot.routes.len(), 2);
+        let b = &snapshot.placements[1];
+        assert_eq!(&*b.endpoints[0].id, "localhost:9443");
+        assert!(b.endpoints[0].peer.is_tls());
+        assert!(!b.endpoints[0].peer.options.verify_cert);
+    }
+
+    #[test]
+    fn lists_every_error_with_lines() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[placements.a]
+endpoints = [{ address = "nonsense" }]
+timeouts = { connect = "soon" }
+
+[placements.empty]
+
+[[routes]]
+placement = "missing"
+
+[[routes]]
+path_prefix = "/x"
+placement = "empty"
+
+[[routes]]
+path_prefix = "/x"
+placement = "a"
+"#;
+        let errors = compile_text(text).unwrap_err();
+        let rendered = errors.to_string();
+        let lines: Vec<_> = errors
+            .errors
+            .iter()
+            .map(|e| (e.line, e.path.to_string()))
+            .collect();
+        assert!(
+            lines.contains(&(Some(5), "listeners[1].address".into())),
+            "{rendered}"
+        );
+        assert!(
+            lines.contains(&(Some(8), "placements.a.endpoints[0].address".into())),
+            "{rendered}"
+        );
+        assert!(
+            lines.contains(&(Some(9), "placements.a.timeouts.connect".into())),
+            "{rendered}"
+        );
+        assert!(
+            lines.contains(&(Some(11), "placements.empty.endpoints".into())),
+            "{rendered}"
+        );
+        assert!(
+            lines.contains(&(Some(14), "routes[0].placement".into())),
+            "{rendered}"
+        );
+        assert!(
+            lines.contains(&(Some(21), "routes[2].path_prefix".into())),
+            "{rendered}"
+        );
+        assert_eq!(errors.errors.len(), 6, "{rendered}");
+    }
+
+    #[test]
+    fn routing_errors_name_their_keys() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+[[routes]]
+hosts = ["bad host"]
+[routes.routing]
+key = { source = "cookie" }
+default = "a"
+table = { t1 = "nope" }
+"#;
+        let errors = compile_text(text).unwrap_err();
+        let paths: Vec<_> = errors.errors.iter().map(|e| e.path.to_string()).collect();
+        assert!(
+            paths.contains(&"routes[0].hosts[0]".to_string()),
+            "{errors}"
+        );
+        assert!(
+            paths.contains(&"routes[0].routing.key.name".to_string()),
+            "{errors}"
+        );
+        assert!(
+            paths.contains(&"routes[0].routing.table.t1".to_string()),
+            "{errors}"
+        );
+        let table_error = errors
+            .errors
+            .iter()
+            .find(|e| e.path.to_string() == "routes[0].routing.table.t1")
+            .unwrap();
+        assert_eq!(table_error.line, Some(10));
+    }
+}

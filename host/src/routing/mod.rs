@@ -1,0 +1,174 @@
+//! Routing: from a request to a route, a placement and an endpoint.
+//!
+//! [`decide`] runs the first half (route match, routing key, table lookup);
+//! the endpoint pick happens later, through the placement's
+//! [`balance::Balancer`], once the request is admitted.
+
+pub mod balance;
+pub mod key;
+pub mod route_match;
+
+use http::HeaderMap;
+
+use crate::snapshot::{PlacementId, RouteTarget, Snapshot};
+
+/// The parts of a request routing looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The host, from `Host` or the URI authority, possibly with a port.
+    pub host: &'a str,
+    /// The path, without the query.
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// Why a request went to its placement, as reported in `X-Route-Reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteReason {
+    /// The route names a single placement.
+    Direct,
+    /// The routing key was found in the table.
+    Table,
+    /// The routing key was missing or unknown; the default placement serves it.
+    Default,
+}
+
+impl RouteReason {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Table => "table",
+            Self::Default => "default",
+        }
+    }
+}
+
+/// The routing decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into [`Snapshot::routes`].
+    pub route: usize,
+    /// The chosen placement.
+    pub placement: PlacementId,
+    /// Why that placement.
+    pub reason: RouteReason,
+    /// The routing key, when the route uses one and the request has it.
+    pub key: Option<String>,
+}
+
+/// Why a request cannot be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No route matches the host and path (404).
+    NoRoute,
+    /// The route requires a routing key and the request has none (400).
+    MissingKey {
+        /// The route that refused.
+        route: usize,
+    },
+}
+
+/// Matches a route and resolves its placement.
+pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision, Refusal> {
+    let route = snapshot
+        .index
+        .find(request.host, request.path)
+        .ok_or(Refusal::NoRoute)?;
+    match &snapshot.routes[route].target {
+        RouteTarget::Direct(placement) => Ok(Decision {
+            route,
+            placement: *placement,
+            reason: RouteReason::Direct,
+            key: None,
+        }),
+        RouteTarget::Keyed(keyed) => match keyed.extractor.extract(request) {
+            Some(key) => {
+                let (placement, reason) = match keyed.table.get(&*key) {
+                    Some(placement) => (*placement, RouteReason::Table),
+                    None => (keyed.default, RouteReason::Default),
+                };
+                Ok(Decision {
+                    route,
+                    placement,
+                    reason,
+                    key: Some(key.into_owned()),
+                })
+            }
+            None if keyed.reject_missing => Err(Refusal::MissingKey { route }),
+            None => Ok(Decision {
+                route,
+                placement: keyed.default,
+                reason: RouteReason::Default,
+                key: None,
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn snapshot() -> Snapshot {
+        let text = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:9001" }]
+[placements.b]
+endpoints = [{ address = "127.0.0.1:9002" }]
+[[routes]]
+hosts = ["api.example.com"]
+placement = "a"
+[[routes]]
+hosts = ["*.cells.example.com"]
+routing = { key = { source = "host_label", index = 0 }, default = "a", table = { acme = "b" } }
+[[routes]]
+path_prefix = "/strict"
+routing = { key = { source = "header", name = "x-tenant" }, default = "a", table = { acme = "b" }, on_missing_key = "reject" }
+"#;
+        let loaded = config::parse(text, "t", &|_| None).unwrap();
+        config::compile(&loaded, "t").unwrap()
+    }
+
+    fn view<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
+        RequestView {
+            host,
+            path,
+            query: None,
+            headers,
+        }
+    }
+
+    #[test]
+    fn direct_table_default_and_refusals() {
+        let s = snapshot();
+        let headers = HeaderMap::new();
+        let d = decide(&s, &view("api.example.com", "/", &headers)).unwrap();
+        assert_eq!((d.placement, d.reason), (0, RouteReason::Direct));
+        let d = decide(&s, &view("acme.cells.example.com", "/", &headers)).unwrap();
+        assert_eq!(
+            (d.placement, d.reason, d.key.as_deref()),
+            (1, RouteReason::Table, Some("acme"))
+        );
+        let d = decide(&s, &view("other.cells.example.com", "/", &headers)).unwrap();
+        assert_eq!((d.placement, d.reason), (0, RouteReason::Default));
+        assert_eq!(
+            decide(&s, &view("nowhere.org", "/", &headers)),
+            Err(Refusal::NoRoute)
+        );
+        assert_eq!(
+            decide(&s, &view("nowhere.org", "/strict", &headers)),
+            Err(Refusal::MissingKey { route: 2 })
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-tenant", "acme".parse().unwrap());
+        let d = decide(&s, &view("nowhere.org", "/strict/x", &headers)).unwrap();
+        assert_eq!((d.placement, d.reason), (1, RouteReason::Table));
+    }
+}

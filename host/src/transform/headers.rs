@@ -1,0 +1,160 @@
+//! Header rules: remove, then set, then add.
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::config::HeaderRules;
+
+/// Compiled header rules, with names and values checked once at load time.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// A header rule that cannot be compiled: which list, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRuleError {
+    /// `set`, `add` or `remove`.
+    pub list: &'static str,
+    /// The header name as written (or the index, for `remove`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl HeaderOps {
+    /// Compiles rules, reporting every invalid name or value.
+    pub fn compile(rules: &HeaderRules) -> Result<Self, Vec<HeaderRuleError>> {
+        let mut errors = Vec::new();
+        let mut pairs = |list: &'static str, map: &std::collections::BTreeMap<String, String>| {
+            map.iter()
+                .filter_map(|(name, value)| {
+                    match (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        (Ok(name), Ok(value)) => Some((name, value)),
+                        (Err(_), _) => {
+                            errors.push(HeaderRuleError {
+                                list,
+                                key: name.clone(),
+                                message: "not a valid header name".into(),
+                            });
+                            None
+                        }
+                        (_, Err(_)) => {
+                            errors.push(HeaderRuleError {
+                                list,
+                                key: name.clone(),
+                                message: "not a valid header value".into(),
+                            });
+                            None
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        let set = pairs("set", &rules.set);
+        let add = pairs("add", &rules.add);
+        let remove = rules
+            .remove
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    errors.push(HeaderRuleError {
+                        list: "remove",
+                        key: i.to_string(),
+                        message: format!("{name:?} is not a valid header name"),
+                    });
+                    None
+                }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(Self { remove, set, add })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// Applies the rules to a request going upstream.
+    pub fn apply_to_request(&self, request: &mut RequestHeader) {
+        for name in &self.remove {
+            request.remove_header(name);
+        }
+        for (name, value) in &self.set {
+            let _ = request.insert_header(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            let _ = request.append_header(name.clone(), value.clone());
+        }
+    }
+
+    /// Applies the rules to a response going to the client.
+    pub fn apply_to_response(&self, response: &mut ResponseHeader) {
+        for name in &self.remove {
+            response.remove_header(name);
+        }
+        for (name, value) in &self.set {
+            let _ = response.insert_header(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            let _ = response.append_header(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> HeaderRules {
+        crate::config::fragment(text)
+    }
+
+    #[test]
+    fn remove_then_set_then_add() {
+        let ops = HeaderOps::compile(&rules(
+            "remove = [\"x-debug\", \"x-env\"]\nset = { x-env = \"prod\" }\nadd = { x-tag = \"b\" }",
+        ))
+        .unwrap();
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-debug", "1").unwrap();
+        req.insert_header("x-env", "dev").unwrap();
+        req.insert_header("x-tag", "a").unwrap();
+        ops.apply_to_request(&mut req);
+        assert!(req.headers.get("x-debug").is_none());
+        assert_eq!(req.headers.get("x-env").unwrap(), "prod");
+        let tags: Vec<_> = req
+            .headers
+            .get_all("x-tag")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(tags, vec!["a", "b"]);
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("x-debug", "1").unwrap();
+        ops.apply_to_response(&mut resp);
+        assert!(resp.headers.get("x-debug").is_none());
+        assert_eq!(resp.headers.get("x-env").unwrap(), "prod");
+    }
+
+    #[test]
+    fn invalid_rules_are_all_reported() {
+        let errors = HeaderOps::compile(&rules(
+            "remove = [\"bad name\"]\nset = { \"bad name\" = \"x\", ok = \"line\\nbreak\" }",
+        ))
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Per-route request and response transforms: header rules, path rewrites and
+//! the forwarding headers every proxied request carries.
+
+pub mod forwarding;
+pub mod headers;
+pub mod rewrite;

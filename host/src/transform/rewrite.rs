@@ -1,0 +1,139 @@
+//! Path rewrites: strip a prefix, replace a prefix, or a regex with captures.
+//! Only the path changes; the query string is kept.
+
+use regex::Regex;
+
+use crate::config::Rewrite;
+
+/// A compiled path rewrite.
+#[derive(Debug, Clone)]
+pub enum PathRewrite {
+    /// Remove this prefix.
+    StripPrefix(String),
+    /// Replace `from` with `to` at the start of the path.
+    ReplacePrefix {
+        /// The prefix to replace.
+        from: String,
+        /// Its replacement.
+        to: String,
+    },
+    /// Replace the first match of `regex` with `to` (which may use `$1`, `${name}`).
+    Regex {
+        /// The pattern.
+        regex: Regex,
+        /// The replacement.
+        to: String,
+    },
+}
+
+impl PathRewrite {
+    /// Compiles a rewrite; the error names the offending key.
+    pub fn compile(rewrite: &Rewrite) -> Result<Self, (&'static str, String)> {
+        let kinds = [
+            rewrite.strip_prefix.is_some(),
+            rewrite.prefix.is_some(),
+            rewrite.regex.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err((
+                "strip_prefix",
+                "set exactly one of `strip_prefix`, `prefix` or `regex`".into(),
+            ));
+        }
+        let to = || {
+            rewrite
+                .to
+                .clone()
+                .ok_or(("to", "a `prefix` or `regex` rewrite needs `to`".to_string()))
+        };
+        if let Some(prefix) = &rewrite.strip_prefix {
+            if rewrite.to.is_some() {
+                return Err((
+                    "to",
+                    "`strip_prefix` takes no `to`; use `prefix` to replace a prefix".into(),
+                ));
+            }
+            return Ok(Self::StripPrefix(prefix.clone()));
+        }
+        if let Some(from) = &rewrite.prefix {
+            return Ok(Self::ReplacePrefix {
+                from: from.clone(),
+                to: to()?,
+            });
+        }
+        let pattern = rewrite.regex.as_deref().unwrap_or_default();
+        let regex = Regex::new(pattern).map_err(|e| ("regex", format!("invalid regex: {e}")))?;
+        Ok(Self::Regex { regex, to: to()? })
+    }
+
+    /// The rewritten path, or `None` when this rewrite does not apply.
+    pub fn apply(&self, path: &str) -> Option<String> {
+        let rewritten = match self {
+            Self::StripPrefix(prefix) => path.strip_prefix(prefix.as_str())?.to_string(),
+            Self::ReplacePrefix { from, to } => {
+                format!("{to}{}", path.strip_prefix(from.as_str())?)
+            }
+            Self::Regex { regex, to } => {
+                if !regex.is_match(path) {
+                    return None;
+                }
+                regex.replace(path, to.as_str()).into_owned()
+            }
+        };
+        Some(if rewritten.starts_with('/') {
+            rewritten
+        } else {
+            format!("/{rewritten}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(text: &str) -> PathRewrite {
+        PathRewrite::compile(&crate::config::fragment(text)).unwrap()
+    }
+
+    #[test]
+    fn strips_prefixes() {
+        let r = rewrite("strip_prefix = \"/api\"");
+        assert_eq!(r.apply("/api/users").as_deref(), Some("/users"));
+        assert_eq!(r.apply("/api").as_deref(), Some("/"));
+        assert_eq!(r.apply("/other"), None);
+    }
+
+    #[test]
+    fn replaces_prefixes() {
+        let r = rewrite("prefix = \"/old\"\nto = \"/new/v2\"");
+        assert_eq!(r.apply("/old/x").as_deref(), Some("/new/v2/x"));
+    }
+
+    #[test]
+    fn regex_with_captures() {
+        let r = rewrite("regex = \"^(.*)$\"\nto = \"/ipfs/bafy$1\"");
+        assert_eq!(
+            r.apply("/docs/a.txt").as_deref(),
+            Some("/ipfs/bafy/docs/a.txt")
+        );
+        let r = rewrite("regex = \"^/users/(?P<id>[0-9]+)$\"\nto = \"/v2/people/${id}\"");
+        assert_eq!(r.apply("/users/42").as_deref(), Some("/v2/people/42"));
+        assert_eq!(r.apply("/users/x"), None);
+    }
+
+    #[test]
+    fn invalid_rewrites_name_the_key() {
+        let bad = |text: &str| {
+            PathRewrite::compile(&crate::config::fragment(text))
+                .unwrap_err()
+                .0
+        };
+        assert_eq!(bad("regex = \"(\"\nto = \"/\""), "regex");
+        assert_eq!(bad("prefix = \"/a\""), "to");
+        assert_eq!(
+            bad("prefix = \"/a\"\nstrip_prefix = \"/b\""),
+            "strip_prefix"
+        );
+    }
+}
