@@ -52,16 +52,10 @@ fn resolve_value(
 ) {
     let line = source.line_of_offset(value.span().start);
     match value.get_mut() {
-        DeValue::String(text) => {
-            if text.contains('$') {
-                match expand(text, env) {
-                    Ok(expanded) => *text = Cow::Owned(expanded),
-                    Err(message) => {
-                        errors.push(ConfigError::new(path.clone(), Some(line), message))
-                    }
-                }
-            }
-        }
+        DeValue::String(text) if text.contains('$') => match expand(text, env) {
+            Ok(expanded) => *text = Cow::Owned(expanded),
+            Err(message) => errors.push(ConfigError::new(path.clone(), Some(line), message)),
+        },
         DeValue::Array(array) => {
             for (index, element) in array.iter_mut().enumerate() {
                 resolve_value(element, &path.index(index), env, source, errors);
@@ -101,7 +95,7 @@ pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
                 (None, Some(default)) => out.push_str(default),
                 (None, None) => {
                     return Err(format!(
-                        "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                        "environment variable {name} is not set (write ${{{name}:-default}} to give a default, or $${{{name}}} for a literal ${{{name}}})"
                     ))
                 }
             }

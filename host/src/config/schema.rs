@@ -119,6 +119,19 @@ pub enum KeySourceKind {
     PathSegment,
 }
 
+impl KeySourceKind {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Cookie => "cookie",
+            Self::Query => "query",
+            Self::HostLabel => "host_label",
+            Self::PathSegment => "path_segment",
+        }
+    }
+}
+
 /// What happens to a request that carries no routing key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,7 +166,9 @@ pub struct Rewrite {
     pub strip_prefix: Option<String>,
     /// Replace this prefix with `to`.
     pub prefix: Option<String>,
-    /// Replace matches of this regex with `to`, which may use `$1`, `${name}` captures.
+    /// Replace matches of this regex with `to`, which may use `$1` or `$name`
+    /// captures (`$${name}` for the braced form, since `${...}` is an
+    /// environment placeholder).
     pub regex: Option<String>,
     /// The replacement for `prefix` or `regex`.
     pub to: Option<String>,

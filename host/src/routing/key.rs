@@ -28,13 +28,13 @@ impl KeyExtractor {
         let name = || {
             source.name.clone().filter(|n| !n.is_empty()).ok_or((
                 "name",
-                format!("a {:?} routing key needs a `name`", source.source),
+                format!("a {} routing key needs a `name`", source.source.as_str()),
             ))
         };
         let index = || {
             source.index.ok_or((
                 "index",
-                format!("a {:?} routing key needs an `index`", source.source),
+                format!("a {} routing key needs an `index`", source.source.as_str()),
             ))
         };
         Ok(match source.source {

@@ -1,0 +1,11 @@
+//! Integration tests: the real `sluice` binary against real upstream servers
+//! on loopback ports.
+
+mod balancing;
+mod common;
+mod config_errors;
+mod demo;
+mod errors;
+mod routing;
+mod streaming;
+mod transforms;
