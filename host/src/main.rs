@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sluice::config;
+use sluice::config::reload::ConfigSource;
+use sluice::resilience::state::Registry;
+use sluice::server::RunOptions;
 use sluice::snapshot::Snapshot;
 
 /// Sluice: an HTTP reverse proxy with two-level cell routing.
@@ -16,13 +19,44 @@ struct Cli {
     command: Command,
 }
 
+/// Where the configuration comes from: a file, or a URL that is polled.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct SourceArgs {
+    /// The configuration file (watched for changes; SIGHUP also reloads it).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// An HTTP(S) URL serving the configuration, polled with ETag/If-None-Match.
+    #[arg(long)]
+    config_url: Option<String>,
+}
+
+impl SourceArgs {
+    fn source(&self) -> ConfigSource {
+        match (&self.config, &self.config_url) {
+            (Some(path), _) => ConfigSource::File(path.clone()),
+            (None, Some(url)) => ConfigSource::Url(url.clone()),
+            (None, None) => unreachable!("clap requires one source"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the proxy.
     Run {
-        /// The configuration file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where the last known good config is kept, for starts on a broken source.
+        #[arg(long, env = "SLUICE_STATE_DIR", default_value = "/var/lib/sluice")]
+        state_dir: PathBuf,
+        /// How often `--config-url` is polled.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        poll_interval: std::time::Duration,
+        /// Take the listening sockets over from the running instance (zero-downtime
+        /// upgrade): start the new process with this flag, then send SIGQUIT to the old one.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and list every problem; exits non-zero on any.
     Check {
@@ -53,10 +87,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => match load(&config) {
-            Ok(snapshot) => sluice::server::run(snapshot),
-            Err(errors) => fail(&errors),
-        },
+        Command::Run {
+            source,
+            state_dir,
+            poll_interval,
+            upgrade,
+        } => start(RunOptions {
+            source: source.source(),
+            state_dir: Some(state_dir),
+            poll_interval,
+            upgrade,
+        }),
         Command::Check { config } => match load(&config) {
             Ok(snapshot) => {
                 println!(
@@ -80,7 +121,17 @@ fn main() -> ExitCode {
 
 fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
     let loaded = config::load_file(path)?;
-    config::compile(&loaded, &path.display().to_string())
+    config::compile(&loaded, &path.display().to_string(), &Registry::default())
+}
+
+fn start(options: RunOptions) -> ExitCode {
+    match sluice::server::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn fail(errors: &config::ConfigErrors) -> ExitCode {
@@ -94,26 +145,23 @@ fn demo(listen: SocketAddr, upstream_port: u16, config_path: Option<PathBuf>) ->
         return ExitCode::FAILURE;
     }
     std::env::set_var("DEMO_LISTEN", listen.to_string());
-    let (text, origin) = match &config_path {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(text) => (text, path.display().to_string()),
-            Err(e) => {
-                eprintln!("cannot read {}: {e}", path.display());
+    let config_path = match config_path {
+        Some(path) => path,
+        None => {
+            let path =
+                std::env::temp_dir().join(format!("sluice-demo-{}.toml", std::process::id()));
+            if let Err(e) = std::fs::write(&path, sluice::demo::DEMO_CONFIG) {
+                eprintln!("cannot write the demo config to {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
-        },
-        None => (
-            sluice::demo::DEMO_CONFIG.to_string(),
-            "examples/demo.toml".to_string(),
-        ),
-    };
-    let snapshot = config::parse(&text, &origin, &|name| std::env::var(name).ok())
-        .and_then(|loaded| config::compile(&loaded, &origin));
-    match snapshot {
-        Ok(snapshot) => {
-            std::thread::spawn(move || sluice::demo::show_off(listen));
-            sluice::server::run(snapshot)
+            path
         }
-        Err(errors) => fail(&errors),
-    }
+    };
+    std::thread::spawn(move || sluice::demo::show_off(listen));
+    start(RunOptions {
+        source: ConfigSource::File(config_path),
+        state_dir: None,
+        poll_interval: std::time::Duration::from_secs(10),
+        upgrade: false,
+    })
 }

@@ -1,32 +1,75 @@
-//! Builds the Pingora server from a snapshot and runs it.
+//! Starts Sluice: the control runtime (config, reload triggers, health
+//! checks), then the Pingora server with the proxy and admin services.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::http_proxy_service_with_name;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::listening::Service;
 
-use crate::proxy::{LiveSnapshot, SluiceProxy};
-use crate::snapshot::Snapshot;
+use crate::admin::api::AdminApi;
+use crate::admin::metrics::Metrics;
+use crate::config::reload::{ConfigSource, Reloader};
+use crate::config::watch;
+use crate::proxy::SluiceProxy;
+use crate::resilience::checker::HealthSupervisor;
+use crate::resilience::state::Registry;
 
-/// Runs the proxy on `snapshot` until a shutdown signal; never returns.
-pub fn run(snapshot: Snapshot) -> ! {
+/// How `sluice run` was asked to start.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the configuration comes from.
+    pub source: ConfigSource,
+    /// Where the last known good config is persisted; `None` disables that.
+    pub state_dir: Option<PathBuf>,
+    /// How often a remote source is polled.
+    pub poll_interval: Duration,
+    /// Take the listening sockets over from a running instance.
+    pub upgrade: bool,
+}
+
+/// Runs the proxy until a shutdown signal; returns only on a startup error.
+pub fn run(options: RunOptions) -> anyhow::Result<()> {
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sluice-control")
+        .enable_all()
+        .build()?;
+    let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::new());
+    let health = HealthSupervisor::new(control.handle().clone());
+    let reloader = control.block_on(Reloader::start(
+        options.source.clone(),
+        options.state_dir.clone(),
+        registry,
+        metrics.clone(),
+        health,
+    ))?;
+    let snapshot = reloader.live().load_full();
+
     let mut conf = ServerConf {
         threads: snapshot.threads,
+        upgrade_sock: snapshot.upgrade_socket.clone(),
         ..ServerConf::default()
     };
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(10);
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // Pingora stops accepting at once, then serves in-flight requests for
+    // the grace period before shutting its runtimes down.
+    conf.grace_period_seconds = Some(snapshot.grace_period.as_secs().max(1));
+    conf.graceful_shutdown_timeout_seconds = Some(5);
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let listeners = snapshot.listeners.clone();
-    let live: LiveSnapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     // h2c is a service-wide option in Pingora, so listeners are grouped by it.
     for h2c in [true, false] {
-        let addresses: Vec<_> = listeners.iter().filter(|l| l.h2c == h2c).collect();
+        let addresses: Vec<_> = snapshot.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if addresses.is_empty() {
             continue;
         }
@@ -35,11 +78,8 @@ pub fn run(snapshot: Snapshot) -> ! {
         } else {
             "sluice http (h1)"
         };
-        let mut service = http_proxy_service_with_name(
-            &server.configuration,
-            SluiceProxy::new(live.clone()),
-            name,
-        );
+        let proxy = SluiceProxy::new(reloader.live(), metrics.clone());
+        let mut service = http_proxy_service_with_name(&server.configuration, proxy, name);
         if let Some(proxy) = service.app_logic_mut() {
             let mut options = HttpServerOptions::default();
             options.h2c = h2c;
@@ -51,5 +91,15 @@ pub fn run(snapshot: Snapshot) -> ! {
         }
         server.add_service(service);
     }
+    if let Some(admin) = &snapshot.admin {
+        let api = AdminApi::new(reloader.clone(), metrics.clone(), admin.token.clone());
+        let mut service = Service::new("sluice admin".to_string(), api);
+        service.add_tcp(&admin.address.to_string());
+        tracing::info!(address = %admin.address, token = admin.token.is_some(), "admin API listening");
+        server.add_service(service);
+    }
+
+    let _watcher =
+        control.block_on(async { watch::spawn_triggers(reloader.clone(), options.poll_interval) });
     server.run_forever()
 }

@@ -12,7 +12,10 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::HostHeader;
+use crate::config::{FailureKind, HostHeader, OnLimit};
+use crate::resilience::breaker::BreakerSettings;
+use crate::resilience::health::{ActiveCheck, PassiveSettings};
+use crate::resilience::state::{EndpointState, PlacementState};
 use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::RouteIndex;
@@ -35,6 +38,25 @@ pub struct Snapshot {
     pub routes: Vec<RouteSpec>,
     /// Placements, by [`PlacementId`].
     pub placements: Vec<PlacementSpec>,
+    /// The admin API listener, if configured.
+    pub admin: Option<AdminSpec>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub grace_period: Duration,
+    /// Where a new process takes over the listening sockets from.
+    pub upgrade_socket: String,
+    /// Whether each request is logged as a JSON line on stdout.
+    pub access_log: bool,
+    /// A short content hash of the config text.
+    pub version: String,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSpec {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The bearer token it requires, if any.
+    pub token: Option<String>,
 }
 
 /// One listening address.
@@ -98,6 +120,53 @@ pub struct PlacementSpec {
     pub balancer: Balancer,
     /// Which `Host` the upstream sees.
     pub host_header: HostHeader,
+    /// Where to fail over when this placement cannot serve.
+    pub fallback: Option<PlacementId>,
+    /// Live state shared across snapshots.
+    pub state: Arc<PlacementState>,
+    /// Breaker settings of its endpoints.
+    pub breaker: BreakerSettings,
+    /// Passive health settings of its endpoints.
+    pub passive: PassiveSettings,
+    /// Which failures count against breakers and passive health.
+    pub failure_on: FailureSet,
+    /// Active health check of its endpoints.
+    pub active_check: Option<ActiveCheck>,
+    /// Requests in flight at once.
+    pub max_concurrency: Option<u32>,
+    /// What a full placement does.
+    pub on_limit: OnLimit,
+    /// The largest request body accepted.
+    pub max_body: Option<u64>,
+    /// Endpoints tried in all when connecting fails.
+    pub connect_attempts: u32,
+    /// Extra attempts after transport failures, for idempotent bodiless requests.
+    pub retry_attempts: u32,
+}
+
+/// A set of [`FailureKind`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureSet(u8);
+
+impl FailureSet {
+    fn bit(kind: FailureKind) -> u8 {
+        match kind {
+            FailureKind::Connect => 1,
+            FailureKind::Timeout => 2,
+            FailureKind::Reset => 4,
+            FailureKind::ServerError => 8,
+        }
+    }
+
+    /// The set of these kinds.
+    pub fn of(kinds: &[FailureKind]) -> Self {
+        Self(kinds.iter().fold(0, |bits, kind| bits | Self::bit(*kind)))
+    }
+
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: FailureKind) -> bool {
+        self.0 & Self::bit(kind) != 0
+    }
 }
 
 /// A compiled endpoint.
@@ -111,6 +180,33 @@ pub struct EndpointSpec {
     pub address: SocketAddr,
     /// A ready peer, cloned per request; connection pooling keys on it.
     pub peer: HttpPeer,
+    /// Breaker, health and in-flight count, shared across snapshots.
+    pub state: Arc<EndpointState>,
+}
+
+impl Snapshot {
+    /// Applies each placement's settings to the live state it shares with
+    /// older snapshots. Called once this snapshot is the current one.
+    pub fn apply_settings(&self) {
+        for placement in &self.placements {
+            for endpoint in &placement.endpoints {
+                endpoint.state.breaker.update_settings(placement.breaker);
+                if placement.active_check.is_none() {
+                    endpoint.state.health.clear_active();
+                }
+            }
+        }
+    }
+
+    /// Every endpoint with the placement it belongs to.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&PlacementSpec, &EndpointSpec)> {
+        self.placements.iter().flat_map(|placement| {
+            placement
+                .endpoints
+                .iter()
+                .map(move |endpoint| (placement, endpoint))
+        })
+    }
 }
 
 /// Upstream timeouts of a placement.

@@ -13,20 +13,34 @@ use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
+use crate::resilience::breaker::BreakerSettings;
+use crate::resilience::health::{ActiveCheck, CheckKind, PassiveSettings};
+use crate::resilience::state::{EndpointKey, Registry};
 use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::{HostPattern, RouteIndex};
 use crate::snapshot::{
-    EndpointSpec, KeyedTarget, ListenerSpec, PlacementSpec, RouteSpec, RouteTarget, Snapshot,
-    TimeoutSpec,
+    AdminSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec, RouteSpec,
+    RouteTarget, Snapshot, TimeoutSpec,
 };
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
 /// Validates `loaded` and compiles it, or returns every problem found.
-pub fn compile(loaded: &LoadedConfig, origin: &str) -> Result<Snapshot, ConfigErrors> {
-    let mut compiler = Compiler { errors: Vec::new() };
-    let snapshot = compiler.snapshot(&loaded.config);
+/// Endpoint and placement state comes from `registry`, so state carries over
+/// from earlier snapshots; nothing in it changes until the snapshot is
+/// published (see [`Snapshot::apply_settings`]).
+pub fn compile(
+    loaded: &LoadedConfig,
+    origin: &str,
+    registry: &Registry,
+) -> Result<Snapshot, ConfigErrors> {
+    let mut compiler = Compiler {
+        errors: Vec::new(),
+        registry,
+    };
+    let mut snapshot = compiler.snapshot(&loaded.config);
+    snapshot.version = content_version(loaded.source.text());
     if compiler.errors.is_empty() {
         Ok(snapshot)
     } else {
@@ -42,11 +56,19 @@ pub fn compile(loaded: &LoadedConfig, origin: &str) -> Result<Snapshot, ConfigEr
     }
 }
 
-struct Compiler {
-    errors: Vec<(KeyPath, String)>,
+/// A short, stable content hash of a config text.
+pub fn content_version(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Compiler {
+struct Compiler<'r> {
+    errors: Vec<(KeyPath, String)>,
+    registry: &'r Registry,
+}
+
+impl Compiler<'_> {
     fn error(&mut self, path: KeyPath, message: impl Into<String>) {
         self.errors.push((path, message.into()));
     }
@@ -79,13 +101,89 @@ impl Compiler {
                 placement_ids.insert(name.as_str(), usize::MAX);
             }
         }
+        self.fallbacks(config, &placement_ids, &mut placements);
         let (index, routes) = self.routes(config, &placement_ids);
+        let admin = config.admin.as_ref().and_then(|admin| {
+            let path = KeyPath::root().key("admin").key("address");
+            match admin.address.parse::<SocketAddr>() {
+                Ok(address) => {
+                    if listeners.iter().any(|l| l.address == address) {
+                        self.error(path, format!("{address} is already a proxy listener"));
+                    }
+                    Some(AdminSpec {
+                        address,
+                        token: admin.token.clone().filter(|t| !t.is_empty()),
+                    })
+                }
+                Err(_) => {
+                    self.error(
+                        path,
+                        format!("{:?} is not an ip:port address", admin.address),
+                    );
+                    None
+                }
+            }
+        });
+        let server_path = KeyPath::root().key("server");
+        let grace_period =
+            self.duration(server_path.key("grace_period"), &config.server.grace_period);
         Snapshot {
             listeners,
             threads,
             index,
             routes,
             placements,
+            admin,
+            grace_period,
+            upgrade_socket: config.server.upgrade_socket.clone(),
+            access_log: config.server.access_log,
+            version: String::new(),
+        }
+    }
+
+    /// Resolves each placement's `fallback` and rejects cycles.
+    fn fallbacks(
+        &mut self,
+        config: &Config,
+        ids: &HashMap<&str, usize>,
+        placements: &mut [PlacementSpec],
+    ) {
+        for (name, placement) in &config.placements {
+            let (Some(fallback), Some(&id)) = (&placement.fallback, ids.get(name.as_str())) else {
+                continue;
+            };
+            let path = KeyPath::root().key("placements").key(name).key("fallback");
+            if fallback == name {
+                self.error(path, "a placement cannot fall back to itself");
+                continue;
+            }
+            let target = self.placement_ref(path, fallback, ids);
+            if let (Some(spec), Some(target)) = (placements.get_mut(id), target) {
+                if target != usize::MAX {
+                    spec.fallback = Some(target);
+                }
+            }
+        }
+        for (start, spec) in placements.iter().enumerate() {
+            let mut seen = vec![start];
+            let mut next = spec.fallback;
+            while let Some(current) = next {
+                if seen.contains(&current) {
+                    if current == start {
+                        let chain: Vec<&str> = seen.iter().map(|i| &*placements[*i].name).collect();
+                        self.error(
+                            KeyPath::root()
+                                .key("placements")
+                                .key(&spec.name)
+                                .key("fallback"),
+                            format!("fallback cycle: {} -> {}", chain.join(" -> "), spec.name),
+                        );
+                    }
+                    break;
+                }
+                seen.push(current);
+                next = placements[current].fallback;
+            }
         }
     }
 
@@ -137,6 +235,30 @@ impl Compiler {
             );
         }
         let timeouts = self.timeouts(&path.key("timeouts"), &placement.timeouts);
+        let breaker = self.breaker(&path.key("breaker"), &placement.breaker);
+        let passive = PassiveSettings {
+            failures: placement.passive.failures,
+            cooldown: self.duration(
+                path.key("passive").key("cooldown"),
+                &placement.passive.cooldown,
+            ),
+        };
+        let active_check = placement
+            .health
+            .as_ref()
+            .map(|check| self.active_check(&path.key("health"), check));
+        if placement.limits.max_concurrency == Some(0) {
+            self.error(
+                path.key("limits").key("max_concurrency"),
+                "must be at least 1",
+            );
+        }
+        if placement.retry.connect_attempts == 0 {
+            self.error(
+                path.key("retry").key("connect_attempts"),
+                "must be at least 1",
+            );
+        }
         let mut endpoints = Vec::new();
         let mut seen = HashSet::new();
         for (i, endpoint) in placement.endpoints.iter().enumerate() {
@@ -144,7 +266,7 @@ impl Compiler {
             if endpoint.weight == 0 {
                 self.error(path.key("weight"), "weight must be at least 1");
             }
-            let Some(spec) = self.endpoint(&path, endpoint, timeouts) else {
+            let Some(spec) = self.endpoint(&path, name, endpoint, timeouts, breaker) else {
                 continue;
             };
             if !seen.insert(spec.address) {
@@ -167,7 +289,87 @@ impl Compiler {
             endpoints: endpoints.into_iter().map(|(e, _)| e).collect(),
             balancer: Balancer::new(placement.balance, &weighted),
             host_header: placement.host_header,
+            fallback: None,
+            state: self.registry.placement(name),
+            breaker,
+            passive,
+            failure_on: FailureSet::of(&placement.breaker.failure_on),
+            active_check,
+            max_concurrency: placement.limits.max_concurrency,
+            on_limit: placement.limits.on_limit,
+            max_body: placement.limits.max_body.map(|size| size.0),
+            connect_attempts: placement.retry.connect_attempts.max(1),
+            retry_attempts: placement.retry.attempts,
         })
+    }
+
+    fn breaker(&mut self, path: &KeyPath, config: &super::BreakerConfig) -> BreakerSettings {
+        if !(0.0..=1.0).contains(&config.failure_rate) {
+            self.error(path.key("failure_rate"), "must be between 0 and 1");
+        }
+        let open_for = self.duration(path.key("open_for"), &config.open_for);
+        let max_open_for = self.duration(path.key("max_open_for"), &config.max_open_for);
+        if max_open_for < open_for {
+            self.error(
+                path.key("max_open_for"),
+                "must not be shorter than open_for",
+            );
+        }
+        if config.half_open_probes == 0 {
+            self.error(path.key("half_open_probes"), "must be at least 1");
+        }
+        BreakerSettings {
+            consecutive_failures: config.consecutive_failures,
+            failure_rate: config.failure_rate,
+            window: self.duration(path.key("window"), &config.window),
+            min_requests: config.min_requests,
+            open_for,
+            max_open_for,
+            half_open_probes: config.half_open_probes.max(1),
+            close_after: config.close_after.max(1),
+        }
+    }
+
+    fn active_check(&mut self, path: &KeyPath, check: &super::HealthCheck) -> ActiveCheck {
+        let kind = match check.kind {
+            super::HealthCheckKind::Tcp => CheckKind::Tcp,
+            super::HealthCheckKind::Http => {
+                if !check.path.starts_with('/') {
+                    self.error(path.key("path"), "must start with '/'");
+                }
+                let expect = parse_status_range(&check.expect).unwrap_or_else(|| {
+                    self.error(
+                        path.key("expect"),
+                        format!(
+                            "{:?} is not a status or range such as \"200-399\"",
+                            check.expect
+                        ),
+                    );
+                    (200, 399)
+                });
+                CheckKind::Http {
+                    path: check.path.clone(),
+                    expect,
+                }
+            }
+        };
+        let interval = self.duration(path.key("interval"), &check.interval);
+        if interval < crate::resilience::checker::MIN_INTERVAL {
+            self.error(
+                path.key("interval"),
+                format!(
+                    "must be at least {:?}",
+                    crate::resilience::checker::MIN_INTERVAL
+                ),
+            );
+        }
+        ActiveCheck {
+            kind,
+            interval,
+            timeout: self.duration(path.key("timeout"), &check.timeout),
+            rise: check.rise.max(1),
+            fall: check.fall.max(1),
+        }
     }
 
     fn timeouts(&mut self, path: &KeyPath, timeouts: &super::Timeouts) -> TimeoutSpec {
@@ -198,8 +400,10 @@ impl Compiler {
     fn endpoint(
         &mut self,
         path: &KeyPath,
+        placement: &str,
         endpoint: &super::Endpoint,
         timeouts: TimeoutSpec,
+        breaker: BreakerSettings,
     ) -> Option<EndpointSpec> {
         let (scheme_tls, rest) = if let Some(rest) = endpoint.address.strip_prefix("https://") {
             (Some(true), rest)
@@ -280,11 +484,18 @@ impl Compiler {
                 return None;
             }
         };
+        let id: Arc<str> = Arc::from(authority.to_str().unwrap_or_default());
+        let key = EndpointKey {
+            placement: placement.to_string(),
+            address: id.to_string(),
+            tls,
+        };
         Some(EndpointSpec {
-            id: Arc::from(authority.to_str().unwrap_or_default()),
+            id,
             authority,
             address,
             peer,
+            state: self.registry.endpoint(key, breaker),
         })
     }
 
@@ -464,13 +675,104 @@ impl Compiler {
     }
 }
 
+/// `"200"` or `"200-399"` → inclusive range.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high) = (
+        low.trim().parse::<u16>().ok()?,
+        high.trim().parse::<u16>().ok()?,
+    );
+    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
         let loaded = super::super::parse(text, "test.toml", &|_| None)?;
-        compile(&loaded, "test.toml")
+        compile(&loaded, "test.toml", &Registry::default())
+    }
+
+    #[test]
+    fn fallback_cycles_and_unknown_fallbacks_are_rejected() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+fallback = "b"
+[placements.b]
+endpoints = [{ address = "127.0.0.1:2" }]
+fallback = "c"
+[placements.c]
+endpoints = [{ address = "127.0.0.1:3" }]
+fallback = "a"
+[placements.d]
+endpoints = [{ address = "127.0.0.1:4" }]
+fallback = "nowhere"
+[[routes]]
+placement = "a"
+"#;
+        let errors = compile_text(text).unwrap_err();
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains(":5: placements.a.fallback: fallback cycle: a -> b -> c -> a"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains(":14: placements.d.fallback: unknown placement \"nowhere\""),
+            "{rendered}"
+        );
+    }
+
+    #[test]
+    fn resilience_settings_are_validated() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+breaker = { failure_rate = 1.5, open_for = "10s", max_open_for = "1s", failure_on = ["connect"] }
+health = { expect = "2xx", interval = "often" }
+limits = { max_body = "10 parsecs", max_concurrency = 0 }
+"#;
+        let errors = compile_text(text).map(|_| ()).unwrap_err();
+        let rendered = errors.to_string();
+        assert!(
+            rendered.contains(":7: placements.a.limits.max_body"),
+            "{rendered}"
+        );
+        let text = text.replace("max_body = \"10 parsecs\", ", "");
+        let rendered = compile_text(&text).map(|_| ()).unwrap_err().to_string();
+        for expected in [
+            "placements.a.breaker.failure_rate",
+            "placements.a.breaker.max_open_for",
+            "placements.a.health.expect",
+            "placements.a.health.interval",
+            "placements.a.limits.max_concurrency",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected} in {rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn state_carries_over_between_compilations() {
+        let registry = Registry::default();
+        let loaded = super::super::parse(GOOD, "t", &|_| None).unwrap();
+        let first = compile(&loaded, "t", &registry).unwrap();
+        let second = compile(&loaded, "t", &registry).unwrap();
+        assert!(Arc::ptr_eq(
+            &first.placements[0].endpoints[0].state,
+            &second.placements[0].endpoints[0].state
+        ));
+        assert!(Arc::ptr_eq(
+            &first.placements[0].state,
+            &second.placements[0].state
+        ));
+        assert_eq!(first.version, second.version);
+        assert_eq!(first.version.len(), 12);
     }
 
     const GOOD: &str = r#"

@@ -11,8 +11,10 @@
 pub mod compile;
 mod error;
 mod interpolate;
+pub mod reload;
 mod schema;
 mod source_map;
+pub mod watch;
 
 pub use compile::compile;
 pub use error::{ConfigError, ConfigErrors, KeyPath};

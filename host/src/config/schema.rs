@@ -25,14 +25,48 @@ pub struct Config {
     /// Named groups of upstream endpoints.
     #[serde(default)]
     pub placements: BTreeMap<String, Placement>,
+    /// The admin API; absent means no admin listener.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: the status, config, reload and metrics API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `ip:port` of its own listener.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// Process-wide settings under `[server]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Worker threads per listener service; defaults to the number of cores.
     pub threads: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: String,
+    /// The socket a new process (`sluice run --upgrade`) takes the listening
+    /// sockets from during a zero-downtime upgrade.
+    #[serde(default = "default_upgrade_socket")]
+    pub upgrade_socket: String,
+    /// Write one JSON access-log line per request to stdout. On by default.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            grace_period: default_grace_period(),
+            upgrade_socket: default_upgrade_socket(),
+            access_log: true,
+        }
+    }
 }
 
 /// One `[[listeners]]` entry.
@@ -190,6 +224,264 @@ pub struct Placement {
     /// Which `Host` header the upstream sees.
     #[serde(default)]
     pub host_header: HostHeader,
+    /// The placement to fail over to when this one cannot serve.
+    pub fallback: Option<String>,
+    /// Active health checks; none when absent.
+    pub health: Option<HealthCheck>,
+    /// Passive health: failures of real traffic.
+    #[serde(default)]
+    pub passive: PassiveHealth,
+    /// The circuit breaker of each endpoint.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Concurrency and body limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Retries beyond the connect retry.
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+/// `[placements.NAME.health]`: active checks of every endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (a GET of `path`) or `tcp` (a connect).
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// The path requested by HTTP checks.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Healthy statuses, as `"200"` or an inclusive range `"200-399"`.
+    #[serde(default = "default_health_expect")]
+    pub expect: String,
+    /// Time between checks.
+    #[serde(default = "default_health_interval")]
+    pub interval: String,
+    /// Time allowed for one check.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    /// Successful checks in a row that bring a down endpoint back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Failed checks in a row that take an endpoint down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// Active health-check kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// An HTTP GET.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `[placements.NAME.passive]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Consecutive failed requests that mark an endpoint down; 0 disables.
+    #[serde(default = "default_passive_failures")]
+    pub failures: u32,
+    /// How long it stays down (a successful active check ends this early).
+    #[serde(default = "default_passive_cooldown")]
+    pub cooldown: String,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            failures: default_passive_failures(),
+            cooldown: default_passive_cooldown(),
+        }
+    }
+}
+
+/// `[placements.NAME.breaker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker; 0 disables this trigger.
+    #[serde(default = "default_breaker_consecutive")]
+    pub consecutive_failures: u32,
+    /// Failure share over `window` that opens it (0 to 1); 0 disables this trigger.
+    #[serde(default = "default_breaker_rate")]
+    pub failure_rate: f64,
+    /// The rolling window of the failure rate.
+    #[serde(default = "default_breaker_window")]
+    pub window: String,
+    /// Requests needed in the window before the rate counts.
+    #[serde(default = "default_breaker_min_requests")]
+    pub min_requests: u32,
+    /// How long it stays open at first.
+    #[serde(default = "default_breaker_open_for")]
+    pub open_for: String,
+    /// The cap on the open time, which doubles after each failed half-open.
+    #[serde(default = "default_breaker_max_open_for")]
+    pub max_open_for: String,
+    /// Probe requests admitted at once while half-open.
+    #[serde(default = "default_breaker_probes")]
+    pub half_open_probes: u32,
+    /// Successful probes that close it.
+    #[serde(default = "default_breaker_close_after")]
+    pub close_after: u32,
+    /// What counts as a failure: any of `connect`, `timeout`, `reset`, `5xx`.
+    #[serde(default = "default_failure_kinds")]
+    pub failure_on: Vec<FailureKind>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_breaker_consecutive(),
+            failure_rate: default_breaker_rate(),
+            window: default_breaker_window(),
+            min_requests: default_breaker_min_requests(),
+            open_for: default_breaker_open_for(),
+            max_open_for: default_breaker_max_open_for(),
+            half_open_probes: default_breaker_probes(),
+            close_after: default_breaker_close_after(),
+            failure_on: default_failure_kinds(),
+        }
+    }
+}
+
+/// Kinds of upstream failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum FailureKind {
+    /// The connection could not be established.
+    #[serde(rename = "connect")]
+    Connect,
+    /// The upstream did not answer in time.
+    #[serde(rename = "timeout")]
+    Timeout,
+    /// The connection broke after it was established.
+    #[serde(rename = "reset")]
+    Reset,
+    /// The upstream answered with a 5xx status.
+    #[serde(rename = "5xx")]
+    ServerError,
+}
+
+impl FailureKind {
+    /// The label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::ServerError => "5xx",
+        }
+    }
+}
+
+/// `[placements.NAME.limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests in flight at once; unlimited when absent.
+    pub max_concurrency: Option<u32>,
+    /// The largest request body, e.g. `"10MiB"` or a number of bytes.
+    pub max_body: Option<ByteSize>,
+    /// When the concurrency limit is reached: answer 429, or fail over.
+    #[serde(default)]
+    pub on_limit: OnLimit,
+}
+
+/// A size in bytes, written as a number of bytes or a string with a unit:
+/// `"512KiB"`, `"10MB"`, `"1.5GiB"` (KB, MB, GB are powers of 1000; KiB,
+/// MiB, GiB powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses a size with an optional unit.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a size; write e.g. \"10MiB\" or \"512KB\""))?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" | "k" => 1_000,
+            "kib" => 1 << 10,
+            "mb" | "m" => 1_000_000,
+            "mib" => 1 << 20,
+            "gb" | "g" => 1_000_000_000,
+            "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}; use B, KB, KiB, MB, MiB, GB or GiB"
+                ))
+            }
+        };
+        Ok(Self((number * multiplier as f64) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of bytes or a size such as \"10MiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// What a full placement does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// Answer 429.
+    #[default]
+    Reject,
+    /// Fail over to the fallback placement, with reason `concurrency_limit`.
+    Failover,
+}
+
+/// `[placements.NAME.retry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Endpoints tried in all when connecting fails.
+    #[serde(default = "default_connect_attempts")]
+    pub connect_attempts: u32,
+    /// Extra attempts after a failure past the connect (reset, timeout), only
+    /// for idempotent methods whose body was not sent; 0 disables.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            connect_attempts: default_connect_attempts(),
+            attempts: 0,
+        }
+    }
 }
 
 /// One upstream endpoint of a placement.
@@ -282,4 +574,93 @@ fn default_read_timeout() -> String {
 
 fn default_idle_timeout() -> String {
     "60s".to_string()
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+fn default_grace_period() -> String {
+    "30s".to_string()
+}
+
+fn default_upgrade_socket() -> String {
+    "/tmp/sluice-upgrade.sock".to_string()
+}
+
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+
+fn default_health_expect() -> String {
+    "200-399".to_string()
+}
+
+fn default_health_interval() -> String {
+    "5s".to_string()
+}
+
+fn default_health_timeout() -> String {
+    "1s".to_string()
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
+}
+
+fn default_passive_failures() -> u32 {
+    5
+}
+
+fn default_passive_cooldown() -> String {
+    "10s".to_string()
+}
+
+fn default_breaker_consecutive() -> u32 {
+    5
+}
+
+fn default_breaker_rate() -> f64 {
+    0.5
+}
+
+fn default_breaker_window() -> String {
+    "10s".to_string()
+}
+
+fn default_breaker_min_requests() -> u32 {
+    20
+}
+
+fn default_breaker_open_for() -> String {
+    "5s".to_string()
+}
+
+fn default_breaker_max_open_for() -> String {
+    "60s".to_string()
+}
+
+fn default_breaker_probes() -> u32 {
+    1
+}
+
+fn default_breaker_close_after() -> u32 {
+    2
+}
+
+fn default_failure_kinds() -> Vec<FailureKind> {
+    vec![
+        FailureKind::Connect,
+        FailureKind::Timeout,
+        FailureKind::Reset,
+        FailureKind::ServerError,
+    ]
+}
+
+fn default_connect_attempts() -> u32 {
+    3
 }

@@ -4,30 +4,47 @@
 //! design gives; each decision is made by the module that owns it:
 //!
 //! 1. `request_filter`: route match and routing key ([`crate::routing::decide`]),
-//!    request id. Unroutable requests are answered here (404, 400).
-//! 2. `upstream_peer`: endpoint pick by the placement's balancer; called again
-//!    for a retry after a failed connect, which then avoids the endpoints
-//!    already tried.
-//! 3. `upstream_request_filter`: forwarding headers, `Host` policy, path
+//!    request id; admission ([`crate::resilience::admission::admit`]): health,
+//!    breakers, fallback chain, concurrency permit; the body limit from
+//!    `Content-Length`. Requests that cannot go on are answered here (404,
+//!    400, 429, 413, 503).
+//! 2. `request_body_filter`: the body limit while the body streams.
+//! 3. `upstream_peer`: the admitted endpoint; after a failure that may be
+//!    retried, another endpoint of the same placement.
+//! 4. `upstream_request_filter`: forwarding headers, `Host` policy, path
 //!    rewrite and request header rules ([`crate::transform`]).
-//! 4. `response_filter`: response header rules and explainability headers.
-//! 5. `fail_to_proxy`: a short, explicit error response (502, 504).
+//! 5. `upstream_response_filter`: the outcome is recorded on the breaker and
+//!    passive health of the endpoint that answered.
+//! 6. `response_filter`: response header rules and explainability headers.
+//! 7. `fail_to_connect`, `error_while_proxy`: failed attempts are recorded and
+//!    retried within the placement's bounds.
+//! 8. `fail_to_proxy`: a short, explicit error response (502, 503, 504).
+//! 9. `logging`: metrics and the access log. The in-flight permit is released
+//!    when the context drops, after the response body has ended.
 
 mod respond;
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::header::HOST;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
 
-use crate::config::HostHeader;
+use crate::access_log::{self, AccessRecord};
+use crate::admin::metrics::Metrics;
+use crate::config::{FailureKind, HostHeader};
+use crate::resilience::admission::{self, Denied, EndpointUse, FailoverReason, Outcome};
+use crate::resilience::breaker::{Admission, CircuitState, Transition};
+use crate::resilience::state::InFlight;
 use crate::routing::{self, Decision, Refusal, RequestView};
-use crate::snapshot::{EndpointSpec, PlacementSpec, RouteSpec, Snapshot};
+use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
 use crate::transform::forwarding;
 
 /// Response header naming the placement that served the request.
@@ -36,9 +53,10 @@ pub const X_ROUTED_TO: &str = "x-routed-to";
 pub const X_ROUTE_REASON: &str = "x-route-reason";
 /// Response header naming the endpoint that served the request.
 pub const X_UPSTREAM: &str = "x-upstream";
-
-/// How many endpoints one request may try to connect to.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Response header saying why the routed placement was skipped.
+pub const X_FAILOVER_REASON: &str = "x-failover-reason";
+/// Response header with the breaker state of the endpoint used.
+pub const X_CIRCUIT_STATE: &str = "x-circuit-state";
 
 /// The live configuration: the current snapshot, replaced atomically on reload.
 pub type LiveSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -46,35 +64,105 @@ pub type LiveSnapshot = Arc<ArcSwap<Snapshot>>;
 /// The proxy service.
 pub struct SluiceProxy {
     live: LiveSnapshot,
+    metrics: Arc<Metrics>,
 }
 
 impl SluiceProxy {
     /// A proxy serving whatever snapshot `live` holds when each request starts.
-    pub fn new(live: LiveSnapshot) -> Self {
-        Self { live }
+    pub fn new(live: LiveSnapshot, metrics: Arc<Metrics>) -> Self {
+        Self { live, metrics }
+    }
+
+    fn transition(
+        &self,
+        placement: &PlacementSpec,
+        endpoint: &EndpointSpec,
+        transition: Transition,
+    ) {
+        self.metrics
+            .breaker_transition(&placement.name, &endpoint.id, transition);
+    }
+
+    /// Settles the current attempt with its outcome.
+    fn record(&self, ctx: &mut RequestCtx, outcome: Outcome) {
+        let Some(admission) = ctx.attempt.take() else {
+            return;
+        };
+        let (Some(placement), Some(endpoint)) = (ctx.placement(), ctx.endpoint()) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Outcome::Failure(kind) = outcome {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&placement.name, &endpoint.id, kind.as_str()])
+                .inc();
+        }
+        let (transition, marked_down) =
+            admission::record(placement, endpoint, admission, outcome, now);
+        if let Some(transition) = transition {
+            self.transition(placement, endpoint, transition);
+        }
+        if marked_down {
+            tracing::warn!(placement = %placement.name, endpoint = %endpoint.id, "endpoint marked down by failed requests");
+        }
     }
 }
 
 /// Per-request state, carried from phase to phase.
-#[derive(Default)]
 pub struct RequestCtx {
+    started: Instant,
+    started_at: SystemTime,
     snapshot: Option<Arc<Snapshot>>,
     decision: Option<Decision>,
+    /// The placement serving the request (after any failover).
+    placement: Option<PlacementId>,
     endpoint: Option<usize>,
+    /// The breaker admission of the attempt in progress; `None` once settled.
+    attempt: Option<Admission>,
+    failover: Option<FailoverReason>,
+    /// The breaker state reported when no endpoint was used.
+    circuit: Option<CircuitState>,
     failed_endpoints: Vec<usize>,
+    retries: u32,
+    body_bytes: u64,
+    body_too_large: bool,
     request_id: String,
     client_host: String,
+    permit: Option<InFlight>,
+    endpoint_use: Option<EndpointUse>,
 }
 
 impl RequestCtx {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            snapshot: None,
+            decision: None,
+            placement: None,
+            endpoint: None,
+            attempt: None,
+            failover: None,
+            circuit: None,
+            failed_endpoints: Vec::new(),
+            retries: 0,
+            body_bytes: 0,
+            body_too_large: false,
+            request_id: String::new(),
+            client_host: String::new(),
+            permit: None,
+            endpoint_use: None,
+        }
+    }
+
     fn route(&self) -> Option<&RouteSpec> {
         let (snapshot, decision) = (self.snapshot.as_ref()?, self.decision.as_ref()?);
         snapshot.routes.get(decision.route)
     }
 
     fn placement(&self) -> Option<&PlacementSpec> {
-        let (snapshot, decision) = (self.snapshot.as_ref()?, self.decision.as_ref()?);
-        snapshot.placements.get(decision.placement)
+        self.snapshot.as_ref()?.placements.get(self.placement?)
     }
 
     fn endpoint(&self) -> Option<&EndpointSpec> {
@@ -96,6 +184,13 @@ impl RequestCtx {
         let _ = response.insert_header(X_ROUTE_REASON, decision.reason.as_str());
         if let Some(endpoint) = self.endpoint() {
             let _ = response.insert_header(X_UPSTREAM, endpoint.authority.clone());
+            let state = endpoint.state.breaker.state(Instant::now());
+            let _ = response.insert_header(X_CIRCUIT_STATE, state.as_str());
+        } else if let Some(circuit) = self.circuit {
+            let _ = response.insert_header(X_CIRCUIT_STATE, circuit.as_str());
+        }
+        if let Some(reason) = self.failover {
+            let _ = response.insert_header(X_FAILOVER_REASON, reason.as_str());
         }
     }
 }
@@ -110,12 +205,26 @@ fn request_host(request: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
+/// How a transport error counts against an endpoint.
+fn failure_kind(e: &Error) -> FailureKind {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            FailureKind::Timeout
+        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure => FailureKind::Connect,
+        _ => FailureKind::Reset,
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for SluiceProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -135,15 +244,17 @@ impl ProxyHttp for SluiceProxy {
             headers: &request.headers,
         };
         let outcome = routing::decide(&snapshot, &view);
-        ctx.snapshot = Some(snapshot);
-        match outcome {
-            Ok(decision) => {
-                ctx.decision = Some(decision);
-                Ok(false)
-            }
+        let content_length = request
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        ctx.snapshot = Some(snapshot.clone());
+        let decision = match outcome {
+            Ok(decision) => decision,
             Err(Refusal::NoRoute) => {
                 respond::text(session, ctx, 404, "no route matches this host and path").await?;
-                Ok(true)
+                return Ok(true);
             }
             Err(Refusal::MissingKey { .. }) => {
                 respond::text(
@@ -153,9 +264,111 @@ impl ProxyHttp for SluiceProxy {
                     "this route needs a routing key and the request has none",
                 )
                 .await?;
-                Ok(true)
+                return Ok(true);
+            }
+        };
+        let route_default = match &snapshot.routes[decision.route].target {
+            RouteTarget::Keyed(keyed) => Some(keyed.default),
+            RouteTarget::Direct(_) => None,
+        };
+        let routed = decision.placement;
+        let key = decision.key.as_deref().map(str::as_bytes);
+        let admitted = admission::admit(
+            &snapshot,
+            routed,
+            route_default,
+            key,
+            Instant::now(),
+            &mut |p, e, t| self.transition(p, e, t),
+        );
+        ctx.decision = Some(decision);
+        match admitted {
+            Ok(granted) => {
+                ctx.placement = Some(granted.placement);
+                ctx.endpoint = Some(granted.endpoint);
+                ctx.attempt = Some(granted.admission);
+                ctx.failover = granted.failover;
+                ctx.permit = Some(granted.permit);
+                ctx.endpoint_use = Some(granted.endpoint_use);
+                if let Some(reason) = granted.failover {
+                    let (from, to) = (
+                        &*snapshot.placements[routed].name,
+                        &*snapshot.placements[granted.placement].name,
+                    );
+                    self.metrics
+                        .failovers
+                        .with_label_values(&[from, to, reason.as_str()])
+                        .inc();
+                }
+            }
+            Err(Denied::Full { placement }) => {
+                ctx.placement = Some(placement);
+                ctx.circuit = Some(admission::most_open_state(
+                    &snapshot.placements[placement],
+                    Instant::now(),
+                ));
+                let message = format!(
+                    "placement {} is at its concurrency limit",
+                    snapshot.placements[placement].name
+                );
+                respond::text(session, ctx, 429, &message).await?;
+                return Ok(true);
+            }
+            Err(Denied::Unavailable {
+                placement,
+                reason,
+                circuit,
+            }) => {
+                ctx.placement = Some(placement);
+                ctx.failover = Some(reason);
+                ctx.circuit = Some(circuit);
+                let message = format!(
+                    "no endpoint of placement {} or its fallbacks can serve ({})",
+                    snapshot.placements[placement].name,
+                    reason.as_str()
+                );
+                respond::text(session, ctx, 503, &message).await?;
+                return Ok(true);
             }
         }
+        let limit = ctx.placement().and_then(|p| p.max_body);
+        if let (Some(limit), Some(length)) = (limit, content_length) {
+            if length > limit {
+                ctx.body_too_large = true;
+                self.release_attempt(ctx);
+                respond::text(
+                    session,
+                    ctx,
+                    413,
+                    &format!("the request body is larger than {limit} bytes"),
+                )
+                .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if let Some(limit) = ctx.placement().and_then(|p| p.max_body) {
+                if ctx.body_bytes > limit {
+                    ctx.body_too_large = true;
+                    return Error::e_explain(
+                        HTTPStatus(413),
+                        format!("the request body is larger than {limit} bytes"),
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -163,24 +376,45 @@ impl ProxyHttp for SluiceProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let placement = ctx
-            .placement()
-            .ok_or_else(|| Error::explain(InternalError, "no placement decided"))?;
-        let key = ctx
-            .decision
-            .as_ref()
-            .and_then(|d| d.key.as_deref())
-            .map(str::as_bytes);
-        let failed = &ctx.failed_endpoints;
-        let Some(index) = placement.balancer.pick(key, |i| !failed.contains(&i)) else {
-            return Error::e_explain(
-                ConnectNoRoute,
-                format!("no endpoint of placement {} left to try", placement.name),
+        if ctx.attempt.is_none() {
+            // A retry: the previous attempt failed and was settled.
+            let placement = ctx
+                .placement()
+                .ok_or_else(|| Error::explain(InternalError, "no placement admitted"))?;
+            let key = ctx
+                .decision
+                .as_ref()
+                .and_then(|d| d.key.as_deref())
+                .map(str::as_bytes);
+            let picked = admission::pick_endpoint(
+                placement,
+                key,
+                Instant::now(),
+                &ctx.failed_endpoints,
+                &mut |e, t| self.transition(placement, e, t),
             );
-        };
-        let peer = placement.endpoints[index].peer.clone();
-        ctx.endpoint = Some(index);
-        Ok(Box::new(peer))
+            match picked {
+                Ok((endpoint, admission)) => {
+                    ctx.endpoint_use = Some(EndpointUse::new(&placement.endpoints[endpoint].state));
+                    ctx.endpoint = Some(endpoint);
+                    ctx.attempt = Some(admission);
+                }
+                Err(reason) => {
+                    return Error::e_explain(
+                        ConnectNoRoute,
+                        format!(
+                            "no other endpoint of placement {} to retry on ({})",
+                            placement.name,
+                            reason.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        let endpoint = ctx
+            .endpoint()
+            .ok_or_else(|| Error::explain(InternalError, "no endpoint admitted"))?;
+        Ok(Box::new(endpoint.peer.clone()))
     }
 
     fn fail_to_connect(
@@ -190,12 +424,49 @@ impl ProxyHttp for SluiceProxy {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        self.record(ctx, Outcome::Failure(failure_kind(&e)));
         if let Some(endpoint) = ctx.endpoint {
             ctx.failed_endpoints.push(endpoint);
         }
-        let endpoints = ctx.placement().map_or(0, |p| p.endpoints.len());
-        let attempts = ctx.failed_endpoints.len();
-        e.set_retry(attempts < MAX_CONNECT_ATTEMPTS && attempts < endpoints);
+        let (endpoints, attempts) = ctx
+            .placement()
+            .map_or((0, 0), |p| (p.endpoints.len(), p.connect_attempts as usize));
+        let tried = ctx.failed_endpoints.len();
+        e.set_retry(tried < attempts && tried < endpoints);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let upstream_failure = e.esource() == &ErrorSource::Upstream && !ctx.body_too_large;
+        // A reused pooled connection that breaks is most likely one the
+        // upstream closed while idle: not the endpoint's fault.
+        let stale_connection = client_reused && e.retry.retry();
+        if upstream_failure && !stale_connection {
+            self.record(ctx, Outcome::Failure(failure_kind(&e)));
+        } else {
+            self.release_attempt(ctx);
+        }
+        let idempotent = session.req_header().method.is_idempotent();
+        let bodiless = ctx.body_bytes == 0 && !session.as_ref().retry_buffer_truncated();
+        let configured = ctx.placement().map_or(0, |p| p.retry_attempts);
+        let retry = idempotent
+            && bodiless
+            && (stale_connection || (upstream_failure && ctx.retries < configured));
+        if retry && !stale_connection {
+            ctx.retries += 1;
+            if let Some(endpoint) = ctx.endpoint {
+                ctx.failed_endpoints.push(endpoint);
+            }
+        }
+        e.set_retry(retry);
         e
     }
 
@@ -239,6 +510,21 @@ impl ProxyHttp for SluiceProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let outcome = if response.status.is_server_error() {
+            Outcome::Failure(FailureKind::ServerError)
+        } else {
+            Outcome::Success
+        };
+        self.record(ctx, outcome);
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -258,6 +544,7 @@ impl ProxyHttp for SluiceProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        self.release_attempt(ctx);
         let (status, message) = respond::status_for(e, ctx.placement().map(|p| &*p.name));
         if status > 0 {
             if let Err(write_error) = respond::text(session, ctx, status, &message).await {
@@ -271,16 +558,65 @@ impl ProxyHttp for SluiceProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        self.release_attempt(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        tracing::debug!(
-            request_id = %ctx.request_id,
-            method = %session.req_header().method,
-            path = %session.req_header().uri.path(),
-            status,
-            placement = ctx.placement().map(|p| &*p.name),
-            reason = ctx.decision.as_ref().map(|d| d.reason.as_str()),
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
+        let route = ctx.route().map(|r| &*r.name);
+        let placement = ctx.placement().map(|p| &*p.name);
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[
+                route.unwrap_or(""),
+                placement.unwrap_or(""),
+                status_label(status),
+            ])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[route.unwrap_or("")])
+            .observe(elapsed.as_secs_f64());
+        if ctx.snapshot.as_ref().is_some_and(|s| s.access_log) {
+            let request = session.req_header();
+            access_log::write(&AccessRecord {
+                time: access_log::timestamp(ctx.started_at),
+                request_id: &ctx.request_id,
+                client: session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string()),
+                method: request.method.as_str(),
+                host: &ctx.client_host,
+                path: request.uri.path(),
+                status,
+                duration_ms: access_log::millis(elapsed),
+                bytes_in: ctx.body_bytes,
+                bytes_out: session.body_bytes_sent(),
+                route,
+                placement,
+                endpoint: ctx.endpoint().map(|e| &*e.id),
+                route_reason: ctx.decision.as_ref().map(|d| d.reason.as_str()),
+                failover_reason: ctx.failover.map(FailoverReason::as_str),
+                error: e.map(|e| e.etype().as_str().to_string()),
+            });
+        }
     }
+}
+
+impl SluiceProxy {
+    /// Gives back an unsettled attempt's probe slot without an outcome.
+    fn release_attempt(&self, ctx: &mut RequestCtx) {
+        if let (Some(admission), Some(endpoint)) = (ctx.attempt.take(), ctx.endpoint()) {
+            endpoint.state.breaker.release(admission);
+        }
+    }
+}
+
+/// The status as a metric label, from a table built once, so counting a
+/// request does not format a number.
+fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..600).map(|code| code.to_string()).collect());
+    labels
+        .get(usize::from(status))
+        .map_or("other", String::as_str)
 }

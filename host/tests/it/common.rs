@@ -67,11 +67,14 @@ impl Proxy {
     pub fn start(body: &str) -> Proxy {
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = format!("[[listeners]]\naddress = \"{address}\"\n\n{body}");
-        let config_path = scratch_dir().join("sluice.toml");
+        let dir = scratch_dir();
+        let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(sluice_binary())
             .args(["run", "--config"])
             .arg(&config_path)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

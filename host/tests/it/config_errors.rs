@@ -77,7 +77,8 @@ fn unknown_keys_and_types_name_key_and_line() {
 
 #[test]
 fn run_refuses_a_broken_config() {
-    let path = scratch_dir().join("broken.toml");
+    let dir = scratch_dir();
+    let path = dir.join("broken.toml");
     std::fs::write(
         &path,
         "[[listeners]]\naddress = \"${SLUICE_TEST_UNSET_VARIABLE}\"\n",
@@ -86,6 +87,8 @@ fn run_refuses_a_broken_config() {
     let output = Command::new(sluice_binary())
         .args(["run", "--config"])
         .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
         .output()
         .unwrap();
     assert!(!output.status.success());

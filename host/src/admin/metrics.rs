@@ -1,0 +1,251 @@
+//! Prometheus metrics.
+//!
+//! Counters and the duration histogram are updated by requests. Gauges that
+//! describe live state (breaker state, endpoint health, in-flight counts) are
+//! read from the current snapshot when `/metrics` is scraped, so the request
+//! path never pays for them.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::resilience::breaker::Transition;
+use crate::snapshot::Snapshot;
+
+/// Every metric Sluice exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `sluice_requests_total{route, placement, status}`.
+    pub requests: IntCounterVec,
+    /// `sluice_request_duration_seconds{route}`.
+    pub duration: HistogramVec,
+    /// `sluice_upstream_errors_total{placement, endpoint, kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `sluice_breaker_transitions_total{placement, endpoint, from, to}`.
+    pub breaker_transitions: IntCounterVec,
+    /// `sluice_failovers_total{from, to, reason}`.
+    pub failovers: IntCounterVec,
+    /// `sluice_config_reloads_total{result}`.
+    pub reloads: IntCounterVec,
+    /// `sluice_config_info{version, source}`, always 1 for the current config.
+    pub config_info: IntGaugeVec,
+    /// `sluice_config_last_reload_success_timestamp_seconds`.
+    pub last_reload_success: IntGauge,
+    /// `sluice_config_last_reload_error` (1 while the last attempt failed).
+    pub last_reload_failed: IntGauge,
+    breaker_state: IntGaugeVec,
+    endpoint_healthy: IntGaugeVec,
+    endpoint_in_flight: IntGaugeVec,
+    placement_in_flight: IntGaugeVec,
+    breaker_open_seconds: GaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric, plus process metrics (CPU, memory).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let requests = counter(
+            "sluice_requests_total",
+            "Requests answered, by route, placement and status.",
+            &["route", "placement", "status"],
+        );
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_request_duration_seconds",
+                "Time from request start to the end of the response.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["route"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric");
+        let upstream_errors = counter(
+            "sluice_upstream_errors_total",
+            "Failed upstream attempts, by kind.",
+            &["placement", "endpoint", "kind"],
+        );
+        let breaker_transitions = counter(
+            "sluice_breaker_transitions_total",
+            "Circuit breaker state changes.",
+            &["placement", "endpoint", "from", "to"],
+        );
+        let failovers = counter(
+            "sluice_failovers_total",
+            "Requests served by another placement than routed.",
+            &["from", "to", "reason"],
+        );
+        let reloads = counter(
+            "sluice_config_reloads_total",
+            "Configuration reload attempts, by result.",
+            &["result"],
+        );
+        let config_info = gauge(
+            "sluice_config_info",
+            "The configuration in force (always 1).",
+            &["version", "source"],
+        );
+        let last_reload_success = IntGauge::new(
+            "sluice_config_last_reload_success_timestamp_seconds",
+            "When a configuration was last applied (Unix time).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_reload_success.clone()))
+            .expect("unique metric");
+        let last_reload_failed = IntGauge::new(
+            "sluice_config_last_reload_failed",
+            "1 while the latest reload attempt failed.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_reload_failed.clone()))
+            .expect("unique metric");
+        let breaker_state = gauge(
+            "sluice_breaker_state",
+            "Breaker state: 0 closed, 1 open, 2 half-open.",
+            &["placement", "endpoint"],
+        );
+        let endpoint_healthy = gauge(
+            "sluice_endpoint_healthy",
+            "1 when the endpoint is healthy.",
+            &["placement", "endpoint"],
+        );
+        let endpoint_in_flight = gauge(
+            "sluice_endpoint_in_flight",
+            "Requests in flight to the endpoint.",
+            &["placement", "endpoint"],
+        );
+        let placement_in_flight = gauge(
+            "sluice_in_flight_requests",
+            "Requests in flight, by placement.",
+            &["placement"],
+        );
+        let breaker_open_seconds = GaugeVec::new(
+            Opts::new(
+                "sluice_breaker_open_seconds",
+                "How long the breaker has been open without closing (0 when closed).",
+            ),
+            &["placement", "endpoint"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(breaker_open_seconds.clone()))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            breaker_transitions,
+            failovers,
+            reloads,
+            config_info,
+            last_reload_success,
+            last_reload_failed,
+            breaker_state,
+            endpoint_healthy,
+            endpoint_in_flight,
+            placement_in_flight,
+            breaker_open_seconds,
+        }
+    }
+
+    /// Counts a breaker transition and logs it.
+    pub fn breaker_transition(&self, placement: &str, endpoint: &str, transition: Transition) {
+        let (from, to) = (transition.from.as_str(), transition.to.as_str());
+        self.breaker_transitions
+            .with_label_values(&[placement, endpoint, from, to])
+            .inc();
+        tracing::warn!(%placement, %endpoint, from, to, "circuit breaker changed state");
+    }
+
+    /// Records that `snapshot` was applied.
+    pub fn config_applied(&self, version: &str, source: &str) {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[version, source])
+            .set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.last_reload_success.set(now);
+        self.last_reload_failed.set(0);
+    }
+
+    /// The Prometheus text exposition, with live gauges read from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> Vec<u8> {
+        self.breaker_state.reset();
+        self.endpoint_healthy.reset();
+        self.endpoint_in_flight.reset();
+        self.placement_in_flight.reset();
+        self.breaker_open_seconds.reset();
+        let now = Instant::now();
+        for placement in &snapshot.placements {
+            self.placement_in_flight
+                .with_label_values(&[&placement.name])
+                .set(i64::from(
+                    placement
+                        .state
+                        .in_flight
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ));
+            for endpoint in &placement.endpoints {
+                let labels = [&*placement.name, &*endpoint.id];
+                let state = &endpoint.state;
+                self.breaker_state
+                    .with_label_values(&labels)
+                    .set(state.breaker.state(now).gauge());
+                self.breaker_open_seconds.with_label_values(&labels).set(
+                    state
+                        .breaker
+                        .open_since(now)
+                        .map_or(0.0, |d| d.as_secs_f64()),
+                );
+                self.endpoint_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(state.health.is_healthy(now)));
+                self.endpoint_in_flight
+                    .with_label_values(&labels)
+                    .set(i64::from(
+                        state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    ));
+            }
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

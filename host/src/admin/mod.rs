@@ -1,0 +1,4 @@
+//! The admin API and metrics.
+
+pub mod api;
+pub mod metrics;

@@ -1,0 +1,362 @@
+//! Live configuration: load, validate, compile, publish; keep the last known
+//! good.
+//!
+//! Every trigger (the file watcher, SIGHUP, the admin API, the remote
+//! poller) ends in [`Reloader::reload`]. A new config is parsed, validated
+//! and compiled against the shared state registry; only then is it swapped in
+//! with one atomic store, so in-flight requests finish on the snapshot they
+//! started with. A config that fails any step changes nothing: the current
+//! snapshot keeps serving and the reason is logged, counted and shown by the
+//! admin API. Each applied config's text is persisted in the state
+//! directory, and a start whose source is broken or unreachable falls back to
+//! it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::{compile, parse, ConfigErrors};
+use crate::admin::metrics::Metrics;
+use crate::resilience::checker::HealthSupervisor;
+use crate::resilience::state::Registry;
+use crate::snapshot::Snapshot;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A local file.
+    File(PathBuf),
+    /// An HTTP(S) URL, polled.
+    Url(String),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+/// What the admin API reports about the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigStatus {
+    /// The content hash of the config in force.
+    pub version: String,
+    /// Where it came from.
+    pub source: String,
+    /// When it was applied (RFC 3339).
+    pub loaded_at: String,
+    /// True when the proxy runs on the persisted last known good config
+    /// because its source was broken or unreachable at start.
+    pub from_last_known_good: bool,
+    /// The last reload attempt's error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// When the last reload attempt happened (RFC 3339).
+    pub last_attempt_at: Option<String>,
+}
+
+/// The result of a reload attempt that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new snapshot is in force.
+    Applied,
+    /// The source had not changed.
+    Unchanged,
+}
+
+/// File name of the persisted last known good config in the state directory.
+const LAST_KNOWN_GOOD: &str = "last-known-good.toml";
+
+/// Loads, validates and publishes configurations.
+pub struct Reloader {
+    source: ConfigSource,
+    state_dir: Option<PathBuf>,
+    live: Arc<ArcSwap<Snapshot>>,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    health: HealthSupervisor,
+    status: Mutex<ConfigStatus>,
+    /// Serialises reloads so two triggers cannot interleave.
+    reloading: tokio::sync::Mutex<()>,
+    /// The ETag of the remote config in force.
+    etag: Mutex<Option<String>>,
+}
+
+/// Why the initial load failed.
+#[derive(Debug)]
+pub struct StartupError(pub String);
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// Text fetched from a source, with its ETag for remote sources.
+struct Fetched {
+    text: String,
+    etag: Option<String>,
+}
+
+impl Reloader {
+    /// Loads the initial configuration. When the source is broken or
+    /// unreachable, starts on the persisted last known good config with a
+    /// loud warning; fails only when there is none.
+    pub async fn start(
+        source: ConfigSource,
+        state_dir: Option<PathBuf>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        health: HealthSupervisor,
+    ) -> Result<Arc<Self>, StartupError> {
+        let origin = source.to_string();
+        let attempt = match fetch(&source, None).await {
+            Ok(Some(fetched)) => compile_text(&fetched.text, &origin, &registry)
+                .map(|snapshot| (snapshot, fetched))
+                .map_err(|e| e.to_string()),
+            Ok(None) => Err("the source answered 304 Not Modified to a first request".to_string()),
+            Err(e) => Err(e),
+        };
+        let (snapshot, fetched, from_lkg, error) = match attempt {
+            Ok((snapshot, fetched)) => (snapshot, fetched, false, None),
+            Err(error) => {
+                let Some(path) = state_dir
+                    .as_ref()
+                    .map(|d| d.join(LAST_KNOWN_GOOD))
+                    .filter(|p| p.exists())
+                else {
+                    return Err(StartupError(error));
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    StartupError(format!(
+                        "{error}\n(and the last known good config {} cannot be read: {e})",
+                        path.display()
+                    ))
+                })?;
+                let snapshot = compile_text(&text, &path.display().to_string(), &registry)
+                    .map_err(|e| {
+                        StartupError(format!(
+                            "{error}\n(and the last known good config is invalid too: {e})"
+                        ))
+                    })?;
+                tracing::error!(
+                    source = %origin,
+                    last_known_good = %path.display(),
+                    %error,
+                    "THE CONFIGURATION SOURCE IS BROKEN OR UNREACHABLE: STARTING ON THE LAST KNOWN GOOD CONFIG"
+                );
+                (snapshot, Fetched { text, etag: None }, true, Some(error))
+            }
+        };
+        let now = access_time();
+        let status = ConfigStatus {
+            version: snapshot.version.clone(),
+            source: origin.clone(),
+            loaded_at: now.clone(),
+            from_last_known_good: from_lkg,
+            last_error: error.clone(),
+            last_attempt_at: Some(now),
+        };
+        metrics.config_applied(&snapshot.version, &origin);
+        if from_lkg {
+            metrics.reloads.with_label_values(&["failed"]).inc();
+            metrics.last_reload_failed.set(1);
+        }
+        let live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let reloader = Arc::new(Self {
+            source,
+            state_dir,
+            live,
+            registry,
+            metrics,
+            health,
+            status: Mutex::new(status),
+            reloading: tokio::sync::Mutex::new(()),
+            etag: Mutex::new(fetched.etag),
+        });
+        reloader.after_publish(&reloader.live.load_full());
+        if !from_lkg {
+            reloader.persist(&fetched.text);
+        }
+        Ok(reloader)
+    }
+
+    /// The live snapshot handle the proxy serves from.
+    pub fn live(&self) -> Arc<ArcSwap<Snapshot>> {
+        self.live.clone()
+    }
+
+    /// Where the configuration comes from.
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    /// The configuration status for the admin API.
+    pub fn status(&self) -> ConfigStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads from the source. `trigger` names what asked, for the log.
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+        let _serialised = self.reloading.lock().await;
+        let origin = self.source.to_string();
+        let etag = self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let result = match fetch(&self.source, etag.as_deref()).await {
+            Ok(None) => Ok(ReloadOutcome::Unchanged),
+            Ok(Some(fetched)) => self.apply(fetched, &origin),
+            Err(e) => Err(e),
+        };
+        let now = access_time();
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.last_attempt_at = Some(now.clone());
+        match &result {
+            Ok(ReloadOutcome::Applied) => {
+                let version = self.live.load().version.clone();
+                tracing::info!(%trigger, source = %origin, %version, "configuration reloaded");
+                self.metrics.reloads.with_label_values(&["applied"]).inc();
+                status.version = version;
+                status.loaded_at = now;
+                status.last_error = None;
+                status.from_last_known_good = false;
+            }
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::debug!(%trigger, source = %origin, "configuration unchanged");
+                self.metrics.reloads.with_label_values(&["unchanged"]).inc();
+            }
+            Err(error) => {
+                tracing::error!(%trigger, source = %origin, %error, "configuration rejected; the last known good config keeps serving");
+                self.metrics.reloads.with_label_values(&["failed"]).inc();
+                self.metrics.last_reload_failed.set(1);
+                status.last_error = Some(error.clone());
+            }
+        }
+        result
+    }
+
+    fn apply(&self, fetched: Fetched, origin: &str) -> Result<ReloadOutcome, String> {
+        let current = self.live.load_full();
+        if super::compile::content_version(&fetched.text) == current.version
+            && !self.status().from_last_known_good
+        {
+            *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let snapshot =
+            compile_text(&fetched.text, origin, &self.registry).map_err(|e| e.to_string())?;
+        if snapshot.listeners != current.listeners
+            || snapshot.admin != current.admin
+            || snapshot.threads != current.threads
+        {
+            tracing::warn!("listener, admin or thread settings changed; they take effect on restart or upgrade");
+        }
+        let snapshot = Arc::new(snapshot);
+        self.live.store(snapshot.clone());
+        self.after_publish(&snapshot);
+        self.metrics.config_applied(&snapshot.version, origin);
+        *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;
+        self.persist(&fetched.text);
+        Ok(ReloadOutcome::Applied)
+    }
+
+    /// Brings shared state in line with a snapshot that was just published.
+    fn after_publish(&self, snapshot: &Snapshot) {
+        snapshot.apply_settings();
+        let endpoints: Vec<_> = snapshot
+            .endpoints()
+            .map(|(_, e)| e.state.key.clone())
+            .collect();
+        let placements: Vec<_> = snapshot
+            .placements
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        self.registry
+            .retain(&endpoints, placements.iter().map(String::as_str));
+        self.health.sync(snapshot);
+    }
+
+    /// Writes the applied config text to the state directory, atomically.
+    fn persist(&self, text: &str) {
+        let Some(dir) = &self.state_dir else {
+            return;
+        };
+        if let Err(e) = write_atomically(&dir.join(LAST_KNOWN_GOOD), text.as_bytes()) {
+            tracing::warn!(state_dir = %dir.display(), error = %e, "cannot persist the last known good config");
+        }
+    }
+}
+
+fn compile_text(text: &str, origin: &str, registry: &Registry) -> Result<Snapshot, ConfigErrors> {
+    let loaded = parse(text, origin, &|name| std::env::var(name).ok())?;
+    compile(&loaded, origin, registry)
+}
+
+fn access_time() -> String {
+    crate::access_log::timestamp(SystemTime::now())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// reader never sees a half-written file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// The longest a remote config fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the source. `Ok(None)` means a remote source answered 304.
+async fn fetch(source: &ConfigSource, etag: Option<&str>) -> Result<Option<Fetched>, String> {
+    match source {
+        ConfigSource::File(path) => match tokio::fs::read_to_string(path).await {
+            Ok(text) => Ok(Some(Fetched { text, etag: None })),
+            Err(e) => Err(format!("{}: cannot read file: {e}", path.display())),
+        },
+        ConfigSource::Url(url) => {
+            let client = reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("{url}: {e}"))?;
+            let mut request = client.get(url);
+            if let Some(etag) = etag {
+                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| format!("{url}: {}", e.without_url()))?;
+            let status = response.status();
+            if status == reqwest::StatusCode::NOT_MODIFIED {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(format!("{url}: status {status}"));
+            }
+            let etag = response
+                .headers()
+                .get(reqwest::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let text = response
+                .text()
+                .await
+                .map_err(|e| format!("{url}: {}", e.without_url()))?;
+            Ok(Some(Fetched { text, etag }))
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Active health checkers: one task per checked endpoint, kept in step with
+//! the current snapshot.
+//!
+//! [`HealthSupervisor::sync`] runs after every publish: it starts checkers for
+//! new endpoints, restarts those whose check or address changed, and stops
+//! those no longer configured. Checkers write into the endpoint's shared
+//! [`Health`](super::health::Health), which requests read.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use super::health::{ActiveCheck, CheckKind};
+use super::state::{EndpointKey, EndpointState};
+use crate::snapshot::{EndpointSpec, Snapshot};
+
+/// What a checker probes and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CheckTarget {
+    check: ActiveCheck,
+    address: SocketAddr,
+    authority: String,
+    tls: bool,
+    verify: bool,
+}
+
+impl CheckTarget {
+    fn of(endpoint: &EndpointSpec, check: &ActiveCheck) -> Self {
+        Self {
+            check: check.clone(),
+            address: endpoint.address,
+            authority: endpoint.id.to_string(),
+            tls: endpoint.peer.is_tls(),
+            verify: endpoint.peer.options.verify_cert,
+        }
+    }
+}
+
+/// Runs the active checkers of the current snapshot.
+pub struct HealthSupervisor {
+    runtime: Handle,
+    running: Mutex<HashMap<EndpointKey, (CheckTarget, JoinHandle<()>)>>,
+}
+
+impl HealthSupervisor {
+    /// A supervisor spawning its checkers on `runtime`.
+    pub fn new(runtime: Handle) -> Self {
+        Self {
+            runtime,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts, restarts and stops checkers to match `snapshot`.
+    pub fn sync(&self, snapshot: &Snapshot) {
+        let mut wanted = HashMap::new();
+        for (placement, endpoint) in snapshot.endpoints() {
+            if let Some(check) = &placement.active_check {
+                wanted.insert(
+                    endpoint.state.key.clone(),
+                    (CheckTarget::of(endpoint, check), endpoint.state.clone()),
+                );
+            }
+        }
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|key, (target, task)| {
+            let keep = wanted.get(key).is_some_and(|(wanted, _)| wanted == target);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (target, state)) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let task = self.runtime.spawn(check_loop(state, target.clone()));
+            running.insert(key, (target, task));
+        }
+    }
+
+    /// How many checkers run.
+    pub fn running(&self) -> usize {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for HealthSupervisor {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn check_loop(state: Arc<EndpointState>, target: CheckTarget) {
+    let client = match &target.check.kind {
+        CheckKind::Http { .. } => match http_client(&target) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::error!(endpoint = %target.authority, error = %e, "cannot build the health-check client");
+                return;
+            }
+        },
+        CheckKind::Tcp => None,
+    };
+    let mut interval = tokio::time::interval(target.check.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let healthy = probe(&target, client.as_ref()).await;
+        if let Some(up) = state.health.record_probe(healthy.is_ok(), &target.check) {
+            let placement = &state.key.placement;
+            match (up, healthy) {
+                (true, _) => {
+                    tracing::info!(%placement, endpoint = %target.authority, "endpoint is healthy again")
+                }
+                (false, Err(reason)) => {
+                    tracing::warn!(%placement, endpoint = %target.authority, %reason, "endpoint marked unhealthy")
+                }
+                (false, Ok(())) => {}
+            }
+        }
+    }
+}
+
+fn http_client(target: &CheckTarget) -> reqwest::Result<reqwest::Client> {
+    let host = crate::routing::route_match::strip_port(&target.authority).trim_matches(['[', ']']);
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(target.check.timeout)
+        .connect_timeout(target.check.timeout)
+        .danger_accept_invalid_certs(!target.verify)
+        .resolve(host, target.address)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("sluice-health-check")
+        .build()
+}
+
+async fn probe(target: &CheckTarget, client: Option<&reqwest::Client>) -> Result<(), String> {
+    match (&target.check.kind, client) {
+        (CheckKind::Http { path, expect }, Some(client)) => {
+            let scheme = if target.tls { "https" } else { "http" };
+            let url = format!("{scheme}://{}{path}", target.authority);
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            let status = response.status().as_u16();
+            if (expect.0..=expect.1).contains(&status) {
+                Ok(())
+            } else {
+                Err(format!("status {status}"))
+            }
+        }
+        _ => {
+            match tokio::time::timeout(
+                target.check.timeout,
+                tokio::net::TcpStream::connect(target.address),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {:?}", target.check.timeout)),
+            }
+        }
+    }
+}
+
+/// The shortest interval a checker may use, to keep a misconfiguration from
+/// flooding an endpoint.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);

@@ -1,0 +1,8 @@
+//! Resilience: circuit breakers, health, limits, and the admission decision
+//! that combines them with fallback chains.
+
+pub mod admission;
+pub mod breaker;
+pub mod checker;
+pub mod health;
+pub mod state;
