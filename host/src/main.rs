@@ -69,9 +69,13 @@ enum Command {
         /// Where the proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// The first of three consecutive loopback ports for the demo upstreams (0: any free ports).
+        /// The first of three consecutive loopback ports for the demo upstreams; the
+        /// port after them serves the demo's stop/start control (0: any free ports).
         #[arg(long, default_value_t = 9101)]
         upstream_port: u16,
+        /// Where the demo's admin API listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
         /// A config to use instead of the bundled `examples/demo.toml`.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -114,8 +118,9 @@ fn main() -> ExitCode {
         Command::Demo {
             listen,
             upstream_port,
+            admin,
             config,
-        } => demo(listen, upstream_port, config),
+        } => demo(listen, upstream_port, admin, config),
     }
 }
 
@@ -139,12 +144,21 @@ fn fail(errors: &config::ConfigErrors) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn demo(listen: SocketAddr, upstream_port: u16, config_path: Option<PathBuf>) -> ExitCode {
-    if let Err(e) = sluice::demo::start_upstreams(upstream_port) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
+fn demo(
+    listen: SocketAddr,
+    upstream_port: u16,
+    admin: SocketAddr,
+    config_path: Option<PathBuf>,
+) -> ExitCode {
+    let upstreams = match sluice::demo::start_upstreams(upstream_port) {
+        Ok(upstreams) => upstreams,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     std::env::set_var("DEMO_LISTEN", listen.to_string());
+    std::env::set_var("DEMO_ADMIN", admin.to_string());
     let config_path = match config_path {
         Some(path) => path,
         None => {
@@ -157,7 +171,8 @@ fn demo(listen: SocketAddr, upstream_port: u16, config_path: Option<PathBuf>) ->
             path
         }
     };
-    std::thread::spawn(move || sluice::demo::show_off(listen));
+    let control = upstreams.control;
+    std::thread::spawn(move || sluice::demo::show_off(listen, control));
     start(RunOptions {
         source: ConfigSource::File(config_path),
         state_dir: None,

@@ -99,7 +99,6 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
-    let _watcher =
-        control.block_on(async { watch::spawn_triggers(reloader.clone(), options.poll_interval) });
+    control.block_on(async { watch::spawn_triggers(reloader.clone(), options.poll_interval) });
     server.run_forever()
 }

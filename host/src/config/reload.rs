@@ -232,6 +232,10 @@ impl Reloader {
             Ok(ReloadOutcome::Unchanged) => {
                 tracing::debug!(%trigger, source = %origin, "configuration unchanged");
                 self.metrics.reloads.with_label_values(&["unchanged"]).inc();
+                // The source is readable and equals the config in force, so
+                // an earlier failure no longer applies.
+                self.metrics.last_reload_failed.set(0);
+                status.last_error = None;
             }
             Err(error) => {
                 tracing::error!(%trigger, source = %origin, %error, "configuration rejected; the last known good config keeps serving");
@@ -270,6 +274,9 @@ impl Reloader {
 
     /// Brings shared state in line with a snapshot that was just published.
     fn after_publish(&self, snapshot: &Snapshot) {
+        // Checkers stop first, so none can mark an endpoint down after its
+        // check was removed and its active state cleared.
+        self.health.sync(snapshot);
         snapshot.apply_settings();
         let endpoints: Vec<_> = snapshot
             .endpoints()
@@ -282,7 +289,6 @@ impl Reloader {
             .collect();
         self.registry
             .retain(&endpoints, placements.iter().map(String::as_str));
-        self.health.sync(snapshot);
     }
 
     /// Writes the applied config text to the state directory, atomically.

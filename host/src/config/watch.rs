@@ -1,6 +1,7 @@
 //! Reload triggers: the config file changing, SIGHUP, and remote polling.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,29 +13,23 @@ use super::reload::{ConfigSource, Reloader};
 /// How long the file must stay quiet after a change before it is reloaded,
 /// so an editor's write-rename-chmod sequence causes one reload, on the
 /// final content.
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+pub const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// The longest wait between remote polls while the source keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Starts every trigger that applies to the reloader's source on the
-/// current Tokio runtime. The returned watcher must be kept alive.
-pub fn spawn_triggers(
-    reloader: Arc<Reloader>,
-    poll_interval: Duration,
-) -> Option<notify::RecommendedWatcher> {
+/// current Tokio runtime.
+pub fn spawn_triggers(reloader: Arc<Reloader>, poll_interval: Duration) {
     tokio::spawn(reload_on_sighup(reloader.clone()));
     match reloader.source().clone() {
-        ConfigSource::File(path) => match watch_file(reloader, path) {
-            Ok(watcher) => Some(watcher),
-            Err(e) => {
+        ConfigSource::File(path) => {
+            if let Err(e) = watch_file(reloader, path) {
                 tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API");
-                None
             }
-        },
+        }
         ConfigSource::Url(_) => {
             tokio::spawn(poll(reloader, poll_interval));
-            None
         }
     }
 }
@@ -52,17 +47,20 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 
 /// Watches the file's directory rather than the file, so a replace by
 /// rename (what most editors and config managers do) is seen, and the new
-/// file is watched from then on.
-fn watch_file(
-    reloader: Arc<Reloader>,
-    path: PathBuf,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let path = std::fs::canonicalize(&path).unwrap_or(path);
-    let directory = path
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let file_name = path.file_name().map(|n| n.to_os_string());
+/// file is watched from then on. When the path is a symlink, the target's
+/// directory is watched too and re-resolved after every change, so both an
+/// edit of the target and a swap of the link (Kubernetes ConfigMaps swap a
+/// `..data` link) are seen every time.
+fn watch_file(reloader: Arc<Reloader>, path: PathBuf) -> notify::Result<()> {
+    let link_directory = parent(&path);
+    let mut names: Vec<OsString> = path
+        .file_name()
+        .map(|n| vec![n.to_os_string()])
+        .unwrap_or_default();
+    let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    if let Some(name) = target.file_name() {
+        names.push(name.to_os_string());
+    }
     let (changed, mut changes) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
@@ -71,23 +69,49 @@ fn watch_file(
         if event.kind.is_access() {
             return;
         }
-        let concerns_file = event
+        let concerns_config = event
             .paths
             .iter()
-            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-        if concerns_file {
+            .filter_map(|p| p.file_name())
+            .any(|name| {
+                names.iter().any(|n| n == name) || name.to_string_lossy().starts_with("..")
+            });
+        if concerns_config {
             let _ = changed.send(());
         }
     })?;
-    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    watcher.watch(&link_directory, RecursiveMode::NonRecursive)?;
+    let mut target_directory = parent(&target);
+    if target_directory != link_directory {
+        watcher.watch(&target_directory, RecursiveMode::NonRecursive)?;
+    }
     tokio::spawn(async move {
         while changes.recv().await.is_some() {
             // Debounce: wait until no change arrived for DEBOUNCE.
             while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changes.recv()).await {}
             let _ = reloader.reload("file change").await;
+            let resolved = parent(&std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
+            if resolved != target_directory {
+                if target_directory != link_directory {
+                    let _ = watcher.unwatch(&target_directory);
+                }
+                if resolved != link_directory {
+                    if let Err(e) = watcher.watch(&resolved, RecursiveMode::NonRecursive) {
+                        tracing::warn!(directory = %resolved.display(), error = %e, "cannot watch the config's new target directory");
+                    }
+                }
+                target_directory = resolved;
+            }
         }
     });
-    Ok(watcher)
+    Ok(())
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Polls a remote source. On failure, waits twice as long each time, up to

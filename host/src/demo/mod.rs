@@ -5,6 +5,7 @@
 //! answers, the demo sends the requests it suggests and prints what came back,
 //! so a new user sees routed responses without opening a second terminal.
 
+mod control;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -17,10 +18,17 @@ pub const DEMO_CONFIG: &str = include_str!("../../../examples/demo.toml");
 /// The demo upstreams' names, in port order.
 pub const UPSTREAM_NAMES: [&str; 3] = ["alpha", "beta", "gamma"];
 
-/// Starts the demo upstreams on `first_port` and the two ports after it, on a
-/// background runtime, and exports their addresses as `DEMO_ALPHA`,
-/// `DEMO_BETA` and `DEMO_GAMMA` for the config to use.
-pub fn start_upstreams(first_port: u16) -> anyhow::Result<()> {
+/// The running demo upstreams and the address of their control server.
+pub struct DemoUpstreams {
+    /// `POST /stop/NAME` and `POST /start/NAME` stop and restart an upstream.
+    pub control: SocketAddr,
+}
+
+/// Starts the demo upstreams on `first_port` and the two ports after it, and
+/// their control server on the third port after it, on a background
+/// runtime (`first_port` 0: free ports). Exports the upstreams' addresses as
+/// `DEMO_ALPHA`, `DEMO_BETA` and `DEMO_GAMMA` for the config to use.
+pub fn start_upstreams(first_port: u16) -> anyhow::Result<DemoUpstreams> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -42,13 +50,20 @@ pub fn start_upstreams(first_port: u16) -> anyhow::Result<()> {
         );
         upstreams.push(upstream);
     }
-    std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let _keep_running = upstreams;
-            std::future::pending::<()>().await
-        })
-    });
-    Ok(())
+    let control_port = if first_port == 0 {
+        0
+    } else {
+        first_port + UPSTREAM_NAMES.len() as u16
+    };
+    let control_address = SocketAddr::from(([127, 0, 0, 1], control_port));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(control_address))
+        .map_err(|e| {
+            anyhow::anyhow!("demo control server cannot listen on {control_address}: {e}")
+        })?;
+    let control = listener.local_addr()?;
+    std::thread::spawn(move || runtime.block_on(control::serve(listener, upstreams)));
+    Ok(DemoUpstreams { control })
 }
 
 /// One suggested request: what it shows, and its headers.
@@ -96,8 +111,9 @@ pub fn curl_command(listen: SocketAddr, suggestion: &Suggestion) -> String {
 }
 
 /// Waits for the proxy on `listen`, then prints each suggestion, its curl
-/// command, and the status line and routing headers of its response.
-pub fn show_off(listen: SocketAddr) {
+/// command, and the status line and routing headers of its response; then
+/// shows a failover by stopping and restarting gamma through `control`.
+pub fn show_off(listen: SocketAddr, control: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
         if Instant::now() > deadline {
@@ -117,18 +133,73 @@ pub fn show_off(listen: SocketAddr) {
             suggestion.title,
             curl_command(listen, suggestion)
         ));
-        match fetch(listen, suggestion) {
-            Ok(summary) => {
-                for line in summary.lines() {
-                    out.push_str(&format!("  | {line}\n"));
-                }
-            }
-            Err(e) => out.push_str(&format!("  | request failed: {e}\n")),
-        }
+        show(&mut out, fetch(listen, suggestion));
     }
+    let tenant = &SUGGESTIONS[1];
+    out.push_str(
+        "\n# Failover: stop gamma, the only endpoint of placement green. Its health check\n",
+    );
+    out.push_str("# marks it down within a second, and green's traffic fails over to blue.\n");
+    out.push_str(&format!("curl -s -X POST http://{control}/stop/gamma\n"));
+    out.push_str(&format!("{}\n", curl_command(listen, tenant)));
+    let _ = control_request(control, "/stop/gamma");
+    std::thread::sleep(Duration::from_millis(1200));
+    show(
+        &mut out,
+        fetch_until(listen, tenant, |summary| {
+            summary.contains("x-failover-reason: unhealthy")
+        }),
+    );
+    out.push_str("\n# Start gamma again: the health check sees it and traffic comes back.\n");
+    out.push_str(&format!("curl -s -X POST http://{control}/start/gamma\n"));
+    out.push_str(&format!("{}\n", curl_command(listen, tenant)));
+    let _ = control_request(control, "/start/gamma");
+    show(
+        &mut out,
+        fetch_until(listen, tenant, |summary| {
+            !summary.contains("x-failover-reason")
+        }),
+    );
     out.push_str("\nPress Ctrl-C to stop.\n");
     print!("{out}");
     let _ = std::io::stdout().flush();
+}
+
+fn show(out: &mut String, summary: std::io::Result<String>) {
+    match summary {
+        Ok(summary) => {
+            for line in summary.lines() {
+                out.push_str(&format!("  | {line}\n"));
+            }
+        }
+        Err(e) => out.push_str(&format!("  | request failed: {e}\n")),
+    }
+}
+
+/// Repeats a suggestion (for up to five seconds) until its summary passes `done`.
+fn fetch_until(
+    listen: SocketAddr,
+    suggestion: &Suggestion,
+    done: impl Fn(&str) -> bool,
+) -> std::io::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let summary = fetch(listen, suggestion);
+        match &summary {
+            Ok(text) if done(text) => return summary,
+            _ if Instant::now() > deadline => return summary,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn control_request(control: SocketAddr, path: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&control, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("POST {path} HTTP/1.1\r\nHost: {control}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(())
 }
 
 /// Sends one suggestion over a plain HTTP/1.1 connection and summarises the
@@ -152,9 +223,15 @@ fn fetch(listen: SocketAddr, suggestion: &Suggestion) -> std::io::Result<String>
     let mut summary = lines.next().unwrap_or_default().to_string();
     for line in lines {
         let lower = line.to_ascii_lowercase();
-        if ["x-routed-to", "x-route-reason", "x-upstream", "x-served-by"]
-            .iter()
-            .any(|h| lower.starts_with(h))
+        if [
+            "x-routed-to",
+            "x-route-reason",
+            "x-failover-reason",
+            "x-upstream",
+            "x-served-by",
+        ]
+        .iter()
+        .any(|h| lower.starts_with(h))
         {
             summary.push('\n');
             summary.push_str(line);

@@ -34,19 +34,38 @@ pub struct Upstream {
     pub name: String,
     /// Where it listens.
     pub address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Upstream {
-    /// Stops accepting connections.
+    /// Closes its port and every open connection, as if the process died.
     pub fn stop(&self) {
-        self.task.abort();
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+
+    /// Whether it is serving.
+    pub fn is_running(&self) -> bool {
+        self.task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Listens again on the same address after [`Upstream::stop`].
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        let listener = TcpListener::bind(self.address).await?;
+        *self.task.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(serve(listener, Arc::from(self.name.as_str())));
+        Ok(())
     }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -55,26 +74,35 @@ impl Drop for Upstream {
 pub async fn spawn(name: &str, address: SocketAddr) -> std::io::Result<Upstream> {
     let listener = TcpListener::bind(address).await?;
     let address = listener.local_addr()?;
-    let shared_name: Arc<str> = Arc::from(name);
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let name = shared_name.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| handle(name.clone(), peer, request));
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let task = serve(listener, Arc::from(name));
     Ok(Upstream {
         name: name.to_string(),
         address,
-        task,
+        task: std::sync::Mutex::new(Some(task)),
+    })
+}
+
+/// Accepts connections until aborted. Connections are owned by the accept
+/// task, so aborting it closes them too.
+fn serve(listener: TcpListener, name: Arc<str>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else {
+                        continue;
+                    };
+                    let name = name.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |request| handle(name.clone(), peer, request));
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
     })
 }
 

@@ -336,6 +336,9 @@ impl ProxyHttp for SluiceProxy {
             if length > limit {
                 ctx.body_too_large = true;
                 self.release_attempt(ctx);
+                // No endpoint was used: the answer names none.
+                ctx.endpoint = None;
+                ctx.endpoint_use = None;
                 respond::text(
                     session,
                     ctx,
@@ -555,6 +558,18 @@ impl ProxyHttp for SluiceProxy {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    /// The request as Pingora's error log shows it: method, path and host,
+    /// never the query string, which may carry tokens.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let request = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            request.method,
+            request.uri.path(),
+            ctx.client_host
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {

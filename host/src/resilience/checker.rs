@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +44,22 @@ impl CheckTarget {
 /// Runs the active checkers of the current snapshot.
 pub struct HealthSupervisor {
     runtime: Handle,
-    running: Mutex<HashMap<EndpointKey, (CheckTarget, JoinHandle<()>)>>,
+    running: Mutex<HashMap<EndpointKey, Checker>>,
+}
+
+/// A running checker task and the flag that retires it.
+struct Checker {
+    target: CheckTarget,
+    task: JoinHandle<()>,
+    /// Set before the task is aborted, so a probe finishing meanwhile is not recorded.
+    retired: Arc<AtomicBool>,
+}
+
+impl Checker {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
 }
 
 impl HealthSupervisor {
@@ -67,10 +83,12 @@ impl HealthSupervisor {
             }
         }
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|key, (target, task)| {
-            let keep = wanted.get(key).is_some_and(|(wanted, _)| wanted == target);
+        running.retain(|key, checker| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(wanted, _)| *wanted == checker.target);
             if !keep {
-                task.abort();
+                checker.retire();
             }
             keep
         });
@@ -78,8 +96,18 @@ impl HealthSupervisor {
             if running.contains_key(&key) {
                 continue;
             }
-            let task = self.runtime.spawn(check_loop(state, target.clone()));
-            running.insert(key, (target, task));
+            let retired = Arc::new(AtomicBool::new(false));
+            let task = self
+                .runtime
+                .spawn(check_loop(state, target.clone(), retired.clone()));
+            running.insert(
+                key,
+                Checker {
+                    target,
+                    task,
+                    retired,
+                },
+            );
         }
     }
 
@@ -91,18 +119,18 @@ impl HealthSupervisor {
 
 impl Drop for HealthSupervisor {
     fn drop(&mut self) {
-        for (_, (_, task)) in self
+        for (_, checker) in self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
         {
-            task.abort();
+            checker.retire();
         }
     }
 }
 
-async fn check_loop(state: Arc<EndpointState>, target: CheckTarget) {
+async fn check_loop(state: Arc<EndpointState>, target: CheckTarget, retired: Arc<AtomicBool>) {
     let client = match &target.check.kind {
         CheckKind::Http { .. } => match http_client(&target) {
             Ok(client) => Some(client),
@@ -118,6 +146,9 @@ async fn check_loop(state: Arc<EndpointState>, target: CheckTarget) {
     loop {
         interval.tick().await;
         let healthy = probe(&target, client.as_ref()).await;
+        if retired.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(up) = state.health.record_probe(healthy.is_ok(), &target.check) {
             let placement = &state.key.placement;
             match (up, healthy) {
@@ -142,6 +173,9 @@ fn http_client(target: &CheckTarget) -> reqwest::Result<reqwest::Client> {
         .danger_accept_invalid_certs(!target.verify)
         .resolve(host, target.address)
         .redirect(reqwest::redirect::Policy::none())
+        // Each probe opens its own connection: a kept-alive one could
+        // outlive a listener that is gone, and hide it.
+        .pool_max_idle_per_host(0)
         .user_agent("sluice-health-check")
         .build()
 }

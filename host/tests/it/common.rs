@@ -1,11 +1,12 @@
 //! Shared harness: real upstream servers on loopback and the real `sluice`
 //! binary, started on a config written for each test.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice::demo::upstream::{self, Upstream};
@@ -54,57 +55,163 @@ pub fn sluice_binary() -> &'static str {
     env!("CARGO_BIN_EXE_sluice")
 }
 
-/// A running `sluice run` process.
+/// A running `sluice run` process, with an admin API on a free port.
 pub struct Proxy {
     /// Where it listens.
     pub address: SocketAddr,
+    /// Where its admin API listens.
+    pub admin: SocketAddr,
+    /// Its config file.
+    pub config_path: PathBuf,
+    /// Its state directory (last known good config).
+    pub state_dir: PathBuf,
     child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
-    /// Starts the proxy on `body`, a config without listeners; a listener on a
-    /// free loopback port is prepended.
+    /// Starts the proxy on `body`, a config without listeners or `[admin]`;
+    /// a listener and an admin listener on free loopback ports are prepended.
     pub fn start(body: &str) -> Proxy {
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = format!("[[listeners]]\naddress = \"{address}\"\n\n{body}");
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = scratch_dir();
         let config_path = dir.join("sluice.toml");
-        std::fs::write(&config_path, config).unwrap();
+        std::fs::write(&config_path, render(address, admin, body)).unwrap();
+        Self::spawn(address, admin, config_path, dir.join("state"), &[])
+    }
+
+    /// Starts `sluice run` on an existing config file and state directory.
+    pub fn spawn(
+        address: SocketAddr,
+        admin: SocketAddr,
+        config_path: PathBuf,
+        state_dir: PathBuf,
+        extra: &[&str],
+    ) -> Proxy {
         let mut child = Command::new(sluice_binary())
             .args(["run", "--config"])
             .arg(&config_path)
             .arg("--state-dir")
-            .arg(dir.join("state"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .arg(&state_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn,sluice=info")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        let mut proxy = Proxy {
+            address,
+            admin,
+            config_path,
+            state_dir,
+            child,
+            stdout,
+            stderr,
+        };
+        proxy.wait_listening();
+        proxy
+    }
+
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(address).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(pipe) = child.stderr.take() {
-                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                        stderr.push_str(&line);
-                        stderr.push('\n');
-                    }
-                }
-                panic!("sluice exited with {status} before listening:\n{stderr}");
+        while TcpStream::connect(self.address).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "sluice exited with {status} before listening:\n{}",
+                    self.stderr_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "sluice did not listen on {address}"
+                "sluice did not listen on {}",
+                self.address
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        // Drain stderr so a chatty proxy never blocks on a full pipe.
-        if let Some(pipe) = child.stderr.take() {
-            std::thread::spawn(
-                move || for _ in BufReader::new(pipe).lines().map_while(Result::ok) {},
-            );
+    }
+
+    /// Replaces the config body the way editors do: write a temporary file,
+    /// then rename it over the config.
+    pub fn rewrite(&self, body: &str) {
+        let temporary = self.config_path.with_extension("toml.swp");
+        std::fs::write(&temporary, render(self.address, self.admin, body)).unwrap();
+        std::fs::rename(&temporary, &self.config_path).unwrap();
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Proxy { address, child }
+        false
+    }
+
+    /// Lines written to stdout so far (the access log).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything written to stderr so far (the log).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// `GET` or `POST` on the admin API: status and parsed JSON (or text as a JSON string).
+    pub async fn admin(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{path}", self.admin);
+        let request = match method {
+            "POST" => client().post(url),
+            _ => client().get(url),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, value)
+    }
+
+    /// The admin API's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        match self.admin("GET", "/metrics").await.1 {
+            serde_json::Value::String(text) => text,
+            other => other.to_string(),
+        }
+    }
+
+    /// Waits until the admin API reports config `version` differing from
+    /// `old`, and returns the new version.
+    pub async fn wait_version_change(&self, old: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, config) = self.admin("GET", "/config").await;
+            let version = config["version"].as_str().unwrap_or_default().to_string();
+            if version != old {
+                return version;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "config version stayed {old}: {config}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// `http://address` + `path`.
@@ -131,6 +238,23 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A full config: a listener, the admin API, then `body`.
+pub fn render(address: SocketAddr, admin: SocketAddr, body: &str) -> String {
+    format!("[[listeners]]\naddress = \"{address}\"\n\n[admin]\naddress = \"{admin}\"\n\n{body}")
+}
+
+/// Reads a pipe's lines into a shared list, on a thread.
+fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
 }
 
 /// An HTTP client that never uses a proxy from the environment.
