@@ -1,7 +1,8 @@
 //! The JSON access log: one line per request on stdout.
 //!
-//! Only the path is logged, never the query string or any header value, so
-//! tokens carried in URLs or `Authorization` cannot leak into logs.
+//! Only the path is logged, never the query string, and of the headers only
+//! the host, so tokens carried in URLs or `Authorization` cannot leak into
+//! logs.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};

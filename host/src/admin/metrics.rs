@@ -34,7 +34,7 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     /// `sluice_config_last_reload_success_timestamp_seconds`.
     pub last_reload_success: IntGauge,
-    /// `sluice_config_last_reload_error` (1 while the last attempt failed).
+    /// `sluice_config_last_reload_failed` (1 while the last attempt failed).
     pub last_reload_failed: IntGauge,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,

@@ -110,9 +110,17 @@ impl Compiler<'_> {
                     if listeners.iter().any(|l| l.address == address) {
                         self.error(path, format!("{address} is already a proxy listener"));
                     }
+                    if admin.token.as_deref() == Some("") {
+                        // Most likely an unset variable: refusing is safer
+                        // than serving the admin API without a token.
+                        self.error(
+                            KeyPath::root().key("admin").key("token"),
+                            "is empty; remove the key to run without a token",
+                        );
+                    }
                     Some(AdminSpec {
                         address,
-                        token: admin.token.clone().filter(|t| !t.is_empty()),
+                        token: admin.token.clone(),
                     })
                 }
                 Err(_) => {
@@ -157,7 +165,7 @@ impl Compiler<'_> {
                 self.error(path, "a placement cannot fall back to itself");
                 continue;
             }
-            let target = self.placement_ref(path, fallback, ids);
+            let target = self.placement_ref(|| path, fallback, ids);
             if let (Some(spec), Some(target)) = (placements.get_mut(id), target) {
                 if target != usize::MAX {
                     spec.fallback = Some(target);
@@ -304,6 +312,9 @@ impl Compiler<'_> {
     }
 
     fn breaker(&mut self, path: &KeyPath, config: &super::BreakerConfig) -> BreakerSettings {
+        if config.close_after == 0 {
+            self.error(path.key("close_after"), "must be at least 1");
+        }
         if !(0.0..=1.0).contains(&config.failure_rate) {
             self.error(path.key("failure_rate"), "must be between 0 and 1");
         }
@@ -362,6 +373,11 @@ impl Compiler<'_> {
                     crate::resilience::checker::MIN_INTERVAL
                 ),
             );
+        }
+        for (key, value) in [("rise", check.rise), ("fall", check.fall)] {
+            if value == 0 {
+                self.error(path.key(key), "must be at least 1");
+            }
         }
         ActiveCheck {
             kind,
@@ -591,9 +607,11 @@ impl Compiler<'_> {
         (index, routes)
     }
 
+    /// Resolves a placement name. The key path is built only on failure:
+    /// routing tables can hold many thousands of references.
     fn placement_ref(
         &mut self,
-        path: KeyPath,
+        path: impl FnOnce() -> KeyPath,
         name: &str,
         placements: &HashMap<&str, usize>,
     ) -> Option<usize> {
@@ -603,7 +621,7 @@ impl Compiler<'_> {
                 let mut known: Vec<_> = placements.keys().copied().collect();
                 known.sort_unstable();
                 self.error(
-                    path,
+                    path(),
                     format!("unknown placement {name:?} (defined: {})", known.join(", ")),
                 );
                 None
@@ -630,7 +648,7 @@ impl Compiler<'_> {
                 None
             }
             (Some(name), None) => self
-                .placement_ref(path.key("placement"), name, placements)
+                .placement_ref(|| path.key("placement"), name, placements)
                 .map(RouteTarget::Direct),
             (None, Some(routing)) => {
                 let path = path.key("routing");
@@ -641,11 +659,12 @@ impl Compiler<'_> {
                         None
                     }
                 };
-                let default = self.placement_ref(path.key("default"), &routing.default, placements);
+                let default =
+                    self.placement_ref(|| path.key("default"), &routing.default, placements);
                 let mut table = HashMap::with_capacity(routing.table.len());
                 for (key, placement) in &routing.table {
                     if let Some(id) =
-                        self.placement_ref(path.key("table").key(key), placement, placements)
+                        self.placement_ref(|| path.key("table").key(key), placement, placements)
                     {
                         table.insert(Box::from(key.as_str()), id);
                     }
@@ -749,6 +768,31 @@ limits = { max_body = "10 parsecs", max_concurrency = 0 }
             "placements.a.health.expect",
             "placements.a.health.interval",
             "placements.a.limits.max_concurrency",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected} in {rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_counts_and_an_empty_admin_token_are_rejected() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[admin]
+token = ""
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+health = { rise = 0, fall = 0 }
+breaker = { close_after = 0 }
+"#;
+        let rendered = compile_text(text).map(|_| ()).unwrap_err().to_string();
+        for expected in [
+            ":4: admin.token: is empty",
+            ":7: placements.a.health.rise",
+            ":7: placements.a.health.fall",
+            ":8: placements.a.breaker.close_after",
         ] {
             assert!(
                 rendered.contains(expected),

@@ -19,50 +19,66 @@ pub(super) fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
     source: &SourceMap,
 ) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    resolve_table(
-        document.get_mut(),
-        &KeyPath::root(),
-        env,
-        source,
-        &mut errors,
-    );
-    errors
+    // The walk records only where a failure is; key paths are worked out
+    // afterwards for the failures alone, so a large valid config pays for
+    // no path bookkeeping.
+    let mut failures = Vec::new();
+    resolve_table(document.get_mut(), env, &mut failures);
+    failures
+        .into_iter()
+        .map(|(offset, message)| {
+            let path = path_to(document.get_ref(), offset, KeyPath::root()).unwrap_or_default();
+            ConfigError::new(path, Some(source.line_of_offset(offset)), message)
+        })
+        .collect()
 }
 
 fn resolve_table(
     table: &mut DeTable<'_>,
-    path: &KeyPath,
     env: &dyn Fn(&str) -> Option<String>,
-    source: &SourceMap,
-    errors: &mut Vec<ConfigError>,
+    failures: &mut Vec<(usize, String)>,
 ) {
-    for (key, value) in table.iter_mut() {
-        let path = path.key(key.get_ref());
-        resolve_value(value, &path, env, source, errors);
+    for (_, value) in table.iter_mut() {
+        resolve_value(value, env, failures);
     }
 }
 
 fn resolve_value(
     value: &mut Spanned<DeValue<'_>>,
-    path: &KeyPath,
     env: &dyn Fn(&str) -> Option<String>,
-    source: &SourceMap,
-    errors: &mut Vec<ConfigError>,
+    failures: &mut Vec<(usize, String)>,
 ) {
-    let line = source.line_of_offset(value.span().start);
+    let offset = value.span().start;
     match value.get_mut() {
         DeValue::String(text) if text.contains('$') => match expand(text, env) {
             Ok(expanded) => *text = Cow::Owned(expanded),
-            Err(message) => errors.push(ConfigError::new(path.clone(), Some(line), message)),
+            Err(message) => failures.push((offset, message)),
         },
         DeValue::Array(array) => {
-            for (index, element) in array.iter_mut().enumerate() {
-                resolve_value(element, &path.index(index), env, source, errors);
+            for element in array.iter_mut() {
+                resolve_value(element, env, failures);
             }
         }
-        DeValue::Table(table) => resolve_table(table, path, env, source, errors),
+        DeValue::Table(table) => resolve_table(table, env, failures),
         _ => {}
+    }
+}
+
+/// The key path of the value starting at byte `offset`.
+fn path_to(table: &DeTable<'_>, offset: usize, path: KeyPath) -> Option<KeyPath> {
+    table
+        .iter()
+        .find_map(|(key, value)| value_path(value, offset, path.key(key.get_ref())))
+}
+
+fn value_path(value: &Spanned<DeValue<'_>>, offset: usize, path: KeyPath) -> Option<KeyPath> {
+    match value.get_ref() {
+        DeValue::Table(table) => path_to(table, offset, path),
+        DeValue::Array(array) => array
+            .iter()
+            .enumerate()
+            .find_map(|(index, element)| value_path(element, offset, path.index(index))),
+        _ => (value.span().start == offset).then_some(path),
     }
 }
 

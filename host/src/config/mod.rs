@@ -23,6 +23,8 @@ pub use source_map::SourceMap;
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 /// A parsed configuration together with the source it came from.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -70,20 +72,49 @@ pub fn parse(
         return Err(fail(interpolation_errors));
     }
 
+    // The fast path deserializes without tracking key paths; only a failure
+    // pays for a second, tracked pass that can name the key.
     let deserializer = toml::de::Deserializer::from(document);
-    let config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = KeyPath::from_serde(e.path());
-        let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map(|span| source.line_of_offset(span.start))
-            .or_else(|| source.line_of(&path));
-        fail(vec![ConfigError::new(
-            path,
-            line,
-            inner.message().trim().to_string(),
-        )])
-    })?;
+    let config = match Config::deserialize(deserializer) {
+        Ok(config) => config,
+        Err(untracked) => {
+            let mut document = toml::de::DeTable::parse(text).map_err(|e| {
+                fail(vec![ConfigError::new(
+                    KeyPath::root(),
+                    None,
+                    e.message().trim().to_string(),
+                )])
+            })?;
+            let _ = interpolate::resolve(&mut document, env, &source);
+            let deserializer = toml::de::Deserializer::from(document);
+            let error = match serde_path_to_error::deserialize::<_, Config>(deserializer) {
+                // Deserialization is deterministic, so this is not expected;
+                // the first pass's error still explains the problem.
+                Ok(_) => {
+                    let line = untracked
+                        .span()
+                        .map(|span| source.line_of_offset(span.start));
+                    return Err(fail(vec![ConfigError::new(
+                        KeyPath::root(),
+                        line,
+                        untracked.message().trim().to_string(),
+                    )]));
+                }
+                Err(error) => error,
+            };
+            let path = KeyPath::from_serde(error.path());
+            let inner = error.into_inner();
+            let line = inner
+                .span()
+                .map(|span| source.line_of_offset(span.start))
+                .or_else(|| source.line_of(&path));
+            return Err(fail(vec![ConfigError::new(
+                path,
+                line,
+                inner.message().trim().to_string(),
+            )]));
+        }
+    };
 
     Ok(LoadedConfig { config, source })
 }
@@ -98,7 +129,7 @@ impl Config {
 /// Deserializes a config fragment directly, bypassing interpolation; used by
 /// unit tests of individual sections.
 #[cfg(test)]
-pub(crate) fn fragment<T: for<'de> serde::Deserialize<'de>>(text: &str) -> T {
+pub(crate) fn fragment<T: for<'de> Deserialize<'de>>(text: &str) -> T {
     toml::from_str(text).expect("valid fragment")
 }
 

@@ -260,8 +260,13 @@ impl Reloader {
         if snapshot.listeners != current.listeners
             || snapshot.admin != current.admin
             || snapshot.threads != current.threads
+            || snapshot.grace_period != current.grace_period
+            || snapshot.upgrade_socket != current.upgrade_socket
         {
-            tracing::warn!("listener, admin or thread settings changed; they take effect on restart or upgrade");
+            tracing::warn!(
+                "listeners, [admin], threads, grace_period or upgrade_socket changed; \
+                 they take effect on restart or upgrade"
+            );
         }
         let snapshot = Arc::new(snapshot);
         self.live.store(snapshot.clone());

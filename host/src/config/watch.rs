@@ -13,7 +13,7 @@ use super::reload::{ConfigSource, Reloader};
 /// How long the file must stay quiet after a change before it is reloaded,
 /// so an editor's write-rename-chmod sequence causes one reload, on the
 /// final content.
-pub const DEBOUNCE: Duration = Duration::from_millis(25);
+pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// The longest wait between remote polls while the source keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);

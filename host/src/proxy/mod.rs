@@ -40,9 +40,9 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access_log::{self, AccessRecord};
 use crate::admin::metrics::Metrics;
 use crate::config::{FailureKind, HostHeader};
-use crate::resilience::admission::{self, Denied, EndpointUse, FailoverReason, Outcome};
+use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
-use crate::resilience::state::InFlight;
+use crate::resilience::state::{self, Slot};
 use crate::routing::{self, Decision, Refusal, RequestView};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
 use crate::transform::forwarding;
@@ -129,8 +129,23 @@ pub struct RequestCtx {
     body_too_large: bool,
     request_id: String,
     client_host: String,
-    permit: Option<InFlight>,
-    endpoint_use: Option<EndpointUse>,
+    /// Whether this request holds a slot of its placement's in-flight count.
+    holds_placement_slot: bool,
+    /// The endpoint whose in-flight count this request holds a slot of.
+    counted_endpoint: Option<usize>,
+}
+
+impl Drop for RequestCtx {
+    /// Gives back the in-flight slots: the context drops after the
+    /// response body has ended and the request was logged.
+    fn drop(&mut self) {
+        if self.holds_placement_slot {
+            if let Some(placement) = self.placement() {
+                state::release(&placement.state.in_flight);
+            }
+        }
+        self.release_endpoint_slot();
+    }
 }
 
 impl RequestCtx {
@@ -151,8 +166,30 @@ impl RequestCtx {
             body_too_large: false,
             request_id: String::new(),
             client_host: String::new(),
-            permit: None,
-            endpoint_use: None,
+            holds_placement_slot: false,
+            counted_endpoint: None,
+        }
+    }
+
+    /// Moves this request's endpoint slot to `endpoint` of its placement.
+    fn count_endpoint(&mut self, endpoint: usize) {
+        self.release_endpoint_slot();
+        let counted = match self.placement().and_then(|p| p.endpoints.get(endpoint)) {
+            Some(spec) => Slot::acquire(&spec.state.in_flight, None)
+                .map(Slot::detach)
+                .is_some(),
+            None => false,
+        };
+        if counted {
+            self.counted_endpoint = Some(endpoint);
+        }
+    }
+
+    fn release_endpoint_slot(&mut self) {
+        if let Some(endpoint) = self.counted_endpoint.take() {
+            if let Some(endpoint) = self.placement().and_then(|p| p.endpoints.get(endpoint)) {
+                state::release(&endpoint.state.in_flight);
+            }
         }
     }
 
@@ -288,8 +325,10 @@ impl ProxyHttp for SluiceProxy {
                 ctx.endpoint = Some(granted.endpoint);
                 ctx.attempt = Some(granted.admission);
                 ctx.failover = granted.failover;
-                ctx.permit = Some(granted.permit);
-                ctx.endpoint_use = Some(granted.endpoint_use);
+                granted.placement_slot.detach();
+                granted.endpoint_slot.detach();
+                ctx.holds_placement_slot = true;
+                ctx.counted_endpoint = Some(granted.endpoint);
                 if let Some(reason) = granted.failover {
                     let (from, to) = (
                         &*snapshot.placements[routed].name,
@@ -301,7 +340,11 @@ impl ProxyHttp for SluiceProxy {
                         .inc();
                 }
             }
-            Err(Denied::Full { placement }) => {
+            Err(Denied::Full {
+                placement,
+                failover,
+            }) => {
+                ctx.failover = failover;
                 ctx.placement = Some(placement);
                 ctx.circuit = Some(admission::most_open_state(
                     &snapshot.placements[placement],
@@ -337,8 +380,8 @@ impl ProxyHttp for SluiceProxy {
                 ctx.body_too_large = true;
                 self.release_attempt(ctx);
                 // No endpoint was used: the answer names none.
+                ctx.release_endpoint_slot();
                 ctx.endpoint = None;
-                ctx.endpoint_use = None;
                 respond::text(
                     session,
                     ctx,
@@ -398,8 +441,8 @@ impl ProxyHttp for SluiceProxy {
             );
             match picked {
                 Ok((endpoint, admission)) => {
-                    ctx.endpoint_use = Some(EndpointUse::new(&placement.endpoints[endpoint].state));
                     ctx.endpoint = Some(endpoint);
+                    ctx.count_endpoint(endpoint);
                     ctx.attempt = Some(admission);
                 }
                 Err(reason) => {
@@ -460,9 +503,13 @@ impl ProxyHttp for SluiceProxy {
         let idempotent = session.req_header().method.is_idempotent();
         let bodiless = ctx.body_bytes == 0 && !session.as_ref().retry_buffer_truncated();
         let configured = ctx.placement().map_or(0, |p| p.retry_attempts);
+        // With no other endpoint left, the failure stands as it is (a timeout
+        // stays a 504) rather than becoming "nothing to retry on".
+        let untried = ctx.placement().map_or(0, |p| p.endpoints.len())
+            > ctx.failed_endpoints.len() + usize::from(upstream_failure);
         let retry = idempotent
             && bodiless
-            && (stale_connection || (upstream_failure && ctx.retries < configured));
+            && (stale_connection || (upstream_failure && untried && ctx.retries < configured));
         if retry && !stale_connection {
             ctx.retries += 1;
             if let Some(endpoint) = ctx.endpoint {

@@ -40,6 +40,10 @@ fn reason_phrase(status: u16) -> &'static str {
 pub(super) fn status_for(e: &Error, placement: Option<&str>) -> (u16, String) {
     let placement = placement.unwrap_or("?");
     match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(413), _) => (
+            413,
+            "the request body is larger than this placement accepts".into(),
+        ),
         (ErrorType::HTTPStatus(code), _) => (*code, "request failed".into()),
         (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Upstream) => (
             504,

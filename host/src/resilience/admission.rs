@@ -8,12 +8,10 @@
 //! (`unhealthy`) or admitted by its breaker (`circuit_open`). The first
 //! skip's reason is the one reported in `X-Failover-Reason`.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::breaker::{Admission, CircuitState, Transition};
-use super::state::{EndpointState, InFlight};
+use super::state::Slot;
 use crate::config::{FailureKind, OnLimit};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, Snapshot};
 
@@ -41,7 +39,7 @@ impl FailoverReason {
 
 /// A request's admission to one endpoint of one placement.
 #[derive(Debug)]
-pub struct Granted {
+pub struct Granted<'s> {
     /// The placement serving the request.
     pub placement: PlacementId,
     /// The endpoint within it.
@@ -51,9 +49,9 @@ pub struct Granted {
     /// The reason the routed placement was skipped, if it was.
     pub failover: Option<FailoverReason>,
     /// The placement's in-flight slot, held until the request ends.
-    pub permit: InFlight,
-    /// The endpoint's in-flight count, held until the request ends.
-    pub endpoint_use: EndpointUse,
+    pub placement_slot: Slot<'s>,
+    /// The endpoint's in-flight slot, held until the request ends.
+    pub endpoint_slot: Slot<'s>,
 }
 
 /// Why a request cannot be admitted anywhere.
@@ -63,6 +61,8 @@ pub enum Denied {
     Full {
         /// The full placement.
         placement: PlacementId,
+        /// Why the routed placement was skipped, when the full one is a fallback.
+        failover: Option<FailoverReason>,
     },
     /// Every placement in the chain was skipped (503).
     Unavailable {
@@ -75,35 +75,17 @@ pub enum Denied {
     },
 }
 
-/// A counted use of an endpoint, released on drop.
-#[derive(Debug)]
-pub struct EndpointUse(Arc<EndpointState>);
-
-impl EndpointUse {
-    /// Counts a use of `state`.
-    pub fn new(state: &Arc<EndpointState>) -> Self {
-        state.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(state.clone())
-    }
-}
-
-impl Drop for EndpointUse {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Admits a request routed to `routed`, following fallbacks and then
 /// `route_default`. `key` is the routing key, for consistent hashing.
 /// Breaker transitions caused along the way are passed to `transitions`.
-pub fn admit(
-    snapshot: &Snapshot,
+pub fn admit<'s>(
+    snapshot: &'s Snapshot,
     routed: PlacementId,
     route_default: Option<PlacementId>,
     key: Option<&[u8]>,
     now: Instant,
     transitions: &mut dyn FnMut(&PlacementSpec, &EndpointSpec, Transition),
-) -> Result<Granted, Denied> {
+) -> Result<Granted<'s>, Denied> {
     let mut first_reason = None;
     // Fallback chains are acyclic (validated), so the walk ends; the route's
     // default is tried once at the end unless the chain already passed it.
@@ -127,9 +109,14 @@ pub fn admit(
             continue;
         }
         visited |= bit;
-        let Some(permit) = InFlight::acquire(&placement.state, placement.max_concurrency) else {
+        let Some(placement_slot) =
+            Slot::acquire(&placement.state.in_flight, placement.max_concurrency)
+        else {
             if placement.on_limit == OnLimit::Reject {
-                return Err(Denied::Full { placement: id });
+                return Err(Denied::Full {
+                    placement: id,
+                    failover: first_reason,
+                });
             }
             first_reason.get_or_insert(FailoverReason::ConcurrencyLimit);
             continue;
@@ -143,8 +130,12 @@ pub fn admit(
                     endpoint,
                     admission,
                     failover: first_reason,
-                    permit,
-                    endpoint_use: EndpointUse::new(&placement.endpoints[endpoint].state),
+                    placement_slot,
+                    endpoint_slot: Slot::acquire(
+                        &placement.endpoints[endpoint].state.in_flight,
+                        None,
+                    )
+                    .expect("an unlimited slot is always granted"),
                 })
             }
             Err(reason) => {
@@ -250,6 +241,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::resilience::state::Registry;
+    use std::sync::atomic::Ordering;
 
     fn snapshot(extra: &str) -> Snapshot {
         let text = format!(
@@ -374,7 +366,10 @@ placement = "a"
         let held = admit(&s, 2, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             admit(&s, 2, None, None, now, &mut no_transitions()).unwrap_err(),
-            Denied::Full { placement: 2 }
+            Denied::Full {
+                placement: 2,
+                failover: None
+            }
         );
         drop(held);
         let s = snapshot("limits = { max_concurrency = 1, on_limit = \"failover\" }");

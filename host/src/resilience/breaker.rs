@@ -15,6 +15,7 @@
 //! and counter updates, so an uncontended lock is the cheapest correct way
 //! to keep the counters and the state consistent with each other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -108,6 +109,9 @@ pub struct Transition {
 #[derive(Debug)]
 pub struct Breaker {
     inner: Mutex<Inner>,
+    /// A copy of the state, written under the lock, so the common case (a
+    /// closed breaker admitting a request) needs no lock.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -127,7 +131,7 @@ struct Inner {
 /// Outcome counts over a rolling window, in ten buckets.
 #[derive(Debug)]
 struct Window {
-    bucket_span: Duration,
+    bucket_nanos: u64,
     started: Instant,
     /// (bucket number since `started`, successes, failures)
     buckets: [(u64, u32, u32); WINDOW_BUCKETS],
@@ -138,15 +142,18 @@ const WINDOW_BUCKETS: usize = 10;
 impl Window {
     fn new(span: Duration, now: Instant) -> Self {
         Self {
-            bucket_span: (span / WINDOW_BUCKETS as u32).max(Duration::from_millis(1)),
+            bucket_nanos: (span / WINDOW_BUCKETS as u32)
+                .max(Duration::from_millis(1))
+                .as_nanos() as u64,
             started: now,
             buckets: [(u64::MAX, 0, 0); WINDOW_BUCKETS],
         }
     }
 
     fn bucket_number(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.started).as_nanos() / self.bucket_span.as_nanos())
-            as u64
+        // u64 arithmetic: a u128 division would cost more than the rest of
+        // the bookkeeping together.
+        now.saturating_duration_since(self.started).as_nanos() as u64 / self.bucket_nanos
     }
 
     fn add(&mut self, now: Instant, failure: bool) {
@@ -196,6 +203,7 @@ impl Breaker {
                 probe_successes: 0,
                 opened_at: None,
             }),
+            closed: AtomicBool::new(true),
         }
     }
 
@@ -218,6 +226,9 @@ impl Breaker {
 
     /// The state now, moving open to half-open once its time is over.
     pub fn state(&self, now: Instant) -> CircuitState {
+        if self.closed.load(Ordering::Acquire) {
+            return CircuitState::Closed;
+        }
         let inner = self.lock();
         match inner.state {
             CircuitState::Open if now >= inner.open_until => CircuitState::HalfOpen,
@@ -235,6 +246,9 @@ impl Breaker {
 
     /// Whether a request would be admitted now, without taking a probe slot.
     pub fn would_admit(&self, now: Instant) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return true;
+        }
         let inner = self.lock();
         match inner.state {
             CircuitState::Closed => true,
@@ -246,6 +260,9 @@ impl Breaker {
     /// Admits a request, or refuses it. Also returns the transition to
     /// half-open when this call made it.
     pub fn try_admit(&self, now: Instant) -> (Option<Admission>, Option<Transition>) {
+        if self.closed.load(Ordering::Acquire) {
+            return (Some(Admission::Normal), None);
+        }
         let mut inner = self.lock();
         let mut transition = None;
         if inner.state == CircuitState::Open && now >= inner.open_until {
@@ -281,6 +298,16 @@ impl Breaker {
     /// Records the outcome of an admitted request; returns the transition it caused.
     pub fn record(&self, admission: Admission, success: bool, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
+        let transition = inner.record(admission, success, now);
+        self.closed
+            .store(inner.state == CircuitState::Closed, Ordering::Release);
+        transition
+    }
+}
+
+impl Inner {
+    fn record(&mut self, admission: Admission, success: bool, now: Instant) -> Option<Transition> {
+        let inner = self;
         if admission == Admission::Probe {
             inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
         }

@@ -34,11 +34,24 @@ impl CheckTarget {
         Self {
             check: check.clone(),
             address: endpoint.address,
-            authority: endpoint.id.to_string(),
+            authority: probe_authority(endpoint),
             tls: endpoint.peer.is_tls(),
             verify: endpoint.peer.options.verify_cert,
         }
     }
+}
+
+/// The `host:port` a probe addresses: for a TLS endpoint with its own
+/// `sni`, the server name (so the probe's handshake and certificate check
+/// match the proxy's), else the endpoint's address as written. Either way
+/// the connection goes to the endpoint's resolved address.
+fn probe_authority(endpoint: &EndpointSpec) -> String {
+    let sni = &endpoint.peer.sni;
+    if endpoint.peer.is_tls() && !sni.is_empty() {
+        let port = endpoint.address.port();
+        return format!("{sni}:{port}");
+    }
+    endpoint.id.to_string()
 }
 
 /// Runs the active checkers of the current snapshot.

@@ -104,18 +104,19 @@ impl Registry {
     }
 }
 
-/// A counted slot in a placement's and an endpoint's in-flight counts,
-/// given back when dropped, i.e. when the request's context is dropped after
-/// its response body has ended.
+/// A taken slot of an in-flight counter, given back when dropped.
+///
+/// The guard borrows the counter, so taking and giving back a slot are one
+/// atomic operation each. A holder that outlives the borrow (the proxy's
+/// per-request context) calls [`Slot::detach`] and later [`release`].
 #[derive(Debug)]
-pub struct InFlight {
-    placement: Arc<PlacementState>,
+pub struct Slot<'a> {
+    counter: &'a AtomicU32,
 }
 
-impl InFlight {
+impl<'a> Slot<'a> {
     /// Takes a slot when fewer than `limit` are taken (`None`: no limit).
-    pub fn acquire(placement: &Arc<PlacementState>, limit: Option<u32>) -> Option<Self> {
-        let counter = &placement.in_flight;
+    pub fn acquire(counter: &'a AtomicU32, limit: Option<u32>) -> Option<Self> {
         match limit {
             None => {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -128,16 +129,25 @@ impl InFlight {
                     .ok()?;
             }
         }
-        Some(Self {
-            placement: placement.clone(),
-        })
+        Some(Self { counter })
+    }
+
+    /// Keeps the slot taken after the guard is gone; whoever keeps it must
+    /// give it back with [`release`].
+    pub fn detach(self) {
+        std::mem::forget(self);
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.placement.in_flight.fetch_sub(1, Ordering::Relaxed);
+        release(self.counter);
     }
+}
+
+/// Gives back a slot kept with [`Slot::detach`].
+pub fn release(counter: &AtomicU32) {
+    counter.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -168,20 +178,24 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_respects_the_limit_and_releases_on_drop() {
-        let placement = Arc::new(PlacementState::default());
-        let first = InFlight::acquire(&placement, Some(2)).unwrap();
-        let second = InFlight::acquire(&placement, Some(2)).unwrap();
-        assert!(InFlight::acquire(&placement, Some(2)).is_none());
+    fn slots_respect_the_limit_and_release_on_drop() {
+        let counter = AtomicU32::new(0);
+        let first = Slot::acquire(&counter, Some(2)).unwrap();
+        let second = Slot::acquire(&counter, Some(2)).unwrap();
+        assert!(Slot::acquire(&counter, Some(2)).is_none());
         drop(first);
-        let third = InFlight::acquire(&placement, Some(2)).unwrap();
-        assert_eq!(placement.in_flight.load(Ordering::Relaxed), 2);
+        let third = Slot::acquire(&counter, Some(2)).unwrap();
+        assert_eq!(counter.load(Ordering::Relaxed), 2);
         drop((second, third));
-        assert_eq!(placement.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
         let unlimited: Vec<_> = (0..10)
-            .map(|_| InFlight::acquire(&placement, None).unwrap())
+            .map(|_| Slot::acquire(&counter, None).unwrap())
             .collect();
-        assert_eq!(placement.in_flight.load(Ordering::Relaxed), 10);
+        assert_eq!(counter.load(Ordering::Relaxed), 10);
         drop(unlimited);
+        Slot::acquire(&counter, None).unwrap().detach();
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        release(&counter);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
     }
 }

@@ -536,3 +536,53 @@ placement = "p"
         "a POST with a body is never retried after a reset: {statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeout_with_nowhere_to_retry_stays_504() {
+    let only = FaultUpstream::start("only").await;
+    only.set(Behavior::Hang);
+    let proxy = Proxy::start(&format!(
+        "[placements.p]\nendpoints = [{{ address = \"{}\" }}]\ntimeouts = {{ read = \"300ms\" }}\nretry = {{ attempts = 2 }}\n[[routes]]\nplacement = \"p\"\n",
+        only.address
+    ));
+    let reply = get(&proxy, "x.test", "/", &[]).await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert_eq!(
+        only.hits(),
+        1,
+        "no second attempt on the endpoint that timed out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_fallback_reports_why_the_routed_placement_was_skipped() {
+    let primary = FaultUpstream::start("primary").await;
+    let backup = FaultUpstream::start("backup").await;
+    primary.set(Behavior::Status(500));
+    backup.set(Behavior::Delay(Duration::from_millis(800)));
+    let proxy = Proxy::start(&format!(
+        r#"[placements.primary]
+endpoints = [{{ address = "{}" }}]
+fallback = "backup"
+breaker = {{ consecutive_failures = 1, open_for = "30s" }}
+[placements.backup]
+endpoints = [{{ address = "{}" }}]
+limits = {{ max_concurrency = 1 }}
+[[routes]]
+placement = "primary"
+"#,
+        primary.address, backup.address
+    ));
+    assert_eq!(get(&proxy, "x.test", "/", &[]).await.status, 500);
+    let url = proxy.url("/");
+    let holding =
+        tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = get(&proxy, "x.test", "/", &[]).await;
+    assert_eq!(full.status, 429, "{}", full.body);
+    assert_eq!(
+        (full.header("x-routed-to"), full.header("x-failover-reason")),
+        ("backup", "circuit_open")
+    );
+    assert_eq!(holding.await.unwrap(), 200);
+}
