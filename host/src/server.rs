@@ -78,7 +78,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         } else {
             "sluice http (h1)"
         };
-        let proxy = SluiceProxy::new(reloader.live(), metrics.clone());
+        let proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins());
         let mut service = http_proxy_service_with_name(&server.configuration, proxy, name);
         if let Some(proxy) = service.app_logic_mut() {
             let mut options = HttpServerOptions::default();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{FailureKind, HostHeader, OnLimit};
+use crate::config::{FailureKind, HookName, HostHeader, OnLimit};
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, PassiveSettings};
 use crate::resilience::state::{EndpointState, PlacementState};
@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub access_log: bool,
     /// A short content hash of the config text.
     pub version: String,
+    /// The plugin settings, if plugins are configured.
+    pub plugins: Option<PluginSpec>,
 }
 
 /// The admin listener.
@@ -83,6 +85,43 @@ pub struct RouteSpec {
     pub response_headers: HeaderOps,
     /// The path rewrite, if any.
     pub rewrite: Option<PathRewrite>,
+    /// Plugins run for this route, in order.
+    pub plugins: Vec<AttachmentSpec>,
+}
+
+/// A plugin attached to a route.
+#[derive(Debug, Clone)]
+pub struct AttachmentSpec {
+    /// The plugin's name.
+    pub name: Arc<str>,
+    /// Its configuration, as JSON.
+    pub config: Arc<str>,
+    /// The status to answer when the plugin fails; `None` skips it (fail-open).
+    pub fail_closed: Option<u16>,
+    /// The hooks it runs at; `None` means all the plugin declares.
+    pub hooks: Option<Vec<HookName>>,
+}
+
+impl AttachmentSpec {
+    /// Whether this attachment runs at `hook`, given what the plugin declares.
+    pub fn runs_at(&self, hook: HookName, declared: bool) -> bool {
+        declared
+            && self
+                .hooks
+                .as_ref()
+                .is_none_or(|hooks| hooks.contains(&hook))
+    }
+}
+
+/// Where plugins come from and their limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// The plugin directory.
+    pub directory: std::path::PathBuf,
+    /// The compiled-artifact cache.
+    pub cache_dir: std::path::PathBuf,
+    /// Per-call and per-instance limits.
+    pub limits: crate::plugins::runtime::RuntimeLimits,
 }
 
 /// Where a route sends requests.
@@ -120,6 +159,8 @@ pub struct PlacementSpec {
     pub balancer: Balancer,
     /// Which `Host` the upstream sees.
     pub host_header: HostHeader,
+    /// The sum of its endpoints' weights.
+    pub total_weight: u32,
     /// Where to fail over when this placement cannot serve.
     pub fallback: Option<PlacementId>,
     /// Live state shared across snapshots.

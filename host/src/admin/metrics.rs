@@ -36,6 +36,14 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     /// `sluice_config_last_reload_failed` (1 while the last attempt failed).
     pub last_reload_failed: IntGauge,
+    /// `sluice_plugin_counter_total{plugin, name}`, counted by plugins.
+    pub plugin_counter: IntCounterVec,
+    /// `sluice_plugin_histogram{plugin, name}`, observed by plugins.
+    pub plugin_histogram: HistogramVec,
+    /// `sluice_plugin_call_duration_seconds{plugin, hook}`.
+    pub plugin_call_duration: HistogramVec,
+    /// `sluice_plugin_failures_total{plugin, hook, kind}`.
+    pub plugin_failures: IntCounterVec,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
@@ -152,6 +160,39 @@ impl Metrics {
         registry
             .register(Box::new(breaker_open_seconds.clone()))
             .expect("unique metric");
+        let plugin_counter = counter(
+            "sluice_plugin_counter_total",
+            "Counters kept by plugins.",
+            &["plugin", "name"],
+        );
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid metric");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("unique metric");
+            metric
+        };
+        let plugin_histogram = histogram(
+            "sluice_plugin_histogram",
+            "Values observed by plugins.",
+            &["plugin", "name"],
+            prometheus::DEFAULT_BUCKETS.to_vec(),
+        );
+        let plugin_call_duration = histogram(
+            "sluice_plugin_call_duration_seconds",
+            "Time spent in one plugin hook call.",
+            &["plugin", "hook"],
+            vec![
+                0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_5,
+                0.001, 0.005, 0.025,
+            ],
+        );
+        let plugin_failures = counter(
+            "sluice_plugin_failures_total",
+            "Plugin calls that failed (trap, deadline, memory cap, missing plugin), by the attachment's outcome.",
+            &["plugin", "hook", "kind"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -169,6 +210,10 @@ impl Metrics {
             config_info,
             last_reload_success,
             last_reload_failed,
+            plugin_counter,
+            plugin_histogram,
+            plugin_call_duration,
+            plugin_failures,
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,

@@ -13,6 +13,7 @@ use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
+use crate::plugins::runtime::RuntimeLimits;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, CheckKind, PassiveSettings};
 use crate::resilience::state::{EndpointKey, Registry};
@@ -20,8 +21,8 @@ use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::{HostPattern, RouteIndex};
 use crate::snapshot::{
-    AdminSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec, RouteSpec,
-    RouteTarget, Snapshot, TimeoutSpec,
+    AdminSpec, AttachmentSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec,
+    PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
 };
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
@@ -146,7 +147,78 @@ impl Compiler<'_> {
             upgrade_socket: config.server.upgrade_socket.clone(),
             access_log: config.server.access_log,
             version: String::new(),
+            plugins: config
+                .plugins
+                .as_ref()
+                .map(|settings| self.plugin_settings(settings)),
         }
+    }
+
+    fn plugin_settings(&mut self, settings: &super::PluginSettings) -> PluginSpec {
+        let path = KeyPath::root().key("plugins");
+        let directory = std::path::PathBuf::from(&settings.directory);
+        if !directory.is_dir() {
+            self.error(
+                path.key("directory"),
+                format!("{:?} is not a directory", settings.directory),
+            );
+        }
+        let deadline = self.duration(path.key("deadline"), &settings.deadline);
+        if settings.recycle_after == 0 {
+            self.error(path.key("recycle_after"), "must be at least 1");
+        }
+        PluginSpec {
+            cache_dir: settings
+                .cache_dir
+                .as_ref()
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| directory.join(".cache")),
+            directory,
+            limits: RuntimeLimits {
+                deadline,
+                memory: usize::try_from(settings.memory.0).unwrap_or(usize::MAX),
+                recycle_after: settings.recycle_after.max(1),
+                pool_size: settings.pool_size,
+            },
+        }
+    }
+
+    fn attachments(
+        &mut self,
+        path: &KeyPath,
+        attachments: &[super::Attachment],
+        plugins_configured: bool,
+    ) -> Vec<AttachmentSpec> {
+        if !attachments.is_empty() && !plugins_configured {
+            self.error(
+                path.clone(),
+                "plugins are attached but there is no [plugins] directory",
+            );
+        }
+        attachments
+            .iter()
+            .enumerate()
+            .map(|(i, attachment)| {
+                let path = path.index(i);
+                if !(400..=599).contains(&attachment.status) {
+                    self.error(
+                        path.key("status"),
+                        "must be an error status (400-599), e.g. 500 or 503",
+                    );
+                }
+                let config = serde_json::to_string(&attachment.config).unwrap_or_else(|e| {
+                    self.error(path.key("config"), format!("cannot be passed as JSON: {e}"));
+                    String::new()
+                });
+                AttachmentSpec {
+                    name: Arc::from(attachment.name.as_str()),
+                    config: Arc::from(config),
+                    fail_closed: (attachment.failure == super::FailurePolicy::Closed)
+                        .then_some(attachment.status),
+                    hooks: attachment.hooks.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Resolves each placement's `fallback` and rejects cycles.
@@ -297,6 +369,7 @@ impl Compiler<'_> {
             endpoints: endpoints.into_iter().map(|(e, _)| e).collect(),
             balancer: Balancer::new(placement.balance, &weighted),
             host_header: placement.host_header,
+            total_weight: placement.endpoints.iter().map(|e| e.weight).sum(),
             fallback: None,
             state: self.registry.placement(name),
             breaker,
@@ -582,6 +655,11 @@ impl Compiler<'_> {
                             None
                         }
                     });
+            let attachments = self.attachments(
+                &path.key("plugins"),
+                &route.plugins,
+                config.plugins.is_some(),
+            );
             if let Some(target) = target {
                 routes.push(RouteSpec {
                     name: Arc::from(name.as_str()),
@@ -590,6 +668,7 @@ impl Compiler<'_> {
                     request_headers,
                     response_headers,
                     rewrite,
+                    plugins: attachments,
                 });
             } else {
                 // Keep route indexes aligned with the index even when broken;
@@ -601,6 +680,7 @@ impl Compiler<'_> {
                     request_headers: HeaderOps::default(),
                     response_headers: HeaderOps::default(),
                     rewrite: None,
+                    plugins: Vec::new(),
                 });
             }
         }

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 
-use super::{compile, parse, ConfigErrors};
+use super::{compile, parse, ConfigError, ConfigErrors, KeyPath};
 use crate::admin::metrics::Metrics;
+use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
 use crate::snapshot::Snapshot;
@@ -85,7 +86,12 @@ pub struct Reloader {
     reloading: tokio::sync::Mutex<()>,
     /// The ETag of the remote config in force.
     etag: Mutex<Option<String>>,
+    /// The plugin registry, once a config with `[plugins]` was loaded.
+    plugins: Plugins,
 }
+
+/// The plugin registry slot shared by the reloader, the proxy and the admin API.
+pub type Plugins = Arc<ArcSwapOption<PluginRegistry>>;
 
 /// Why the initial load failed.
 #[derive(Debug)]
@@ -117,10 +123,13 @@ impl Reloader {
         health: HealthSupervisor,
     ) -> Result<Arc<Self>, StartupError> {
         let origin = source.to_string();
+        let plugins: Plugins = Arc::new(ArcSwapOption::empty());
         let attempt = match fetch(&source, None).await {
-            Ok(Some(fetched)) => compile_text(&fetched.text, &origin, &registry)
-                .map(|snapshot| (snapshot, fetched))
-                .map_err(|e| e.to_string()),
+            Ok(Some(fetched)) => {
+                compile_text(&fetched.text, &origin, &registry, &plugins, &metrics)
+                    .map(|snapshot| (snapshot, fetched))
+                    .map_err(|e| e.to_string())
+            }
             Ok(None) => Err("the source answered 304 Not Modified to a first request".to_string()),
             Err(e) => Err(e),
         };
@@ -140,12 +149,18 @@ impl Reloader {
                         path.display()
                     ))
                 })?;
-                let snapshot = compile_text(&text, &path.display().to_string(), &registry)
-                    .map_err(|e| {
-                        StartupError(format!(
-                            "{error}\n(and the last known good config is invalid too: {e})"
-                        ))
-                    })?;
+                let snapshot = compile_text(
+                    &text,
+                    &path.display().to_string(),
+                    &registry,
+                    &plugins,
+                    &metrics,
+                )
+                .map_err(|e| {
+                    StartupError(format!(
+                        "{error}\n(and the last known good config is invalid too: {e})"
+                    ))
+                })?;
                 tracing::error!(
                     source = %origin,
                     last_known_good = %path.display(),
@@ -180,6 +195,7 @@ impl Reloader {
             status: Mutex::new(status),
             reloading: tokio::sync::Mutex::new(()),
             etag: Mutex::new(fetched.etag),
+            plugins,
         });
         reloader.after_publish(&reloader.live.load_full());
         if !from_lkg {
@@ -191,6 +207,11 @@ impl Reloader {
     /// The live snapshot handle the proxy serves from.
     pub fn live(&self) -> Arc<ArcSwap<Snapshot>> {
         self.live.clone()
+    }
+
+    /// The plugin registry slot.
+    pub fn plugins(&self) -> Plugins {
+        self.plugins.clone()
     }
 
     /// Where the configuration comes from.
@@ -255,8 +276,14 @@ impl Reloader {
             *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;
             return Ok(ReloadOutcome::Unchanged);
         }
-        let snapshot =
-            compile_text(&fetched.text, origin, &self.registry).map_err(|e| e.to_string())?;
+        let snapshot = compile_text(
+            &fetched.text,
+            origin,
+            &self.registry,
+            &self.plugins,
+            &self.metrics,
+        )
+        .map_err(|e| e.to_string())?;
         if snapshot.listeners != current.listeners
             || snapshot.admin != current.admin
             || snapshot.threads != current.threads
@@ -307,9 +334,61 @@ impl Reloader {
     }
 }
 
-fn compile_text(text: &str, origin: &str, registry: &Registry) -> Result<Snapshot, ConfigErrors> {
+/// Parses, validates and compiles `text`; with `[plugins]`, also loads the
+/// plugin directory the first time and checks the attachments against it.
+fn compile_text(
+    text: &str,
+    origin: &str,
+    registry: &Registry,
+    plugins: &Plugins,
+    metrics: &Arc<Metrics>,
+) -> Result<Snapshot, ConfigErrors> {
     let loaded = parse(text, origin, &|name| std::env::var(name).ok())?;
-    compile(&loaded, origin, registry)
+    let snapshot = compile(&loaded, origin, registry)?;
+    let Some(spec) = &snapshot.plugins else {
+        return Ok(snapshot);
+    };
+    let current = match plugins.load_full() {
+        Some(current) => {
+            if current.directory() != spec.directory {
+                tracing::warn!(
+                    directory = %spec.directory.display(),
+                    serving = %current.directory().display(),
+                    "the plugin directory changed; it takes effect on restart or upgrade"
+                );
+            }
+            current
+        }
+        None => {
+            let loaded_registry = PluginRegistry::load(
+                &spec.directory,
+                Some(spec.cache_dir.clone()),
+                spec.limits,
+                metrics.clone(),
+            )
+            .map_err(|e| {
+                let path = KeyPath::root().key("plugins").key("directory");
+                let line = loaded.source.line_of(&path);
+                ConfigErrors::single(
+                    origin.to_string(),
+                    ConfigError::new(path, line, format!("{e:#}")),
+                )
+            })?;
+            if tokio::runtime::Handle::try_current().is_ok() {
+                if let Err(e) = loaded_registry.watch() {
+                    tracing::error!(error = %e, "cannot watch the plugin directory; plugin changes need a restart");
+                }
+            }
+            plugins.store(Some(loaded_registry.clone()));
+            loaded_registry
+        }
+    };
+    let errors = crate::plugins::validate::validate(&snapshot, &loaded.source, &current.current());
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(ConfigErrors::new(origin.to_string(), errors))
+    }
 }
 
 fn access_time() -> String {

@@ -27,6 +27,72 @@ pub struct Config {
     pub placements: BTreeMap<String, Placement>,
     /// The admin API; absent means no admin listener.
     pub admin: Option<Admin>,
+    /// The plugin directory and runtime limits; absent means no plugins.
+    pub plugins: Option<PluginSettings>,
+}
+
+/// `[plugins]`: where plugins come from and the limits they run under.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// The directory of `*.wasm` plugins, watched for changes.
+    pub directory: String,
+    /// Where compiled plugins are cached; `<directory>/.cache` by default.
+    pub cache_dir: Option<String>,
+    /// The longest one hook call may run.
+    #[serde(default = "default_plugin_deadline")]
+    pub deadline: String,
+    /// The largest linear memory of one plugin instance.
+    #[serde(default = "default_plugin_memory")]
+    pub memory: ByteSize,
+    /// Calls after which a warm instance is replaced by a fresh one.
+    #[serde(default = "default_recycle_after")]
+    pub recycle_after: u32,
+    /// Warm instances kept per plugin.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+/// One `[[routes.plugins]]` attachment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    /// The plugin's name: its file stem in the plugin directory.
+    pub name: String,
+    /// The plugin's configuration, handed to it as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// What a failing call does: `open` skips the plugin, `closed` answers `status`.
+    #[serde(default)]
+    pub failure: FailurePolicy,
+    /// The status a `closed` attachment answers when its plugin fails.
+    #[serde(default = "default_failure_status")]
+    pub status: u16,
+    /// The hooks it runs at; all the plugin declares by default.
+    pub hooks: Option<Vec<HookName>>,
+}
+
+/// What a failing plugin call does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Skip the plugin, count and log the failure.
+    #[default]
+    Open,
+    /// Answer the attachment's `status`.
+    Closed,
+}
+
+/// A hook, as written in configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookName {
+    /// Before routing.
+    OnRequest,
+    /// On response headers.
+    OnResponse,
+    /// Choosing the placement.
+    SelectPlacement,
 }
 
 /// `[admin]`: the status, config, reload and metrics API.
@@ -107,6 +173,9 @@ pub struct Route {
     pub response_headers: HeaderRules,
     /// A path rewrite applied before the request goes upstream.
     pub rewrite: Option<Rewrite>,
+    /// Plugins run for this route, in order.
+    #[serde(default)]
+    pub plugins: Vec<Attachment>,
 }
 
 /// `[routes.routing]`: where the routing key comes from and where it leads.
@@ -663,4 +732,24 @@ fn default_failure_kinds() -> Vec<FailureKind> {
 
 fn default_connect_attempts() -> u32 {
     3
+}
+
+fn default_plugin_deadline() -> String {
+    "5ms".to_string()
+}
+
+fn default_plugin_memory() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+fn default_recycle_after() -> u32 {
+    10_000
+}
+
+fn default_pool_size() -> usize {
+    64
+}
+
+fn default_failure_status() -> u16 {
+    500
 }

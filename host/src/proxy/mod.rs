@@ -22,6 +22,7 @@
 //! 9. `logging`: metrics and the access log. The in-flight permit is released
 //!    when the context drops, after the response body has ended.
 
+mod plugins;
 mod respond;
 
 use std::sync::Arc;
@@ -39,11 +40,12 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log::{self, AccessRecord};
 use crate::admin::metrics::Metrics;
+use crate::config::reload::Plugins;
 use crate::config::{FailureKind, HostHeader};
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::state::{self, Slot};
-use crate::routing::{self, Decision, Refusal, RequestView};
+use crate::routing::{self, Decision, RequestView, RouteReason};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
 use crate::transform::forwarding;
 
@@ -65,12 +67,17 @@ pub type LiveSnapshot = Arc<ArcSwap<Snapshot>>;
 pub struct SluiceProxy {
     live: LiveSnapshot,
     metrics: Arc<Metrics>,
+    plugins: Plugins,
 }
 
 impl SluiceProxy {
     /// A proxy serving whatever snapshot `live` holds when each request starts.
-    pub fn new(live: LiveSnapshot, metrics: Arc<Metrics>) -> Self {
-        Self { live, metrics }
+    pub fn new(live: LiveSnapshot, metrics: Arc<Metrics>, plugins: Plugins) -> Self {
+        Self {
+            live,
+            metrics,
+            plugins,
+        }
     }
 
     fn transition(
@@ -193,16 +200,16 @@ impl RequestCtx {
         }
     }
 
-    fn route(&self) -> Option<&RouteSpec> {
+    pub(super) fn route(&self) -> Option<&RouteSpec> {
         let (snapshot, decision) = (self.snapshot.as_ref()?, self.decision.as_ref()?);
         snapshot.routes.get(decision.route)
     }
 
-    fn placement(&self) -> Option<&PlacementSpec> {
+    pub(super) fn placement(&self) -> Option<&PlacementSpec> {
         self.snapshot.as_ref()?.placements.get(self.placement?)
     }
 
-    fn endpoint(&self) -> Option<&EndpointSpec> {
+    pub(super) fn endpoint(&self) -> Option<&EndpointSpec> {
         self.placement()?.endpoints.get(self.endpoint?)
     }
 
@@ -280,20 +287,67 @@ impl ProxyHttp for SluiceProxy {
             query: request.uri.query(),
             headers: &request.headers,
         };
-        let outcome = routing::decide(&snapshot, &view);
+        let Some(route) = snapshot.index.find(view.host, view.path) else {
+            ctx.snapshot = Some(snapshot.clone());
+            respond::text(session, ctx, 404, "no route matches this host and path").await?;
+            return Ok(true);
+        };
+        let mut key = routing::routing_key(&snapshot, route, &view);
         let content_length = request
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         ctx.snapshot = Some(snapshot.clone());
-        let decision = match outcome {
-            Ok(decision) => decision,
-            Err(Refusal::NoRoute) => {
-                respond::text(session, ctx, 404, "no route matches this host and path").await?;
-                return Ok(true);
+        let route_spec = &snapshot.routes[route];
+        let registry = if route_spec.plugins.is_empty() {
+            None
+        } else {
+            self.plugins.load_full()
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let mut chosen_placement = None;
+        if let Some(registry) = &registry {
+            let plugin_view = plugins::request_view(
+                session.req_header(),
+                &ctx.client_host,
+                client,
+                &route_spec.name,
+                key.as_deref(),
+                &ctx.request_id,
+            );
+            match plugins::on_request(
+                registry,
+                &self.metrics,
+                route_spec,
+                plugin_view,
+                session.req_header_mut(),
+            ) {
+                plugins::RequestOutcome::Continue {
+                    routing_key,
+                    placement,
+                } => {
+                    if routing_key.is_some() {
+                        key = routing_key;
+                    }
+                    chosen_placement = placement;
+                }
+                plugins::RequestOutcome::Respond(response) => {
+                    respond::immediate(session, ctx, response).await?;
+                    return Ok(true);
+                }
+                plugins::RequestOutcome::Fail(status, message) => {
+                    respond::text(session, ctx, status, &message).await?;
+                    return Ok(true);
+                }
             }
-            Err(Refusal::MissingKey { .. }) => {
+        }
+        let mut decision = match routing::resolve(&snapshot, route, key) {
+            Ok(decision) => decision,
+            Err(_) => {
                 respond::text(
                     session,
                     ctx,
@@ -304,6 +358,48 @@ impl ProxyHttp for SluiceProxy {
                 return Ok(true);
             }
         };
+        if let Some(name) = chosen_placement {
+            match snapshot.placements.iter().position(|p| *p.name == *name) {
+                Some(id) => {
+                    decision.placement = id;
+                    decision.reason = RouteReason::Policy;
+                }
+                None => {
+                    tracing::warn!(placement = %name, "a plugin chose an unknown placement; ignored")
+                }
+            }
+        }
+        if let Some(registry) = &registry {
+            let candidates = routing::candidates(&snapshot, route);
+            let plugin_view = plugins::request_view(
+                session.req_header(),
+                &ctx.client_host,
+                client,
+                &route_spec.name,
+                decision.key.as_deref(),
+                &ctx.request_id,
+            );
+            let chosen = plugins::select_placement(
+                registry,
+                &self.metrics,
+                &snapshot,
+                route_spec,
+                decision.key.as_deref(),
+                &plugin_view,
+                &candidates,
+            );
+            match chosen {
+                Ok(Some(id)) => {
+                    decision.placement = id;
+                    decision.reason = RouteReason::Policy;
+                }
+                Ok(None) => {}
+                Err((status, message)) => {
+                    respond::text(session, ctx, status, &message).await?;
+                    return Ok(true);
+                }
+            }
+        }
         let route_default = match &snapshot.routes[decision.route].target {
             RouteTarget::Keyed(keyed) => Some(keyed.default),
             RouteTarget::Direct(_) => None,
@@ -577,11 +673,17 @@ impl ProxyHttp for SluiceProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
+            if !route.plugins.is_empty() {
+                if let Some(registry) = self.plugins.load_full() {
+                    let view = plugins::response_view(response, session.req_header(), ctx, route);
+                    plugins::on_response(&registry, &self.metrics, route, view, response);
+                }
+            }
             route.response_headers.apply_to_response(response);
         }
         ctx.explain(response);

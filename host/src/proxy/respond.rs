@@ -28,6 +28,26 @@ pub(super) async fn text(
     session.write_response_body(Some(body), true).await
 }
 
+/// Writes a response a plugin answered with, plus the request id.
+pub(super) async fn immediate(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    answer: crate::plugins::bindings::sluice::plugin::types::ImmediateResponse,
+) -> Result<()> {
+    let mut response = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+    for (name, value) in &answer.headers {
+        response.append_header(name.clone(), value.as_str())?;
+    }
+    response.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
+    response.insert_header(super::forwarding::REQUEST_ID, ctx.request_id.as_str())?;
+    session
+        .write_response_header(Box::new(response), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(answer.body)), true)
+        .await
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     http::StatusCode::from_u16(status)
         .ok()

@@ -34,6 +34,8 @@ pub enum RouteReason {
     Table,
     /// The routing key was missing or unknown; the default placement serves it.
     Default,
+    /// A plugin chose the placement.
+    Policy,
 }
 
 impl RouteReason {
@@ -43,6 +45,7 @@ impl RouteReason {
             Self::Direct => "direct",
             Self::Table => "table",
             Self::Default => "default",
+            Self::Policy => "policy",
         }
     }
 }
@@ -78,6 +81,24 @@ pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision
         .index
         .find(request.host, request.path)
         .ok_or(Refusal::NoRoute)?;
+    resolve(snapshot, route, routing_key(snapshot, route, request))
+}
+
+/// The routing key of `request` for `route`, when the route uses one.
+pub fn routing_key(snapshot: &Snapshot, route: usize, request: &RequestView<'_>) -> Option<String> {
+    match &snapshot.routes[route].target {
+        RouteTarget::Keyed(keyed) => keyed.extractor.extract(request).map(|key| key.into_owned()),
+        RouteTarget::Direct(_) => None,
+    }
+}
+
+/// Resolves `route`'s placement for a routing key: read from the request by
+/// [`decide`], or set by a plugin.
+pub fn resolve(
+    snapshot: &Snapshot,
+    route: usize,
+    key: Option<String>,
+) -> Result<Decision, Refusal> {
     match &snapshot.routes[route].target {
         RouteTarget::Direct(placement) => Ok(Decision {
             route,
@@ -85,9 +106,9 @@ pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision
             reason: RouteReason::Direct,
             key: None,
         }),
-        RouteTarget::Keyed(keyed) => match keyed.extractor.extract(request) {
+        RouteTarget::Keyed(keyed) => match key {
             Some(key) => {
-                let (placement, reason) = match keyed.table.get(&*key) {
+                let (placement, reason) = match keyed.table.get(key.as_str()) {
                     Some(placement) => (*placement, RouteReason::Table),
                     None => (keyed.default, RouteReason::Default),
                 };
@@ -95,7 +116,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision
                     route,
                     placement,
                     reason,
-                    key: Some(key.into_owned()),
+                    key: Some(key),
                 })
             }
             None if keyed.reject_missing => Err(Refusal::MissingKey { route }),
@@ -107,6 +128,24 @@ pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision
             }),
         },
     }
+}
+
+/// The placements a route can send to: its direct placement, or its table's
+/// placements and default, each once, in order of first appearance.
+pub fn candidates(snapshot: &Snapshot, route: usize) -> Vec<PlacementId> {
+    let mut placements = Vec::new();
+    match &snapshot.routes[route].target {
+        RouteTarget::Direct(placement) => placements.push(*placement),
+        RouteTarget::Keyed(keyed) => {
+            placements.push(keyed.default);
+            let mut table: Vec<PlacementId> = keyed.table.values().copied().collect();
+            table.sort_unstable();
+            placements.extend(table);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    placements.retain(|p| seen.insert(*p));
+    placements
 }
 
 #[cfg(test)]

@@ -1,0 +1,135 @@
+//! The one wasmtime `Engine`, the linker every plugin is instantiated
+//! through, and compilation with an on-disk cache of compiled artifacts.
+//!
+//! Compiling a component takes tens to hundreds of milliseconds, so it never
+//! happens on a request: plugins are compiled when the plugin directory is
+//! loaded or changes. The compiled artifact is stored in the cache
+//! directory under a key made of the component's content hash and the
+//! engine's compatibility hash, so a restart deserializes in a few
+//! milliseconds instead of compiling, and an engine upgrade never loads an
+//! incompatible artifact.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::Digest;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use super::host::HostState;
+
+/// How often the epoch advances: the unit of the per-call deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The engine and linker shared by every plugin.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    compatibility: String,
+}
+
+/// A compiled component and where it came from.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// The first 12 hex digits of the component's SHA-256.
+    pub version: String,
+    /// Whether it was loaded from the cache rather than compiled.
+    pub from_cache: bool,
+}
+
+impl PluginEngine {
+    /// A new engine with epoch interruption, its ticker thread, and the
+    /// WASI (given nothing) and Sluice host imports linked.
+    pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        super::bindings::SluicePlugin::add_to_linker::<
+            HostState,
+            wasmtime::component::HasSelf<HostState>,
+        >(&mut linker, |state| state)?;
+        let mut hasher = std::hash::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compatibility = format!("{:016x}", hasher.finish());
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            cache_dir,
+            compatibility,
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker.
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// Compiles `bytes`, or loads the cached artifact compiled from the same
+    /// bytes by a compatible engine.
+    pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Compiled> {
+        let digest = sha2::Sha256::digest(bytes);
+        let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let version = hash[..12].to_string();
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{hash}-{}.cwasm", self.compatibility)));
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `precompile_component` of an
+            // engine with the same compatibility hash, into Sluice's own
+            // cache directory, under the content hash of its source.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        version,
+                        from_cache: true,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), error = %e, "ignoring an unusable cached plugin artifact")
+                }
+            }
+        }
+        let artifact = self.engine.precompile_component(bytes)?;
+        if let Some(path) = &cached {
+            if let Err(e) = write_cache(path, &artifact) {
+                tracing::warn!(cache = %path.display(), error = %e, "cannot cache the compiled plugin");
+            }
+        }
+        // SAFETY: the bytes were produced just above by this engine.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+            .map_err(|e| anyhow::anyhow!("loading the compiled plugin: {e:#}"))?;
+        Ok(Compiled {
+            component,
+            version,
+            from_cache: false,
+        })
+    }
+}
+
+fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::config::reload::write_atomically(path, bytes)
+}

@@ -1,0 +1,9 @@
+//! WebAssembly plugins: the engine, loaded plugin versions with pools of
+//! warm instances, and the registry the plugin directory fills.
+
+pub mod bindings;
+pub mod engine;
+pub mod host;
+pub mod registry;
+pub mod runtime;
+pub mod validate;

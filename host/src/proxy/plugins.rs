@@ -1,0 +1,366 @@
+//! Running a route's plugin chain at each hook, and applying what the
+//! plugins answer to the request and response.
+//!
+//! Attachments run in the order the route lists them; each sees the changes
+//! of those before it. A failing call (missing plugin, trap, deadline,
+//! memory cap) is counted and logged, then skipped for a fail-open
+//! attachment, or answered with the attachment's status for a fail-closed one.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::admin::metrics::Metrics;
+use crate::config::HookName;
+use crate::plugins::bindings::sluice::plugin::types::{
+    BreakerState, Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice,
+    RequestAction, RequestView, ResponseView,
+};
+use crate::plugins::registry::{hook_name, PluginRegistry};
+use crate::plugins::runtime::{CallError, LoadedPlugin};
+use crate::resilience::breaker::CircuitState;
+use crate::snapshot::{AttachmentSpec, PlacementId, RouteSpec, Snapshot};
+
+/// What the `on-request` chain decided.
+pub(super) enum RequestOutcome {
+    /// Proxy the request, with these overrides of the routing decision.
+    Continue {
+        /// A routing key set by a plugin.
+        routing_key: Option<String>,
+        /// A placement chosen by a plugin.
+        placement: Option<String>,
+    },
+    /// A plugin answered the request.
+    Respond(ImmediateResponse),
+    /// A fail-closed plugin failed: answer this status.
+    Fail(u16, String),
+}
+
+/// The request as plugins see it.
+pub(super) fn request_view(
+    request: &RequestHeader,
+    authority: &str,
+    client: Option<std::net::IpAddr>,
+    route: &str,
+    routing_key: Option<&str>,
+    request_id: &str,
+) -> RequestView {
+    RequestView {
+        method: request.method.as_str().to_string(),
+        path: request.uri.path().to_string(),
+        query: request.uri.query().map(str::to_string),
+        authority: authority.to_string(),
+        headers: request
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        client_address: client.map(|ip| ip.to_string()).unwrap_or_default(),
+        route: route.to_string(),
+        routing_key: routing_key.map(str::to_string),
+        request_id: request_id.to_string(),
+    }
+}
+
+/// The plugin an attachment names, when it runs at `hook`.
+fn attached(
+    registry: &PluginRegistry,
+    metrics: &Metrics,
+    attachment: &AttachmentSpec,
+    hook: Hook,
+) -> Result<Option<std::sync::Arc<LoadedPlugin>>, String> {
+    let Some(plugin) = registry.get(&attachment.name) else {
+        metrics
+            .plugin_failures
+            .with_label_values(&[&attachment.name, hook_name(hook), "missing"])
+            .inc();
+        return Err(format!("plugin {} is not loaded", attachment.name));
+    };
+    let config_hook = match hook {
+        Hook::OnRequest => HookName::OnRequest,
+        Hook::OnResponse => HookName::OnResponse,
+        Hook::SelectPlacement => HookName::SelectPlacement,
+    };
+    Ok(attachment
+        .runs_at(config_hook, plugin.has(hook))
+        .then_some(plugin))
+}
+
+fn failed(metrics: &Metrics, attachment: &AttachmentSpec, hook: Hook, error: &CallError) -> String {
+    metrics
+        .plugin_failures
+        .with_label_values(&[&attachment.name, hook_name(hook), error.kind()])
+        .inc();
+    let message = format!("plugin {} {} {error}", attachment.name, hook_name(hook));
+    tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), error = %error, fail_closed = attachment.fail_closed.is_some(), "plugin call failed");
+    message
+}
+
+/// Runs the route's `on-request` attachments on `request`.
+pub(super) fn on_request(
+    registry: &PluginRegistry,
+    metrics: &Metrics,
+    route: &RouteSpec,
+    mut view: RequestView,
+    request: &mut RequestHeader,
+) -> RequestOutcome {
+    let (mut routing_key, mut placement) = (None, None);
+    for attachment in &route.plugins {
+        let plugin = match attached(registry, metrics, attachment, Hook::OnRequest) {
+            Ok(Some(plugin)) => plugin,
+            Ok(None) => continue,
+            Err(message) => match attachment.fail_closed {
+                Some(status) => return RequestOutcome::Fail(status, message),
+                None => continue,
+            },
+        };
+        match plugin.on_request(&attachment.config, &view) {
+            Ok(RequestAction::Respond(response)) => return RequestOutcome::Respond(response),
+            Ok(RequestAction::Continue(changes)) => {
+                apply_request_headers(request, &mut view, &changes.headers);
+                if let Some(path) = changes.path {
+                    if set_path(request, &path) {
+                        view.path = request.uri.path().to_string();
+                        view.query = request.uri.query().map(str::to_string);
+                    } else {
+                        tracing::warn!(plugin = %attachment.name, %path, "plugin set an invalid path; ignored");
+                    }
+                }
+                if let Some(key) = changes.routing_key {
+                    view.routing_key = Some(key.clone());
+                    routing_key = Some(key);
+                }
+                if changes.placement.is_some() {
+                    placement = changes.placement;
+                }
+            }
+            Err(error) => {
+                let message = failed(metrics, attachment, Hook::OnRequest, &error);
+                if let Some(status) = attachment.fail_closed {
+                    return RequestOutcome::Fail(status, message);
+                }
+            }
+        }
+    }
+    RequestOutcome::Continue {
+        routing_key,
+        placement,
+    }
+}
+
+fn apply_request_headers(
+    request: &mut RequestHeader,
+    view: &mut RequestView,
+    changes: &HeaderChanges,
+) {
+    for name in &changes.remove {
+        request.remove_header(name.as_str());
+        view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    for (name, value) in &changes.set {
+        if request.insert_header(name.clone(), value.as_str()).is_ok() {
+            view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            view.headers
+                .push((name.to_ascii_lowercase(), value.clone()));
+        }
+    }
+    for (name, value) in &changes.append {
+        if request.append_header(name.clone(), value.as_str()).is_ok() {
+            view.headers
+                .push((name.to_ascii_lowercase(), value.clone()));
+        }
+    }
+}
+
+/// Sets the request's path and query from `path_and_query`, keeping scheme
+/// and authority; false when it is not a valid URI path.
+pub(super) fn set_path(request: &mut RequestHeader, path_and_query: &str) -> bool {
+    let Ok(path_and_query) = path_and_query.parse::<http::uri::PathAndQuery>() else {
+        return false;
+    };
+    if !path_and_query.path().starts_with('/') {
+        return false;
+    }
+    let mut parts = request.uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => {
+            request.set_uri(uri);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Runs the route's `select-placement` attachments; the first that chooses
+/// a known candidate wins.
+pub(super) fn select_placement(
+    registry: &PluginRegistry,
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    route: &RouteSpec,
+    routing_key: Option<&str>,
+    view: &RequestView,
+    candidates: &[PlacementId],
+) -> Result<Option<PlacementId>, (u16, String)> {
+    let mut described: Option<Vec<Candidate>> = None;
+    for attachment in &route.plugins {
+        let plugin = match attached(registry, metrics, attachment, Hook::SelectPlacement) {
+            Ok(Some(plugin)) => plugin,
+            Ok(None) => continue,
+            Err(message) => match attachment.fail_closed {
+                Some(status) => return Err((status, message)),
+                None => continue,
+            },
+        };
+        let described = described.get_or_insert_with(|| describe(snapshot, candidates));
+        match plugin.select_placement(&attachment.config, routing_key, view, described) {
+            Ok(PlacementChoice::Placement(name)) => {
+                match candidates
+                    .iter()
+                    .find(|id| *snapshot.placements[**id].name == *name)
+                {
+                    Some(id) => return Ok(Some(*id)),
+                    None => {
+                        tracing::warn!(plugin = %attachment.name, placement = %name, "plugin chose a placement that is not a candidate; ignored")
+                    }
+                }
+            }
+            Ok(PlacementChoice::Defer) => {}
+            Err(error) => {
+                let message = failed(metrics, attachment, Hook::SelectPlacement, &error);
+                if let Some(status) = attachment.fail_closed {
+                    return Err((status, message));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The live state of each candidate placement.
+fn describe(snapshot: &Snapshot, candidates: &[PlacementId]) -> Vec<Candidate> {
+    let now = Instant::now();
+    candidates
+        .iter()
+        .map(|id| {
+            let placement = &snapshot.placements[*id];
+            let breakers: Vec<BreakerState> = placement
+                .endpoints
+                .iter()
+                .map(|e| match e.state.breaker.state(now) {
+                    CircuitState::Closed => BreakerState::Closed,
+                    CircuitState::Open => BreakerState::Open,
+                    CircuitState::HalfOpen => BreakerState::HalfOpen,
+                })
+                .collect();
+            let healthy = placement
+                .endpoints
+                .iter()
+                .filter(|e| e.state.health.is_healthy(now) && e.state.breaker.would_admit(now))
+                .count();
+            Candidate {
+                name: placement.name.to_string(),
+                healthy_endpoints: healthy as u32,
+                total_endpoints: placement.endpoints.len() as u32,
+                breakers,
+                in_flight: placement.state.in_flight.load(Ordering::Relaxed),
+                limit: placement.max_concurrency,
+                weight: placement.total_weight,
+            }
+        })
+        .collect()
+}
+
+/// Runs the route's `on-response` attachments on `response`. A failing
+/// fail-closed attachment replaces the status with its own.
+pub(super) fn on_response(
+    registry: &PluginRegistry,
+    metrics: &Metrics,
+    route: &RouteSpec,
+    mut view: ResponseView,
+    response: &mut ResponseHeader,
+) {
+    for attachment in &route.plugins {
+        let plugin = match attached(registry, metrics, attachment, Hook::OnResponse) {
+            Ok(Some(plugin)) => plugin,
+            Ok(None) => continue,
+            Err(_) => {
+                if let Some(status) = attachment.fail_closed {
+                    let _ = response.set_status(status);
+                }
+                continue;
+            }
+        };
+        match plugin.on_response(&attachment.config, &view) {
+            Ok(changes) => {
+                for name in &changes.headers.remove {
+                    response.remove_header(name.as_str());
+                    view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                }
+                for (name, value) in &changes.headers.set {
+                    if response.insert_header(name.clone(), value.as_str()).is_ok() {
+                        view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                        view.headers
+                            .push((name.to_ascii_lowercase(), value.clone()));
+                    }
+                }
+                for (name, value) in &changes.headers.append {
+                    if response.append_header(name.clone(), value.as_str()).is_ok() {
+                        view.headers
+                            .push((name.to_ascii_lowercase(), value.clone()));
+                    }
+                }
+                if let Some(status) = changes.status {
+                    if response.set_status(status).is_ok() {
+                        view.status = status;
+                    }
+                }
+            }
+            Err(error) => {
+                failed(metrics, attachment, Hook::OnResponse, &error);
+                if let Some(status) = attachment.fail_closed {
+                    let _ = response.set_status(status);
+                }
+            }
+        }
+    }
+}
+
+/// The response as plugins see it.
+pub(super) fn response_view(
+    response: &ResponseHeader,
+    request: &RequestHeader,
+    ctx: &super::RequestCtx,
+    route: &RouteSpec,
+) -> ResponseView {
+    ResponseView {
+        status: response.status.as_u16(),
+        headers: response
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_string(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        method: request.method.as_str().to_string(),
+        authority: ctx.client_host.clone(),
+        path: request.uri.path().to_string(),
+        request_id: ctx.request_id.clone(),
+        route: route.name.to_string(),
+        placement: ctx
+            .placement()
+            .map(|p| p.name.to_string())
+            .unwrap_or_default(),
+        endpoint: ctx.endpoint().map(|e| e.id.to_string()).unwrap_or_default(),
+    }
+}

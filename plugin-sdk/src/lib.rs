@@ -1,0 +1,335 @@
+//! The Sluice plugin SDK.
+//!
+//! A plugin is a type implementing [`Plugin`], whose hooks all have
+//! defaults, and one [`export!`] line naming the hooks it implements:
+//!
+//! ```ignore
+//! use sluice_plugin_sdk::prelude::*;
+//!
+//! #[derive(Default, serde::Deserialize)]
+//! struct Config { header: String }
+//!
+//! struct Tagger;
+//!
+//! impl Plugin for Tagger {
+//!     type Config = Config;
+//!     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
+//!         RequestChanges::new().set_header(&config.header, &request.route).into()
+//!     }
+//! }
+//!
+//! sluice_plugin_sdk::export!(Tagger => on_request);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and drop the
+//! `.wasm` file into Sluice's plugin directory. The types come from the WIT
+//! contract in `wit/` through `wit-bindgen`; this crate adds constructors and
+//! helpers on them, typed configuration, host logging and metrics, and
+//! [`testing`], which runs hooks natively under plain `cargo test`.
+
+pub mod headers;
+pub mod host;
+pub mod testing;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "sluice-plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_sluice_plugin",
+        default_bindings_module: "sluice_plugin_sdk::bindings",
+        additional_derives: [PartialEq],
+    });
+}
+
+pub use bindings::sluice::plugin::types::{
+    BreakerState, Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice,
+    RequestAction, RequestChanges, RequestView, ResponseChanges, ResponseView,
+};
+
+/// Everything a plugin usually needs.
+pub mod prelude {
+    pub use crate::headers::HeaderList;
+    pub use crate::{
+        host, BreakerState, Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice,
+        Plugin, RequestAction, RequestChanges, RequestView, ResponseChanges, ResponseView,
+    };
+}
+
+/// A Sluice plugin. Implement the hooks you need; [`export!`] names them.
+pub trait Plugin {
+    /// The plugin's configuration, deserialized from the JSON the host
+    /// hands over (the route's TOML table for this plugin).
+    type Config: serde::de::DeserializeOwned + Default + 'static;
+
+    /// Runs on each request before it is routed: change it, or answer it.
+    fn on_request(config: &Self::Config, request: &RequestView) -> RequestAction {
+        let _ = (config, request);
+        RequestAction::Continue(RequestChanges::new())
+    }
+
+    /// Runs on each response's status and headers.
+    fn on_response(config: &Self::Config, response: &ResponseView) -> ResponseChanges {
+        let _ = (config, response);
+        ResponseChanges::new()
+    }
+
+    /// Chooses a placement among `candidates`, or defers to the routing table.
+    fn select_placement(
+        config: &Self::Config,
+        routing_key: Option<&str>,
+        request: &RequestView,
+        candidates: &[Candidate],
+    ) -> PlacementChoice {
+        let _ = (config, routing_key, request, candidates);
+        PlacementChoice::Defer
+    }
+}
+
+impl HeaderChanges {
+    /// No changes.
+    pub fn new() -> Self {
+        Self {
+            remove: Vec::new(),
+            set: Vec::new(),
+            append: Vec::new(),
+        }
+    }
+
+    /// Whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.append.is_empty()
+    }
+}
+
+impl Default for HeaderChanges {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestChanges {
+    /// Continue unchanged.
+    pub fn new() -> Self {
+        Self {
+            headers: HeaderChanges::new(),
+            path: None,
+            routing_key: None,
+            placement: None,
+        }
+    }
+
+    /// Sets a request header, replacing any value.
+    pub fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .set
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Appends a request header value.
+    pub fn append_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .append
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Removes a request header.
+    pub fn remove_header(mut self, name: &str) -> Self {
+        self.headers.remove.push(name.to_ascii_lowercase());
+        self
+    }
+
+    /// Rewrites the upstream path (optionally with `?query`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Sets the routing key the table lookup uses.
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = Some(key.into());
+        self
+    }
+
+    /// Sends the request to this placement.
+    pub fn placement(mut self, name: impl Into<String>) -> Self {
+        self.placement = Some(name.into());
+        self
+    }
+}
+
+impl Default for RequestChanges {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl From<RequestChanges> for RequestAction {
+    fn from(changes: RequestChanges) -> Self {
+        RequestAction::Continue(changes)
+    }
+}
+
+impl From<ImmediateResponse> for RequestAction {
+    fn from(response: ImmediateResponse) -> Self {
+        RequestAction::Respond(response)
+    }
+}
+
+impl ImmediateResponse {
+    /// A response with a plain-text body.
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+}
+
+impl ResponseChanges {
+    /// No changes.
+    pub fn new() -> Self {
+        Self {
+            status: None,
+            headers: HeaderChanges::new(),
+        }
+    }
+
+    /// Sets a response header, replacing any value.
+    pub fn set_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .set
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Appends a response header value.
+    pub fn append_header(mut self, name: &str, value: &str) -> Self {
+        self.headers
+            .append
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Removes a response header.
+    pub fn remove_header(mut self, name: &str) -> Self {
+        self.headers.remove.push(name.to_ascii_lowercase());
+        self
+    }
+
+    /// Replaces the status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+impl Default for ResponseChanges {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Parses the host's JSON configuration for `P`, once per distinct text:
+/// an instance serves many calls, and usually one configuration.
+#[doc(hidden)]
+pub fn with_config<P: Plugin, R>(call: impl FnOnce(&P::Config) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<Option<(String, Box<dyn std::any::Any>)>> = const { RefCell::new(None) };
+    }
+    let text = host::config_json();
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let fresh =
+            !matches!(&*cache, Some((cached, value)) if *cached == text && value.is::<P::Config>());
+        if fresh {
+            let parsed: P::Config = if text.trim().is_empty() {
+                P::Config::default()
+            } else {
+                match serde_json::from_str(&text) {
+                    Ok(config) => config,
+                    Err(e) => {
+                        host::error(&format!("invalid plugin configuration: {e}"));
+                        panic!("invalid plugin configuration: {e}");
+                    }
+                }
+            };
+            *cache = Some((text, Box::new(parsed)));
+        }
+        let (_, value) = cache.as_ref().expect("filled above");
+        call(value.downcast_ref::<P::Config>().expect("checked above"))
+    })
+}
+
+/// Exports a [`Plugin`] type as the component's hooks:
+/// `export!(MyPlugin => on_request, on_response)`. The hooks named are the
+/// ones Sluice calls and may attach; the others are never called.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty => $($hook:ident),+ $(,)?) => {
+        #[doc(hidden)]
+        pub struct __SluicePluginExport;
+
+        impl $crate::bindings::exports::sluice::plugin::plugin::Guest for __SluicePluginExport {
+            fn hooks() -> ::std::vec::Vec<$crate::Hook> {
+                ::std::vec![$($crate::__hook!($hook)),+]
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::plugin::request_hook::Guest for __SluicePluginExport {
+            fn on_request(request: $crate::RequestView) -> $crate::RequestAction {
+                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_request(config, &request))
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::plugin::response_hook::Guest for __SluicePluginExport {
+            fn on_response(response: $crate::ResponseView) -> $crate::ResponseChanges {
+                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_response(config, &response))
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::plugin::placement_policy::Guest for __SluicePluginExport {
+            fn select_placement(
+                routing_key: ::std::option::Option<::std::string::String>,
+                request: $crate::RequestView,
+                candidates: ::std::vec::Vec<$crate::Candidate>,
+            ) -> $crate::PlacementChoice {
+                $crate::with_config::<$plugin, _>(|config| {
+                    <$plugin as $crate::Plugin>::select_placement(config, routing_key.as_deref(), &request, &candidates)
+                })
+            }
+        }
+
+        // Only a wasm build exports the hooks: a native build (for `cargo
+        // test`) cannot carry the component-model export names.
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export_sluice_plugin!(__SluicePluginExport with_types_in $crate::bindings);
+    };
+}
+
+/// Maps a hook's method name to its [`Hook`] value.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hook {
+    (on_request) => {
+        $crate::Hook::OnRequest
+    };
+    (on_response) => {
+        $crate::Hook::OnResponse
+    };
+    (select_placement) => {
+        $crate::Hook::SelectPlacement
+    };
+}

@@ -1,0 +1,198 @@
+//! A native test kit: build request and response views, run hooks with a
+//! configuration, and inspect what they logged and counted, all under plain
+//! `cargo test`, with no wasm build and no host.
+//!
+//! ```ignore
+//! use sluice_plugin_sdk::testing::*;
+//!
+//! let request = request("GET", "/users/7").header("x-tenant", "acme").build();
+//! let action = MyPlugin::on_request(&config, &request);
+//! let changes = expect_continue(action);
+//! ```
+
+use std::cell::RefCell;
+
+use crate::host::Level;
+use crate::{Candidate, RequestAction, RequestChanges, RequestView, ResponseView};
+
+thread_local! {
+    static RECORD: RefCell<Record> = RefCell::new(Record::default());
+}
+
+/// What hooks logged and counted on this thread.
+#[derive(Debug, Default, Clone)]
+pub struct Record {
+    /// Log lines.
+    pub logs: Vec<(Level, String)>,
+    /// Counter increments.
+    pub counters: Vec<(String, u64)>,
+    /// Histogram observations.
+    pub histograms: Vec<(String, f64)>,
+    /// The configuration JSON the export glue reads.
+    pub config: String,
+}
+
+/// What was recorded on this thread so far.
+pub fn recorded() -> Record {
+    RECORD.with(|r| r.borrow().clone())
+}
+
+/// Forgets what was recorded on this thread.
+pub fn clear() {
+    RECORD.with(|r| *r.borrow_mut() = Record::default());
+}
+
+/// Sets the configuration JSON seen by the export glue on this thread.
+pub fn set_config_json(json: &str) {
+    RECORD.with(|r| r.borrow_mut().config = json.to_string());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn record_log(level: Level, message: &str) {
+    RECORD.with(|r| r.borrow_mut().logs.push((level, message.to_string())));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn record_counter(name: &str, value: u64) {
+    RECORD.with(|r| r.borrow_mut().counters.push((name.to_string(), value)));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn record_histogram(name: &str, value: f64) {
+    RECORD.with(|r| r.borrow_mut().histograms.push((name.to_string(), value)));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn config_json() -> String {
+    RECORD.with(|r| r.borrow().config.clone())
+}
+
+/// Parses a TOML table into a plugin configuration, as the host does with a
+/// route's plugin table.
+pub fn config<C: serde::de::DeserializeOwned>(toml_text: &str) -> C {
+    let value: serde_json::Value = toml_to_json(toml_text);
+    serde_json::from_value(value).expect("the test configuration matches the plugin's Config")
+}
+
+fn toml_to_json(text: &str) -> serde_json::Value {
+    // The SDK stays free of a TOML parser; the accepted subset is one
+    // `key = value` per line with JSON-compatible values, enough for tests.
+    let mut map = serde_json::Map::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (key, value) = line.split_once('=').expect("key = value");
+        let value = serde_json::from_str(value.trim()).expect("a JSON-compatible value");
+        map.insert(key.trim().to_string(), value);
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Starts a request view.
+pub fn request(method: &str, path_and_query: &str) -> RequestBuilder {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path.to_string(), Some(query.to_string())),
+        None => (path_and_query.to_string(), None),
+    };
+    RequestBuilder(RequestView {
+        method: method.to_string(),
+        path,
+        query,
+        authority: "example.com".to_string(),
+        headers: Vec::new(),
+        client_address: "192.0.2.1".to_string(),
+        route: "test-route".to_string(),
+        routing_key: None,
+        request_id: "test-request-id".to_string(),
+    })
+}
+
+/// Builds a [`RequestView`].
+pub struct RequestBuilder(RequestView);
+
+impl RequestBuilder {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.0
+            .headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Sets the host.
+    pub fn authority(mut self, authority: &str) -> Self {
+        self.0.authority = authority.to_string();
+        self
+    }
+
+    /// Sets the route name.
+    pub fn route(mut self, route: &str) -> Self {
+        self.0.route = route.to_string();
+        self
+    }
+
+    /// Sets the routing key.
+    pub fn routing_key(mut self, key: &str) -> Self {
+        self.0.routing_key = Some(key.to_string());
+        self
+    }
+
+    /// Sets the client address.
+    pub fn client(mut self, address: &str) -> Self {
+        self.0.client_address = address.to_string();
+        self
+    }
+
+    /// The view.
+    pub fn build(self) -> RequestView {
+        self.0
+    }
+}
+
+/// A response view for `request` with `status`.
+pub fn response(status: u16, request: &RequestView) -> ResponseView {
+    ResponseView {
+        status,
+        headers: Vec::new(),
+        method: request.method.clone(),
+        authority: request.authority.clone(),
+        path: request.path.clone(),
+        request_id: request.request_id.clone(),
+        route: request.route.clone(),
+        placement: "test-placement".to_string(),
+        endpoint: "127.0.0.1:9000".to_string(),
+    }
+}
+
+/// A healthy candidate placement with `endpoints` endpoints.
+pub fn candidate(name: &str, endpoints: u32) -> Candidate {
+    Candidate {
+        name: name.to_string(),
+        healthy_endpoints: endpoints,
+        total_endpoints: endpoints,
+        breakers: vec![crate::BreakerState::Closed; endpoints as usize],
+        in_flight: 0,
+        limit: None,
+        weight: endpoints,
+    }
+}
+
+/// The changes of a `Continue`, or a panic naming what came instead.
+pub fn expect_continue(action: RequestAction) -> RequestChanges {
+    match action {
+        RequestAction::Continue(changes) => changes,
+        RequestAction::Respond(response) => {
+            panic!("expected continue, got a {} response", response.status)
+        }
+    }
+}
+
+/// The response of a `Respond`, or a panic.
+pub fn expect_respond(action: RequestAction) -> crate::ImmediateResponse {
+    match action {
+        RequestAction::Respond(response) => response,
+        RequestAction::Continue(_) => panic!("expected an immediate response, got continue"),
+    }
+}
