@@ -124,9 +124,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads and checks a config as `run` would, plugins included.
 fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
-    let loaded = config::load_file(path)?;
-    config::compile(&loaded, &path.display().to_string(), &Registry::default())
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        config::ConfigErrors::single(
+            origin.clone(),
+            config::ConfigError::new(
+                config::KeyPath::root(),
+                None,
+                format!("cannot read file: {e}"),
+            ),
+        )
+    })?;
+    let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
+    let metrics = std::sync::Arc::new(sluice::admin::metrics::Metrics::new());
+    config::reload::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
 }
 
 fn start(options: RunOptions) -> ExitCode {

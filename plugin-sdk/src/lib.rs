@@ -241,6 +241,20 @@ impl Default for ResponseChanges {
     }
 }
 
+/// Sends panic messages to the host's log instead of stderr: a plugin has no
+/// stdio, and the panic then ends the call as a trap the host handles.
+fn route_panics_to_the_host_log() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    #[cfg(target_arch = "wasm32")]
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            host::error(&format!("plugin panicked: {info}"))
+        }));
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = &INSTALLED;
+}
+
 /// Parses the host's JSON configuration for `P`, once per distinct text:
 /// an instance serves many calls, and usually one configuration.
 #[doc(hidden)]
@@ -249,6 +263,7 @@ pub fn with_config<P: Plugin, R>(call: impl FnOnce(&P::Config) -> R) -> R {
     thread_local! {
         static CACHE: RefCell<Option<(String, Box<dyn std::any::Any>)>> = const { RefCell::new(None) };
     }
+    route_panics_to_the_host_log();
     let text = host::config_json();
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();

@@ -1,7 +1,7 @@
 //! The admin API, on its own listener:
 //!
 //! - `GET /status`: placements and endpoints with health, breaker state and
-//!   in-flight counts;
+//!   in-flight counts; plugins with their versions, hooks and last errors;
 //! - `GET /config`: version, source, load time and last error;
 //! - `POST /reload`: reload from the source now;
 //! - `GET /metrics`: Prometheus text.
@@ -88,7 +88,13 @@ impl AdminApi {
                 })
             })
             .collect();
-        json!({ "version": snapshot.version, "placements": placements })
+        let plugins = self
+            .reloader
+            .plugins()
+            .load_full()
+            .map(|registry| registry.status())
+            .unwrap_or_default();
+        json!({ "version": snapshot.version, "placements": placements, "plugins": plugins })
     }
 }
 

@@ -336,7 +336,7 @@ impl Reloader {
 
 /// Parses, validates and compiles `text`; with `[plugins]`, also loads the
 /// plugin directory the first time and checks the attachments against it.
-fn compile_text(
+pub fn compile_text(
     text: &str,
     origin: &str,
     registry: &Registry,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::sluice::plugin::host::{Host, Level};
@@ -17,8 +17,8 @@ use crate::admin::metrics::Metrics;
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    /// The memory and instance caps.
-    pub limits: StoreLimits,
+    /// The memory cap, and whether the instance hit it.
+    pub memory: MemoryCap,
     plugin: Arc<str>,
     /// The configuration JSON of the attachment being called.
     pub config: Arc<str>,
@@ -31,16 +31,53 @@ impl HostState {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .instances(16)
-                .tables(64)
-                .trap_on_grow_failure(true)
-                .build(),
+            memory: MemoryCap {
+                max: memory,
+                exceeded: false,
+            },
             plugin,
             config: Arc::from(""),
             metrics,
         }
+    }
+}
+
+/// Caps an instance's linear memory. Growing past the cap traps (rather
+/// than failing the allocation quietly) and is remembered, so the host can
+/// tell a memory bomb from any other trap.
+pub struct MemoryCap {
+    max: usize,
+    /// Set when a growth past the cap was refused.
+    pub exceeded: bool,
+}
+
+/// The most table elements an instance may have.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            wasmtime::bail!(
+                "the plugin's memory would grow to {desired} bytes, over its cap of {} bytes",
+                self.max
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 

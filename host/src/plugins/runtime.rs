@@ -147,7 +147,7 @@ impl LoadedPlugin {
     fn instantiate(&self) -> Result<Warm, CallError> {
         let state = HostState::new(self.name.clone(), self.limits.memory, self.metrics.clone());
         let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(u64::MAX / 2);
         let bindings = self
             .pre
@@ -177,7 +177,24 @@ impl LoadedPlugin {
         }
         let ticks = (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         warm.store.set_epoch_deadline(ticks + 1);
-        let result = f(&warm.bindings, &mut warm.store);
+        // A host function can panic under a guest call: WASI's blocking
+        // stdio, for one, cannot run on a Tokio worker thread. The panic is
+        // caught here and treated as a trap, so a plugin writing to stdout
+        // fails its own call instead of the request's task.
+        let call = std::panic::AssertUnwindSafe(|| f(&warm.bindings, &mut warm.store));
+        let result = match std::panic::catch_unwind(call) {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a host function panicked".to_string());
+                return Err(CallError::Trap(format!(
+                    "the plugin used something the host does not provide ({message})"
+                )));
+            }
+        };
         warm.store.set_epoch_deadline(u64::MAX / 2);
         match result {
             Ok(value) => {
@@ -263,17 +280,17 @@ impl LoadedPlugin {
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallError {
-    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
-        match trap {
-            wasmtime::Trap::Interrupt => return CallError::Deadline,
-            wasmtime::Trap::AllocationTooLarge => return CallError::Memory,
-            _ => {}
-        }
-    }
-    let text = format!("{error:#}");
-    if text.contains("forcing a memory growth failure") || text.contains("memory minimum size") {
+    if store.data().memory.exceeded {
         return CallError::Memory;
     }
-    let _ = store;
-    CallError::Trap(text.lines().next().unwrap_or_default().to_string())
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return CallError::Deadline;
+    }
+    CallError::Trap(
+        format!("{error:?}")
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or_default()
+            .to_string(),
+    )
 }

@@ -8,6 +8,7 @@ mod demo;
 mod errors;
 mod fault;
 mod lifecycle;
+mod plugins;
 mod reload;
 mod resilience;
 mod routing;
