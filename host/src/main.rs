@@ -42,6 +42,26 @@ impl SourceArgs {
 }
 
 #[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds as it is.
+    New {
+        /// The plugin's name (its `.wasm` file stem).
+        name: String,
+        /// Where to create it; `./NAME` by default.
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The plugin SDK to depend on; the one this binary was built from by default.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Load a `.wasm` plugin and list its hooks, or say why it cannot load.
+    Check {
+        /// The component.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Start the proxy.
     Run {
@@ -63,6 +83,11 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
     },
     /// Start demo upstreams and the proxy on the bundled demo config, and show routed responses.
     Demo {
@@ -115,6 +140,7 @@ fn main() -> ExitCode {
             }
             Err(errors) => fail(&errors),
         },
+        Command::Plugin { command } => plugin(command),
         Command::Demo {
             listen,
             upstream_port,
@@ -140,6 +166,69 @@ fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
     let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let metrics = std::sync::Arc::new(sluice::admin::metrics::Metrics::new());
     config::reload::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
+}
+
+fn plugin(command: PluginCommand) -> ExitCode {
+    match command {
+        PluginCommand::New { name, path, sdk } => {
+            let directory = path.unwrap_or_else(|| PathBuf::from(&name));
+            let sdk = sdk.unwrap_or_else(sluice::plugins::scaffold::bundled_sdk);
+            match sluice::plugins::scaffold::create(&name, &directory, &sdk) {
+                Ok(()) => {
+                    println!("created {} ({name})", directory.display());
+                    println!(
+                        "build it:  cd {} && cargo build --release --target wasm32-wasip2",
+                        directory.display()
+                    );
+                    println!("test it:   cargo test");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Check { file } => {
+            let name = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("plugin")
+                .to_string();
+            let loaded = std::fs::read(&file)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| {
+                    let engine = sluice::plugins::engine::PluginEngine::new(None)?;
+                    sluice::plugins::runtime::LoadedPlugin::load(
+                        &engine,
+                        &name,
+                        &bytes,
+                        sluice::plugins::runtime::RuntimeLimits::default(),
+                        std::sync::Arc::new(sluice::admin::metrics::Metrics::new()),
+                    )
+                });
+            match loaded {
+                Ok(plugin) => {
+                    let hooks: Vec<_> = plugin
+                        .hooks
+                        .iter()
+                        .map(|h| sluice::plugins::registry::hook_name(*h))
+                        .collect();
+                    println!(
+                        "{}: plugin {name}, version {}, hooks: {}",
+                        file.display(),
+                        plugin.version,
+                        hooks.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: cannot load: {e:#}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 fn start(options: RunOptions) -> ExitCode {

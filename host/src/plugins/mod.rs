@@ -6,4 +6,5 @@ pub mod engine;
 pub mod host;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod validate;

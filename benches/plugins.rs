@@ -1,0 +1,74 @@
+//! Plugin hook calls on warm instances, and the cold start of a cached
+//! plugin (deserialize, link, first call), with the real first-party
+//! components.
+
+use std::sync::Arc;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use sluice::admin::metrics::Metrics;
+use sluice::plugins::bindings::sluice::plugin::types::{BreakerState, Candidate, RequestView};
+use sluice::plugins::engine::PluginEngine;
+use sluice::plugins::runtime::{LoadedPlugin, RuntimeLimits};
+
+fn request_with_headers(count: usize) -> RequestView {
+    RequestView {
+        method: "GET".into(),
+        path: "/api/v1/orders/42".into(),
+        query: Some("expand=items".into()),
+        authority: "shop.example.com".into(),
+        headers: (0..count).map(|i| (format!("x-header-{i}"), format!("value number {i}"))).collect(),
+        client_address: "192.0.2.10".into(),
+        route: "shop".into(),
+        routing_key: Some("tenant-42".into()),
+        request_id: "0123456789abcdef0123456789abcdef".into(),
+    }
+}
+
+fn plugins(c: &mut Criterion) {
+    let cache = std::env::temp_dir().join(format!("sluice-bench-plugin-cache-{}", std::process::id()));
+    let engine = PluginEngine::new(Some(cache.clone())).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let load = |package: &str| {
+        let bytes = std::fs::read(sluice_benches::plugin_wasm(package)).unwrap();
+        LoadedPlugin::load(&engine, package, &bytes, RuntimeLimits::default(), metrics.clone()).unwrap()
+    };
+    let headers = load("sluice-plugin-headers");
+    let shard = load("sluice-plugin-shuffle-shard");
+    let mut group = c.benchmark_group("plugins");
+
+    let config = r#"{"request":{"set":{"x-real-host":"{host}","x-request":"{request_id}"},"add":{"via":"sluice"},"remove":["x-header-3"]}}"#;
+    let request = request_with_headers(20);
+    group.bench_function("headers_on_request_20_headers_warm", |b| {
+        b.iter(|| black_box(headers.on_request(config, &request).unwrap()))
+    });
+
+    let candidates: Vec<Candidate> = (0..8)
+        .map(|i| Candidate {
+            name: format!("cell-{i}"),
+            healthy_endpoints: if i == 3 { 0 } else { 3 },
+            total_endpoints: 3,
+            breakers: vec![BreakerState::Closed; 3],
+            in_flight: 10,
+            limit: Some(1000),
+            weight: 3,
+        })
+        .collect();
+    let shard_config = r#"{"shard_size":2}"#;
+    group.bench_function("shuffle_shard_select_placement_8_candidates", |b| {
+        b.iter(|| black_box(shard.select_placement(shard_config, Some("tenant-42"), &request, &candidates).unwrap()))
+    });
+
+    let bytes = std::fs::read(sluice_benches::plugin_wasm("sluice-plugin-headers")).unwrap();
+    group.bench_function("cold_start_of_a_cached_plugin", |b| {
+        b.iter(|| {
+            let plugin = LoadedPlugin::load(&engine, "headers", &bytes, RuntimeLimits::default(), metrics.clone()).unwrap();
+            assert!(plugin.from_cache);
+            black_box(plugin)
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+criterion_group!(benches, plugins);
+criterion_main!(benches);
