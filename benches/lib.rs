@@ -62,6 +62,35 @@ pub fn compile(text: &str) -> sluice::snapshot::Snapshot {
     .expect("bench config compiles")
 }
 
+/// The component built from a workspace plugin package, building the
+/// first-party plugins for `wasm32-wasip2` when it is missing.
+pub fn plugin_wasm(package: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                package,
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building {package} for wasm32-wasip2 failed"
+        );
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -78,23 +107,4 @@ mod tests {
             .sum();
         assert_eq!(keys, 10_000);
     }
-}
-
-/// The component built from a workspace plugin package, building the
-/// first-party plugins for `wasm32-wasip2` when it is missing.
-pub fn plugin_wasm(package: &str) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let path = root
-        .join("target/wasm32-wasip2/release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "-p", package])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building {package} for wasm32-wasip2 failed");
-    }
-    path
 }

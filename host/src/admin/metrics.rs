@@ -190,7 +190,7 @@ impl Metrics {
         );
         let plugin_failures = counter(
             "sluice_plugin_failures_total",
-            "Plugin calls that failed (trap, deadline, memory cap, missing plugin), by the attachment's outcome.",
+            "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
             &["plugin", "hook", "kind"],
         );
         #[cfg(target_os = "linux")]

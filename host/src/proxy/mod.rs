@@ -339,8 +339,9 @@ impl ProxyHttp for SluiceProxy {
                     respond::immediate(session, ctx, response).await?;
                     return Ok(true);
                 }
-                plugins::RequestOutcome::Fail(status, message) => {
-                    respond::text(session, ctx, status, &message).await?;
+                plugins::RequestOutcome::Fail(status) => {
+                    // The failure's detail is in the log; the client learns only that it happened.
+                    respond::text(session, ctx, status, "a plugin on this route failed").await?;
                     return Ok(true);
                 }
             }
@@ -394,8 +395,8 @@ impl ProxyHttp for SluiceProxy {
                     decision.reason = RouteReason::Policy;
                 }
                 Ok(None) => {}
-                Err((status, message)) => {
-                    respond::text(session, ctx, status, &message).await?;
+                Err(status) => {
+                    respond::text(session, ctx, status, "a plugin on this route failed").await?;
                     return Ok(true);
                 }
             }

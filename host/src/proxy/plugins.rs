@@ -34,7 +34,7 @@ pub(super) enum RequestOutcome {
     /// A plugin answered the request.
     Respond(ImmediateResponse),
     /// A fail-closed plugin failed: answer this status.
-    Fail(u16, String),
+    Fail(u16),
 }
 
 /// The request as plugins see it.
@@ -74,13 +74,14 @@ fn attached(
     metrics: &Metrics,
     attachment: &AttachmentSpec,
     hook: Hook,
-) -> Result<Option<std::sync::Arc<LoadedPlugin>>, String> {
+) -> Result<Option<std::sync::Arc<LoadedPlugin>>, NotLoaded> {
     let Some(plugin) = registry.get(&attachment.name) else {
         metrics
             .plugin_failures
             .with_label_values(&[&attachment.name, hook_name(hook), "missing"])
             .inc();
-        return Err(format!("plugin {} is not loaded", attachment.name));
+        tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), "plugin is not loaded");
+        return Err(NotLoaded);
     };
     let config_hook = match hook {
         Hook::OnRequest => HookName::OnRequest,
@@ -92,14 +93,16 @@ fn attached(
         .then_some(plugin))
 }
 
-fn failed(metrics: &Metrics, attachment: &AttachmentSpec, hook: Hook, error: &CallError) -> String {
+/// An attachment names a plugin that is not loaded.
+struct NotLoaded;
+
+/// Counts and logs a failed call.
+fn failed(metrics: &Metrics, attachment: &AttachmentSpec, hook: Hook, error: &CallError) {
     metrics
         .plugin_failures
         .with_label_values(&[&attachment.name, hook_name(hook), error.kind()])
         .inc();
-    let message = format!("plugin {} {} {error}", attachment.name, hook_name(hook));
     tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), error = %error, fail_closed = attachment.fail_closed.is_some(), "plugin call failed");
-    message
 }
 
 /// Runs the route's `on-request` attachments on `request`.
@@ -115,8 +118,8 @@ pub(super) fn on_request(
         let plugin = match attached(registry, metrics, attachment, Hook::OnRequest) {
             Ok(Some(plugin)) => plugin,
             Ok(None) => continue,
-            Err(message) => match attachment.fail_closed {
-                Some(status) => return RequestOutcome::Fail(status, message),
+            Err(NotLoaded) => match attachment.fail_closed {
+                Some(status) => return RequestOutcome::Fail(status),
                 None => continue,
             },
         };
@@ -141,9 +144,9 @@ pub(super) fn on_request(
                 }
             }
             Err(error) => {
-                let message = failed(metrics, attachment, Hook::OnRequest, &error);
+                failed(metrics, attachment, Hook::OnRequest, &error);
                 if let Some(status) = attachment.fail_closed {
-                    return RequestOutcome::Fail(status, message);
+                    return RequestOutcome::Fail(status);
                 }
             }
         }
@@ -208,14 +211,14 @@ pub(super) fn select_placement(
     routing_key: Option<&str>,
     view: &RequestView,
     candidates: &[PlacementId],
-) -> Result<Option<PlacementId>, (u16, String)> {
+) -> Result<Option<PlacementId>, u16> {
     let mut described: Option<Vec<Candidate>> = None;
     for attachment in &route.plugins {
         let plugin = match attached(registry, metrics, attachment, Hook::SelectPlacement) {
             Ok(Some(plugin)) => plugin,
             Ok(None) => continue,
-            Err(message) => match attachment.fail_closed {
-                Some(status) => return Err((status, message)),
+            Err(NotLoaded) => match attachment.fail_closed {
+                Some(status) => return Err(status),
                 None => continue,
             },
         };
@@ -234,9 +237,9 @@ pub(super) fn select_placement(
             }
             Ok(PlacementChoice::Defer) => {}
             Err(error) => {
-                let message = failed(metrics, attachment, Hook::SelectPlacement, &error);
+                failed(metrics, attachment, Hook::SelectPlacement, &error);
                 if let Some(status) = attachment.fail_closed {
-                    return Err((status, message));
+                    return Err(status);
                 }
             }
         }

@@ -102,6 +102,16 @@ fn run_refuses_a_broken_config() {
 
 #[test]
 fn shipped_examples_pass_check() {
+    // examples/plugins.toml reads its plugin directory from PLUGIN_DIR: give
+    // it the five first-party plugins, compiled once into the shared cache.
+    let plugins = crate::plugins::plugin_dir(&[
+        ("headers", "sluice-plugin-headers"),
+        ("rewrite", "sluice-plugin-rewrite"),
+        ("traffic-split", "sluice-plugin-traffic-split"),
+        ("shuffle-shard", "sluice-plugin-shuffle-shard"),
+        ("api-key", "sluice-plugin-api-key"),
+    ]);
+    std::os::unix::fs::symlink(crate::plugins::shared_cache(), plugins.join(".cache")).unwrap();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     for entry in std::fs::read_dir(examples).unwrap() {
         let path = entry.unwrap().path();
@@ -109,6 +119,7 @@ fn shipped_examples_pass_check() {
             let output = Command::new(sluice_binary())
                 .args(["check", "--config"])
                 .arg(&path)
+                .env("PLUGIN_DIR", &plugins)
                 .output()
                 .unwrap();
             assert!(

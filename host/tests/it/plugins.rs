@@ -29,6 +29,14 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "sluice-plugin-headers",
                 "-p",
                 "sluice-test-hostile",
+                "-p",
+                "sluice-plugin-rewrite",
+                "-p",
+                "sluice-plugin-traffic-split",
+                "-p",
+                "sluice-plugin-shuffle-shard",
+                "-p",
+                "sluice-plugin-api-key",
             ])
             .status()
             .unwrap();
@@ -41,7 +49,7 @@ fn plugin_wasm(package: &str) -> PathBuf {
 }
 
 /// A plugin directory with `(file stem, package)` copies.
-fn plugin_dir(plugins: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn plugin_dir(plugins: &[(&str, &str)]) -> PathBuf {
     let dir = scratch_dir().join("plugins");
     std::fs::create_dir_all(&dir).unwrap();
     for (stem, package) in plugins {
@@ -303,4 +311,594 @@ fn unknown_plugins_and_undeclared_hooks_are_config_errors() {
         );
         assert!(text.contains(":15: routes[0].plugins[1].hooks[0]: plugin headers does not export select_placement"), "{command}: {text}");
     }
+}
+
+#[test]
+fn a_scaffolded_plugin_builds_tests_and_loads() {
+    let scratch = scratch_dir();
+    let crate_dir = scratch.join("greeter");
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["plugin", "new", "greeter", "--path"])
+        .arg(&crate_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // A target directory of its own: the scaffold is its own workspace.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
+    for args in [
+        &["test", "--quiet"][..],
+        &["build", "--release", "--target", "wasm32-wasip2"][..],
+    ] {
+        let status = std::process::Command::new(&cargo)
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo {args:?} failed in the scaffold");
+    }
+    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["plugin", "check"])
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("hooks: on_request"), "{text}");
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["plugin", "check"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot load"));
+}
+
+/// A compiled-plugin cache shared by the tests below and kept across runs
+/// (artifacts are keyed by content and engine), warmed once by `sluice
+/// check`: a debug build compiles the larger plugins more slowly than a
+/// proxy is given to start listening.
+pub(crate) fn shared_cache() -> PathBuf {
+    static WARM: Mutex<bool> = Mutex::new(false);
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-cache-it");
+    let mut warm = WARM.lock().unwrap_or_else(|p| p.into_inner());
+    if !*warm {
+        let dir = plugin_dir(&[
+            ("headers", "sluice-plugin-headers"),
+            ("rewrite", "sluice-plugin-rewrite"),
+            ("traffic-split", "sluice-plugin-traffic-split"),
+            ("shuffle-shard", "sluice-plugin-shuffle-shard"),
+            ("api-key", "sluice-plugin-api-key"),
+        ]);
+        let config = scratch_dir().join("warm.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[listeners]]\naddress = \"127.0.0.1:1\"\n[plugins]\ndirectory = \"{}\"\ncache_dir = \"{}\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nplacement = \"o\"\n",
+                dir.display(),
+                cache.display()
+            ),
+        )
+        .unwrap();
+        let output = std::process::Command::new(crate::common::sluice_binary())
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "warming the plugin cache: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        *warm = true;
+    }
+    cache
+}
+
+/// `[plugins]` on `dir` with the shared cache, and a deadline generous
+/// enough that a loaded test machine does not turn into deadline failures.
+fn plugins_section(dir: &Path) -> String {
+    format!(
+        "[plugins]\ndirectory = \"{}\"\ncache_dir = \"{}\"\ndeadline = \"250ms\"\n",
+        dir.display(),
+        shared_cache().display()
+    )
+}
+
+/// `[placements.NAME]` with one endpoint and `settings` lines.
+fn placement(name: &str, address: std::net::SocketAddr, settings: &str) -> String {
+    format!("[placements.{name}]\nendpoints = [{{ address = \"{address}\" }}]\n{settings}\n")
+}
+
+/// The value of the counter `name` kept by `plugin`; 0 when never counted.
+fn plugin_counter(metrics: &str, plugin: &str, name: &str) -> u64 {
+    let (plugin, name) = (format!("plugin=\"{plugin}\""), format!("name=\"{name}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_plugin_counter_total{"))
+        .find(|l| l.contains(&plugin) && l.contains(&name))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |value| value.parse::<f64>().unwrap() as u64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rewrite_plugin_rewrites_the_upstream_path_with_captures() {
+    let up = upstreams(&["origin"]).await;
+    let dir = plugin_dir(&[("rewrite", "sluice-plugin-rewrite")]);
+    // `${section}` is written `$${section}`: `${...}` is also the config's
+    // environment interpolation, which runs on plugin configs too.
+    let routes = r#"
+[[routes]]
+name = "legacy"
+placement = "o"
+[[routes.plugins]]
+name = "rewrite"
+failure = "closed"
+config.rules = [
+  { regex = '^/old/(?P<section>[a-z]+)/([0-9]+)$', to = '/new/$${section}/item-$2' },
+  { regex = '^/users/([0-9]+)$', to = '/api/users?id=$1&from={path}' },
+  { regex = '^/v1/', to = '/v2/', continue = true },
+  { regex = '^/v2/(.*)$', to = '/api/$1' },
+]
+"#;
+    let proxy = Proxy::start(&format!(
+        "{}{}{routes}",
+        plugins_section(&dir),
+        placement("o", up[0].address, "")
+    ));
+    // (request, upstream path, upstream query)
+    let cases: [(&str, &str, Option<&str>); 6] = [
+        // Named and numbered captures; the query is kept.
+        (
+            "/old/books/42?sort=asc&page=2",
+            "/new/books/item-42",
+            Some("sort=asc&page=2"),
+        ),
+        ("/old/books/42", "/new/books/item-42", None),
+        // A `to` with a query replaces the client's.
+        ("/users/7?lang=en", "/api/users", Some("id=7&from=/users/7")),
+        // `continue` runs the next rules on the result.
+        ("/v1/things?x=1", "/api/things", Some("x=1")),
+        // A regex that matches nothing leaves the request alone.
+        ("/static/app.js?v=3", "/static/app.js", Some("v=3")),
+        ("/old/books/not-a-number", "/old/books/not-a-number", None),
+    ];
+    for (request, path, query) in cases {
+        let reply = get(&proxy, "legacy.test", request, &[]).await;
+        assert_eq!(reply.status, 200, "{request}: {}", reply.body);
+        let echo = reply.echo();
+        assert_eq!(echo["path"], path, "{request}");
+        assert_eq!(echo["query"], serde_json::json!(query), "{request}");
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        plugin_counter(&metrics, "rewrite", "rewrite_applied"),
+        4,
+        "only requests that changed count:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traffic_split_is_weighted_and_sticky_by_header() {
+    let up = upstreams(&["blue", "green"]).await;
+    let dir = plugin_dir(&[("traffic-split", "sluice-plugin-traffic-split")]);
+    let routes = r#"
+[[routes]]
+name = "shop"
+placement = "blue"
+[[routes.plugins]]
+name = "traffic-split"
+failure = "closed"
+config = { splits = [{ placement = "blue", weight = 80 }, { placement = "green", weight = 20 }], sticky = { source = "header", name = "x-user" } }
+"#;
+    let proxy = Proxy::start(&format!(
+        "{}{}{}{routes}",
+        plugins_section(&dir),
+        placement("blue", up[0].address, ""),
+        placement("green", up[1].address, ""),
+    ));
+    const USERS: usize = 200;
+    let mut landed = Vec::with_capacity(USERS);
+    for user in 0..USERS {
+        let user = format!("user-{user}");
+        let reply = get(&proxy, "shop.test", "/cart", &[("x-user", &user)]).await;
+        assert_eq!(reply.status, 200, "{user}: {}", reply.body);
+        let routed = reply.header("x-routed-to").to_string();
+        assert!(routed == "blue" || routed == "green", "{user}: {routed}");
+        assert_eq!(reply.served_by(), routed, "{user}");
+        assert_eq!(reply.header("x-route-reason"), "policy", "{user}");
+        landed.push(routed);
+    }
+    let green = landed.iter().filter(|p| *p == "green").count();
+    // 20% of 200 is 40; the hash is stable, so this is not a coin toss
+    // from run to run, but any sane hash lands well within this band.
+    assert!(
+        (24..=56).contains(&green),
+        "{green} of {USERS} users on green, expected about 40"
+    );
+    // Sticky: every user lands where it landed before, twice more.
+    for round in 0..2 {
+        for (user, first) in landed.iter().enumerate() {
+            let user = format!("user-{user}");
+            let reply = get(&proxy, "shop.test", "/cart", &[("x-user", &user)]).await;
+            assert_eq!(
+                reply.header("x-routed-to"),
+                first,
+                "{user} moved in round {round}"
+            );
+            assert_eq!(reply.served_by(), first, "{user}");
+        }
+    }
+    // Without the sticky header, each request is split on its request id.
+    let mut unsticky_green = 0;
+    for _ in 0..60 {
+        let reply = get(&proxy, "shop.test", "/cart", &[]).await;
+        assert_eq!(reply.header("x-route-reason"), "policy");
+        if reply.served_by() == "green" {
+            unsticky_green += 1;
+        }
+    }
+    assert!(
+        (1..60).contains(&unsticky_green),
+        "{unsticky_green} of 60 requests without x-user on green"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        plugin_counter(&metrics, "traffic-split", "traffic_split_green"),
+        (3 * green + unsticky_green) as u64,
+        "{metrics}"
+    );
+    assert_eq!(
+        plugin_counter(&metrics, "traffic-split", "traffic_split_blue"),
+        (3 * (USERS - green) + 60 - unsticky_green) as u64,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shuffle_shard_keeps_a_tenant_in_its_shard_and_steers_around_an_open_breaker() {
+    use crate::fault::{Behavior, FaultUpstream};
+    const NAMES: [&str; 4] = ["cell-0", "cell-1", "cell-2", "cell-3"];
+    let mut cells = Vec::new();
+    for name in NAMES {
+        cells.push(FaultUpstream::start(name).await);
+    }
+    let dir = plugin_dir(&[("shuffle-shard", "sluice-plugin-shuffle-shard")]);
+    // One failure opens a placement's breaker, for longer than the test.
+    let settings =
+        "breaker = { consecutive_failures = 1, open_for = \"30s\" }\npassive = { failures = 0 }";
+    let mut body = plugins_section(&dir);
+    for (i, cell) in cells.iter().enumerate() {
+        body.push_str(&placement(&format!("p{i}"), cell.address, settings));
+    }
+    // The candidates: the default and every placement of the table.
+    body.push_str(
+        r#"
+[[routes]]
+name = "tenants"
+routing = { key = { source = "header", name = "x-tenant" }, table = { pinned-1 = "p1", pinned-2 = "p2", pinned-3 = "p3" }, default = "p0" }
+[[routes.plugins]]
+name = "shuffle-shard"
+failure = "closed"
+config = { shard_size = 2 }
+"#,
+    );
+    let proxy = Proxy::start(&body);
+    let cell_of = |reply: &crate::common::Reply| -> usize {
+        let routed = reply.header("x-routed-to");
+        let index = NAMES
+            .iter()
+            .position(|n| *n == reply.served_by())
+            .unwrap_or_else(|| panic!("served by {:?}: {}", reply.served_by(), reply.body));
+        assert_eq!(routed, format!("p{index}"), "routed and served agree");
+        index
+    };
+
+    // Each tenant stays on one placement; tenants spread over the cells.
+    let tenants: Vec<String> = (0..24).map(|t| format!("tenant-{t}")).collect();
+    let mut home = Vec::new();
+    for tenant in &tenants {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let reply = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+            assert_eq!(reply.status, 200, "{tenant}: {}", reply.body);
+            assert_eq!(reply.header("x-route-reason"), "policy", "{tenant}");
+            seen.insert(cell_of(&reply));
+        }
+        assert_eq!(seen.len(), 1, "{tenant} moved between {seen:?}");
+        home.push(*seen.first().unwrap());
+    }
+    let used: std::collections::BTreeSet<_> = home.iter().collect();
+    assert!(used.len() >= 3, "24 tenants share only cells {used:?}");
+
+    // The first tenant's cell fails once: its breaker opens, and the policy
+    // sends the tenant to the other placement of its shard.
+    let (tenant, first) = (&tenants[0], home[0]);
+    cells[first].set(Behavior::Status(500));
+    let failed = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+    assert_eq!((failed.status, cell_of(&failed)), (500, first));
+    assert_eq!(failed.header("x-circuit-state"), "open");
+    let hits = cells[first].hits();
+    let mut second = None;
+    for _ in 0..5 {
+        let reply = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("x-route-reason"), "policy");
+        assert_eq!(
+            reply.header("x-failover-reason"),
+            "",
+            "the policy chose around the open breaker, no failover was needed"
+        );
+        let cell = cell_of(&reply);
+        assert_ne!(cell, first, "sent to the placement whose breaker is open");
+        assert_eq!(*second.get_or_insert(cell), cell, "the tenant moved twice");
+    }
+    let second = second.unwrap();
+    assert_eq!(
+        cells[first].hits(),
+        hits,
+        "nothing reaches the open breaker"
+    );
+    // Tenants homed elsewhere do not move; tenants homed on the broken cell
+    // move off it.
+    for (tenant, home) in tenants.iter().zip(&home).skip(1) {
+        let reply = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+        assert_eq!(reply.status, 200, "{tenant}: {}", reply.body);
+        let cell = cell_of(&reply);
+        if *home == first {
+            assert_ne!(cell, first, "{tenant}");
+        } else {
+            assert_eq!(cell, *home, "{tenant} moved though its cell is healthy");
+        }
+    }
+
+    // The second placement of the shard fails too: with `spill = false` the
+    // policy never picks a third placement, it defers to the routing table.
+    cells[second].set(Behavior::Status(500));
+    let failed = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+    assert_eq!((failed.status, cell_of(&failed)), (500, second));
+    let deferred = get(&proxy, "t.test", "/", &[("x-tenant", tenant)]).await;
+    assert_eq!(deferred.header("x-route-reason"), "default");
+    assert_eq!(deferred.header("x-routed-to"), "p0");
+    if [first, second].contains(&0) {
+        assert_eq!(deferred.status, 503, "{}", deferred.body);
+    } else {
+        assert_eq!((deferred.status, deferred.served_by()), (200, "cell-0"));
+    }
+
+    let metrics = proxy.metrics().await;
+    assert!(
+        plugin_counter(&metrics, "shuffle-shard", "shuffle_shard_failover") >= 5,
+        "{metrics}"
+    );
+    assert_eq!(
+        plugin_counter(&metrics, "shuffle-shard", "shuffle_shard_exhausted"),
+        1,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_key_fail_closed_rejects_strips_and_never_logs_the_key() {
+    const KEY: &str = "sk_live_Zq81uVh3LmW0pQe7xK";
+    const WRONG: &str = "sk_live_WRONGkey4471bYt";
+    let up = upstreams(&["origin"]).await;
+    let dir = plugin_dir(&[("api-key", "sluice-plugin-api-key")]);
+    let routes = format!(
+        r#"
+[[routes]]
+name = "private"
+placement = "o"
+[[routes.plugins]]
+name = "api-key"
+failure = "closed"
+config = {{ keys = [{{ id = "ci", key = "{KEY}" }}], query = "api_key" }}
+
+# A configuration the plugin rejects: fail-closed answers its status.
+[[routes]]
+name = "broken"
+path_prefix = "/broken"
+placement = "o"
+[[routes.plugins]]
+name = "api-key"
+failure = "closed"
+status = 503
+config = {{ keys = [] }}
+"#
+    );
+    let proxy = Proxy::start(&format!(
+        "{}{}{routes}",
+        plugins_section(&dir),
+        placement("o", up[0].address, "")
+    ));
+    let bearer_wrong = format!("Bearer {WRONG}");
+    let rejected: [(&str, Vec<(&str, &str)>); 5] = [
+        ("/data", vec![]),
+        ("/data", vec![("x-api-key", WRONG)]),
+        ("/data", vec![("authorization", bearer_wrong.as_str())]),
+        ("/data", vec![("x-api-key-id", "ci")]),
+        ("/data?api_key=nope", vec![]),
+    ];
+    for (path, headers) in &rejected {
+        let reply = get(&proxy, "api.test", path, headers).await;
+        assert_eq!(reply.status, 401, "{path} {headers:?}: {}", reply.body);
+        assert_eq!(reply.header("www-authenticate"), "ApiKey");
+        assert_eq!(reply.served_by(), "", "a rejected request goes nowhere");
+        assert!(!reply.body.contains(KEY) && !reply.body.contains(WRONG));
+    }
+
+    let reply = get(
+        &proxy,
+        "api.test",
+        "/data?x=1",
+        &[("x-api-key", KEY), ("x-api-key-id", "admin")],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.echo();
+    assert!(
+        echo["headers"].get("x-api-key").is_none(),
+        "the key header is stripped: {echo}"
+    );
+    assert_eq!(
+        echo["headers"]["x-api-key-id"], "ci",
+        "the id replaces what the client sent"
+    );
+    assert_eq!(echo["query"], "x=1");
+
+    let bearer = format!("Bearer {KEY}");
+    let reply = get(
+        &proxy,
+        "api.test",
+        "/data",
+        &[("authorization", bearer.as_str())],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.echo()["headers"].get("authorization").is_none());
+
+    let reply = get(&proxy, "api.test", &format!("/data?a=1&api_key={KEY}"), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.echo();
+    assert_eq!(echo["path"], "/data");
+    assert_eq!(echo["query"], "a=1", "the key parameter is stripped");
+
+    let broken = get(&proxy, "api.test", "/broken", &[("x-api-key", KEY)]).await;
+    assert_eq!(broken.status, 503, "{}", broken.body);
+    assert_eq!(broken.served_by(), "");
+
+    // Every request was logged; none of the log names a key.
+    let requests = rejected.len() + 4;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.stdout_lines().len() < requests {
+        assert!(
+            Instant::now() < deadline,
+            "{} access-log lines, expected {requests}",
+            proxy.stdout_lines().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stdout, stderr) = (proxy.stdout_lines().join("\n"), proxy.stderr_text());
+    for secret in [KEY, WRONG] {
+        assert!(!stdout.contains(secret), "stdout has {secret}:\n{stdout}");
+        assert!(!stderr.contains(secret), "stderr has {secret}:\n{stderr}");
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        plugin_counter(&metrics, "api-key", "api_key_rejected"),
+        rejected.len() as u64
+    );
+    assert_eq!(plugin_counter(&metrics, "api-key", "api_key_accepted"), 3);
+    assert!(!metrics.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_plugin_fills_response_placeholders() {
+    use crate::fault::{Behavior, FaultUpstream};
+    let origin = FaultUpstream::start("origin").await;
+    let dir = plugin_dir(&[("headers", "sluice-plugin-headers")]);
+    let routes = r#"
+[[routes]]
+name = "web"
+placement = "o"
+[[routes.plugins]]
+name = "headers"
+failure = "closed"
+config.response = { set = { "x-upstream-was" = "{upstream}", "x-status-was" = "{status}", "x-where" = "{placement}/{route}", "x-unknown" = "{nope}" }, add = { "x-trace" = "{method} {path}" } }
+"#;
+    let proxy = Proxy::start(&format!(
+        "{}{}{routes}",
+        plugins_section(&dir),
+        placement("o", origin.address, "passive = { failures = 0 }")
+    ));
+    for (behavior, status) in [
+        (Behavior::Ok, 200),
+        (Behavior::Status(404), 404),
+        (Behavior::Status(503), 503),
+        (Behavior::Ok, 200),
+    ] {
+        origin.set(behavior);
+        let reply = get(&proxy, "www.test", "/page", &[]).await;
+        assert_eq!(reply.status, status, "{}", reply.body);
+        assert_eq!(reply.header("x-status-was"), status.to_string());
+        assert_eq!(reply.header("x-upstream-was"), origin.address.to_string());
+        assert_eq!(reply.header("x-where"), "o/web");
+        assert_eq!(reply.header("x-trace"), "GET /page");
+        assert_eq!(
+            reply.header("x-unknown"),
+            "{nope}",
+            "unknown placeholders stay as written"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_runs_in_attachment_order_and_each_plugin_sees_the_last_changes() {
+    let up = upstreams(&["origin"]).await;
+    let dir = plugin_dir(&[
+        ("headers", "sluice-plugin-headers"),
+        ("rewrite", "sluice-plugin-rewrite"),
+    ]);
+    let attach = |prefix: &str, attachments: &[&str]| {
+        let mut route = format!("[[routes]]\npath_prefix = \"{prefix}\"\nplacement = \"o\"\n");
+        for attachment in attachments {
+            route.push_str("[[routes.plugins]]\nfailure = \"closed\"\n");
+            route.push_str(attachment);
+            route.push('\n');
+        }
+        route
+    };
+    let set_first = "name = \"headers\"\nconfig.request = { set = { \"x-order\" = \"first\" } }";
+    let add_second = "name = \"headers\"\nconfig.request = { add = { \"x-order\" = \"second\" } }";
+    let set_second = "name = \"headers\"\nconfig.request = { set = { \"x-order\" = \"second\" } }";
+    let rewrite = "name = \"rewrite\"\nconfig.rules = [{ regex = '^/(rw|pre)/old/(.*)$', to = '/$1/new/$2' }]";
+    let seen = "name = \"headers\"\nconfig.request = { set = { \"x-seen-path\" = \"{path}\", \"x-seen-uri\" = \"{uri}\" } }";
+    let request_only = "name = \"headers\"\nhooks = [\"on_request\"]\nconfig.request = { set = { \"x-req\" = \"yes\" } }\nconfig.response = { set = { \"x-resp\" = \"yes\" } }";
+    let proxy = Proxy::start(&format!(
+        "{}{}{}{}{}{}{}",
+        plugins_section(&dir),
+        placement("o", up[0].address, ""),
+        attach("/append", &[set_first, add_second]),
+        attach("/replace", &[set_first, set_second]),
+        attach("/rw", &[rewrite, seen]),
+        attach("/pre", &[seen, rewrite]),
+        attach("/hooks", &[request_only]),
+    ));
+
+    // The same plugin twice: the second appends to what the first set...
+    let reply = get(&proxy, "x.test", "/append", &[("x-order", "client")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.echo()["headers"]["x-order"], "first, second");
+    // ...or replaces it.
+    let reply = get(&proxy, "x.test", "/replace", &[]).await;
+    assert_eq!(reply.echo()["headers"]["x-order"], "second");
+
+    // After a rewrite, a later plugin sees the rewritten path...
+    let reply = get(&proxy, "x.test", "/rw/old/a?q=1", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echo = reply.echo();
+    assert_eq!(echo["path"], "/rw/new/a");
+    assert_eq!(echo["headers"]["x-seen-path"], "/rw/new/a");
+    assert_eq!(echo["headers"]["x-seen-uri"], "/rw/new/a?q=1");
+    // ...and an earlier one the original.
+    let reply = get(&proxy, "x.test", "/pre/old/b?q=2", &[]).await;
+    let echo = reply.echo();
+    assert_eq!(echo["path"], "/pre/new/b");
+    assert_eq!(echo["headers"]["x-seen-path"], "/pre/old/b");
+    assert_eq!(echo["headers"]["x-seen-uri"], "/pre/old/b?q=2");
+
+    // `hooks` limits an attachment to the hooks listed.
+    let reply = get(&proxy, "x.test", "/hooks", &[]).await;
+    assert_eq!(reply.echo()["headers"]["x-req"], "yes");
+    assert_eq!(reply.header("x-resp"), "", "on_response is not attached");
 }

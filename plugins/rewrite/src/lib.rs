@@ -7,7 +7,7 @@
 //! name = "rewrite"
 //! config = { rules = [
 //!     { regex = "^/old/(.*)$", to = "/new/$1" },
-//!     { regex = "^/users/(?P<id>[0-9]+)$", to = "/api/v2/users?id=${id}&{query}" },
+//!     { regex = "^/users/(?P<id>[0-9]+)$", to = "/api/v2/users?id=$${id}&{query}" },
 //!     { regex = "^/search\\?q=(.*)$", to = "/find/$1", match_query = true },
 //!     { regex = "^/v1/", to = "/v2/", continue = true },
 //! ] }
