@@ -97,6 +97,23 @@ impl HeaderChanges {
         }
     }
 
+    /// Sets a header, replacing any value.
+    pub fn set_header(&mut self, name: &str, value: &str) {
+        self.set
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    /// Appends a header value.
+    pub fn append_header(&mut self, name: &str, value: &str) {
+        self.append
+            .push((name.to_ascii_lowercase(), value.to_string()));
+    }
+
+    /// Removes a header.
+    pub fn remove_header(&mut self, name: &str) {
+        self.remove.push(name.to_ascii_lowercase());
+    }
+
     /// Whether there is nothing to change.
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.set.is_empty() && self.append.is_empty()
@@ -122,23 +139,19 @@ impl RequestChanges {
 
     /// Sets a request header, replacing any value.
     pub fn set_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .set
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.set_header(name, value);
         self
     }
 
     /// Appends a request header value.
     pub fn append_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .append
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.append_header(name, value);
         self
     }
 
     /// Removes a request header.
     pub fn remove_header(mut self, name: &str) -> Self {
-        self.headers.remove.push(name.to_ascii_lowercase());
+        self.headers.remove_header(name);
         self
     }
 
@@ -208,23 +221,19 @@ impl ResponseChanges {
 
     /// Sets a response header, replacing any value.
     pub fn set_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .set
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.set_header(name, value);
         self
     }
 
     /// Appends a response header value.
     pub fn append_header(mut self, name: &str, value: &str) -> Self {
-        self.headers
-            .append
-            .push((name.to_ascii_lowercase(), value.to_string()));
+        self.headers.append_header(name, value);
         self
     }
 
     /// Removes a response header.
     pub fn remove_header(mut self, name: &str) -> Self {
-        self.headers.remove.push(name.to_ascii_lowercase());
+        self.headers.remove_header(name);
         self
     }
 

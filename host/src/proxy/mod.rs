@@ -653,7 +653,7 @@ impl ProxyHttp for SluiceProxy {
                 upstream.set_uri(uri);
             }
         }
-        route.request_headers.apply_to_request(upstream);
+        route.request_headers.apply(upstream);
         Ok(())
     }
 
@@ -685,7 +685,7 @@ impl ProxyHttp for SluiceProxy {
                     plugins::on_response(&registry, &self.metrics, route, view, response);
                 }
             }
-            route.response_headers.apply_to_response(response);
+            route.response_headers.apply(response);
         }
         ctx.explain(response);
         Ok(())

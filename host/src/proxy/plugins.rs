@@ -9,18 +9,20 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::admin::metrics::Metrics;
 use crate::config::HookName;
 use crate::plugins::bindings::sluice::plugin::types::{
-    BreakerState, Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice,
+    BreakerState, Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice,
     RequestAction, RequestView, ResponseView,
 };
 use crate::plugins::registry::{hook_name, PluginRegistry};
 use crate::plugins::runtime::{CallError, LoadedPlugin};
 use crate::resilience::breaker::CircuitState;
 use crate::snapshot::{AttachmentSpec, PlacementId, RouteSpec, Snapshot};
+use crate::transform::headers::HeaderMessage;
 
 /// What the `on-request` chain decided.
 pub(super) enum RequestOutcome {
@@ -126,7 +128,7 @@ pub(super) fn on_request(
         match plugin.on_request(&attachment.config, &view) {
             Ok(RequestAction::Respond(response)) => return RequestOutcome::Respond(response),
             Ok(RequestAction::Continue(changes)) => {
-                apply_request_headers(request, &mut view, &changes.headers);
+                apply_header_changes(request, &mut view.headers, &changes.headers);
                 if let Some(path) = changes.path {
                     if set_path(request, &path) {
                         view.path = request.uri.path().to_string();
@@ -157,28 +159,39 @@ pub(super) fn on_request(
     }
 }
 
-fn apply_request_headers(
-    request: &mut RequestHeader,
-    view: &mut RequestView,
+/// Applies a plugin's header changes to the message, and to the view the
+/// next plugin in the chain sees. Names or values Pingora refuses are skipped.
+fn apply_header_changes(
+    message: &mut impl HeaderMessage,
+    view: &mut Headers,
     changes: &HeaderChanges,
 ) {
     for name in &changes.remove {
-        request.remove_header(name.as_str());
-        view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        message.remove(name.as_str());
+        view.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
     for (name, value) in &changes.set {
-        if request.insert_header(name.clone(), value.as_str()).is_ok() {
-            view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            view.headers
-                .push((name.to_ascii_lowercase(), value.clone()));
+        if let Some((header, parsed)) = header_pair(name, value) {
+            if message.set(header, parsed) {
+                view.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                view.push((name.to_ascii_lowercase(), value.clone()));
+            }
         }
     }
     for (name, value) in &changes.append {
-        if request.append_header(name.clone(), value.as_str()).is_ok() {
-            view.headers
-                .push((name.to_ascii_lowercase(), value.clone()));
+        if let Some((header, parsed)) = header_pair(name, value) {
+            if message.append(header, parsed) {
+                view.push((name.to_ascii_lowercase(), value.clone()));
+            }
         }
     }
+}
+
+fn header_pair(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(name.as_bytes()).ok()?,
+        HeaderValue::from_str(value).ok()?,
+    ))
 }
 
 /// Sets the request's path and query from `path_and_query`, keeping scheme
@@ -303,23 +316,7 @@ pub(super) fn on_response(
         };
         match plugin.on_response(&attachment.config, &view) {
             Ok(changes) => {
-                for name in &changes.headers.remove {
-                    response.remove_header(name.as_str());
-                    view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-                }
-                for (name, value) in &changes.headers.set {
-                    if response.insert_header(name.clone(), value.as_str()).is_ok() {
-                        view.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-                        view.headers
-                            .push((name.to_ascii_lowercase(), value.clone()));
-                    }
-                }
-                for (name, value) in &changes.headers.append {
-                    if response.append_header(name.clone(), value.as_str()).is_ok() {
-                        view.headers
-                            .push((name.to_ascii_lowercase(), value.clone()));
-                    }
-                }
+                apply_header_changes(response, &mut view.headers, &changes.headers);
                 if let Some(status) = changes.status {
                     if response.set_status(status).is_ok() {
                         view.status = status;

@@ -86,30 +86,57 @@ impl HeaderOps {
         self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
-    /// Applies the rules to a request going upstream.
-    pub fn apply_to_request(&self, request: &mut RequestHeader) {
+    /// Applies the rules to a request going upstream or a response going
+    /// to the client.
+    pub fn apply(&self, message: &mut impl HeaderMessage) {
         for name in &self.remove {
-            request.remove_header(name);
+            message.remove(name.as_str());
         }
         for (name, value) in &self.set {
-            let _ = request.insert_header(name.clone(), value.clone());
+            message.set(name.clone(), value.clone());
         }
         for (name, value) in &self.add {
-            let _ = request.append_header(name.clone(), value.clone());
+            message.append(name.clone(), value.clone());
         }
     }
+}
 
-    /// Applies the rules to a response going to the client.
-    pub fn apply_to_response(&self, response: &mut ResponseHeader) {
-        for name in &self.remove {
-            response.remove_header(name);
-        }
-        for (name, value) in &self.set {
-            let _ = response.insert_header(name.clone(), value.clone());
-        }
-        for (name, value) in &self.add {
-            let _ = response.append_header(name.clone(), value.clone());
-        }
+/// Request and response headers, edited the same way by header rules and
+/// by plugins.
+pub trait HeaderMessage {
+    /// Removes every value of `name`.
+    fn remove(&mut self, name: &str);
+    /// Replaces `name`'s values with `value`; false when Pingora refuses it.
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool;
+    /// Adds a value of `name`; false when Pingora refuses it.
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool;
+}
+
+impl HeaderMessage for RequestHeader {
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool {
+        self.insert_header(name, value).is_ok()
+    }
+
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool {
+        self.append_header(name, value).is_ok()
+    }
+}
+
+impl HeaderMessage for ResponseHeader {
+    fn remove(&mut self, name: &str) {
+        self.remove_header(name);
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool {
+        self.insert_header(name, value).is_ok()
+    }
+
+    fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool {
+        self.append_header(name, value).is_ok()
     }
 }
 
@@ -131,7 +158,7 @@ mod tests {
         req.insert_header("x-debug", "1").unwrap();
         req.insert_header("x-env", "dev").unwrap();
         req.insert_header("x-tag", "a").unwrap();
-        ops.apply_to_request(&mut req);
+        ops.apply(&mut req);
         assert!(req.headers.get("x-debug").is_none());
         assert_eq!(req.headers.get("x-env").unwrap(), "prod");
         let tags: Vec<_> = req
@@ -144,7 +171,7 @@ mod tests {
 
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("x-debug", "1").unwrap();
-        ops.apply_to_response(&mut resp);
+        ops.apply(&mut resp);
         assert!(resp.headers.get("x-debug").is_none());
         assert_eq!(resp.headers.get("x-env").unwrap(), "prod");
     }
