@@ -6,8 +6,8 @@
 //! admission and failover), [`transform`] (header rules, path rewrites,
 //! forwarding headers), [`snapshot`] (the compiled config a request runs
 //! on), [`proxy`] (the Pingora phases, wiring only), [`admin`] (status API
-//! and metrics), [`access_log`] and [`server`] (startup). [`demo`] holds the
-//! bundled demo upstreams.
+//! and metrics), [`tls`] (certificates and ACME), [`access_log`] and
+//! [`server`] (startup). [`demo`] holds the bundled demo upstreams.
 
 pub mod access_log;
 pub mod admin;
@@ -19,4 +19,5 @@ pub mod resilience;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod transform;

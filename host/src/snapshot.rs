@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub version: String,
     /// The plugin settings, if plugins are configured.
     pub plugins: Option<PluginSpec>,
+    /// The ACME settings, if certificates are ordered.
+    pub acme: Option<crate::tls::acme::AcmeConfig>,
 }
 
 /// The admin listener.

@@ -24,6 +24,7 @@ use crate::snapshot::{
     AdminSpec, AttachmentSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec,
     PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
 };
+use crate::tls::acme::{self, AcmeConfig, CloudflareConfig, RetryBackoff};
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -151,6 +152,96 @@ impl Compiler<'_> {
                 .plugins
                 .as_ref()
                 .map(|settings| self.plugin_settings(settings)),
+            acme: config.acme.as_ref().map(|settings| self.acme(settings)),
+        }
+    }
+
+    fn acme(&mut self, settings: &super::AcmeSettings) -> AcmeConfig {
+        let path = KeyPath::root().key("acme");
+        if let Some(email) = &settings.email {
+            let valid = email
+                .split_once('@')
+                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+                && !email.contains(char::is_whitespace);
+            if !valid {
+                self.error(
+                    path.key("email"),
+                    format!("{email:?} is not an email address"),
+                );
+            }
+        }
+        let directory = match settings.directory.as_str() {
+            "letsencrypt" => acme::LETSENCRYPT_PRODUCTION.to_string(),
+            "letsencrypt-staging" => acme::LETSENCRYPT_STAGING.to_string(),
+            url => {
+                if !url.starts_with("https://") || reqwest::Url::parse(url).is_err() {
+                    self.error(
+                        path.key("directory"),
+                        format!("{url:?} is not an https:// URL, \"letsencrypt\" or \"letsencrypt-staging\""),
+                    );
+                }
+                url.to_string()
+            }
+        };
+        let renew_before = self.duration(path.key("renew_before"), &settings.renew_before);
+        let ca_root = settings.ca_root.as_ref().map(|file| {
+            let file = std::path::PathBuf::from(file);
+            if let Err(e) = acme::read_roots(&file) {
+                self.error(path.key("ca_root"), format!("{e:#}"));
+            }
+            file
+        });
+        let cloudflare = &settings.cloudflare;
+        let cf_path = path.key("cloudflare");
+        let token_env = &cloudflare.token_env;
+        if token_env.is_empty()
+            || !token_env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            self.error(
+                cf_path.key("token_env"),
+                format!("{token_env:?} is not an environment variable name"),
+            );
+        }
+        let api_base = cloudflare.api_base.trim_end_matches('/').to_string();
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
+            || reqwest::Url::parse(&api_base).is_err()
+        {
+            self.error(
+                cf_path.key("api_base"),
+                format!("{:?} is not an http(s):// URL", cloudflare.api_base),
+            );
+        }
+        let resolver = match cloudflare.resolver.parse::<SocketAddr>() {
+            Ok(address) => address,
+            Err(_) => match cloudflare.resolver.parse::<std::net::IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, 53),
+                Err(_) => {
+                    self.error(
+                        cf_path.key("resolver"),
+                        format!("{:?} is not an ip or ip:port address", cloudflare.resolver),
+                    );
+                    SocketAddr::from(([1, 1, 1, 1], 53))
+                }
+            },
+        };
+        AcmeConfig {
+            email: settings.email.clone(),
+            directory,
+            challenge: settings.challenge,
+            renew_before,
+            ca_root,
+            cloudflare: CloudflareConfig {
+                token_env: token_env.clone(),
+                api_base,
+                resolver,
+                propagation_timeout: self.duration(
+                    cf_path.key("propagation_timeout"),
+                    &cloudflare.propagation_timeout,
+                ),
+            },
+            retry: RetryBackoff::default(),
         }
     }
 
@@ -879,6 +970,71 @@ breaker = { close_after = 0 }
                 "missing {expected} in {rendered}"
             );
         }
+    }
+
+    #[test]
+    fn acme_settings_compile_with_defaults_and_shorthands() {
+        let text = format!("{GOOD}\n[acme]\nemail = \"ops@example.com\"\n");
+        let acme = compile_text(&text).unwrap().acme.unwrap();
+        assert_eq!(acme.directory, crate::tls::acme::LETSENCRYPT_PRODUCTION);
+        assert_eq!(acme.challenge, crate::config::ChallengeKind::Dns01);
+        assert_eq!(acme.renew_before, Duration::from_secs(30 * 86_400));
+        assert_eq!(acme.cloudflare.token_env, "CLOUDFLARE_API_TOKEN");
+        assert_eq!(
+            acme.cloudflare.api_base,
+            "https://api.cloudflare.com/client/v4"
+        );
+        assert_eq!(acme.cloudflare.resolver, "1.1.1.1:53".parse().unwrap());
+        assert_eq!(
+            acme.cloudflare.propagation_timeout,
+            Duration::from_secs(120)
+        );
+        let text = format!(
+            "{GOOD}\n[acme]\ndirectory = \"letsencrypt-staging\"\nchallenge = \"http-01\"\n[acme.cloudflare]\nresolver = \"9.9.9.9\"\n"
+        );
+        let acme = compile_text(&text).unwrap().acme.unwrap();
+        assert_eq!(acme.directory, crate::tls::acme::LETSENCRYPT_STAGING);
+        assert_eq!(acme.challenge, crate::config::ChallengeKind::Http01);
+        assert_eq!(acme.cloudflare.resolver, "9.9.9.9:53".parse().unwrap());
+    }
+
+    #[test]
+    fn acme_errors_name_their_keys() {
+        let text = format!(
+            r#"{GOOD}
+[acme]
+email = "not an address"
+directory = "http://ca.example/directory"
+renew_before = "soon"
+ca_root = "/nonexistent/root.pem"
+
+[acme.cloudflare]
+token_env = "NOT-A-NAME"
+api_base = "ftp://api.example"
+resolver = "resolver"
+propagation_timeout = "0s"
+"#
+        );
+        let errors = compile_text(&text).unwrap_err();
+        let paths: Vec<_> = errors.errors.iter().map(|e| e.path.to_string()).collect();
+        for key in [
+            "acme.email",
+            "acme.directory",
+            "acme.renew_before",
+            "acme.ca_root",
+            "acme.cloudflare.token_env",
+            "acme.cloudflare.api_base",
+            "acme.cloudflare.resolver",
+            "acme.cloudflare.propagation_timeout",
+        ] {
+            assert!(paths.contains(&key.to_string()), "{key} missing: {errors}");
+        }
+        assert_eq!(errors.errors.len(), 8, "{errors}");
+        let challenge = format!("{GOOD}\n[acme]\nchallenge = \"tls-alpn-01\"\n");
+        let error = super::super::parse(&challenge, "t", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("acme.challenge"), "{error}");
     }
 
     #[test]

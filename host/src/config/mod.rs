@@ -8,6 +8,7 @@
 //! [`crate::snapshot::Snapshot`], and their errors find their line through the
 //! [`SourceMap`] kept from the first step.
 
+mod acme;
 pub mod compile;
 mod error;
 mod interpolate;
@@ -16,6 +17,7 @@ mod schema;
 mod source_map;
 pub mod watch;
 
+pub use acme::{AcmeSettings, ChallengeKind, CloudflareSettings};
 pub use compile::compile;
 pub use error::{ConfigError, ConfigErrors, KeyPath};
 pub use schema::*;

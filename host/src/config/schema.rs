@@ -29,6 +29,9 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// The plugin directory and runtime limits; absent means no plugins.
     pub plugins: Option<PluginSettings>,
+    /// Certificates from an ACME CA; absent means none are ordered.
+    #[serde(default)]
+    pub acme: Option<super::AcmeSettings>,
 }
 
 /// `[plugins]`: where plugins come from and the limits they run under.

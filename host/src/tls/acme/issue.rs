@@ -1,0 +1,256 @@
+//! One ACME order, from the new order to the certificate chain.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, Order, OrderStatus,
+    RetryPolicy,
+};
+use tokio::sync::Mutex;
+
+use super::cloudflare::{Cloudflare, TxtRecord};
+use super::{account, dns, AcmeConfig, ChallengeKind, Http01Responses, Issued};
+
+/// How long the CA may take to validate the challenges, and then to issue.
+const CA_POLL_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest one HTTP request to the CA or to Cloudflare may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Places orders with one CA under one account.
+pub(super) struct Issuer {
+    config: AcmeConfig,
+    state_dir: PathBuf,
+    http: reqwest::Client,
+    http01: Http01Responses,
+    /// Created or restored on the first order, then reused.
+    account: Mutex<Option<Account>>,
+}
+
+/// A challenge to answer: the name it proves and the answer.
+struct Pending {
+    /// The name, without a wildcard's `*.`.
+    domain: String,
+    token: String,
+    /// The TXT value (DNS-01) or the key authorization (HTTP-01).
+    answer: String,
+}
+
+/// Something published for a challenge, removed once the order is done.
+enum Published {
+    Txt(TxtRecord),
+    Token(String),
+}
+
+impl Issuer {
+    pub(super) fn new(config: &AcmeConfig, state_dir: &Path) -> anyhow::Result<Self> {
+        let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(path) = &config.ca_root {
+            for root in super::read_roots(path)? {
+                http = http.add_root_certificate(root);
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            state_dir: state_dir.to_path_buf(),
+            http: http.build().context("cannot build the ACME HTTP client")?,
+            http01: Http01Responses::default(),
+            account: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn http01(&self) -> Http01Responses {
+        self.http01.clone()
+    }
+
+    /// Orders a certificate for `names` and waits for it.
+    pub(super) async fn issue(&self, names: &[String]) -> anyhow::Result<Issued> {
+        let account = self.account().await?;
+        let identifiers: Vec<_> = names.iter().cloned().map(Identifier::Dns).collect();
+        let mut order = account
+            .new_order(&NewOrder::new(&identifiers))
+            .await
+            .with_context(|| format!("the CA refused an order for {names:?}"))?;
+        let pending = self.pending(&mut order).await?;
+        let cloudflare = match self.config.challenge {
+            ChallengeKind::Dns01 if !pending.is_empty() => Some(Cloudflare::from_env(
+                self.http.clone(),
+                &self.config.cloudflare,
+            )?),
+            _ => None,
+        };
+        let mut published = Vec::new();
+        let proven = self
+            .prove(&mut order, &pending, cloudflare.as_ref(), &mut published)
+            .await;
+        for item in published {
+            match item {
+                Published::Token(token) => self.http01.remove(&token),
+                Published::Txt(record) => {
+                    let cloudflare = cloudflare.as_ref().expect("records come from Cloudflare");
+                    if let Err(e) = cloudflare.delete(&record).await {
+                        tracing::warn!(record = %record.name, error = %format!("{e:#}"), "cannot delete a DNS-01 record");
+                    }
+                }
+            }
+        }
+        proven?;
+        let key_pem = order
+            .finalize()
+            .await
+            .context("the CA refused to finalize the order")?;
+        let chain_pem = order
+            .poll_certificate(&RetryPolicy::new().timeout(CA_POLL_TIMEOUT))
+            .await
+            .context("the CA did not issue the certificate")?;
+        Issued::from_pem(chain_pem, key_pem).context("the CA issued an unreadable certificate")
+    }
+
+    /// The account, restored or created on first use.
+    async fn account(&self) -> anyhow::Result<Account> {
+        let mut account = self.account.lock().await;
+        if let Some(account) = &*account {
+            return Ok(account.clone());
+        }
+        let created = account::load_or_create(
+            self.http.clone(),
+            &self.config.directory,
+            self.config.email.as_deref(),
+            &self.state_dir,
+        )
+        .await?;
+        Ok(account.insert(created).clone())
+    }
+
+    fn challenge_type(&self) -> ChallengeType {
+        match self.config.challenge {
+            ChallengeKind::Dns01 => ChallengeType::Dns01,
+            ChallengeKind::Http01 => ChallengeType::Http01,
+        }
+    }
+
+    /// The challenges of the order's pending authorizations.
+    async fn pending(&self, order: &mut Order) -> anyhow::Result<Vec<Pending>> {
+        let kind = self.challenge_type();
+        let mut pending = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization.context("cannot fetch an authorization")?;
+            let name = authorization.identifier().to_string();
+            match authorization.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                status => anyhow::bail!("the authorization for {name} is {status:?}"),
+            }
+            let Identifier::Dns(domain) = authorization.identifier().identifier.clone() else {
+                anyhow::bail!("{name} is not a DNS name");
+            };
+            let challenge = authorization.challenge(kind.clone()).with_context(|| {
+                format!("the CA offers no {kind:?} challenge for {name} (wildcards need DNS-01)")
+            })?;
+            let key_authorization = challenge.key_authorization();
+            pending.push(Pending {
+                domain,
+                token: challenge.token.clone(),
+                answer: match kind {
+                    ChallengeType::Dns01 => key_authorization.dns_value(),
+                    _ => key_authorization.as_str().to_string(),
+                },
+            });
+        }
+        Ok(pending)
+    }
+
+    /// Publishes the answers (recording each in `published`), tells the CA
+    /// they are ready and waits for the order to become ready.
+    async fn prove(
+        &self,
+        order: &mut Order,
+        pending: &[Pending],
+        cloudflare: Option<&Cloudflare>,
+        published: &mut Vec<Published>,
+    ) -> anyhow::Result<()> {
+        match cloudflare {
+            Some(cloudflare) => {
+                for challenge in pending {
+                    let zone = cloudflare.zone_for(&challenge.domain).await?;
+                    let name = format!("_acme-challenge.{}", challenge.domain);
+                    let record = cloudflare
+                        .create_txt(&zone, &name, &challenge.answer)
+                        .await?;
+                    published.push(Published::Txt(record));
+                }
+                let settings = &self.config.cloudflare;
+                for challenge in pending {
+                    let name = format!("_acme-challenge.{}", challenge.domain);
+                    dns::wait_for_txt(
+                        settings.resolver,
+                        &name,
+                        &[challenge.answer.as_str()],
+                        settings.propagation_timeout,
+                    )
+                    .await?;
+                }
+            }
+            None => {
+                for challenge in pending {
+                    self.http01
+                        .insert(challenge.token.clone(), challenge.answer.clone());
+                    published.push(Published::Token(challenge.token.clone()));
+                }
+            }
+        }
+        let kind = self.challenge_type();
+        let mut authorizations = order.authorizations();
+        while let Some(authorization) = authorizations.next().await {
+            let mut authorization = authorization?;
+            if authorization.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            let mut challenge = authorization
+                .challenge(kind.clone())
+                .context("the challenge disappeared")?;
+            challenge
+                .set_ready()
+                .await
+                .context("the CA did not accept the challenge answer")?;
+        }
+        let status = order
+            .poll_ready(&RetryPolicy::new().timeout(CA_POLL_TIMEOUT))
+            .await
+            .context("the CA did not validate the challenges")?;
+        if status != OrderStatus::Ready {
+            return Err(self.validation_errors(order).await);
+        }
+        Ok(())
+    }
+
+    /// Why the CA found the order invalid, from its challenges' errors.
+    async fn validation_errors(&self, order: &mut Order) -> anyhow::Error {
+        let kind = self.challenge_type();
+        let mut reasons = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(mut authorization)) = authorizations.next().await {
+            let name = authorization.identifier().to_string();
+            if let Ok(state) = authorization.refresh().await {
+                reasons.extend(
+                    state
+                        .challenges
+                        .iter()
+                        .filter(|c| c.r#type == kind)
+                        .filter_map(|c| c.error.as_ref())
+                        .map(|problem| format!("{name}: {problem}")),
+                );
+            }
+        }
+        anyhow::anyhow!(
+            "the CA found the order invalid: {}",
+            if reasons.is_empty() {
+                "no reason given".to_string()
+            } else {
+                reasons.join("; ")
+            }
+        )
+    }
+}

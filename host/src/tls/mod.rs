@@ -1,0 +1,3 @@
+//! TLS: certificates and how they are obtained.
+
+pub mod acme;
