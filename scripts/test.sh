@@ -14,7 +14,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # and only when missing. Add further packages in this function.
 # ---------------------------------------------------------------------------
 install_prerequisites() {
-    install_build_packages
+    # pebble: the ACME test CA (and pebble-challtestsrv) the ACME tests run against.
+    install_build_packages pebble:pebble
     require_rust rustup
     rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
     rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt

@@ -1,6 +1,7 @@
 //! Integration tests: the real `sluice` binary against real upstream servers
 //! on loopback ports.
 
+mod acme;
 mod balancing;
 mod common;
 mod config_errors;

@@ -1,0 +1,733 @@
+//! ACME against a real CA: Pebble and pebble-challtestsrv (Debian's `pebble`
+//! package) on loopback ports, with a stand-in for the Cloudflare v4 API that
+//! writes its TXT records into challtestsrv's DNS, so Pebble's DNS-01
+//! validation really resolves them.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use sluice::tls::acme::{Acme, AcmeConfig, ChallengeKind, CloudflareConfig, Issued, RetryBackoff};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::common::{free_port, scratch_dir};
+
+/// The token the Cloudflare stand-in accepts.
+const TOKEN: &str = "cf-test-token-3f9a1c";
+/// The zone the stand-in serves.
+const ZONE: &str = "example.test";
+const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+
+/// Pebble and pebble-challtestsrv, stopped on drop.
+struct Ca {
+    directory: String,
+    ca_root: PathBuf,
+    /// Where Pebble sends HTTP-01 validation requests.
+    http_port: u16,
+    /// challtestsrv's DNS server, which Pebble resolves names with.
+    dns: SocketAddr,
+    /// challtestsrv's management API.
+    management: SocketAddr,
+    pebble: Child,
+    challtestsrv: Child,
+}
+
+impl Ca {
+    /// Starts both servers; Pebble issues certificates valid for `validity`.
+    fn start(validity: Duration) -> Ca {
+        let dir = scratch_dir();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Sluice test root");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let ca_root = dir.join("root.pem");
+        std::fs::write(&ca_root, ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let http_port = free_port();
+        let config = json!({
+            "pebble": {
+                "listenAddress": listen.to_string(),
+                "managementListenAddress": format!("127.0.0.1:{}", free_port()),
+                "certificate": dir.join("cert.pem"),
+                "privateKey": dir.join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "certificateValidityPeriod": validity.as_secs(),
+            }
+        });
+        let config_path = dir.join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+
+        let spawn = |command: &mut Command| {
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {command:?} ({e}); install Debian's pebble package (scripts/test.sh does)")
+                })
+        };
+        let challtestsrv = spawn(Command::new("pebble-challtestsrv").args([
+            "-management",
+            &management.to_string(),
+            "-dns01",
+            &dns.to_string(),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+        ]));
+        let pebble = spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(&config_path)
+                .args(["-dnsserver", &dns.to_string()])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .env("PEBBLE_AUTHZREUSE", "0"),
+        );
+        let started = Ca {
+            directory: format!("https://{listen}/dir"),
+            ca_root,
+            http_port,
+            dns,
+            management,
+            pebble,
+            challtestsrv,
+        };
+        wait_for_port(listen);
+        wait_for_port(management);
+        started
+    }
+
+    /// Stops Pebble, leaving challtestsrv running.
+    fn stop_pebble(&mut self) {
+        let _ = self.pebble.kill();
+        let _ = self.pebble.wait();
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        for child in [&mut self.pebble, &mut self.challtestsrv] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(address: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the Cloudflare stand-in has seen and holds.
+#[derive(Default)]
+struct CloudflareState {
+    /// Record ID → (name, content).
+    records: BTreeMap<String, (String, String)>,
+    created: usize,
+    deleted: usize,
+    /// Answer record creation with `success: false`.
+    fail_creates: bool,
+}
+
+/// A small Cloudflare v4 API: zone lookup, TXT create and delete, the
+/// envelope, and `Authorization: Bearer` checks.
+struct Cloudflare {
+    base: String,
+    state: Arc<Mutex<CloudflareState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cloudflare {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cloudflare {
+    async fn start(challtestsrv: SocketAddr) -> Cloudflare {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/client/v4", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(CloudflareState::default()));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move {
+                            Ok::<_, Infallible>(cloudflare_api(request, &state, challtestsrv).await)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Cloudflare { base, state, task }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CloudflareState> {
+        self.state.lock().unwrap()
+    }
+}
+
+fn envelope(
+    status: StatusCode,
+    success: bool,
+    errors: Value,
+    result: Value,
+) -> Response<Full<Bytes>> {
+    let body = json!({ "success": success, "errors": errors, "messages": [], "result": result });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+async fn cloudflare_api(
+    request: Request<Incoming>,
+    state: &Mutex<CloudflareState>,
+    challtestsrv: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|value| value == format!("Bearer {TOKEN}").as_str());
+    if !authorized {
+        return envelope(
+            StatusCode::FORBIDDEN,
+            false,
+            json!([{ "code": 9109, "message": "Invalid access token" }]),
+            Value::Null,
+        );
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let segments: Vec<&str> = path.trim_start_matches("/client/v4/").split('/').collect();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["zones"]) => {
+            let name = form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "name")
+                .map(|(_, value)| value.into_owned())
+                .unwrap_or_default();
+            let zones = if name == ZONE {
+                json!([{ "id": ZONE_ID, "name": ZONE, "status": "active" }])
+            } else {
+                json!([])
+            };
+            envelope(StatusCode::OK, true, json!([]), zones)
+        }
+        (Method::POST, ["zones", ZONE_ID, "dns_records"]) => {
+            let record: Value = serde_json::from_slice(&body).unwrap();
+            if state.lock().unwrap().fail_creates {
+                return envelope(
+                    StatusCode::BAD_REQUEST,
+                    false,
+                    json!([{ "code": 1004, "message": "DNS Validation Error" }]),
+                    Value::Null,
+                );
+            }
+            assert_eq!(record["type"], "TXT");
+            let name = record["name"].as_str().unwrap().to_string();
+            let content = record["content"].as_str().unwrap().to_string();
+            management(
+                challtestsrv,
+                "set-txt",
+                json!({ "host": format!("{name}."), "value": content }),
+            )
+            .await;
+            let id = {
+                let mut state = state.lock().unwrap();
+                state.created += 1;
+                let id = format!("372e67954025e0ba6aaa6d586b9e0b{:02}", state.created);
+                state
+                    .records
+                    .insert(id.clone(), (name.clone(), content.clone()));
+                id
+            };
+            envelope(
+                StatusCode::OK,
+                true,
+                json!([]),
+                json!({ "id": id, "type": "TXT", "name": name, "content": content, "ttl": 60, "zone_id": ZONE_ID }),
+            )
+        }
+        (Method::DELETE, ["zones", ZONE_ID, "dns_records", id]) => {
+            let (name, remaining) = {
+                let mut state = state.lock().unwrap();
+                let Some((name, _)) = state.records.remove(*id) else {
+                    return envelope(
+                        StatusCode::NOT_FOUND,
+                        false,
+                        json!([{ "code": 81044, "message": "Record does not exist." }]),
+                        Value::Null,
+                    );
+                };
+                state.deleted += 1;
+                let remaining: Vec<String> = state
+                    .records
+                    .values()
+                    .filter(|(other, _)| *other == name)
+                    .map(|(_, content)| content.clone())
+                    .collect();
+                (name, remaining)
+            };
+            // challtestsrv clears every value of a name; put the others back.
+            management(
+                challtestsrv,
+                "clear-txt",
+                json!({ "host": format!("{name}.") }),
+            )
+            .await;
+            for value in remaining {
+                management(
+                    challtestsrv,
+                    "set-txt",
+                    json!({ "host": format!("{name}."), "value": value }),
+                )
+                .await;
+            }
+            envelope(StatusCode::OK, true, json!([]), json!({ "id": id }))
+        }
+        _ => envelope(
+            StatusCode::NOT_FOUND,
+            false,
+            json!([{ "code": 7003, "message": "No route for the URI" }]),
+            Value::Null,
+        ),
+    }
+}
+
+/// Calls challtestsrv's management API.
+async fn management(challtestsrv: SocketAddr, action: &str, body: Value) {
+    reqwest::Client::new()
+        .post(format!("http://{challtestsrv}/{action}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+}
+
+/// A test's ACME settings: Pebble's directory and root, the stand-in, the
+/// token in `token_env`, and short retry delays.
+fn config(
+    ca: &Ca,
+    cloudflare: &Cloudflare,
+    challenge: ChallengeKind,
+    token_env: &str,
+) -> AcmeConfig {
+    AcmeConfig {
+        email: Some("ops@example.test".to_string()),
+        directory: ca.directory.clone(),
+        challenge,
+        renew_before: Duration::from_secs(30 * 86_400),
+        ca_root: Some(ca.ca_root.clone()),
+        cloudflare: CloudflareConfig {
+            token_env: token_env.to_string(),
+            api_base: cloudflare.base.clone(),
+            resolver: ca.dns,
+            propagation_timeout: Duration::from_secs(10),
+        },
+        retry: RetryBackoff {
+            initial: Duration::from_millis(300),
+            max: Duration::from_secs(1),
+        },
+    }
+}
+
+/// Sets `name` to the stand-in's token. Each test uses its own variable.
+fn token_in(name: &str) -> &str {
+    std::env::set_var(name, TOKEN);
+    name
+}
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// An [`Acme`] whose callback sends each certificate to the receiver.
+fn manage(
+    config: AcmeConfig,
+    state_dir: &Path,
+    certificates: Vec<Vec<String>>,
+) -> (Acme, mpsc::UnboundedReceiver<Issued>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let acme = Acme::new(config, state_dir, certificates, move |issued| {
+        let _ = sender.send(issued);
+    })
+    .unwrap();
+    (acme, receiver)
+}
+
+async fn next_issued(receiver: &mut mpsc::UnboundedReceiver<Issued>) -> Issued {
+    tokio::time::timeout(Duration::from_secs(60), receiver.recv())
+        .await
+        .expect("no certificate within 60 s")
+        .unwrap()
+}
+
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn attempts(acme: &Acme, result: &str) -> u64 {
+    acme.metrics().attempts.with_label_values(&[result]).get()
+}
+
+/// The DNS names of the leaf in `chain_pem`, read with x509-parser.
+fn leaf_names(chain_pem: &str) -> Vec<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem.as_bytes()).unwrap();
+    let leaf = pem.parse_x509().unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    let mut names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns01_issues_a_certificate_and_a_restart_reuses_it() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let certificate = names(&["www.example.test", "api.example.test"]);
+    let settings = config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_DNS01"),
+    );
+    let (acme, mut issued) = manage(settings.clone(), &state_dir, vec![certificate.clone()]);
+    assert!(acme.certificates().is_empty());
+    let tasks = acme.start();
+    let first = next_issued(&mut issued).await;
+    assert_eq!(
+        leaf_names(&first.chain_pem),
+        ["api.example.test", "www.example.test"]
+    );
+    assert!(first.issuer.contains("Pebble"), "{}", first.issuer);
+    assert_eq!(attempts(&acme, "success"), 1);
+    assert_eq!(
+        acme.metrics()
+            .expiry
+            .with_label_values(&["www.example.test"])
+            .get(),
+        first
+            .not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    );
+    assert!(acme.metrics().last_success.get() > 0);
+    {
+        let state = cloudflare.state();
+        assert_eq!(state.created, 2);
+        assert_eq!(state.deleted, 2, "every record is deleted afterwards");
+        assert!(state.records.is_empty());
+    }
+    let status = acme.status();
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].names, certificate);
+    assert_eq!(status[0].issuer.as_deref(), Some(first.issuer.as_str()));
+    assert!(status[0].not_after.is_some());
+    assert_eq!(status[0].last_error, None);
+
+    let folder = state_dir.join("certificates/www.example.test");
+    let chain = std::fs::read_to_string(folder.join("fullchain.pem")).unwrap();
+    assert_eq!(chain, first.chain_pem);
+    assert_eq!(mode(&folder.join("key.pem")), 0o600);
+    let accounts: Vec<_> = std::fs::read_dir(state_dir.join("acme/accounts"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(mode(&accounts[0]), 0o600);
+    let account = std::fs::read(&accounts[0]).unwrap();
+    drop(tasks);
+
+    // A restart finds the stored certificate and orders nothing.
+    let (again, mut reissued) = manage(settings, &state_dir, vec![certificate]);
+    assert_eq!(again.certificates(), std::slice::from_ref(&first));
+    let _tasks = again.start();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(reissued.try_recv().is_err(), "nothing is re-issued");
+    assert_eq!(attempts(&again, "success") + attempts(&again, "failure"), 0);
+    assert_eq!(cloudflare.state().created, 2);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("fullchain.pem")).unwrap(),
+        chain
+    );
+    assert_eq!(std::fs::read(&accounts[0]).unwrap(), account);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns01_issues_a_wildcard_certificate() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let settings = config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_WILDCARD"),
+    );
+    let (acme, mut issued) = manage(
+        settings,
+        &state_dir,
+        vec![names(&["*.wild.example.test", "wild.example.test"])],
+    );
+    let _tasks = acme.start();
+    let certificate = next_issued(&mut issued).await;
+    assert_eq!(
+        leaf_names(&certificate.chain_pem),
+        ["*.wild.example.test", "wild.example.test"]
+    );
+    assert!(state_dir
+        .join("certificates/_.wild.example.test/fullchain.pem")
+        .exists());
+    let state = cloudflare.state();
+    assert_eq!(state.created, 2, "two TXT values at one name");
+    assert!(state.records.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http01_issues_a_certificate_from_the_shared_answers() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let settings = config(&ca, &cloudflare, ChallengeKind::Http01, "SLUICE_IT_UNUSED");
+    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["web.example.test"])]);
+
+    // What Sluice's HTTP listener does: answer challenge paths from the map.
+    let answers = acme.http01();
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let listener = TcpListener::bind(("127.0.0.1", ca.http_port))
+        .await
+        .unwrap();
+    let log = served.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answers = answers.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let path = request.uri().path().to_string();
+                    let answer = answers.response_for_path(&path);
+                    let log = log.clone();
+                    async move {
+                        let response = match answer {
+                            Some(body) => {
+                                log.lock().unwrap().push(path);
+                                Response::new(Full::new(Bytes::from(body)))
+                            }
+                            None => Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let _tasks = acme.start();
+    let certificate = next_issued(&mut issued).await;
+    server.abort();
+    assert_eq!(leaf_names(&certificate.chain_pem), ["web.example.test"]);
+    let served = served.lock().unwrap().clone();
+    assert!(!served.is_empty(), "Pebble fetched the answer");
+    for path in &served {
+        assert!(
+            acme.http01().response_for_path(path).is_none(),
+            "{path} is no longer answered once the order is done"
+        );
+    }
+    assert_eq!(cloudflare.state().created, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_is_renewed_inside_its_window() {
+    let ca = Ca::start(Duration::from_secs(10));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let mut settings = config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_RENEW"),
+    );
+    settings.renew_before = Duration::from_secs(4);
+    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["renew.example.test"])]);
+    let _tasks = acme.start();
+    let first = next_issued(&mut issued).await;
+    let second = next_issued(&mut issued).await;
+    assert_ne!(first.serial, second.serial);
+    assert!(second.not_after > first.not_after);
+    assert!(
+        second.not_before + Duration::from_secs(1) >= first.not_after - Duration::from_secs(5),
+        "renewed inside the window, not before"
+    );
+    assert_eq!(acme.certificates(), std::slice::from_ref(&second));
+    let stored =
+        std::fs::read_to_string(state_dir.join("certificates/renew.example.test/fullchain.pem"))
+            .unwrap();
+    // The store may already hold a third certificate; never the first.
+    assert_ne!(stored, first.chain_pem);
+    assert!(attempts(&acme, "success") >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_dns_api_keeps_the_certificate_and_retries() {
+    let ca = Ca::start(Duration::from_secs(10));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let mut settings = config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_FAILING"),
+    );
+    settings.renew_before = Duration::from_secs(4);
+    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["flaky.example.test"])]);
+    let _tasks = acme.start();
+    let first = next_issued(&mut issued).await;
+    cloudflare.state().fail_creates = true;
+    eventually("two failed renewals", || attempts(&acme, "failure") >= 2).await;
+    assert_eq!(acme.certificates(), std::slice::from_ref(&first));
+    let status = &acme.status()[0];
+    let error = status.last_error.as_deref().unwrap();
+    assert!(error.contains("DNS Validation Error (1004)"), "{error}");
+    assert!(status.next_attempt.is_some());
+    assert!(issued.try_recv().is_err());
+    cloudflare.state().fail_creates = false;
+    let renewed = next_issued(&mut issued).await;
+    assert_ne!(renewed.serial, first.serial);
+    assert_eq!(acme.status()[0].last_error, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_ca_keeps_the_certificate_and_retries() {
+    let mut ca = Ca::start(Duration::from_secs(10));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let state_dir = scratch_dir();
+    let mut settings = config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_CA_DOWN"),
+    );
+    settings.renew_before = Duration::from_secs(4);
+    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["down.example.test"])]);
+    let _tasks = acme.start();
+    let first = next_issued(&mut issued).await;
+    let stored = state_dir.join("certificates/down.example.test/fullchain.pem");
+    ca.stop_pebble();
+    eventually("two failed renewals", || attempts(&acme, "failure") >= 2).await;
+    assert_eq!(acme.certificates(), std::slice::from_ref(&first));
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), first.chain_pem);
+    assert!(acme.status()[0].last_error.is_some());
+    assert!(issued.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_or_missing_token_is_named_and_never_shown() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let wrong = "wrong-token-value-8d2e";
+    std::env::set_var("SLUICE_IT_CF_TOKEN_WRONG", wrong);
+    std::env::remove_var("SLUICE_IT_CF_TOKEN_MISSING");
+    for (variable, expected) in [
+        (
+            "SLUICE_IT_CF_TOKEN_WRONG",
+            "Cloudflare rejected the API token in SLUICE_IT_CF_TOKEN_WRONG",
+        ),
+        (
+            "SLUICE_IT_CF_TOKEN_MISSING",
+            "the environment variable SLUICE_IT_CF_TOKEN_MISSING is not set",
+        ),
+    ] {
+        let settings = config(&ca, &cloudflare, ChallengeKind::Dns01, variable);
+        let (acme, _issued) = manage(settings, &scratch_dir(), vec![names(&["tok.example.test"])]);
+        let _tasks = acme.start();
+        eventually("a failed order", || attempts(&acme, "failure") >= 1).await;
+        let error = acme.status()[0].last_error.clone().unwrap();
+        assert!(error.contains(expected), "{error}");
+        assert!(!error.contains(wrong), "{error}");
+        assert!(!error.contains(TOKEN), "{error}");
+    }
+    assert_eq!(cloudflare.state().created, 0);
+}
