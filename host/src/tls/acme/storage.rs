@@ -1,5 +1,6 @@
 //! Certificates and keys on disk, written atomically.
 
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,7 +13,8 @@ const CHAIN_FILE: &str = "fullchain.pem";
 const KEY_FILE: &str = "key.pem";
 
 /// A certificate and its private key, with what was read from the leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` form leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Issued {
     /// The DNS names of the leaf's subject alternative names.
     pub names: Vec<String>,
@@ -28,6 +30,18 @@ pub struct Issued {
     pub not_before: SystemTime,
     /// The end of the leaf's validity.
     pub not_after: SystemTime,
+}
+
+impl fmt::Debug for Issued {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Issued")
+            .field("names", &self.names)
+            .field("issuer", &self.issuer)
+            .field("serial", &self.serial)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Issued {
@@ -180,6 +194,8 @@ mod tests {
         assert!(issued.covers(&["*.example.com".into(), "EXAMPLE.com".into()]));
         assert!(!issued.covers(&["example.com".into()]));
         assert!(Issued::from_pem("nonsense".into(), String::new()).is_err());
+        let debug = format!("{issued:?}");
+        assert!(!debug.contains("PRIVATE KEY"), "{debug}");
     }
 
     #[test]
