@@ -205,12 +205,11 @@ impl Compiler<'_> {
             );
         }
         let api_base = cloudflare.api_base.trim_end_matches('/').to_string();
-        if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
-            || reqwest::Url::parse(&api_base).is_err()
-        {
+        // The token travels in every request, so never in clear text.
+        if !api_base.starts_with("https://") || reqwest::Url::parse(&api_base).is_err() {
             self.error(
                 cf_path.key("api_base"),
-                format!("{:?} is not an http(s):// URL", cloudflare.api_base),
+                format!("{:?} is not an https:// URL", cloudflare.api_base),
             );
         }
         let resolver = match cloudflare.resolver.parse::<SocketAddr>() {
@@ -1010,7 +1009,7 @@ ca_root = "/nonexistent/root.pem"
 
 [acme.cloudflare]
 token_env = "NOT-A-NAME"
-api_base = "ftp://api.example"
+api_base = "http://api.example"
 resolver = "resolver"
 propagation_timeout = "0s"
 "#

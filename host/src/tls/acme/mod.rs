@@ -72,7 +72,8 @@ pub struct AcmeConfig {
 pub struct CloudflareConfig {
     /// The environment variable that holds the API token.
     pub token_env: String,
-    /// The API's base URL, without a trailing slash.
+    /// The API's base URL, without a trailing slash (the config accepts
+    /// only https://, since the token travels with every request).
     pub api_base: String,
     /// The resolver asked whether a new record is visible.
     pub resolver: SocketAddr,
