@@ -19,6 +19,7 @@ use crate::resilience::state::{EndpointState, PlacementState};
 use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::RouteIndex;
+use crate::tls::certificates::CertificateTable;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -50,6 +51,10 @@ pub struct Snapshot {
     pub version: String,
     /// The plugin settings, if plugins are configured.
     pub plugins: Option<PluginSpec>,
+    /// The certificates TLS listeners serve, by server name.
+    pub certificates: CertificateTable,
+    /// The certificate and key files, watched for changes.
+    pub certificate_files: Vec<std::path::PathBuf>,
 }
 
 /// The admin listener.
@@ -68,6 +73,8 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// Whether HTTP/2 with prior knowledge is accepted.
     pub h2c: bool,
+    /// Whether the listener terminates TLS (TLS 1.2 and 1.3).
+    pub tls: bool,
 }
 
 /// A compiled route.
@@ -79,6 +86,8 @@ pub struct RouteSpec {
     pub target: RouteTarget,
     /// Whether explainability headers are added to responses.
     pub explain: bool,
+    /// Whether plain-HTTP requests are redirected to HTTPS.
+    pub redirect_https: bool,
     /// Rules for the request sent upstream.
     pub request_headers: HeaderOps,
     /// Rules for the response sent to the client.

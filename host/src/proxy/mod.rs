@@ -300,6 +300,10 @@ impl ProxyHttp for SluiceProxy {
             .and_then(|v| v.parse::<u64>().ok());
         ctx.snapshot = Some(snapshot.clone());
         let route_spec = &snapshot.routes[route];
+        if route_spec.redirect_https && !is_tls(session) {
+            respond::redirect_to_https(session, ctx).await?;
+            return Ok(true);
+        }
         let registry = if route_spec.plugins.is_empty() {
             None
         } else {
@@ -619,7 +623,8 @@ impl ProxyHttp for SluiceProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let client_ip = client_ip(session);
-        forwarding::set_forwarded(upstream, client_ip, "http", &ctx.client_host);
+        let scheme = if is_tls(session) { "https" } else { "http" };
+        forwarding::set_forwarded(upstream, client_ip, scheme, &ctx.client_host);
         upstream.insert_header(forwarding::REQUEST_ID, ctx.request_id.as_str())?;
         if let (Some(placement), Some(endpoint)) = (ctx.placement(), ctx.endpoint()) {
             if placement.host_header == HostHeader::Endpoint {
@@ -800,4 +805,11 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// Whether the client connection is TLS.
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
 }

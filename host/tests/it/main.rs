@@ -13,4 +13,5 @@ mod reload;
 mod resilience;
 mod routing;
 mod streaming;
+mod tls;
 mod transforms;
