@@ -69,7 +69,9 @@ pub fn plugin_wasm(package: &str) -> std::path::PathBuf {
     let path = root
         .join("target/wasm32-wasip2/release")
         .join(format!("{}.wasm", package.replace('-', "_")));
-    if !path.exists() {
+    // Cargo rebuilds only what changed, so a stale component never gets
+    // benchmarked against a newer host.
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .current_dir(&root)

@@ -5,24 +5,32 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pingora_http::RequestHeader;
 use sluice::admin::metrics::Metrics;
-use sluice::plugins::bindings::sluice::plugin::types::{BreakerState, Candidate, RequestView};
+use sluice::plugins::bindings::sluice::plugin::types::Candidate;
 use sluice::plugins::engine::PluginEngine;
+use sluice::plugins::host::RequestContext;
 use sluice::plugins::runtime::{LoadedPlugin, RuntimeLimits};
 
-fn request_with_headers(count: usize) -> RequestView {
-    RequestView {
-        method: "GET".into(),
-        path: "/api/v1/orders/42".into(),
-        query: Some("expand=items".into()),
-        authority: "shop.example.com".into(),
-        headers: (0..count)
-            .map(|i| (format!("x-header-{i}"), format!("value number {i}")))
-            .collect(),
-        client_address: "192.0.2.10".into(),
-        route: "shop".into(),
-        routing_key: Some("tenant-42".into()),
-        request_id: "0123456789abcdef0123456789abcdef".into(),
+/// A request with `count` headers, as Pingora would hold it.
+fn request_with_headers(count: usize) -> RequestHeader {
+    let mut request = RequestHeader::build("GET", b"/api/v1/orders/42?expand=items", None).unwrap();
+    for i in 0..count {
+        request
+            .insert_header(format!("x-header-{i}"), format!("value number {i}"))
+            .unwrap();
+    }
+    request
+}
+
+fn context(header: &RequestHeader) -> RequestContext<'_> {
+    RequestContext {
+        header,
+        authority: "shop.example.com",
+        client: Some([192, 0, 2, 10].into()),
+        route: "shop",
+        routing_key: Some("tenant-42"),
+        request_id: "0123456789abcdef0123456789abcdef",
     }
 }
 
@@ -44,14 +52,23 @@ fn plugins(c: &mut Criterion) {
         let bytes = std::fs::read(sluice_benches::plugin_wasm(package)).unwrap();
         LoadedPlugin::load(&engine, package, &bytes, limits(), metrics.clone()).unwrap()
     };
-    let headers = load("sluice-plugin-headers");
+    let plugin = load("sluice-plugin-headers");
     let shard = load("sluice-plugin-shuffle-shard");
     let mut group = c.benchmark_group("plugins");
 
-    let config = r#"{"request":{"set":{"x-real-host":"{host}","x-request":"{request_id}"},"add":{"via":"sluice"},"remove":["x-header-3"]}}"#;
-    let request = request_with_headers(20);
+    let config: Arc<str> = Arc::from(
+        r#"{"request":{"set":{"x-real-host":"{host}","x-request":"{request_id}"},"add":{"via":"sluice"},"remove":["x-header-3"]}}"#,
+    );
+    let twenty = request_with_headers(20);
+    let request = context(&twenty);
     group.bench_function("headers_on_request_20_headers_warm", |b| {
-        b.iter(|| black_box(headers.on_request(config, &request).unwrap()))
+        b.iter(|| black_box(plugin.on_request(&config, &request).unwrap()))
+    });
+
+    let floor = load("sluice-test-hostile");
+    let floor_config: Arc<str> = Arc::from(r#"{"mode":"ok"}"#);
+    group.bench_function("floor_one_header_set", |b| {
+        b.iter(|| black_box(floor.on_request(&floor_config, &request).unwrap()))
     });
 
     let candidates: Vec<Candidate> = (0..8)
@@ -59,18 +76,19 @@ fn plugins(c: &mut Criterion) {
             name: format!("cell-{i}"),
             healthy_endpoints: if i == 3 { 0 } else { 3 },
             total_endpoints: 3,
-            breakers: vec![BreakerState::Closed; 3],
+            open_breakers: 0,
+            half_open_breakers: 0,
             in_flight: 10,
             limit: Some(1000),
             weight: 3,
         })
         .collect();
-    let shard_config = r#"{"shard_size":2}"#;
+    let shard_config: Arc<str> = Arc::from(r#"{"shard_size":2}"#);
     group.bench_function("shuffle_shard_select_placement_8_candidates", |b| {
         b.iter(|| {
             black_box(
                 shard
-                    .select_placement(shard_config, Some("tenant-42"), &request, &candidates)
+                    .select_placement(&shard_config, &request, &candidates)
                     .unwrap(),
             )
         })

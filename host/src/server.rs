@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -18,6 +19,7 @@ use crate::config::watch;
 use crate::proxy::SluiceProxy;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
+use crate::tls::resolver::SniResolver;
 
 /// How `sluice run` was asked to start.
 #[derive(Debug, Clone)]
@@ -86,8 +88,17 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             proxy.server_options = Some(options);
         }
         for listener in addresses {
-            service.add_tcp(&listener.address.to_string());
-            tracing::info!(address = %listener.address, h2c, "listening");
+            if listener.tls {
+                // No files: with a resolver, Pingora ignores them.
+                let mut tls = TlsSettings::intermediate("", "")?;
+                tls.set_cert_resolver(Arc::new(SniResolver::new(reloader.live())));
+                tls.enable_h2();
+                service.add_tls_with_settings(&listener.address.to_string(), None, tls);
+                tracing::info!(address = %listener.address, "listening with TLS");
+            } else {
+                service.add_tcp(&listener.address.to_string());
+                tracing::info!(address = %listener.address, h2c, "listening");
+            }
         }
         server.add_service(service);
     }
@@ -99,6 +110,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
-    control.block_on(async { watch::spawn_triggers(reloader.clone(), options.poll_interval) });
+    control.block_on(async {
+        watch::spawn_triggers(reloader.clone(), options.poll_interval);
+        tokio::spawn(watch::reload_on_certificate_change(reloader.clone()));
+    });
     server.run_forever()
 }

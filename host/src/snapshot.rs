@@ -19,6 +19,7 @@ use crate::resilience::state::{EndpointState, PlacementState};
 use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::RouteIndex;
+use crate::tls::certificates::CertificateTable;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -52,6 +53,10 @@ pub struct Snapshot {
     pub plugins: Option<PluginSpec>,
     /// The ACME settings, if certificates are ordered.
     pub acme: Option<crate::tls::acme::AcmeConfig>,
+    /// The certificates TLS listeners serve, by server name.
+    pub certificates: CertificateTable,
+    /// The certificate and key files, watched for changes.
+    pub certificate_files: Vec<std::path::PathBuf>,
 }
 
 /// The admin listener.
@@ -70,6 +75,8 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// Whether HTTP/2 with prior knowledge is accepted.
     pub h2c: bool,
+    /// Whether the listener terminates TLS (TLS 1.2 and 1.3).
+    pub tls: bool,
 }
 
 /// A compiled route.
@@ -81,6 +88,8 @@ pub struct RouteSpec {
     pub target: RouteTarget,
     /// Whether explainability headers are added to responses.
     pub explain: bool,
+    /// Whether plain-HTTP requests are redirected to HTTPS.
+    pub redirect_https: bool,
     /// Rules for the request sent upstream.
     pub request_headers: HeaderOps,
     /// Rules for the response sent to the client.

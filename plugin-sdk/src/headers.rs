@@ -1,36 +1,81 @@
-//! Helpers for header lists and paths.
+//! Header lookups, and helpers for paths and queries.
 
+use crate::bindings::sluice::plugin::types;
 use crate::Headers;
 
-/// Lookups on a header list. Names in views are lowercase.
-pub trait HeaderList {
-    /// The first value of `name` (any case).
-    fn get(&self, name: &str) -> Option<&str>;
-    /// Every value of `name` (any case).
-    fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a;
-    /// A cookie's value from the `cookie` headers.
-    fn cookie(&self, name: &str) -> Option<&str>;
+/// The headers of a request or response.
+///
+/// Inside Sluice each lookup asks the host for the values of one name, so
+/// a hook that reads two headers does not pay for forty. In native tests
+/// ([`crate::testing`]) the view reads a list.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderView<'a>(Source<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Request(&'a types::Request),
+    Response(&'a types::Response),
+    Listed(&'a [(String, String)]),
 }
 
-impl HeaderList for Headers {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl<'a> HeaderView<'a> {
+    pub(crate) fn request(request: &'a types::Request) -> Self {
+        Self(Source::Request(request))
     }
 
-    fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub(crate) fn response(response: &'a types::Response) -> Self {
+        Self(Source::Response(response))
     }
 
-    fn cookie(&self, name: &str) -> Option<&str> {
-        self.get_all("cookie")
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| k.trim() == name)
-            .map(|(_, v)| v.trim().trim_matches('"'))
+    /// A view of `headers`. Names are matched in any case.
+    pub fn listed(headers: &'a [(String, String)]) -> Self {
+        Self(Source::Listed(headers))
+    }
+
+    /// Every value of `name` (any case), in order.
+    pub fn get_all(&self, name: &str) -> Vec<String> {
+        match self.0 {
+            Source::Request(request) => request.header(name),
+            Source::Response(response) => response.header(name),
+            Source::Listed(list) => list
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .collect(),
+        }
+    }
+
+    /// The first value of `name` (any case).
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.get_all(name).into_iter().next()
+    }
+
+    /// Whether there is a header `name` (any case).
+    pub fn contains(&self, name: &str) -> bool {
+        !self.get_all(name).is_empty()
+    }
+
+    /// A cookie's value from the `cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.get_all("cookie").iter().find_map(|value| {
+            value
+                .split(';')
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().trim_matches('"').to_string())
+        })
+    }
+
+    /// Every header, in order, names lowercase.
+    pub fn entries(&self) -> Headers {
+        match self.0 {
+            Source::Request(request) => request.headers(),
+            Source::Response(response) => response.headers(),
+            Source::Listed(list) => list
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        }
     }
 }
 
@@ -57,14 +102,18 @@ mod tests {
 
     #[test]
     fn lookups() {
-        let headers: Headers = vec![
+        let list: Headers = vec![
             ("x-a".into(), "1".into()),
-            ("cookie".into(), "a=1; tenant=acme".into()),
+            ("Cookie".into(), "a=1; tenant=acme".into()),
             ("x-a".into(), "2".into()),
         ];
-        assert_eq!(headers.get("X-A"), Some("1"));
-        assert_eq!(headers.get_all("x-a").collect::<Vec<_>>(), vec!["1", "2"]);
-        assert_eq!(headers.cookie("tenant"), Some("acme"));
+        let headers = HeaderView::listed(&list);
+        assert_eq!(headers.get("X-A").as_deref(), Some("1"));
+        assert_eq!(headers.get_all("x-a"), vec!["1", "2"]);
+        assert!(headers.contains("COOKIE"));
+        assert!(!headers.contains("x-b"));
+        assert_eq!(headers.cookie("tenant").as_deref(), Some("acme"));
+        assert_eq!(headers.entries()[1].0, "cookie");
         assert_eq!(query_param(Some("a=1&b=2&flag"), "b"), Some("2"));
         assert_eq!(query_param(Some("a=1&flag"), "flag"), Some(""));
         assert_eq!(with_query("/p", Some("x=1")), "/p?x=1");

@@ -1,5 +1,5 @@
 //! What the host offers: logging and metrics labelled with the plugin's
-//! name, and the plugin's configuration.
+//! name.
 //!
 //! In a `wasm32` build these call the host. In a native build (plain
 //! `cargo test`) they are recorded by [`crate::testing`] instead, so hooks
@@ -53,12 +53,4 @@ pub fn histogram_observe(name: &str, value: f64) {
     imports::histogram_observe(name, value);
     #[cfg(not(target_arch = "wasm32"))]
     crate::testing::record_histogram(name, value);
-}
-
-/// The configuration JSON for the current call.
-pub(crate) fn config_json() -> String {
-    #[cfg(target_arch = "wasm32")]
-    return imports::config();
-    #[cfg(not(target_arch = "wasm32"))]
-    return crate::testing::config_json();
 }

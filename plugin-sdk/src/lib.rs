@@ -14,7 +14,7 @@
 //! impl Plugin for Tagger {
 //!     type Config = Config;
 //!     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
-//!         RequestChanges::new().set_header(&config.header, &request.route).into()
+//!         RequestChanges::new().set_header(&config.header, request.route()).into()
 //!     }
 //! }
 //!
@@ -24,12 +24,19 @@
 //! Build it with `cargo build --release --target wasm32-wasip2` and drop the
 //! `.wasm` file into Sluice's plugin directory. The types come from the WIT
 //! contract in `wit/` through `wit-bindgen`; this crate adds constructors and
-//! helpers on them, typed configuration, host logging and metrics, and
-//! [`testing`], which runs hooks natively under plain `cargo test`.
+//! helpers on them, typed configuration (parsed once per configuration, not
+//! per call), headers read on demand through [`HeaderView`], host logging
+//! and metrics, and [`testing`], which runs hooks natively under plain
+//! `cargo test`.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 pub mod headers;
 pub mod host;
 pub mod testing;
+mod view;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -44,15 +51,16 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::plugin::types::{
-    BreakerState, Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice,
-    RequestAction, RequestChanges, RequestView, ResponseChanges, ResponseView,
+    Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice, RequestAction,
+    RequestChanges, ResponseChanges,
 };
+pub use headers::HeaderView;
+pub use view::{RequestView, ResponseView};
 
 /// Everything a plugin usually needs.
 pub mod prelude {
-    pub use crate::headers::HeaderList;
     pub use crate::{
-        host, BreakerState, Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice,
+        host, Candidate, HeaderChanges, HeaderView, Hook, ImmediateResponse, PlacementChoice,
         Plugin, RequestAction, RequestChanges, RequestView, ResponseChanges, ResponseView,
     };
 }
@@ -60,7 +68,9 @@ pub mod prelude {
 /// A Sluice plugin. Implement the hooks you need; [`export!`] names them.
 pub trait Plugin {
     /// The plugin's configuration, deserialized from the JSON the host
-    /// hands over (the route's TOML table for this plugin).
+    /// hands over (the route's TOML table for this plugin). A table that
+    /// does not deserialize is refused when the config is loaded, with
+    /// serde's message.
     type Config: serde::de::DeserializeOwned + Default + 'static;
 
     /// Runs on each request before it is routed: change it, or answer it.
@@ -70,19 +80,23 @@ pub trait Plugin {
     }
 
     /// Runs on each response's status and headers.
-    fn on_response(config: &Self::Config, response: &ResponseView) -> ResponseChanges {
-        let _ = (config, response);
+    fn on_response(
+        config: &Self::Config,
+        request: &RequestView,
+        response: &ResponseView,
+    ) -> ResponseChanges {
+        let _ = (config, request, response);
         ResponseChanges::new()
     }
 
-    /// Chooses a placement among `candidates`, or defers to the routing table.
+    /// Chooses a placement among `candidates`, or defers to the routing
+    /// table. The routing key is `request.routing_key()`.
     fn select_placement(
         config: &Self::Config,
-        routing_key: Option<&str>,
         request: &RequestView,
         candidates: &[Candidate],
     ) -> PlacementChoice {
-        let _ = (config, routing_key, request, candidates);
+        let _ = (config, request, candidates);
         PlacementChoice::Defer
     }
 }
@@ -264,37 +278,63 @@ fn route_panics_to_the_host_log() {
     let _ = &INSTALLED;
 }
 
-/// Parses the host's JSON configuration for `P`, once per distinct text:
-/// an instance serves many calls, and usually one configuration.
+/// Configurations parsed on this instance, most recently used last: a
+/// plugin attached to several routes switches between a few of them.
+struct Configs {
+    current: Option<Rc<dyn Any>>,
+    recent: Vec<(String, Rc<dyn Any>)>,
+}
+
+/// How many parsed configurations an instance keeps.
+const RECENT_CONFIGS: usize = 8;
+
+thread_local! {
+    static CONFIGS: RefCell<Configs> = const {
+        RefCell::new(Configs { current: None, recent: Vec::new() })
+    };
+}
+
+/// Takes `json` as the configuration of the calls that follow, parsing it
+/// unless it is one of the recent ones: the export glue's `configure`.
+#[doc(hidden)]
+pub fn configure<P: Plugin>(json: &str) -> Result<(), String> {
+    route_panics_to_the_host_log();
+    CONFIGS.with(|configs| {
+        let mut configs = configs.borrow_mut();
+        configs.current = None;
+        let parsed = match configs.recent.iter().position(|(text, _)| text == json) {
+            Some(index) => configs.recent.remove(index).1,
+            None => {
+                let parsed: P::Config = if json.trim().is_empty() {
+                    P::Config::default()
+                } else {
+                    serde_json::from_str(json).map_err(|e| e.to_string())?
+                };
+                Rc::new(parsed)
+            }
+        };
+        if configs.recent.len() == RECENT_CONFIGS {
+            configs.recent.remove(0);
+        }
+        configs.recent.push((json.to_string(), parsed.clone()));
+        configs.current = Some(parsed);
+        Ok(())
+    })
+}
+
+/// Runs `call` with the configuration `configure` took last, or the
+/// default one before any.
 #[doc(hidden)]
 pub fn with_config<P: Plugin, R>(call: impl FnOnce(&P::Config) -> R) -> R {
-    use std::cell::RefCell;
-    thread_local! {
-        static CACHE: RefCell<Option<(String, Box<dyn std::any::Any>)>> = const { RefCell::new(None) };
-    }
     route_panics_to_the_host_log();
-    let text = host::config_json();
-    CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        let fresh =
-            !matches!(&*cache, Some((cached, value)) if *cached == text && value.is::<P::Config>());
-        if fresh {
-            let parsed: P::Config = if text.trim().is_empty() {
-                P::Config::default()
-            } else {
-                match serde_json::from_str(&text) {
-                    Ok(config) => config,
-                    Err(e) => {
-                        host::error(&format!("invalid plugin configuration: {e}"));
-                        panic!("invalid plugin configuration: {e}");
-                    }
-                }
-            };
-            *cache = Some((text, Box::new(parsed)));
-        }
-        let (_, value) = cache.as_ref().expect("filled above");
-        call(value.downcast_ref::<P::Config>().expect("checked above"))
-    })
+    let current = CONFIGS.with(|configs| configs.borrow().current.clone());
+    match current
+        .as_deref()
+        .and_then(|c| c.downcast_ref::<P::Config>())
+    {
+        Some(config) => call(config),
+        None => call(&P::Config::default()),
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's hooks:
@@ -310,28 +350,38 @@ macro_rules! export {
             fn hooks() -> ::std::vec::Vec<$crate::Hook> {
                 ::std::vec![$($crate::__hook!($hook)),+]
             }
+
+            fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::configure::<$plugin>(&config)
+            }
         }
 
         impl $crate::bindings::exports::sluice::plugin::request_hook::Guest for __SluicePluginExport {
-            fn on_request(request: $crate::RequestView) -> $crate::RequestAction {
+            fn on_request(request: &$crate::bindings::sluice::plugin::types::Request) -> $crate::RequestAction {
+                let request = $crate::RequestView::host(request);
                 $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_request(config, &request))
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::response_hook::Guest for __SluicePluginExport {
-            fn on_response(response: $crate::ResponseView) -> $crate::ResponseChanges {
-                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_response(config, &response))
+            fn on_response(
+                request: &$crate::bindings::sluice::plugin::types::Request,
+                response: &$crate::bindings::sluice::plugin::types::Response,
+            ) -> $crate::ResponseChanges {
+                let request = $crate::RequestView::host(request);
+                let response = $crate::ResponseView::host(response);
+                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_response(config, &request, &response))
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::placement_policy::Guest for __SluicePluginExport {
             fn select_placement(
-                routing_key: ::std::option::Option<::std::string::String>,
-                request: $crate::RequestView,
+                request: &$crate::bindings::sluice::plugin::types::Request,
                 candidates: ::std::vec::Vec<$crate::Candidate>,
             ) -> $crate::PlacementChoice {
+                let request = $crate::RequestView::host(request);
                 $crate::with_config::<$plugin, _>(|config| {
-                    <$plugin as $crate::Plugin>::select_placement(config, routing_key.as_deref(), &request, &candidates)
+                    <$plugin as $crate::Plugin>::select_placement(config, &request, &candidates)
                 })
             }
         }

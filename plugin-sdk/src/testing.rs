@@ -8,12 +8,20 @@
 //! let request = request("GET", "/users/7").header("x-tenant", "acme").build();
 //! let action = MyPlugin::on_request(&config, &request);
 //! let changes = expect_continue(action);
+//!
+//! // Or through the same steps as in Sluice: configure from JSON, then call.
+//! configure::<MyPlugin>(r#"{"header": "x-tag"}"#).unwrap();
+//! let changes = expect_continue(on_request::<MyPlugin>(&request));
 //! ```
 
 use std::cell::RefCell;
 
 use crate::host::Level;
-use crate::{Candidate, RequestAction, RequestChanges, RequestView, ResponseView};
+use crate::view::{RequestFields, ResponseFields};
+use crate::{
+    Candidate, PlacementChoice, Plugin, RequestAction, RequestChanges, RequestView,
+    ResponseChanges, ResponseView,
+};
 
 thread_local! {
     static RECORD: RefCell<Record> = RefCell::new(Record::default());
@@ -28,8 +36,6 @@ pub struct Record {
     pub counters: Vec<(String, u64)>,
     /// Histogram observations.
     pub histograms: Vec<(String, f64)>,
-    /// The configuration JSON the export glue reads.
-    pub config: String,
 }
 
 /// What was recorded on this thread so far.
@@ -42,9 +48,28 @@ pub fn clear() {
     RECORD.with(|r| *r.borrow_mut() = Record::default());
 }
 
-/// Sets the configuration JSON seen by the export glue on this thread.
-pub fn set_config_json(json: &str) {
-    RECORD.with(|r| r.borrow_mut().config = json.to_string());
+/// Hands `json` to the plugin as Sluice does before a call: the plugin's
+/// own error when it refuses it. The hooks below then run with it.
+pub fn configure<P: Plugin>(json: &str) -> Result<(), String> {
+    crate::configure::<P>(json)
+}
+
+/// Runs `on_request` with the configuration [`configure`] took.
+pub fn on_request<P: Plugin>(request: &RequestView) -> RequestAction {
+    crate::with_config::<P, _>(|config| P::on_request(config, request))
+}
+
+/// Runs `on_response` with the configuration [`configure`] took.
+pub fn on_response<P: Plugin>(request: &RequestView, response: &ResponseView) -> ResponseChanges {
+    crate::with_config::<P, _>(|config| P::on_response(config, request, response))
+}
+
+/// Runs `select_placement` with the configuration [`configure`] took.
+pub fn select_placement<P: Plugin>(
+    request: &RequestView,
+    candidates: &[Candidate],
+) -> PlacementChoice {
+    crate::with_config::<P, _>(|config| P::select_placement(config, request, candidates))
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -60,11 +85,6 @@ pub(crate) fn record_counter(name: &str, value: u64) {
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn record_histogram(name: &str, value: f64) {
     RECORD.with(|r| r.borrow_mut().histograms.push((name.to_string(), value)));
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn config_json() -> String {
-    RECORD.with(|r| r.borrow().config.clone())
 }
 
 /// Parses a TOML table into a plugin configuration, as the host does with a
@@ -90,27 +110,29 @@ fn toml_to_json(text: &str) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-/// Starts a request view.
+/// Starts a request view: `GET`-like method, path with optional `?query`,
+/// host `example.com`, client `192.0.2.1`, route `test-route`, request id
+/// `test-request-id`, no routing key and no headers.
 pub fn request(method: &str, path_and_query: &str) -> RequestBuilder {
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path.to_string(), Some(query.to_string())),
         None => (path_and_query.to_string(), None),
     };
-    RequestBuilder(RequestView {
-        method: method.to_string(),
-        path,
-        query,
-        authority: "example.com".to_string(),
+    RequestBuilder(RequestFields {
+        method: method.to_string().into(),
+        path: path.into(),
+        query: query.into(),
+        authority: "example.com".to_string().into(),
+        client_address: "192.0.2.1".to_string().into(),
+        route: "test-route".to_string().into(),
+        routing_key: None.into(),
+        request_id: "test-request-id".to_string().into(),
         headers: Vec::new(),
-        client_address: "192.0.2.1".to_string(),
-        route: "test-route".to_string(),
-        routing_key: None,
-        request_id: "test-request-id".to_string(),
     })
 }
 
 /// Builds a [`RequestView`].
-pub struct RequestBuilder(RequestView);
+pub struct RequestBuilder(RequestFields);
 
 impl RequestBuilder {
     /// Adds a header.
@@ -123,46 +145,78 @@ impl RequestBuilder {
 
     /// Sets the host.
     pub fn authority(mut self, authority: &str) -> Self {
-        self.0.authority = authority.to_string();
+        self.0.authority = authority.to_string().into();
         self
     }
 
     /// Sets the route name.
     pub fn route(mut self, route: &str) -> Self {
-        self.0.route = route.to_string();
+        self.0.route = route.to_string().into();
         self
     }
 
     /// Sets the routing key.
     pub fn routing_key(mut self, key: &str) -> Self {
-        self.0.routing_key = Some(key.to_string());
+        self.0.routing_key = Some(key.to_string()).into();
+        self
+    }
+
+    /// Sets the request id.
+    pub fn request_id(mut self, id: &str) -> Self {
+        self.0.request_id = id.to_string().into();
         self
     }
 
     /// Sets the client address.
     pub fn client(mut self, address: &str) -> Self {
-        self.0.client_address = address.to_string();
+        self.0.client_address = address.to_string().into();
         self
     }
 
     /// The view.
-    pub fn build(self) -> RequestView {
-        self.0
+    pub fn build(self) -> RequestView<'static> {
+        RequestView::owned(self.0)
     }
 }
 
-/// A response view for `request` with `status`.
-pub fn response(status: u16, request: &RequestView) -> ResponseView {
-    ResponseView {
-        status,
+/// Starts a response view with `status`, served by placement
+/// `test-placement` at endpoint `127.0.0.1:9000`, with no headers.
+pub fn response(status: u16) -> ResponseBuilder {
+    ResponseBuilder(ResponseFields {
+        status: status.into(),
+        placement: "test-placement".to_string().into(),
+        endpoint: "127.0.0.1:9000".to_string().into(),
         headers: Vec::new(),
-        method: request.method.clone(),
-        authority: request.authority.clone(),
-        path: request.path.clone(),
-        request_id: request.request_id.clone(),
-        route: request.route.clone(),
-        placement: "test-placement".to_string(),
-        endpoint: "127.0.0.1:9000".to_string(),
+    })
+}
+
+/// Builds a [`ResponseView`].
+pub struct ResponseBuilder(ResponseFields);
+
+impl ResponseBuilder {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.0
+            .headers
+            .push((name.to_ascii_lowercase(), value.to_string()));
+        self
+    }
+
+    /// Sets the placement that served it.
+    pub fn placement(mut self, placement: &str) -> Self {
+        self.0.placement = placement.to_string().into();
+        self
+    }
+
+    /// Sets the endpoint that served it.
+    pub fn endpoint(mut self, endpoint: &str) -> Self {
+        self.0.endpoint = endpoint.to_string().into();
+        self
+    }
+
+    /// The view.
+    pub fn build(self) -> ResponseView<'static> {
+        ResponseView::owned(self.0)
     }
 }
 
@@ -172,7 +226,8 @@ pub fn candidate(name: &str, endpoints: u32) -> Candidate {
         name: name.to_string(),
         healthy_endpoints: endpoints,
         total_endpoints: endpoints,
-        breakers: vec![crate::BreakerState::Closed; endpoints as usize],
+        open_breakers: 0,
+        half_open_breakers: 0,
         in_flight: 0,
         limit: None,
         weight: endpoints,

@@ -94,7 +94,12 @@ impl AdminApi {
             .load_full()
             .map(|registry| registry.status())
             .unwrap_or_default();
-        json!({ "version": snapshot.version, "placements": placements, "plugins": plugins })
+        json!({
+            "version": snapshot.version,
+            "placements": placements,
+            "plugins": plugins,
+            "certificates": snapshot.certificates.list(),
+        })
     }
 }
 

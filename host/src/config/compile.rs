@@ -25,6 +25,7 @@ use crate::snapshot::{
     PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
 };
 use crate::tls::acme::{self, AcmeConfig, CloudflareConfig, RetryBackoff};
+use crate::tls::certificates::{Certificate, CertificateTable};
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -134,6 +135,15 @@ impl Compiler<'_> {
                 }
             }
         });
+        let (certificates, certificate_files) = self.certificates(config);
+        if certificates.is_empty() {
+            if let Some(i) = listeners.iter().position(|l| l.tls) {
+                self.error(
+                    KeyPath::root().key("listeners").index(i).key("tls"),
+                    "no certificate to serve: give a route a tls table or set [default_certificate]",
+                );
+            }
+        }
         let server_path = KeyPath::root().key("server");
         let grace_period =
             self.duration(server_path.key("grace_period"), &config.server.grace_period);
@@ -153,6 +163,8 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|settings| self.plugin_settings(settings)),
             acme: config.acme.as_ref().map(|settings| self.acme(settings)),
+            certificates,
+            certificate_files,
         }
     }
 
@@ -242,6 +254,48 @@ impl Compiler<'_> {
             },
             retry: RetryBackoff::default(),
         }
+    }
+
+    /// Loads each route's certificate for its hosts, and the default one.
+    fn certificates(&mut self, config: &Config) -> (CertificateTable, Vec<std::path::PathBuf>) {
+        let mut table = CertificateTable::default();
+        let mut files = Vec::new();
+        let mut load =
+            |compiler: &mut Self, path: KeyPath, tls: &super::CertificateFiles, names| {
+                let (cert, key) = (
+                    std::path::PathBuf::from(&tls.cert),
+                    std::path::PathBuf::from(&tls.key),
+                );
+                files.extend([cert.clone(), key.clone()]);
+                match Certificate::load(&cert, &key, names) {
+                    Ok(certificate) => Some(certificate),
+                    Err(message) => {
+                        compiler.error(path.key("cert"), message);
+                        None
+                    }
+                }
+            };
+        for (i, route) in config.routes.iter().enumerate() {
+            let Some(tls) = &route.tls else { continue };
+            let path = KeyPath::root().key("routes").index(i).key("tls");
+            if route.hosts.is_empty() {
+                self.error(
+                    path,
+                    "a certificate is served for the route's hosts; set hosts = [\"example.com\"]",
+                );
+                continue;
+            }
+            if let Some(certificate) = load(self, path, tls, route.hosts.clone()) {
+                table.insert(certificate);
+            }
+        }
+        if let Some(tls) = &config.default_certificate {
+            let path = KeyPath::root().key("default_certificate");
+            if let Some(certificate) = load(self, path, tls, Vec::new()) {
+                table.set_default(certificate);
+            }
+        }
+        (table, files)
     }
 
     fn plugin_settings(&mut self, settings: &super::PluginSettings) -> PluginSpec {
@@ -376,6 +430,7 @@ impl Compiler<'_> {
                         specs.push(ListenerSpec {
                             address,
                             h2c: listener.h2c,
+                            tls: listener.tls,
                         });
                     }
                 }
@@ -755,6 +810,7 @@ impl Compiler<'_> {
                     name: Arc::from(name.as_str()),
                     target,
                     explain: route.explain,
+                    redirect_https: route.redirect_https,
                     request_headers,
                     response_headers,
                     rewrite,
@@ -767,6 +823,7 @@ impl Compiler<'_> {
                     name: Arc::from(name.as_str()),
                     target: RouteTarget::Direct(usize::MAX),
                     explain: false,
+                    redirect_https: false,
                     request_headers: HeaderOps::default(),
                     response_headers: HeaderOps::default(),
                     rewrite: None,

@@ -229,12 +229,27 @@ impl Reloader {
 
     /// Reloads from the source. `trigger` names what asked, for the log.
     pub async fn reload(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+        self.reload_inner(trigger, false).await
+    }
+
+    /// Reloads even when the config text is unchanged: for files the config
+    /// names, such as certificates, that changed under it.
+    pub async fn reload_unchanged(&self, trigger: &str) -> Result<ReloadOutcome, String> {
+        self.reload_inner(trigger, true).await
+    }
+
+    async fn reload_inner(
+        &self,
+        trigger: &str,
+        even_unchanged: bool,
+    ) -> Result<ReloadOutcome, String> {
         let _serialised = self.reloading.lock().await;
         let origin = self.source.to_string();
         let etag = self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let etag = if even_unchanged { None } else { etag };
         let result = match fetch(&self.source, etag.as_deref()).await {
             Ok(None) => Ok(ReloadOutcome::Unchanged),
-            Ok(Some(fetched)) => self.apply(fetched, &origin),
+            Ok(Some(fetched)) => self.apply(fetched, &origin, even_unchanged),
             Err(e) => Err(e),
         };
         let now = access_time();
@@ -268,9 +283,15 @@ impl Reloader {
         result
     }
 
-    fn apply(&self, fetched: Fetched, origin: &str) -> Result<ReloadOutcome, String> {
+    fn apply(
+        &self,
+        fetched: Fetched,
+        origin: &str,
+        even_unchanged: bool,
+    ) -> Result<ReloadOutcome, String> {
         let current = self.live.load_full();
-        if super::compile::content_version(&fetched.text) == current.version
+        if !even_unchanged
+            && super::compile::content_version(&fetched.text) == current.version
             && !self.status().from_last_known_good
         {
             *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;

@@ -32,6 +32,19 @@ pub struct Config {
     /// Certificates from an ACME CA; absent means none are ordered.
     #[serde(default)]
     pub acme: Option<super::AcmeSettings>,
+    /// The certificate a TLS listener serves when no route's matches the
+    /// client's server name; absent means such handshakes fail.
+    pub default_certificate: Option<CertificateFiles>,
+}
+
+/// A PEM certificate chain and its PEM private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The certificate chain file, leaf first.
+    pub cert: String,
+    /// The private key file.
+    pub key: String,
 }
 
 /// `[plugins]`: where plugins come from and the limits they run under.
@@ -147,6 +160,10 @@ pub struct Listener {
     /// Accept HTTP/2 with prior knowledge (h2c) besides HTTP/1.1. On by default.
     #[serde(default = "default_true")]
     pub h2c: bool,
+    /// Terminate TLS here (HTTP/2 offered through ALPN), serving the
+    /// routes' certificates by SNI.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// One `[[routes]]` entry.
@@ -179,6 +196,11 @@ pub struct Route {
     /// Plugins run for this route, in order.
     #[serde(default)]
     pub plugins: Vec<Attachment>,
+    /// The certificate TLS listeners serve for this route's hosts.
+    pub tls: Option<CertificateFiles>,
+    /// Answer plain-HTTP requests with a permanent redirect to HTTPS.
+    #[serde(default)]
+    pub redirect_https: bool,
 }
 
 /// `[routes.routing]`: where the routing key comes from and where it leads.

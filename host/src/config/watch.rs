@@ -126,3 +126,42 @@ async fn poll(reloader: Arc<Reloader>, interval: Duration) {
         };
     }
 }
+
+/// How often certificate files are checked for changes.
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(1);
+
+/// Reloads when a certificate or key file of the live snapshot changes
+/// (its modification time or size, through symlinks): renewed certificates
+/// take effect on the next handshake. Polling a handful of files once a
+/// second sees every way a certificate gets replaced (in place, by rename,
+/// by a swapped link) without watching each file's directory. A reload
+/// that fails to load the new files keeps the old certificates serving.
+pub async fn reload_on_certificate_change(reloader: Arc<Reloader>) {
+    let stamp = |files: &[PathBuf]| -> Vec<Option<(std::time::SystemTime, u64)>> {
+        files
+            .iter()
+            .map(|f| {
+                let meta = std::fs::metadata(f).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
+    };
+    let live = reloader.live();
+    let mut seen = (
+        live.load().version.clone(),
+        stamp(&live.load().certificate_files),
+    );
+    let mut interval = tokio::time::interval(CERTIFICATE_CHECK);
+    loop {
+        interval.tick().await;
+        let snapshot = live.load_full();
+        if snapshot.certificate_files.is_empty() {
+            continue;
+        }
+        let now = (snapshot.version.clone(), stamp(&snapshot.certificate_files));
+        if now.0 == seen.0 && now.1 != seen.1 {
+            let _ = reloader.reload_unchanged("certificate change").await;
+        }
+        seen = (live.load().version.clone(), now.1);
+    }
+}

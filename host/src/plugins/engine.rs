@@ -48,6 +48,12 @@ impl PluginEngine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // `perf` cannot name JIT-compiled plugin code by itself; with this
+        // set, wasmtime writes /tmp/perf-PID.map so profiles show the
+        // plugin's own functions.
+        if std::env::var_os("SLUICE_PLUGIN_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;

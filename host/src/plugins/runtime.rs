@@ -12,15 +12,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::InstancePre;
+use prometheus::Histogram;
+use wasmtime::component::{InstancePre, Resource};
 use wasmtime::Store;
 
 use super::bindings::sluice::plugin::types::{
-    Candidate, Hook, PlacementChoice, RequestAction, RequestView, ResponseChanges, ResponseView,
+    Candidate, Hook, PlacementChoice, RequestAction, ResponseChanges,
 };
 use super::bindings::{SluicePlugin, SluicePluginPre};
 use super::engine::{PluginEngine, EPOCH_TICK};
-use super::host::HostState;
+use super::host::{
+    CallContext, HostState, LentRequest, LentResponse, RequestContext, ResponseContext,
+};
 use crate::admin::metrics::Metrics;
 
 /// Limits every call and instance runs under.
@@ -56,8 +59,10 @@ pub enum CallError {
     Deadline,
     /// The instance hit its memory cap.
     Memory,
-    /// The plugin trapped (a panic, an unreachable, a bad configuration).
+    /// The plugin trapped (a panic, an unreachable).
     Trap(String),
+    /// The plugin refused the attachment's configuration.
+    Config(String),
 }
 
 impl CallError {
@@ -68,6 +73,7 @@ impl CallError {
             Self::Deadline => "deadline",
             Self::Memory => "memory",
             Self::Trap(_) => "trap",
+            Self::Config(_) => "config",
         }
     }
 }
@@ -79,6 +85,7 @@ impl std::fmt::Display for CallError {
             Self::Deadline => f.write_str("ran past its deadline"),
             Self::Memory => f.write_str("hit its memory cap"),
             Self::Trap(e) => write!(f, "trapped: {e}"),
+            Self::Config(e) => write!(f, "refused its configuration: {e}"),
         }
     }
 }
@@ -86,7 +93,25 @@ impl std::fmt::Display for CallError {
 struct Warm {
     store: Store<HostState>,
     bindings: SluicePlugin,
+    handles: Handles,
     calls: u32,
+}
+
+/// The table slots of an instance's `request` and `response` handles.
+#[derive(Clone, Copy)]
+struct Handles {
+    request: u32,
+    response: u32,
+}
+
+impl Handles {
+    fn request(&self) -> Resource<LentRequest> {
+        Resource::new_borrow(self.request)
+    }
+
+    fn response(&self) -> Resource<LentResponse> {
+        Resource::new_borrow(self.response)
+    }
 }
 
 /// One loaded version of a plugin.
@@ -103,7 +128,31 @@ pub struct LoadedPlugin {
     engine: Arc<PluginEngine>,
     limits: RuntimeLimits,
     metrics: Arc<Metrics>,
+    /// Call durations per hook, resolved once instead of per call.
+    durations: HookDurations,
     pool: Mutex<Vec<Warm>>,
+}
+
+/// The `sluice_plugin_call_duration_seconds` series of one plugin.
+struct HookDurations {
+    on_request: Histogram,
+    on_response: Histogram,
+    select_placement: Histogram,
+}
+
+impl HookDurations {
+    fn new(metrics: &Metrics, plugin: &str) -> Self {
+        let series = |hook| {
+            metrics
+                .plugin_call_duration
+                .with_label_values(&[plugin, hook])
+        };
+        Self {
+            on_request: series("on_request"),
+            on_response: series("on_response"),
+            select_placement: series("select_placement"),
+        }
+    }
 }
 
 impl LoadedPlugin {
@@ -120,6 +169,7 @@ impl LoadedPlugin {
         let instance_pre: InstancePre<HostState> =
             engine.linker().instantiate_pre(&compiled.component)?;
         let pre = SluicePluginPre::new(instance_pre)?;
+        let durations = HookDurations::new(&metrics, name);
         let mut plugin = Self {
             name: Arc::from(name),
             version: compiled.version,
@@ -129,10 +179,11 @@ impl LoadedPlugin {
             engine: engine.clone(),
             limits,
             metrics,
+            durations,
             pool: Mutex::new(Vec::new()),
         };
         plugin.hooks = plugin
-            .call("", |bindings, store| {
+            .call(None, CallContext::default(), |bindings, store, _| {
                 bindings.sluice_plugin_plugin().call_hooks(store)
             })
             .map_err(|e| anyhow::anyhow!("asking which hooks it implements: {e}"))?;
@@ -153,130 +204,186 @@ impl LoadedPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let (request, response) = store
+            .data_mut()
+            .handles()
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Warm {
             store,
             bindings,
+            handles: Handles {
+                request: request.rep(),
+                response: response.rep(),
+            },
             calls: 0,
         })
     }
 
-    /// Runs `f` on a warm instance with `config` as the attachment's
-    /// configuration, under the deadline.
+    /// Checks `config` on a fresh instance, as a route's attachment would
+    /// hand it over: the plugin's own words when it refuses it.
+    pub fn check_config(&self, config: &str) -> Result<(), CallError> {
+        let mut warm = self.instantiate()?;
+        self.guarded(&mut warm, CallContext::default(), |bindings, store, _| {
+            bindings
+                .sluice_plugin_plugin()
+                .call_configure(store, config)
+        })?
+        .map_err(CallError::Config)
+    }
+
+    /// Runs `f` on a warm instance under the deadline, after handing it
+    /// `config` if it last saw another one, with `context` lent to it.
     fn call<R>(
         &self,
-        config: &str,
-        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        config: Option<&Arc<str>>,
+        context: CallContext<'_>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut warm = match pooled {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
-        if *warm.store.data().config != *config {
-            warm.store.data_mut().config = Arc::from(config);
+        if let Some(config) = config {
+            let current = warm.store.data().config.as_ref();
+            if !current.is_some_and(|c| Arc::ptr_eq(c, config) || **c == **config) {
+                warm.store.data_mut().config = None;
+                self.guarded(&mut warm, context, |bindings, store, _| {
+                    bindings
+                        .sluice_plugin_plugin()
+                        .call_configure(store, config)
+                })?
+                .map_err(CallError::Config)?;
+                warm.store.data_mut().config = Some(config.clone());
+            }
         }
+        let value = self.guarded(&mut warm, context, f)?;
+        warm.calls += 1;
+        if warm.calls < self.limits.recycle_after {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < self.limits.pool_size {
+                pool.push(warm);
+            }
+        }
+        Ok(value)
+    }
+
+    /// Runs one guest call on `warm` under the deadline, with `context`
+    /// lent for its length. On an error the caller drops the instance:
+    /// after a trap its state is unknown.
+    fn guarded<R>(
+        &self,
+        warm: &mut Warm,
+        context: CallContext<'_>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let ticks = (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         warm.store.set_epoch_deadline(ticks + 1);
+        warm.store.data_mut().lend(&context);
         // A host function can panic under a guest call: WASI's blocking
         // stdio, for one, cannot run on a Tokio worker thread. The panic is
         // caught here and treated as a trap, so a plugin writing to stdout
         // fails its own call instead of the request's task.
-        let call = std::panic::AssertUnwindSafe(|| f(&warm.bindings, &mut warm.store));
-        let result = match std::panic::catch_unwind(call) {
-            Ok(result) => result,
+        let handles = warm.handles;
+        let call = std::panic::AssertUnwindSafe(|| f(&warm.bindings, &mut warm.store, handles));
+        let result = std::panic::catch_unwind(call);
+        warm.store.data_mut().take_back();
+        warm.store.set_epoch_deadline(u64::MAX / 2);
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(&error, &warm.store)),
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a host function panicked".to_string());
-                return Err(CallError::Trap(format!(
+                Err(CallError::Trap(format!(
                     "the plugin used something the host does not provide ({message})"
-                )));
+                )))
             }
-        };
-        warm.store.set_epoch_deadline(u64::MAX / 2);
-        match result {
-            Ok(value) => {
-                warm.calls += 1;
-                if warm.calls < self.limits.recycle_after {
-                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                    if pool.len() < self.limits.pool_size {
-                        pool.push(warm);
-                    }
-                }
-                Ok(value)
-            }
-            // The instance is dropped here: after a trap its state is unknown.
-            Err(error) => Err(classify(&error, &warm.store)),
         }
     }
 
-    /// Calls `on-request`.
+    /// Calls `on-request` with the attachment's `config`; the plugin reads
+    /// `request` through its handle.
     pub fn on_request(
         &self,
-        config: &str,
-        request: &RequestView,
+        config: &Arc<str>,
+        request: &RequestContext<'_>,
     ) -> Result<RequestAction, CallError> {
-        self.timed("on_request", || {
-            self.call(config, |bindings, store| {
+        let context = CallContext {
+            request: Some(request),
+            response: None,
+        };
+        timed(&self.durations.on_request, || {
+            self.call(Some(config), context, |bindings, store, handles| {
                 bindings
                     .sluice_plugin_request_hook()
-                    .call_on_request(store, request)
+                    .call_on_request(store, handles.request())
             })
         })
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response`; the plugin reads `request` and `response`
+    /// through their handles.
     pub fn on_response(
         &self,
-        config: &str,
-        response: &ResponseView,
+        config: &Arc<str>,
+        request: &RequestContext<'_>,
+        response: &ResponseContext<'_>,
     ) -> Result<ResponseChanges, CallError> {
-        self.timed("on_response", || {
-            self.call(config, |bindings, store| {
-                bindings
-                    .sluice_plugin_response_hook()
-                    .call_on_response(store, response)
+        let context = CallContext {
+            request: Some(request),
+            response: Some(response),
+        };
+        timed(&self.durations.on_response, || {
+            self.call(Some(config), context, |bindings, store, handles| {
+                bindings.sluice_plugin_response_hook().call_on_response(
+                    store,
+                    handles.request(),
+                    handles.response(),
+                )
             })
         })
     }
 
-    /// Calls `select-placement`.
+    /// Calls `select-placement`; the plugin reads `request` through its
+    /// handle.
     pub fn select_placement(
         &self,
-        config: &str,
-        routing_key: Option<&str>,
-        request: &RequestView,
+        config: &Arc<str>,
+        request: &RequestContext<'_>,
         candidates: &[Candidate],
     ) -> Result<PlacementChoice, CallError> {
-        self.timed("select_placement", || {
-            self.call(config, |bindings, store| {
+        let context = CallContext {
+            request: Some(request),
+            response: None,
+        };
+        timed(&self.durations.select_placement, || {
+            self.call(Some(config), context, |bindings, store, handles| {
                 bindings
                     .sluice_plugin_placement_policy()
-                    .call_select_placement(store, routing_key, request, candidates)
+                    .call_select_placement(store, handles.request(), candidates)
             })
         })
-    }
-
-    fn timed<R>(
-        &self,
-        hook: &str,
-        call: impl FnOnce() -> Result<R, CallError>,
-    ) -> Result<R, CallError> {
-        let started = Instant::now();
-        let result = call();
-        self.metrics
-            .plugin_call_duration
-            .with_label_values(&[&self.name, hook])
-            .observe(started.elapsed().as_secs_f64());
-        result
     }
 
     /// Warm instances currently pooled.
     pub fn pooled(&self) -> usize {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Runs `call`, recording its duration in `histogram`.
+fn timed<R>(
+    histogram: &Histogram,
+    call: impl FnOnce() -> Result<R, CallError>,
+) -> Result<R, CallError> {
+    let started = Instant::now();
+    let result = call();
+    histogram.observe(started.elapsed().as_secs_f64());
+    result
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallError {

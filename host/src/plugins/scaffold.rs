@@ -60,7 +60,7 @@ strip = true
     Ok(())
 }
 
-const LIB_RS: &str = r#"//! The `{name}` Sluice plugin: adds a greeting header to each request.
+const LIB_RS: &str = r##"//! The `{name}` Sluice plugin: adds a greeting header to each request.
 //!
 //! Build: `cargo build --release --target wasm32-wasip2`, then copy
 //! `target/wasm32-wasip2/release/*.wasm` to your plugin directory as
@@ -98,7 +98,7 @@ impl Plugin for Greeter {
     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
         host::counter_add("greeted", 1);
         RequestChanges::new()
-            .set_header("x-greeting", &format!("{} from {}", config.greeting, request.route))
+            .set_header("x-greeting", &format!("{} from {}", config.greeting, request.route()))
             .into()
     }
 }
@@ -108,14 +108,80 @@ sluice_plugin_sdk::export!(Greeter => on_request);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_plugin_sdk::testing::{expect_continue, recorded, request};
+    use sluice_plugin_sdk::testing::{clear, configure, expect_continue, on_request, recorded, request};
 
     #[test]
     fn greets_every_request() {
+        clear();
         let view = request("GET", "/").route("web").build();
         let changes = expect_continue(Greeter::on_request(&Config::default(), &view));
         assert_eq!(changes.headers.set, vec![("x-greeting".to_string(), "hello from web".to_string())]);
         assert_eq!(recorded().counters, vec![("greeted".to_string(), 1)]);
     }
+
+    #[test]
+    fn takes_its_configuration_as_sluice_hands_it_over() {
+        configure::<Greeter>(r#"{"greeting": "hi"}"#).unwrap();
+        let view = request("GET", "/").route("web").build();
+        let changes = expect_continue(on_request::<Greeter>(&view));
+        assert_eq!(changes.headers.set, vec![("x-greeting".to_string(), "hi from web".to_string())]);
+
+        // Sluice refuses a config whose table the plugin does not accept.
+        let error = configure::<Greeter>(r#"{"greting": "hi"}"#).unwrap_err();
+        assert!(error.contains("unknown field `greting`"), "{error}");
+    }
 }
-"#;
+"##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-scaffold-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn writes_a_crate_on_the_current_sdk_api() {
+        let dir = scratch("greeter");
+        create("my-greeter", &dir, &bundled_sdk()).unwrap();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(r#"name = "my-greeter""#), "{manifest}");
+        assert!(
+            manifest.contains("sluice-plugin-sdk = { path = "),
+            "{manifest}"
+        );
+        let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("The `my-greeter` Sluice plugin"));
+        assert!(lib.contains(r#"name = "my-greeter""#));
+        assert!(!lib.contains("{name}"));
+        // The hooks read the request through the view's methods, and the
+        // test runs the plugin through `configure` as Sluice does.
+        assert!(lib.contains("request.route()"));
+        assert!(lib.contains("configure::<Greeter>"));
+        assert_eq!(
+            std::fs::read_to_string(dir.join(".gitignore")).unwrap(),
+            "target/\n"
+        );
+        // A directory that is not empty is left alone.
+        let error = create("other", &dir, &bundled_sdk()).unwrap_err();
+        assert!(error.to_string().contains("is not empty"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_names_that_are_not_crate_names() {
+        let dir = scratch("bad-names");
+        for name in ["", "Greeter", "1st", "-x", "a b", "a/b"] {
+            let error = create(name, &dir, &bundled_sdk()).unwrap_err();
+            assert!(
+                error.to_string().contains("is not a plugin name"),
+                "{name}: {error}"
+            );
+        }
+        assert!(!dir.exists());
+    }
+}

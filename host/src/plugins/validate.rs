@@ -1,5 +1,6 @@
 //! Checks a snapshot's plugin attachments against the loaded plugins:
-//! unknown plugin names and hooks a plugin does not declare are errors.
+//! unknown plugin names, hooks a plugin does not declare, and configuration
+//! tables the plugin itself refuses are errors.
 
 use super::bindings::sluice::plugin::types::Hook;
 use super::registry::{hook_name, PluginMap};
@@ -41,6 +42,15 @@ pub fn validate(snapshot: &Snapshot, source: &SourceMap, plugins: &PluginMap) ->
                 ));
                 continue;
             };
+            if let Err(error) = plugin.check_config(&attachment.config) {
+                let path = path.key("config");
+                let line = source.line_of(&path);
+                errors.push(ConfigError::new(
+                    path,
+                    line,
+                    format!("plugin {}: {error}", attachment.name),
+                ));
+            }
             for (h, hook) in attachment.hooks.iter().flatten().enumerate() {
                 if !plugin.has(hook_of(*hook)) {
                     let declared: Vec<&str> = plugin.hooks.iter().map(|h| hook_name(*h)).collect();

@@ -300,30 +300,30 @@ impl ProxyHttp for SluiceProxy {
             .and_then(|v| v.parse::<u64>().ok());
         ctx.snapshot = Some(snapshot.clone());
         let route_spec = &snapshot.routes[route];
+        if route_spec.redirect_https && !is_tls(session) {
+            respond::redirect_to_https(session, ctx).await?;
+            return Ok(true);
+        }
         let registry = if route_spec.plugins.is_empty() {
             None
         } else {
             self.plugins.load_full()
         };
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client = client_ip(session);
         let mut chosen_placement = None;
         if let Some(registry) = &registry {
-            let plugin_view = plugins::request_view(
-                session.req_header(),
-                &ctx.client_host,
+            let facts = plugins::RequestFacts {
+                authority: &ctx.client_host,
                 client,
-                &route_spec.name,
-                key.as_deref(),
-                &ctx.request_id,
-            );
+                route: &route_spec.name,
+                routing_key: key.as_deref(),
+                request_id: &ctx.request_id,
+            };
             match plugins::on_request(
                 registry,
                 &self.metrics,
                 route_spec,
-                plugin_view,
+                &facts,
                 session.req_header_mut(),
             ) {
                 plugins::RequestOutcome::Continue {
@@ -372,21 +372,20 @@ impl ProxyHttp for SluiceProxy {
         }
         if let Some(registry) = &registry {
             let candidates = routing::candidates(&snapshot, route);
-            let plugin_view = plugins::request_view(
-                session.req_header(),
-                &ctx.client_host,
+            let facts = plugins::RequestFacts {
+                authority: &ctx.client_host,
                 client,
-                &route_spec.name,
-                decision.key.as_deref(),
-                &ctx.request_id,
-            );
+                route: &route_spec.name,
+                routing_key: decision.key.as_deref(),
+                request_id: &ctx.request_id,
+            };
             let chosen = plugins::select_placement(
                 registry,
                 &self.metrics,
                 &snapshot,
                 route_spec,
-                decision.key.as_deref(),
-                &plugin_view,
+                &facts,
+                session.req_header(),
                 &candidates,
             );
             match chosen {
@@ -623,11 +622,9 @@ impl ProxyHttp for SluiceProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        forwarding::set_forwarded(upstream, client_ip, "http", &ctx.client_host);
+        let client_ip = client_ip(session);
+        let scheme = if is_tls(session) { "https" } else { "http" };
+        forwarding::set_forwarded(upstream, client_ip, scheme, &ctx.client_host);
         upstream.insert_header(forwarding::REQUEST_ID, ctx.request_id.as_str())?;
         if let (Some(placement), Some(endpoint)) = (ctx.placement(), ctx.endpoint()) {
             if placement.host_header == HostHeader::Endpoint {
@@ -681,8 +678,27 @@ impl ProxyHttp for SluiceProxy {
         if let Some(route) = ctx.route() {
             if !route.plugins.is_empty() {
                 if let Some(registry) = self.plugins.load_full() {
-                    let view = plugins::response_view(response, session.req_header(), ctx, route);
-                    plugins::on_response(&registry, &self.metrics, route, view, response);
+                    let facts = plugins::RequestFacts {
+                        authority: &ctx.client_host,
+                        client: client_ip(session),
+                        route: &route.name,
+                        routing_key: ctx.decision.as_ref().and_then(|d| d.key.as_deref()),
+                        request_id: &ctx.request_id,
+                    };
+                    let served_by = (
+                        ctx.placement().map_or("", |p| &*p.name),
+                        ctx.endpoint().map_or("", |e| &*e.id),
+                    );
+                    let request = session.req_header();
+                    plugins::on_response(
+                        &registry,
+                        &self.metrics,
+                        route,
+                        &facts,
+                        served_by,
+                        request,
+                        response,
+                    );
                 }
             }
             route.response_headers.apply(response);
@@ -745,10 +761,7 @@ impl ProxyHttp for SluiceProxy {
             access_log::write(&AccessRecord {
                 time: access_log::timestamp(ctx.started_at),
                 request_id: &ctx.request_id,
-                client: session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string()),
+                client: client_ip(session).map(|ip| ip.to_string()),
                 method: request.method.as_str(),
                 host: &ctx.client_host,
                 path: request.uri.path(),
@@ -784,4 +797,19 @@ fn status_label(status: u16) -> &'static str {
     labels
         .get(usize::from(status))
         .map_or("other", String::as_str)
+}
+
+/// The client's IP address, for a TCP connection.
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Whether the client connection is TLS.
+fn is_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
 }

@@ -15,9 +15,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use crate::admin::metrics::Metrics;
 use crate::config::HookName;
 use crate::plugins::bindings::sluice::plugin::types::{
-    BreakerState, Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice,
-    RequestAction, RequestView, ResponseView,
+    Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice, RequestAction,
 };
+use crate::plugins::host::{RequestContext, ResponseContext};
 use crate::plugins::registry::{hook_name, PluginRegistry};
 use crate::plugins::runtime::{CallError, LoadedPlugin};
 use crate::resilience::breaker::CircuitState;
@@ -39,34 +39,31 @@ pub(super) enum RequestOutcome {
     Fail(u16),
 }
 
-/// The request as plugins see it.
-pub(super) fn request_view(
-    request: &RequestHeader,
-    authority: &str,
-    client: Option<std::net::IpAddr>,
-    route: &str,
-    routing_key: Option<&str>,
-    request_id: &str,
-) -> RequestView {
-    RequestView {
-        method: request.method.as_str().to_string(),
-        path: request.uri.path().to_string(),
-        query: request.uri.query().map(str::to_string),
-        authority: authority.to_string(),
-        headers: request
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        client_address: client.map(|ip| ip.to_string()).unwrap_or_default(),
-        route: route.to_string(),
-        routing_key: routing_key.map(str::to_string),
-        request_id: request_id.to_string(),
+/// What plugins read of a request besides its header: borrowed from the
+/// request's context, so calling a plugin copies nothing up front.
+pub(super) struct RequestFacts<'a> {
+    /// The `Host` header or `:authority`.
+    pub authority: &'a str,
+    /// The client's address.
+    pub client: Option<std::net::IpAddr>,
+    /// The matched route's name.
+    pub route: &'a str,
+    /// The routing key, if any.
+    pub routing_key: Option<&'a str>,
+    /// The request's id.
+    pub request_id: &'a str,
+}
+
+impl<'a> RequestFacts<'a> {
+    fn context(&'a self, header: &'a RequestHeader) -> RequestContext<'a> {
+        RequestContext {
+            header,
+            authority: self.authority,
+            client: self.client,
+            route: self.route,
+            routing_key: self.routing_key,
+            request_id: self.request_id,
+        }
     }
 }
 
@@ -112,10 +109,10 @@ pub(super) fn on_request(
     registry: &PluginRegistry,
     metrics: &Metrics,
     route: &RouteSpec,
-    mut view: RequestView,
+    facts: &RequestFacts<'_>,
     request: &mut RequestHeader,
 ) -> RequestOutcome {
-    let (mut routing_key, mut placement) = (None, None);
+    let (mut routing_key, mut placement): (Option<String>, Option<String>) = (None, None);
     for attachment in &route.plugins {
         let plugin = match attached(registry, metrics, attachment, Hook::OnRequest) {
             Ok(Some(plugin)) => plugin,
@@ -125,21 +122,21 @@ pub(super) fn on_request(
                 None => continue,
             },
         };
-        match plugin.on_request(&attachment.config, &view) {
+        let facts = RequestFacts {
+            routing_key: routing_key.as_deref().or(facts.routing_key),
+            ..*facts
+        };
+        match plugin.on_request(&attachment.config, &facts.context(request)) {
             Ok(RequestAction::Respond(response)) => return RequestOutcome::Respond(response),
             Ok(RequestAction::Continue(changes)) => {
-                apply_header_changes(request, &mut view.headers, &changes.headers);
+                apply_header_changes(request, &changes.headers);
                 if let Some(path) = changes.path {
-                    if set_path(request, &path) {
-                        view.path = request.uri.path().to_string();
-                        view.query = request.uri.query().map(str::to_string);
-                    } else {
+                    if !set_path(request, &path) {
                         tracing::warn!(plugin = %attachment.name, %path, "plugin set an invalid path; ignored");
                     }
                 }
-                if let Some(key) = changes.routing_key {
-                    view.routing_key = Some(key.clone());
-                    routing_key = Some(key);
+                if changes.routing_key.is_some() {
+                    routing_key = changes.routing_key;
                 }
                 if changes.placement.is_some() {
                     placement = changes.placement;
@@ -159,30 +156,20 @@ pub(super) fn on_request(
     }
 }
 
-/// Applies a plugin's header changes to the message, and to the view the
-/// next plugin in the chain sees. Names or values Pingora refuses are skipped.
-fn apply_header_changes(
-    message: &mut impl HeaderMessage,
-    view: &mut Headers,
-    changes: &HeaderChanges,
-) {
+/// Applies a plugin's header changes to the message, which the next plugin
+/// in the chain then reads. Names or values Pingora refuses are skipped.
+fn apply_header_changes(message: &mut impl HeaderMessage, changes: &HeaderChanges) {
     for name in &changes.remove {
         message.remove(name.as_str());
-        view.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
     for (name, value) in &changes.set {
         if let Some((header, parsed)) = header_pair(name, value) {
-            if message.set(header, parsed) {
-                view.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-                view.push((name.to_ascii_lowercase(), value.clone()));
-            }
+            message.set(header, parsed);
         }
     }
     for (name, value) in &changes.append {
         if let Some((header, parsed)) = header_pair(name, value) {
-            if message.append(header, parsed) {
-                view.push((name.to_ascii_lowercase(), value.clone()));
-            }
+            message.append(header, parsed);
         }
     }
 }
@@ -221,10 +208,11 @@ pub(super) fn select_placement(
     metrics: &Metrics,
     snapshot: &Snapshot,
     route: &RouteSpec,
-    routing_key: Option<&str>,
-    view: &RequestView,
+    facts: &RequestFacts<'_>,
+    request: &RequestHeader,
     candidates: &[PlacementId],
 ) -> Result<Option<PlacementId>, u16> {
+    let context = facts.context(request);
     let mut described: Option<Vec<Candidate>> = None;
     for attachment in &route.plugins {
         let plugin = match attached(registry, metrics, attachment, Hook::SelectPlacement) {
@@ -236,7 +224,7 @@ pub(super) fn select_placement(
             },
         };
         let described = described.get_or_insert_with(|| describe(snapshot, candidates));
-        match plugin.select_placement(&attachment.config, routing_key, view, described) {
+        match plugin.select_placement(&attachment.config, &context, described) {
             Ok(PlacementChoice::Placement(name)) => {
                 match candidates
                     .iter()
@@ -267,15 +255,14 @@ fn describe(snapshot: &Snapshot, candidates: &[PlacementId]) -> Vec<Candidate> {
         .iter()
         .map(|id| {
             let placement = &snapshot.placements[*id];
-            let breakers: Vec<BreakerState> = placement
-                .endpoints
-                .iter()
-                .map(|e| match e.state.breaker.state(now) {
-                    CircuitState::Closed => BreakerState::Closed,
-                    CircuitState::Open => BreakerState::Open,
-                    CircuitState::HalfOpen => BreakerState::HalfOpen,
-                })
-                .collect();
+            let (mut open, mut half_open) = (0, 0);
+            for endpoint in &placement.endpoints {
+                match endpoint.state.breaker.state(now) {
+                    CircuitState::Closed => {}
+                    CircuitState::Open => open += 1,
+                    CircuitState::HalfOpen => half_open += 1,
+                }
+            }
             let healthy = placement
                 .endpoints
                 .iter()
@@ -285,7 +272,8 @@ fn describe(snapshot: &Snapshot, candidates: &[PlacementId]) -> Vec<Candidate> {
                 name: placement.name.to_string(),
                 healthy_endpoints: healthy as u32,
                 total_endpoints: placement.endpoints.len() as u32,
-                breakers,
+                open_breakers: open,
+                half_open_breakers: half_open,
                 in_flight: placement.state.in_flight.load(Ordering::Relaxed),
                 limit: placement.max_concurrency,
                 weight: placement.total_weight,
@@ -300,9 +288,12 @@ pub(super) fn on_response(
     registry: &PluginRegistry,
     metrics: &Metrics,
     route: &RouteSpec,
-    mut view: ResponseView,
+    facts: &RequestFacts<'_>,
+    served_by: (&str, &str),
+    request: &RequestHeader,
     response: &mut ResponseHeader,
 ) {
+    let (placement, endpoint) = served_by;
     for attachment in &route.plugins {
         let plugin = match attached(registry, metrics, attachment, Hook::OnResponse) {
             Ok(Some(plugin)) => plugin,
@@ -314,13 +305,16 @@ pub(super) fn on_response(
                 continue;
             }
         };
-        match plugin.on_response(&attachment.config, &view) {
+        let served = ResponseContext {
+            header: response,
+            placement,
+            endpoint,
+        };
+        match plugin.on_response(&attachment.config, &facts.context(request), &served) {
             Ok(changes) => {
-                apply_header_changes(response, &mut view.headers, &changes.headers);
+                apply_header_changes(response, &changes.headers);
                 if let Some(status) = changes.status {
-                    if response.set_status(status).is_ok() {
-                        view.status = status;
-                    }
+                    let _ = response.set_status(status);
                 }
             }
             Err(error) => {
@@ -330,37 +324,5 @@ pub(super) fn on_response(
                 }
             }
         }
-    }
-}
-
-/// The response as plugins see it.
-pub(super) fn response_view(
-    response: &ResponseHeader,
-    request: &RequestHeader,
-    ctx: &super::RequestCtx,
-    route: &RouteSpec,
-) -> ResponseView {
-    ResponseView {
-        status: response.status.as_u16(),
-        headers: response
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        method: request.method.as_str().to_string(),
-        authority: ctx.client_host.clone(),
-        path: request.uri.path().to_string(),
-        request_id: ctx.request_id.clone(),
-        route: route.name.to_string(),
-        placement: ctx
-            .placement()
-            .map(|p| p.name.to_string())
-            .unwrap_or_default(),
-        endpoint: ctx.endpoint().map(|e| e.id.to_string()).unwrap_or_default(),
     }
 }

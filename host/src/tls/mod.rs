@@ -1,3 +1,7 @@
-//! TLS: certificates and how they are obtained.
+//! TLS termination and certificates: the certificates a snapshot serves,
+//! the resolver that picks one by SNI during each handshake, and ACME, which
+//! obtains and renews certificates.
 
 pub mod acme;
+pub mod certificates;
+pub mod resolver;

@@ -14,4 +14,5 @@ mod reload;
 mod resilience;
 mod routing;
 mod streaming;
+mod tls;
 mod transforms;

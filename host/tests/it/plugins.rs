@@ -284,14 +284,17 @@ async fn compiled_plugins_are_cached_across_restarts() {
 }
 
 #[test]
-fn unknown_plugins_and_undeclared_hooks_are_config_errors() {
-    let dir = plugin_dir(&[("headers", "sluice-plugin-headers")]);
+fn unknown_plugins_undeclared_hooks_and_refused_configs_are_config_errors() {
+    let dir = plugin_dir(&[
+        ("headers", "sluice-plugin-headers"),
+        ("rewrite", "sluice-plugin-rewrite"),
+    ]);
     let scratch = scratch_dir();
     let config = scratch.join("sluice.toml");
     std::fs::write(
         &config,
         format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[plugins]\ndirectory = \"{}\"\n# Generous: a loaded test machine must not turn into deadline failures.\ndeadline = \"250ms\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"nope\"\n[[routes.plugins]]\nname = \"headers\"\nhooks = [\"select_placement\"]\n",
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[plugins]\ndirectory = \"{}\"\n# Generous: a loaded test machine must not turn into deadline failures.\ndeadline = \"250ms\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"nope\"\n[[routes.plugins]]\nname = \"headers\"\nhooks = [\"select_placement\"]\n[[routes.plugins]]\nname = \"rewrite\"\nconfig.rules = [{{ regex = \"(\", to = \"/\" }}]\n",
             dir.display()
         ),
     )
@@ -310,6 +313,11 @@ fn unknown_plugins_and_undeclared_hooks_are_config_errors() {
             "{command}: {text}"
         );
         assert!(text.contains(":15: routes[0].plugins[1].hooks[0]: plugin headers does not export select_placement"), "{command}: {text}");
+        // The plugin's own reason, at the line of its table.
+        assert!(
+            text.contains(":18: routes[0].plugins[2].config: plugin rewrite: refused its configuration: rewrite rule `(`: invalid regex"),
+            "{command}: {text}"
+        );
     }
 }
 
@@ -703,17 +711,6 @@ placement = "o"
 name = "api-key"
 failure = "closed"
 config = {{ keys = [{{ id = "ci", key = "{KEY}" }}], query = "api_key" }}
-
-# A configuration the plugin rejects: fail-closed answers its status.
-[[routes]]
-name = "broken"
-path_prefix = "/broken"
-placement = "o"
-[[routes.plugins]]
-name = "api-key"
-failure = "closed"
-status = 503
-config = {{ keys = [] }}
 "#
     );
     let proxy = Proxy::start(&format!(
@@ -773,12 +770,8 @@ config = {{ keys = [] }}
     assert_eq!(echo["path"], "/data");
     assert_eq!(echo["query"], "a=1", "the key parameter is stripped");
 
-    let broken = get(&proxy, "api.test", "/broken", &[("x-api-key", KEY)]).await;
-    assert_eq!(broken.status, 503, "{}", broken.body);
-    assert_eq!(broken.served_by(), "");
-
     // Every request was logged; none of the log names a key.
-    let requests = rejected.len() + 4;
+    let requests = rejected.len() + 3;
     let deadline = Instant::now() + Duration::from_secs(5);
     while proxy.stdout_lines().len() < requests {
         assert!(
@@ -800,6 +793,29 @@ config = {{ keys = [] }}
     );
     assert_eq!(plugin_counter(&metrics, "api-key", "api_key_accepted"), 3);
     assert!(!metrics.contains(KEY));
+
+    // A configuration the plugin refuses is refused at load, and the
+    // error quotes no key.
+    let scratch = scratch_dir();
+    let config = scratch.join("refused.toml");
+    let refused = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\n{}{}[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"api-key\"\nconfig = {{ keys = [{{ id = \"ci\", key = \"{KEY}\", scope = \"all\" }}] }}\n",
+        plugins_section(&dir),
+        placement("o", up[0].address, "")
+    );
+    std::fs::write(&config, refused).unwrap();
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("routes[0].plugins[0].config: plugin api-key: refused its configuration"),
+        "{text}"
+    );
+    assert!(!text.contains(KEY), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

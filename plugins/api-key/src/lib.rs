@@ -53,9 +53,10 @@
 //!
 //! No keys, an empty key, a malformed digest, a repeated id or key, no
 //! source of keys, or an unknown field make the configuration fail to
-//! parse: the SDK logs the error and the call fails, which a fail-closed
-//! attachment answers with its error status. The default (empty)
-//! configuration has no keys and rejects every request.
+//! parse, and the plugin refuses it with a message saying which. Sluice
+//! checks each attachment's configuration when a config is loaded, so such
+//! a config is rejected, with that message, before it serves traffic. The
+//! default (empty) configuration has no keys and rejects every request.
 
 use std::fmt;
 
@@ -319,7 +320,9 @@ struct NamedKey {
 }
 
 /// A string that never appears in an error message. serde's default errors
-/// quote the value they rejected, and the SDK logs configuration errors.
+/// quote the value they rejected, and Sluice shows a refused configuration's
+/// error wherever it reports config errors (`sluice check`, its log, the
+/// admin API).
 struct Secret(String);
 
 /// A list of secrets, whose errors do not quote what they rejected either.
@@ -459,7 +462,7 @@ impl Plugin for ApiKey {
             };
             host::debug(&format!(
                 "rejected request {}: {reason}",
-                request.request_id
+                request.request_id()
             ));
             return ImmediateResponse::text(401, "401 Unauthorized: a valid API key is required\n")
                 .header("www-authenticate", "ApiKey")
@@ -468,7 +471,7 @@ impl Plugin for ApiKey {
         host::counter_add("api_key_accepted", 1);
         let mut changes = RequestChanges::new();
         if config.strip {
-            if !config.header.is_empty() && request.headers.get(&config.header).is_some() {
+            if !config.header.is_empty() && request.headers().contains(&config.header) {
                 changes = changes.remove_header(&config.header);
             }
             // `Authorization` goes only if it carried a key: else it may
@@ -480,9 +483,9 @@ impl Plugin for ApiKey {
                 changes = changes.remove_header("authorization");
             }
             if let Some(name) = &config.query {
-                if query_param(request.query.as_deref(), name).is_some() {
-                    let rest = without_param(request.query.as_deref().unwrap_or(""), name);
-                    changes = changes.path(with_query(&request.path, Some(&rest)));
+                if query_param(request.query(), name).is_some() {
+                    let rest = without_param(request.query().unwrap_or(""), name);
+                    changes = changes.path(with_query(request.path(), Some(&rest)));
                 }
             }
         }
@@ -497,20 +500,21 @@ sluice_plugin_sdk::export!(ApiKey => on_request);
 
 /// The non-empty keys the request presents, in source order.
 fn presented_keys(config: &Config, request: &RequestView) -> Vec<(Source, String)> {
+    let headers = request.headers();
     let mut found = Vec::new();
     if !config.header.is_empty() {
         found.extend(
-            request
-                .headers
+            headers
                 .get_all(&config.header)
+                .into_iter()
                 .map(|v| (Source::Header, v.trim().to_string())),
         );
     }
     if config.bearer {
         found.extend(
-            request
-                .headers
+            headers
                 .get_all("authorization")
+                .into_iter()
                 .filter_map(|value| {
                     let (scheme, token) = value.trim().split_once(' ')?;
                     scheme
@@ -520,7 +524,7 @@ fn presented_keys(config: &Config, request: &RequestView) -> Vec<(Source, String
         );
     }
     if let Some(name) = &config.query {
-        if let Some(value) = query_param(request.query.as_deref(), name) {
+        if let Some(value) = query_param(request.query(), name) {
             found.push((Source::Query, percent_decode(value)));
         }
     }
@@ -963,16 +967,19 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_configuration_fails_the_call_without_logging_the_key() {
-        use sluice_plugin_sdk::bindings::exports::sluice::plugin::request_hook::Guest;
+    fn an_invalid_configuration_is_refused_without_the_key_in_the_error() {
         clear();
-        sluice_plugin_sdk::testing::set_config_json(&format!(r#"{{"keys": "{KEY}"}}"#));
-        let view = request("GET", "/").header("x-api-key", KEY).build();
-        assert!(std::panic::catch_unwind(|| __SluicePluginExport::on_request(view)).is_err());
-        let logs = recorded().logs;
-        assert_eq!(logs.len(), 1);
-        assert!(logs[0].1.contains("invalid plugin configuration"));
+        let error =
+            sluice_plugin_sdk::testing::configure::<ApiKey>(&format!(r#"{{"keys": "{KEY}"}}"#))
+                .unwrap_err();
+        assert!(error.contains("expected a list"), "{error}");
+        assert!(!error.contains(KEY), "{error}");
         assert_nothing_recorded_holds(KEY);
+
+        let valid = format!(r#"{{"keys": ["{KEY}"]}}"#);
+        sluice_plugin_sdk::testing::configure::<ApiKey>(&valid).unwrap();
+        let view = request("GET", "/").header("x-api-key", KEY).build();
+        expect_continue(sluice_plugin_sdk::testing::on_request::<ApiKey>(&view));
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! ```
 //!
 //! Rules apply in the order remove, set, add. Placeholders in values:
-//! `{host}`, `{method}`, `{path}`, `{query}`, `{uri}`, `{request_id}`,
-//! `{route}`, `{client_ip}`, `{routing_key}`, and in response rules also
-//! `{upstream}`, `{placement}` and `{status}`. An unknown placeholder is
-//! kept as written.
+//! `{host}`, `{method}`, `{path}`, `{request_id}` and `{route}`, from the
+//! request, in both; `{query}`, `{uri}`, `{client_ip}` and `{routing_key}` in
+//! request rules; `{upstream}`, `{placement}` and `{status}`, from the
+//! response, in response rules. An unknown placeholder is kept as written.
 
 use std::collections::BTreeMap;
 
@@ -25,42 +25,184 @@ use sluice_plugin_sdk::prelude::*;
 pub struct Config {
     /// Rules for the request sent upstream.
     #[serde(default)]
-    pub request: Rules,
+    pub request: RequestRules,
     /// Rules for the response sent to the client.
     #[serde(default)]
-    pub response: Rules,
+    pub response: ResponseRules,
 }
 
-/// Header rules.
+/// Header rules as written in the configuration.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WrittenRules {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+/// Header rules, with names lowercased and values parsed into templates
+/// once, when the configuration is taken, not on every call.
+#[derive(Debug, Default)]
 pub struct Rules {
-    /// Replace (or add) these headers.
-    #[serde(default)]
-    pub set: BTreeMap<String, String>,
-    /// Append these values.
-    #[serde(default)]
-    pub add: BTreeMap<String, String>,
-    /// Remove these headers.
-    #[serde(default)]
-    pub remove: Vec<String>,
+    set: Vec<(String, Template)>,
+    add: Vec<(String, Template)>,
+    remove: Vec<String>,
 }
 
 impl Rules {
-    fn changes(&self, expand: impl Fn(&str) -> String) -> HeaderChanges {
-        HeaderChanges {
-            remove: self.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
-            set: self
-                .set
+    fn compile(written: WrittenRules, fields: &[(&str, Field)]) -> Self {
+        let templates = |map: BTreeMap<String, String>| {
+            map.into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), Template::parse(&value, fields)))
+                .collect()
+        };
+        Self {
+            set: templates(written.set),
+            add: templates(written.add),
+            remove: written
+                .remove
                 .iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), expand(v)))
-                .collect(),
-            append: self
-                .add
-                .iter()
-                .map(|(n, v)| (n.to_ascii_lowercase(), expand(v)))
+                .map(|n| n.to_ascii_lowercase())
                 .collect(),
         }
+    }
+
+    fn changes(&self, field: impl Fn(Field, &mut String)) -> HeaderChanges {
+        let render = |rules: &[(String, Template)]| {
+            rules
+                .iter()
+                .map(|(name, template)| (name.clone(), template.render(&field)))
+                .collect()
+        };
+        HeaderChanges {
+            remove: self.remove.clone(),
+            set: render(&self.set),
+            append: render(&self.add),
+        }
+    }
+}
+
+/// Rules for the request; placeholders are the request's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(from = "WrittenRules")]
+pub struct RequestRules(Rules);
+
+impl From<WrittenRules> for RequestRules {
+    fn from(written: WrittenRules) -> Self {
+        Self(Rules::compile(written, REQUEST_FIELDS))
+    }
+}
+
+/// Rules for the response; placeholders are the response's and some of the
+/// request's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(from = "WrittenRules")]
+pub struct ResponseRules(Rules);
+
+impl From<WrittenRules> for ResponseRules {
+    fn from(written: WrittenRules) -> Self {
+        Self(Rules::compile(written, RESPONSE_FIELDS))
+    }
+}
+
+/// What a placeholder stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Host,
+    Method,
+    Path,
+    Query,
+    Uri,
+    RequestId,
+    Route,
+    ClientIp,
+    RoutingKey,
+    Upstream,
+    Placement,
+    Status,
+}
+
+const REQUEST_FIELDS: &[(&str, Field)] = &[
+    ("host", Field::Host),
+    ("method", Field::Method),
+    ("path", Field::Path),
+    ("query", Field::Query),
+    ("uri", Field::Uri),
+    ("request_id", Field::RequestId),
+    ("route", Field::Route),
+    ("client_ip", Field::ClientIp),
+    ("routing_key", Field::RoutingKey),
+];
+
+const RESPONSE_FIELDS: &[(&str, Field)] = &[
+    ("host", Field::Host),
+    ("method", Field::Method),
+    ("path", Field::Path),
+    ("request_id", Field::RequestId),
+    ("route", Field::Route),
+    ("upstream", Field::Upstream),
+    ("placement", Field::Placement),
+    ("status", Field::Status),
+];
+
+/// A header value with placeholders, split into text and fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Part>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Field(Field),
+}
+
+impl Template {
+    /// Splits `value` at each `{name}` that `fields` knows; any other
+    /// brace stays text, as written.
+    fn parse(value: &str, fields: &[(&str, Field)]) -> Self {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = value;
+        while let Some(open) = rest.find('{') {
+            text.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let known = after.find('}').and_then(|close| {
+                let name = &after[..close];
+                let field = fields.iter().find(|(n, _)| *n == name)?.1;
+                Some((field, close))
+            });
+            match known {
+                Some((field, close)) => {
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Field(field));
+                    rest = &after[close + 1..];
+                }
+                None => {
+                    text.push('{');
+                    rest = after;
+                }
+            }
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Self(parts)
+    }
+
+    fn render(&self, field: &impl Fn(Field, &mut String)) -> String {
+        let mut out = String::new();
+        for part in &self.0 {
+            match part {
+                Part::Text(text) => out.push_str(text),
+                Part::Field(f) => field(*f, &mut out),
+            }
+        }
+        out
     }
 }
 
@@ -74,76 +216,49 @@ impl Plugin for Headers {
         let mut changes = RequestChanges::new();
         changes.headers = config
             .request
-            .changes(|value| expand(value, &|name| request_placeholder(request, name)));
+            .0
+            .changes(|field, out| request_field(request, field, out));
         changes.into()
     }
 
-    fn on_response(config: &Config, response: &ResponseView) -> ResponseChanges {
+    fn on_response(
+        config: &Config,
+        request: &RequestView,
+        response: &ResponseView,
+    ) -> ResponseChanges {
         let mut changes = ResponseChanges::new();
-        changes.headers = config
-            .response
-            .changes(|value| expand(value, &|name| response_placeholder(response, name)));
+        changes.headers = config.response.0.changes(|field, out| match field {
+            Field::Upstream => out.push_str(response.endpoint()),
+            Field::Placement => out.push_str(response.placement()),
+            Field::Status => out.push_str(&response.status().to_string()),
+            _ => request_field(request, field, out),
+        });
         changes
     }
 }
 
 sluice_plugin_sdk::export!(Headers => on_request, on_response);
 
-fn request_placeholder(request: &RequestView, name: &str) -> Option<String> {
-    Some(match name {
-        "host" => request.authority.clone(),
-        "method" => request.method.clone(),
-        "path" => request.path.clone(),
-        "query" => request.query.clone().unwrap_or_default(),
-        "uri" => sluice_plugin_sdk::headers::with_query(&request.path, request.query.as_deref()),
-        "request_id" => request.request_id.clone(),
-        "route" => request.route.clone(),
-        "client_ip" => request.client_address.clone(),
-        "routing_key" => request.routing_key.clone().unwrap_or_default(),
-        _ => return None,
-    })
-}
-
-fn response_placeholder(response: &ResponseView, name: &str) -> Option<String> {
-    Some(match name {
-        "host" => response.authority.clone(),
-        "method" => response.method.clone(),
-        "path" => response.path.clone(),
-        "request_id" => response.request_id.clone(),
-        "route" => response.route.clone(),
-        "upstream" => response.endpoint.clone(),
-        "placement" => response.placement.clone(),
-        "status" => response.status.to_string(),
-        _ => return None,
-    })
-}
-
-/// Replaces each `{name}` the lookup knows; keeps the others as written.
-fn expand(value: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        match after.find('}') {
-            Some(close) => match lookup(&after[..close]) {
-                Some(replacement) => {
-                    out.push_str(&replacement);
-                    rest = &after[close + 1..];
-                }
-                None => {
-                    out.push('{');
-                    rest = after;
-                }
-            },
-            None => {
-                out.push_str(&rest[open..]);
-                rest = "";
+/// Appends a request field's value to `out`.
+fn request_field(request: &RequestView, field: Field, out: &mut String) {
+    match field {
+        Field::Host => out.push_str(request.authority()),
+        Field::Method => out.push_str(request.method()),
+        Field::Path => out.push_str(request.path()),
+        Field::Query => out.push_str(request.query().unwrap_or_default()),
+        Field::Uri => {
+            out.push_str(request.path());
+            if let Some(query) = request.query().filter(|q| !q.is_empty()) {
+                out.push('?');
+                out.push_str(query);
             }
         }
+        Field::RequestId => out.push_str(request.request_id()),
+        Field::Route => out.push_str(request.route()),
+        Field::ClientIp => out.push_str(request.client_address()),
+        Field::RoutingKey => out.push_str(request.routing_key().unwrap_or_default()),
+        Field::Upstream | Field::Placement | Field::Status => {}
     }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]
@@ -152,26 +267,10 @@ mod tests {
     use sluice_plugin_sdk::testing::{expect_continue, request, response};
 
     fn config() -> Config {
-        Config {
-            request: Rules {
-                set: [
-                    ("X-Real-Host".to_string(), "{host}".to_string()),
-                    ("x-trace".to_string(), "{request_id}@{path}".to_string()),
-                ]
-                .into(),
-                add: [("via".to_string(), "sluice {method}".to_string())].into(),
-                remove: vec!["X-Debug".into()],
-            },
-            response: Rules {
-                set: [(
-                    "x-served-by".to_string(),
-                    "{upstream} ({placement}, {status})".to_string(),
-                )]
-                .into(),
-                add: BTreeMap::new(),
-                remove: vec!["server".into()],
-            },
-        }
+        sluice_plugin_sdk::testing::config(
+            r#"request = {"set": {"X-Real-Host": "{host}", "x-trace": "{request_id}@{path}"}, "add": {"via": "sluice {method}"}, "remove": ["X-Debug"]}
+response = {"set": {"x-served-by": "{upstream} ({placement}, {status})"}, "remove": ["server"]}"#,
+        )
     }
 
     #[test]
@@ -199,7 +298,7 @@ mod tests {
     #[test]
     fn response_rules_see_the_upstream() {
         let view = request("GET", "/").build();
-        let changes = Headers::on_response(&config(), &response(201, &view));
+        let changes = Headers::on_response(&config(), &view, &response(201).build());
         assert_eq!(
             changes.headers.set,
             vec![(
@@ -212,16 +311,57 @@ mod tests {
     }
 
     #[test]
+    fn response_rules_see_the_request() {
+        let config: Config = sluice_plugin_sdk::testing::config(
+            r#"response = {"set": {"x-origin": "{method} {host}{path} {request_id} {route} {placement}"}}"#,
+        );
+        let view = request("DELETE", "/items/3?force=1")
+            .authority("shop.example.com")
+            .route("shop")
+            .request_id("req-42")
+            .build();
+        let served = response(204)
+            .placement("eu")
+            .endpoint("10.0.0.7:80")
+            .build();
+        let changes = Headers::on_response(&config, &view, &served);
+        assert_eq!(
+            changes.headers.set,
+            vec![(
+                "x-origin".to_string(),
+                "DELETE shop.example.com/items/3 req-42 shop eu".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn unknown_and_unclosed_placeholders_stay() {
-        let lookup = |name: &str| (name == "a").then(|| "A".to_string());
-        assert_eq!(expand("{a}-{b}-{a", &lookup), "A-{b}-{a");
-        assert_eq!(expand("plain", &lookup), "plain");
+        let fields = [("a", Field::Host)];
+        let template = Template::parse("{a}-{b}-{a", &fields);
+        assert_eq!(
+            template,
+            Template(vec![Part::Field(Field::Host), Part::Text("-{b}-{a".into())])
+        );
+        let render = |field: Field, out: &mut String| {
+            assert_eq!(field, Field::Host);
+            out.push('A');
+        };
+        assert_eq!(template.render(&render), "A-{b}-{a");
+        assert_eq!(Template::parse("plain", &fields).render(&render), "plain");
+        // A response placeholder is text in a request rule.
+        assert_eq!(
+            Template::parse("{status}", REQUEST_FIELDS),
+            Template(vec![Part::Text("{status}".into())])
+        );
     }
 
     #[test]
     fn config_parses_from_toml_tables() {
         let config: Config =
-            sluice_plugin_sdk::testing::config(r#"request = {"set": {"x-a": "1"}}"#);
-        assert_eq!(config.request.set["x-a"], "1");
+            sluice_plugin_sdk::testing::config(r#"request = {"set": {"X-A": "1"}}"#);
+        assert_eq!(
+            config.request.0.set,
+            vec![("x-a".to_string(), Template(vec![Part::Text("1".into())]))]
+        );
     }
 }

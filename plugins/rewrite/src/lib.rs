@@ -58,14 +58,15 @@
 //! # Invalid rules
 //!
 //! Regexes are compiled once per configuration, while it is deserialized:
-//! the SDK parses a configuration once per distinct text and keeps it. An
-//! invalid regex, an unknown capture in `to` or an unknown key makes that
-//! parse fail. The SDK then logs `invalid plugin configuration: ...` at
-//! error level (naming the regex and the reason) and the call traps, so the
-//! attachment's failure policy decides: fail-open skips the plugin (the
-//! request goes on unrewritten, and the host counts the failure),
-//! fail-closed answers with an error status. A broken rule never half
-//! applies.
+//! Sluice hands the plugin each attachment's configuration once, not on
+//! every call, and the SDK keeps what it parsed. An invalid regex, an
+//! unknown capture in `to` or an unknown key makes that parse fail, and
+//! the plugin refuses the configuration with serde's message, which names
+//! the regex and the reason (e.g. ``rewrite rule `(`: invalid regex: ...``).
+//! Sluice checks every attachment's configuration when a config is loaded,
+//! so a config with a broken rule is rejected before it serves any request,
+//! and a reload with one keeps the previous config. A broken rule never
+//! half applies.
 
 use regex::{Captures, Regex};
 use serde::Deserialize;
@@ -246,8 +247,8 @@ impl Template {
                 Piece::Group(index) => {
                     out.push_str(captures.get(*index).map_or("", |m| m.as_str()))
                 }
-                Piece::Path => out.push_str(&original.path),
-                Piece::Query => out.push_str(original.query.as_deref().unwrap_or("")),
+                Piece::Path => out.push_str(original.path()),
+                Piece::Query => out.push_str(original.query().unwrap_or("")),
             }
         }
     }
@@ -290,7 +291,7 @@ impl Plugin for Rewrite {
     type Config = Config;
 
     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
-        let original = with_query(&request.path, request.query.as_deref());
+        let original = with_query(request.path(), request.query());
         let (path, query) = rewrite(&config.rules, request);
         let rewritten = with_query(&path, query.as_deref());
         if rewritten == original {
@@ -305,8 +306,8 @@ sluice_plugin_sdk::export!(Rewrite => on_request);
 
 /// Runs `rules` on the request's path and query; returns the new ones.
 fn rewrite(rules: &[Rule], request: &RequestView) -> (String, Option<String>) {
-    let mut path = request.path.clone();
-    let mut query = request.query.clone();
+    let mut path = request.path().to_string();
+    let mut query = request.query().map(str::to_string);
     for rule in rules {
         let subject = if rule.match_query {
             with_query(&path, query.as_deref())
@@ -532,30 +533,14 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_configuration_is_logged_and_traps_through_the_sdk() {
-        use sluice_plugin_sdk::bindings::exports::sluice::plugin::request_hook::Guest;
-        clear();
-        sluice_plugin_sdk::testing::set_config_json(r#"{"rules": [{"regex": "(", "to": "/"}]}"#);
-        let view = request("GET", "/a").build();
-        let outcome = std::panic::catch_unwind(|| __SluicePluginExport::on_request(view));
-        assert!(
-            outcome.is_err(),
-            "an invalid regex must not let the request through silently"
-        );
-        let logs = recorded().logs;
-        assert_eq!(logs.len(), 1);
-        assert_eq!(logs[0].0, host::Level::Error);
-        assert!(logs[0]
-            .1
-            .contains("invalid plugin configuration: rewrite rule `(`: invalid regex"));
+    fn an_invalid_configuration_is_refused_through_the_sdk() {
+        use sluice_plugin_sdk::testing::{configure, on_request};
+        let error = configure::<Rewrite>(r#"{"rules": [{"regex": "(", "to": "/"}]}"#).unwrap_err();
+        assert!(error.contains("rewrite rule `(`: invalid regex"), "{error}");
 
-        // A valid configuration through the same glue.
-        sluice_plugin_sdk::testing::set_config_json(
-            r#"{"rules": [{"regex": "^/a$", "to": "/b"}]}"#,
-        );
-        let changes = expect_continue(__SluicePluginExport::on_request(
-            request("GET", "/a").build(),
-        ));
+        // A valid configuration through the same steps.
+        configure::<Rewrite>(r#"{"rules": [{"regex": "^/a$", "to": "/b"}]}"#).unwrap();
+        let changes = expect_continue(on_request::<Rewrite>(&request("GET", "/a").build()));
         assert_eq!(changes.path.as_deref(), Some("/b"));
     }
 }

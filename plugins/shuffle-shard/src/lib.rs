@@ -34,9 +34,10 @@
 //! the first was chosen), `shuffle_shard_spill` and `shuffle_shard_exhausted`
 //! (no healthy placement, deferred).
 //!
-//! A `shard_size` of 0 or an unknown key is rejected when the configuration
-//! is parsed; the SDK logs the error and the call fails, so the
-//! attachment's failure policy applies.
+//! A `shard_size` of 0 or an unknown key is refused when the configuration
+//! is parsed, with a message saying which; Sluice checks each attachment's
+//! configuration when a config is loaded, so such a config is rejected
+//! before it serves traffic.
 
 use std::cmp::Reverse;
 
@@ -159,11 +160,10 @@ impl Plugin for ShuffleShard {
 
     fn select_placement(
         config: &Config,
-        routing_key: Option<&str>,
-        _request: &RequestView,
+        request: &RequestView,
         candidates: &[Candidate],
     ) -> PlacementChoice {
-        let Some(key) = routing_key.filter(|k| !k.is_empty()) else {
+        let Some(key) = request.routing_key().filter(|k| !k.is_empty()) else {
             return PlacementChoice::Defer;
         };
         let ranked = rank(key, candidates);
@@ -205,8 +205,11 @@ mod tests {
     }
 
     fn choose(config: &Config, key: Option<&str>, candidates: &[Candidate]) -> Option<String> {
-        let view = request("GET", "/").build();
-        match ShuffleShard::select_placement(config, key, &view, candidates) {
+        let mut view = request("GET", "/");
+        if let Some(key) = key {
+            view = view.routing_key(key);
+        }
+        match ShuffleShard::select_placement(config, &view.build(), candidates) {
             PlacementChoice::Placement(name) => Some(name),
             PlacementChoice::Defer => None,
         }
@@ -223,7 +226,7 @@ mod tests {
     fn unhealthy(candidates: &mut [Candidate], name: &str) {
         let c = candidates.iter_mut().find(|c| c.name == name).unwrap();
         c.healthy_endpoints = 0;
-        c.breakers = vec![BreakerState::Open; c.total_endpoints as usize];
+        c.open_breakers = c.total_endpoints;
     }
 
     #[test]
@@ -430,5 +433,25 @@ mod tests {
         assert!(error(r#"{"shard_size": 0}"#).contains("at least 1"));
         assert!(error(r#"{"shard": 2}"#).contains("unknown field `shard`"));
         assert!(error(r#"{"spill": "yes"}"#).contains("invalid type"));
+    }
+
+    #[test]
+    fn configure_then_select_through_the_sdk() {
+        use sluice_plugin_sdk::testing::{configure, select_placement};
+        let error = configure::<ShuffleShard>(r#"{"shard_size": 0}"#).unwrap_err();
+        assert!(error.contains("at least 1"), "{error}");
+
+        configure::<ShuffleShard>(r#"{"shard_size": 1}"#).unwrap();
+        let candidates = cells(4);
+        let view = request("GET", "/").routing_key("acme").build();
+        assert_eq!(
+            select_placement::<ShuffleShard>(&view, &candidates),
+            PlacementChoice::Placement(rank("acme", &candidates)[0].name.clone())
+        );
+        let keyless = request("GET", "/").build();
+        assert_eq!(
+            select_placement::<ShuffleShard>(&keyless, &candidates),
+            PlacementChoice::Defer
+        );
     }
 }

@@ -32,10 +32,13 @@
 //!   `splits` when changing weights, and add new placements at the end.
 //!
 //! A weight of 0 drains a placement. A configuration with no splits, a total
-//! weight of 0, a repeated placement or a missing sticky `name` is rejected
-//! when it is parsed (the SDK logs the error and the call fails, so the
-//! attachment's failure policy applies). An empty configuration (no
-//! `splits`) leaves requests to the routing table.
+//! weight of 0, a repeated placement or a missing sticky `name` is refused
+//! when it is parsed, with a message saying which: Sluice checks each
+//! attachment's configuration when a config is loaded, so such a config is
+//! rejected before it serves traffic; so is an attachment without `config`
+//! (``missing field `splits` ``). The default configuration (no `splits`),
+//! which a hook sees only if no configuration was handed over, leaves
+//! requests to the routing table.
 
 use serde::Deserialize;
 use sluice_plugin_sdk::prelude::*;
@@ -194,11 +197,11 @@ impl Config {
     }
 
     /// The sticky value of `request`, if configured and present.
-    fn sticky_value<'a>(&self, request: &'a RequestView) -> Option<&'a str> {
+    fn sticky_value(&self, request: &RequestView) -> Option<String> {
         let value = match self.sticky.as_ref()? {
-            Sticky::RoutingKey => request.routing_key.as_deref(),
-            Sticky::Header { name } => request.headers.get(name).map(str::trim),
-            Sticky::Cookie { name } => request.headers.cookie(name),
+            Sticky::RoutingKey => request.routing_key().map(str::to_string),
+            Sticky::Header { name } => request.headers().get(name).map(|v| v.trim().to_string()),
+            Sticky::Cookie { name } => request.headers().cookie(name),
         };
         value.filter(|v| !v.is_empty())
     }
@@ -233,7 +236,8 @@ impl Plugin for TrafficSplit {
     type Config = Config;
 
     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
-        let value = config.sticky_value(request).unwrap_or(&request.request_id);
+        let sticky = config.sticky_value(request);
+        let value = sticky.as_deref().unwrap_or_else(|| request.request_id());
         let Some(placement) = config.pick(stable_hash(value.as_bytes())) else {
             return RequestChanges::new().into();
         };
@@ -405,17 +409,21 @@ mod tests {
         let plain = split(&[("blue", 50), ("green", 50)], None);
         let mut counts = [0usize; 2];
         for i in 0..4000 {
-            let mut view = request("GET", "/").routing_key("ignored").build();
-            view.request_id = format!("01J{i:020}");
-            let expected = plain
-                .pick(stable_hash(view.request_id.as_bytes()))
-                .unwrap()
-                .to_string();
+            let id = format!("01J{i:020}");
+            let view = request("GET", "/")
+                .routing_key("ignored")
+                .request_id(&id)
+                .build();
+            let with_empty_header = request("GET", "/")
+                .routing_key("ignored")
+                .request_id(&id)
+                .header("x-user", "")
+                .build();
+            let expected = plain.pick(stable_hash(id.as_bytes())).unwrap().to_string();
             assert_eq!(placement_for(&plain, &view), expected);
             // A missing or empty header falls back to the request id.
             assert_eq!(placement_for(&sticky, &view), expected);
-            view.headers.push(("x-user".into(), String::new()));
-            assert_eq!(placement_for(&sticky, &view), expected);
+            assert_eq!(placement_for(&sticky, &with_empty_header), expected);
             counts[usize::from(expected == "green")] += 1;
         }
         assert!(
@@ -469,6 +477,19 @@ mod tests {
         let config: Config =
             sluice_plugin_sdk::testing::config(r#"splits = [{"placement": "blue", "weight": 1}]"#);
         assert_eq!(config.sticky, None);
+    }
+
+    #[test]
+    fn configure_refuses_an_invalid_config_with_serde_s_message() {
+        use sluice_plugin_sdk::testing::{configure, on_request};
+        let error = configure::<TrafficSplit>("{}").unwrap_err();
+        assert!(error.contains("missing field `splits`"), "{error}");
+        let error = configure::<TrafficSplit>(r#"{"splits": []}"#).unwrap_err();
+        assert!(error.contains("`splits` is empty"), "{error}");
+
+        configure::<TrafficSplit>(r#"{"splits": [{"placement": "only", "weight": 1}]}"#).unwrap();
+        let changes = expect_continue(on_request::<TrafficSplit>(&request("GET", "/").build()));
+        assert_eq!(changes.placement.as_deref(), Some("only"));
     }
 
     #[test]
