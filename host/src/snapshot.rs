@@ -57,6 +57,10 @@ pub struct Snapshot {
     pub certificates: CertificateTable,
     /// The certificate and key files, watched for changes.
     pub certificate_files: Vec<std::path::PathBuf>,
+    /// The certificates to order through [`Snapshot::acme`], each a list
+    /// of names: the hosts of one route with `tls = "acme"`. Only the
+    /// snapshot a process starts on is used; changing them needs a restart.
+    pub acme_certificates: Vec<Vec<String>>,
 }
 
 /// The admin listener.

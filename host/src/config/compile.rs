@@ -136,11 +136,27 @@ impl Compiler<'_> {
             }
         });
         let (certificates, certificate_files) = self.certificates(config);
-        if certificates.is_empty() {
+        let acme_certificates = self.acme_certificates(config);
+        let http01 = config
+            .acme
+            .as_ref()
+            .is_some_and(|acme| acme.challenge == super::ChallengeKind::Http01);
+        if http01 && !acme_certificates.is_empty() && listeners.iter().all(|l| l.tls) {
+            self.error(
+                KeyPath::root().key("acme").key("challenge"),
+                "http-01 is answered on a plain-HTTP listener (port 80 for a public CA); add one, or use dns-01",
+            );
+        }
+        // An ACME route with an error of its own needs no second one here.
+        let acme_routes = config
+            .routes
+            .iter()
+            .any(|route| matches!(route.tls, Some(super::RouteTls::Acme(_))));
+        if certificates.is_empty() && !acme_routes {
             if let Some(i) = listeners.iter().position(|l| l.tls) {
                 self.error(
                     KeyPath::root().key("listeners").index(i).key("tls"),
-                    "no certificate to serve: give a route a tls table or set [default_certificate]",
+                    "no certificate to serve: give a route a tls table or tls = \"acme\", or set [default_certificate]",
                 );
             }
         }
@@ -165,7 +181,47 @@ impl Compiler<'_> {
             acme: config.acme.as_ref().map(|settings| self.acme(settings)),
             certificates,
             certificate_files,
+            acme_certificates,
         }
+    }
+
+    /// The names of each certificate to order through `[acme]`: the hosts
+    /// of each route with `tls = "acme"`, each list once.
+    fn acme_certificates(&mut self, config: &Config) -> Vec<Vec<String>> {
+        let mut requests: Vec<Vec<String>> = Vec::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let Some(super::RouteTls::Acme(_)) = &route.tls else {
+                continue;
+            };
+            let path = KeyPath::root().key("routes").index(i).key("tls");
+            if route.hosts.is_empty() {
+                self.error(
+                    path,
+                    "an ACME certificate is ordered for the route's hosts; set hosts = [\"example.com\"]",
+                );
+                continue;
+            }
+            if config.acme.is_none() {
+                self.error(
+                    path,
+                    "tls = \"acme\" needs an [acme] table (the CA, the challenge and the Cloudflare token)",
+                );
+                continue;
+            }
+            if let Err(e) = acme::validate_names(&route.hosts) {
+                self.error(path, format!("{e:#}"));
+                continue;
+            }
+            let names: Vec<String> = route
+                .hosts
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect();
+            if !requests.contains(&names) {
+                requests.push(names);
+            }
+        }
+        requests
     }
 
     fn acme(&mut self, settings: &super::AcmeSettings) -> AcmeConfig {
@@ -276,7 +332,9 @@ impl Compiler<'_> {
                 }
             };
         for (i, route) in config.routes.iter().enumerate() {
-            let Some(tls) = &route.tls else { continue };
+            let Some(super::RouteTls::Files(tls)) = &route.tls else {
+                continue;
+            };
             let path = KeyPath::root().key("routes").index(i).key("tls");
             if route.hosts.is_empty() {
                 self.error(
@@ -1026,6 +1084,68 @@ breaker = { close_after = 0 }
                 "missing {expected} in {rendered}"
             );
         }
+    }
+
+    /// GOOD with a TLS listener and, after `extra`, an ACME route for `hosts`.
+    fn with_acme_route(hosts: &str, extra: &str) -> String {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n{GOOD}\n[[routes]]\nhosts = [{hosts}]\nplacement = \"a\"\ntls = \"acme\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn acme_routes_become_certificate_requests() {
+        let text = with_acme_route(
+            "\"WWW.example.org\", \"*.example.org\"",
+            "[[routes]]\nhosts = [\"www.example.org\", \"*.example.org\"]\npath_prefix = \"/api\"\nplacement = \"a\"\ntls = \"acme\"\n[acme]\n",
+        );
+        let snapshot = compile_text(&text).unwrap();
+        assert_eq!(
+            snapshot.acme_certificates,
+            vec![vec![
+                "www.example.org".to_string(),
+                "*.example.org".to_string()
+            ]],
+            "one request per distinct list of hosts"
+        );
+        // The TLS listener has a certificate to serve: the ACME one.
+        assert!(snapshot.certificates.is_empty());
+    }
+
+    #[test]
+    fn acme_route_errors_name_the_key() {
+        let error = |text: &str| compile_text(text).map(|_| ()).unwrap_err().to_string();
+        let without_table = error(&with_acme_route("\"www.example.org\"", ""));
+        assert!(
+            without_table.contains("tls: tls = \"acme\" needs an [acme] table"),
+            "{without_table}"
+        );
+        let without_hosts = error(&format!(
+            "{GOOD}\n[[routes]]\npath_prefix = \"/x\"\nplacement = \"a\"\ntls = \"acme\"\n[acme]\n"
+        ));
+        assert!(
+            without_hosts.contains("routes[2].tls: an ACME certificate"),
+            "{without_hosts}"
+        );
+        let bad_name = error(&with_acme_route("\"localhost\"", "[acme]\n"));
+        assert!(
+            bad_name.contains("tls: \"localhost\" cannot be in a certificate"),
+            "{bad_name}"
+        );
+        let unknown = error(&format!(
+            "{GOOD}\n[[routes]]\nhosts = [\"a.example.org\"]\nplacement = \"a\"\ntls = \"letsencrypt\"\n"
+        ));
+        assert!(
+            unknown.contains("routes[2].tls") && unknown.contains("or the string \"acme\""),
+            "{unknown}"
+        );
+        let http01_without_plain = error(
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n[placements.a]\nendpoints = [{ address = \"127.0.0.1:9001\" }]\n[[routes]]\nhosts = [\"a.example.org\"]\nplacement = \"a\"\ntls = \"acme\"\n[acme]\nchallenge = \"http-01\"\n",
+        );
+        assert!(
+            http01_without_plain.contains("acme.challenge: http-01"),
+            "{http01_without_plain}"
+        );
     }
 
     #[test]

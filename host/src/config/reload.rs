@@ -316,6 +316,13 @@ impl Reloader {
                  they take effect on restart or upgrade"
             );
         }
+        if snapshot.acme_certificates != current.acme_certificates || snapshot.acme != current.acme
+        {
+            tracing::warn!(
+                "[acme] or the routes with tls = \"acme\" changed; certificates keep being \
+                 ordered as at startup until a restart or upgrade"
+            );
+        }
         let snapshot = Arc::new(snapshot);
         self.live.store(snapshot.clone());
         self.after_publish(&snapshot);

@@ -47,6 +47,27 @@ pub struct CertificateFiles {
     pub key: String,
 }
 
+/// A route's `tls`: `{ cert, key }` files, or `"acme"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a table { cert = \"...\", key = \"...\" } naming both files, or the string \"acme\""
+)]
+pub enum RouteTls {
+    /// A certificate chain and key read from files.
+    Files(CertificateFiles),
+    /// A certificate obtained and renewed through `[acme]` for the route's hosts.
+    Acme(AcmeMarker),
+}
+
+/// The string `"acme"` in a route's `tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AcmeMarker {
+    /// `tls = "acme"`.
+    #[serde(rename = "acme")]
+    Acme,
+}
+
 /// `[plugins]`: where plugins come from and the limits they run under.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,8 +217,9 @@ pub struct Route {
     /// Plugins run for this route, in order.
     #[serde(default)]
     pub plugins: Vec<Attachment>,
-    /// The certificate TLS listeners serve for this route's hosts.
-    pub tls: Option<CertificateFiles>,
+    /// The certificate TLS listeners serve for this route's hosts: files,
+    /// or `"acme"` to obtain one from the `[acme]` CA.
+    pub tls: Option<RouteTls>,
     /// Answer plain-HTTP requests with a permanent redirect to HTTPS.
     #[serde(default)]
     pub redirect_https: bool,

@@ -260,7 +260,7 @@ impl Managed {
 
 /// Checks that `names` is a non-empty list of host names with a domain,
 /// each optionally starting with `*.`, as routes write them.
-fn validate_names(names: &[String]) -> anyhow::Result<()> {
+pub(crate) fn validate_names(names: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(!names.is_empty(), "a certificate needs at least one name");
     for name in names {
         match HostPattern::parse(name).map_err(anyhow::Error::msg)? {
