@@ -1,7 +1,8 @@
 //! Starts Sluice: the control runtime (config, reload triggers, health
-//! checks), then the Pingora server with the proxy and admin services.
+//! checks, ACME), then the Pingora server with the proxy and admin services.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ use crate::config::watch;
 use crate::proxy::SluiceProxy;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
+use crate::snapshot::Snapshot;
+use crate::tls::acme::{Acme, ChallengeKind};
 use crate::tls::resolver::SniResolver;
+use crate::tls::store::AcmeCertificates;
 
 /// How `sluice run` was asked to start.
 #[derive(Debug, Clone)]
@@ -52,6 +56,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         health,
     ))?;
     let snapshot = reloader.live().load_full();
+    // ACME certificates are ordered for the routes of the snapshot the
+    // process starts on; a reload that changes them needs a restart.
+    let acme_certificates = AcmeCertificates::default();
+    let acme = prepare_acme(
+        &snapshot,
+        options.state_dir.as_deref(),
+        &acme_certificates,
+        &metrics,
+    )?;
 
     let mut conf = ServerConf {
         threads: snapshot.threads,
@@ -80,7 +93,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         } else {
             "sluice http (h1)"
         };
-        let proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins());
+        let mut proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins());
+        if let Some(acme) = &acme {
+            proxy = proxy.with_http01(acme.http01());
+        }
         let mut service = http_proxy_service_with_name(&server.configuration, proxy, name);
         if let Some(proxy) = service.app_logic_mut() {
             let mut options = HttpServerOptions::default();
@@ -91,7 +107,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             if listener.tls {
                 // No files: with a resolver, Pingora ignores them.
                 let mut tls = TlsSettings::intermediate("", "")?;
-                tls.set_cert_resolver(Arc::new(SniResolver::new(reloader.live())));
+                tls.set_cert_resolver(Arc::new(SniResolver::new(
+                    reloader.live(),
+                    acme_certificates.clone(),
+                )));
                 tls.enable_h2();
                 service.add_tls_with_settings(&listener.address.to_string(), None, tls);
                 tracing::info!(address = %listener.address, "listening with TLS");
@@ -103,7 +122,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         server.add_service(service);
     }
     if let Some(admin) = &snapshot.admin {
-        let api = AdminApi::new(reloader.clone(), metrics.clone(), admin.token.clone());
+        let mut api = AdminApi::new(reloader.clone(), metrics.clone(), admin.token.clone());
+        if let Some(acme) = &acme {
+            api = api.with_acme(acme.clone());
+        }
         let mut service = Service::new("sluice admin".to_string(), api);
         service.add_tcp(&admin.address.to_string());
         tracing::info!(address = %admin.address, token = admin.token.is_some(), "admin API listening");
@@ -114,5 +136,110 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         watch::spawn_triggers(reloader.clone(), options.poll_interval);
         tokio::spawn(watch::reload_on_certificate_change(reloader.clone()));
     });
+    if let Some(acme) = acme {
+        // HTTP-01 answers are served by the plain listeners, so orders wait
+        // until one accepts connections; DNS-01 orders start at once.
+        let plain: Vec<SocketAddr> = match acme_challenge(&snapshot) {
+            Some(ChallengeKind::Http01) => snapshot
+                .listeners
+                .iter()
+                .filter(|l| !l.tls)
+                .map(|l| l.address)
+                .collect(),
+            _ => Vec::new(),
+        };
+        control.spawn(async move {
+            wait_until_listening(&plain).await;
+            // The tasks live as long as this one, that is, the process.
+            let mut tasks = acme.start();
+            while tasks.join_next().await.is_some() {}
+        });
+    }
     server.run_forever()
+}
+
+fn acme_challenge(snapshot: &Snapshot) -> Option<ChallengeKind> {
+    snapshot.acme.as_ref().map(|config| config.challenge)
+}
+
+/// Creates the ACME manager for the snapshot's `tls = "acme"` routes, if
+/// any: loads the certificates already stored in `state_dir` into `served`,
+/// arranges for newly issued ones to go there too, and registers the ACME
+/// metrics. Nothing is ordered until [`Acme::start`].
+fn prepare_acme(
+    snapshot: &Snapshot,
+    state_dir: Option<&Path>,
+    served: &AcmeCertificates,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Acme>> {
+    if snapshot.acme_certificates.is_empty() {
+        if snapshot.acme.is_some() {
+            tracing::info!("[acme] is set but no route has tls = \"acme\"; nothing is ordered");
+        }
+        return Ok(None);
+    }
+    let Some(config) = snapshot.acme.clone() else {
+        anyhow::bail!("routes with tls = \"acme\" need an [acme] table");
+    };
+    let Some(state_dir) = state_dir else {
+        anyhow::bail!(
+            "routes with tls = \"acme\" need --state-dir: the ACME account and the certificates are kept there"
+        );
+    };
+    let store = served.clone();
+    let acme = Acme::new(
+        config,
+        state_dir,
+        snapshot.acme_certificates.clone(),
+        move |issued| match store.insert(&issued) {
+            Ok(()) => {
+                tracing::info!(names = ?issued.names, "serving a newly issued ACME certificate")
+            }
+            Err(error) => {
+                tracing::error!(names = ?issued.names, %error, "cannot serve the issued ACME certificate")
+            }
+        },
+    )?;
+    for issued in acme.certificates() {
+        match served.insert(&issued) {
+            Ok(()) => tracing::info!(names = ?issued.names, "serving a stored ACME certificate"),
+            Err(error) => {
+                tracing::warn!(names = ?issued.names, %error, "cannot serve the stored ACME certificate")
+            }
+        }
+    }
+    acme.metrics()
+        .register(metrics.registry())
+        .map_err(|e| anyhow::anyhow!("cannot register the ACME metrics: {e}"))?;
+    tracing::info!(
+        certificates = snapshot.acme_certificates.len(),
+        "ACME certificates are managed"
+    );
+    Ok(Some(acme))
+}
+
+/// Waits, for at most 10 s, until one of `addresses` accepts a connection
+/// (an unspecified address is tried on loopback); returns at once if there
+/// are none.
+async fn wait_until_listening(addresses: &[SocketAddr]) {
+    if addresses.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        for address in addresses {
+            let mut address = *address;
+            if address.ip().is_unspecified() {
+                address.set_ip(match address {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::warn!("no plain-HTTP listener accepts connections yet; ordering anyway");
 }

@@ -2,6 +2,8 @@
 //!
 //! - `GET /status`: placements and endpoints with health, breaker state and
 //!   in-flight counts; plugins with their versions, hooks and last errors;
+//!   certificates from files, then those managed through ACME (with
+//!   `"source": "acme"`, the next attempt and the last error);
 //! - `GET /config`: version, source, load time and last error;
 //! - `POST /reload`: reload from the source now;
 //! - `GET /metrics`: Prometheus text.
@@ -21,12 +23,14 @@ use serde_json::json;
 use super::metrics::Metrics;
 use crate::config::reload::{ReloadOutcome, Reloader};
 use crate::resilience::health::Down;
+use crate::tls::acme::Acme;
 
 /// The admin API service.
 pub struct AdminApi {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    acme: Option<Acme>,
 }
 
 impl AdminApi {
@@ -36,7 +40,14 @@ impl AdminApi {
             reloader,
             metrics,
             token,
+            acme: None,
         }
+    }
+
+    /// Lists the certificates `acme` manages in `/status` too.
+    pub fn with_acme(mut self, acme: Acme) -> Self {
+        self.acme = Some(acme);
+        self
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -94,11 +105,24 @@ impl AdminApi {
             .load_full()
             .map(|registry| registry.status())
             .unwrap_or_default();
+        let mut certificates: Vec<serde_json::Value> = snapshot
+            .certificates
+            .list()
+            .iter()
+            .map(|info| json!(info))
+            .collect();
+        if let Some(acme) = &self.acme {
+            certificates.extend(acme.status().into_iter().map(|status| {
+                let mut value = json!(status);
+                value["source"] = json!("acme");
+                value
+            }));
+        }
         json!({
             "version": snapshot.version,
             "placements": placements,
             "plugins": plugins,
-            "certificates": snapshot.certificates.list(),
+            "certificates": certificates,
         })
     }
 }

@@ -244,6 +244,11 @@ impl Metrics {
         self.last_reload_failed.set(0);
     }
 
+    /// The registry `/metrics` renders, for metrics kept elsewhere (ACME).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition, with live gauges read from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot) -> Vec<u8> {
         self.breaker_state.reset();

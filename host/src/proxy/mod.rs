@@ -3,7 +3,8 @@
 //! This module only wires the phases of a request together, in the order the
 //! design gives; each decision is made by the module that owns it:
 //!
-//! 1. `request_filter`: route match and routing key ([`crate::routing::decide`]),
+//! 1. `request_filter`: pending ACME HTTP-01 challenges on plain HTTP are
+//!    answered first; then route match and routing key ([`crate::routing::decide`]),
 //!    request id; admission ([`crate::resilience::admission::admit`]): health,
 //!    breakers, fallback chain, concurrency permit; the body limit from
 //!    `Content-Length`. Requests that cannot go on are answered here (404,
@@ -47,6 +48,7 @@ use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::state::{self, Slot};
 use crate::routing::{self, Decision, RequestView, RouteReason};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
+use crate::tls::acme::{Http01Responses, CHALLENGE_PATH_PREFIX};
 use crate::transform::forwarding;
 
 /// Response header naming the placement that served the request.
@@ -68,6 +70,8 @@ pub struct SluiceProxy {
     live: LiveSnapshot,
     metrics: Arc<Metrics>,
     plugins: Plugins,
+    /// The pending ACME HTTP-01 answers, when ACME is configured.
+    http01: Option<Http01Responses>,
 }
 
 impl SluiceProxy {
@@ -77,7 +81,29 @@ impl SluiceProxy {
             live,
             metrics,
             plugins,
+            http01: None,
         }
+    }
+
+    /// Answers `GET /.well-known/acme-challenge/<token>` on plain-HTTP
+    /// listeners from `answers` while the token's challenge is pending,
+    /// before any route or redirect applies.
+    pub fn with_http01(mut self, answers: Http01Responses) -> Self {
+        self.http01 = Some(answers);
+        self
+    }
+
+    /// The answer to a pending HTTP-01 challenge, if `session` asks for one.
+    fn http01_answer(&self, session: &Session) -> Option<String> {
+        let answers = self.http01.as_ref()?;
+        let request = session.req_header();
+        if request.method != http::Method::GET
+            || !request.uri.path().starts_with(CHALLENGE_PATH_PREFIX)
+            || is_tls(session)
+        {
+            return None;
+        }
+        answers.response_for_path(request.uri.path())
     }
 
     fn transition(
@@ -281,6 +307,12 @@ impl ProxyHttp for SluiceProxy {
                 .map(|v| v.as_bytes()),
         );
         ctx.client_host = request_host(request).to_string();
+        if let Some(answer) = self.http01_answer(session) {
+            ctx.snapshot = Some(snapshot.clone());
+            respond::acme_challenge(session, answer).await?;
+            return Ok(true);
+        }
+        let request = session.req_header();
         let view = RequestView {
             host: &ctx.client_host,
             path: request.uri.path(),

@@ -28,6 +28,19 @@ pub(super) async fn text(
     session.write_response_body(Some(body), true).await
 }
 
+/// Answers an ACME HTTP-01 challenge with its key authorization.
+pub(super) async fn acme_challenge(session: &mut Session, answer: String) -> Result<()> {
+    let mut response = ResponseHeader::build(200, Some(2))?;
+    response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    response.insert_header(http::header::CONTENT_LENGTH, answer.len())?;
+    session
+        .write_response_header(Box::new(response), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(answer)), true)
+        .await
+}
+
 /// Answers with a permanent redirect (308, which keeps the method and
 /// body) to the same host and path over HTTPS.
 pub(super) async fn redirect_to_https(session: &mut Session, ctx: &RequestCtx) -> Result<()> {

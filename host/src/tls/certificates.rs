@@ -44,31 +44,68 @@ impl Certificate {
             .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{} is not a PEM certificate chain: {e}", cert.display()))?;
-        if chain.is_empty() {
-            return Err(format!("{} holds no certificate", cert.display()));
-        }
         let private = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("{} holds no usable private key: {e}", key.display()))?;
+        Self::assemble(
+            chain,
+            private,
+            names,
+            &cert.display().to_string(),
+            &key.display().to_string(),
+        )
+    }
+
+    /// Reads a PEM chain and a PEM key held in memory (an ACME-issued
+    /// certificate, say); `source` names them in errors and in the admin
+    /// status.
+    pub fn from_pem(
+        chain_pem: &[u8],
+        key_pem: &[u8],
+        names: Vec<String>,
+        source: &str,
+    ) -> Result<Self, String> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{source} is not a PEM certificate chain: {e}"))?;
+        let private = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| format!("the key of {source} is not a usable private key: {e}"))?;
+        Self::assemble(
+            chain,
+            private,
+            names,
+            source,
+            &format!("the key of {source}"),
+        )
+    }
+
+    /// Checks that `chain` is not empty and matches `private`, and reads
+    /// the leaf; `cert` and `key` name them in errors.
+    fn assemble(
+        chain: Vec<CertificateDer<'static>>,
+        private: PrivateKeyDer<'static>,
+        names: Vec<String>,
+        cert: &str,
+        key: &str,
+    ) -> Result<Self, String> {
+        if chain.is_empty() {
+            return Err(format!("{cert} holds no certificate"));
+        }
         let provider = rustls::crypto::ring::default_provider();
         let signing = provider
             .key_provider
             .load_private_key(private)
-            .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
+            .map_err(|e| format!("{key}: unsupported private key: {e}"))?;
         let certified = CertifiedKey::new(chain, signing);
-        certified.keys_match().map_err(|e| {
-            format!(
-                "{} does not match the key in {}: {e}",
-                cert.display(),
-                key.display()
-            )
-        })?;
+        certified
+            .keys_match()
+            .map_err(|e| format!("{cert} does not match the key in {key}: {e}"))?;
         let (issuer, not_after) =
-            describe(&certified.cert[0]).map_err(|e| format!("{}: {e}", cert.display()))?;
+            describe(&certified.cert[0]).map_err(|e| format!("{cert}: {e}"))?;
         Ok(Self {
             key: Arc::new(certified),
             info: CertificateInfo {
                 names,
-                file: cert.display().to_string(),
+                file: cert.to_string(),
                 issuer,
                 not_after,
             },
@@ -123,20 +160,33 @@ impl CertificateTable {
 
     /// The certificate for `server_name` (any case), else the default.
     pub fn lookup(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let found = server_name.and_then(|name| {
-            let lower;
-            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                lower = name.to_ascii_lowercase();
-                lower.as_str()
-            } else {
-                name
-            };
-            self.exact.get(name).or_else(|| {
+        self.lookup_named(server_name)
+            .or_else(|| self.default_certificate())
+    }
+
+    /// The certificate for `server_name` (any case): the exact name, then
+    /// the wildcard one label up; never the default.
+    pub fn lookup_named(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let name = server_name?;
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        self.exact
+            .get(name)
+            .or_else(|| {
                 let (_, parent) = name.split_once('.')?;
                 self.wildcard.get(parent)
             })
-        });
-        found.or(self.default.as_ref()).cloned()
+            .cloned()
+    }
+
+    /// The default certificate, if one is set.
+    pub fn default_certificate(&self) -> Option<Arc<CertifiedKey>> {
+        self.default.clone()
     }
 
     /// Whether the table serves nothing at all.

@@ -5,3 +5,4 @@
 pub mod acme;
 pub mod certificates;
 pub mod resolver;
+pub mod store;
