@@ -22,8 +22,12 @@ use serde_json::{json, Value};
 use sluice::tls::acme::{Acme, AcmeConfig, ChallengeKind, CloudflareConfig, Issued, RetryBackoff};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::common::{free_port, scratch_dir};
+use super::common::{free_port, render, scratch_dir, upstreams, Proxy};
+use super::tls::{connect, connector, presented, request};
 
 /// The token the Cloudflare stand-in accepts.
 const TOKEN: &str = "cf-test-token-3f9a1c";
@@ -41,6 +45,11 @@ struct Ca {
     dns: SocketAddr,
     /// challtestsrv's management API.
     management: SocketAddr,
+    /// Pebble's management API, which serves its root at `/roots/0`.
+    pebble_management: SocketAddr,
+    /// Where the TLS certificate and key of Pebble's own HTTPS (for
+    /// `localhost` and 127.0.0.1, signed by `ca_root`) are.
+    dir: PathBuf,
     pebble: Child,
     challtestsrv: Child,
 }
@@ -70,11 +79,12 @@ impl Ca {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let pebble_management = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http_port = free_port();
         let config = json!({
             "pebble": {
                 "listenAddress": listen.to_string(),
-                "managementListenAddress": format!("127.0.0.1:{}", free_port()),
+                "managementListenAddress": pebble_management.to_string(),
                 "certificate": dir.join("cert.pem"),
                 "privateKey": dir.join("key.pem"),
                 "httpPort": http_port,
@@ -127,11 +137,14 @@ impl Ca {
             http_port,
             dns,
             management,
+            pebble_management,
+            dir,
             pebble,
             challtestsrv,
         };
         wait_for_port(listen);
         wait_for_port(management);
+        wait_for_port(pebble_management);
         started
     }
 
@@ -185,9 +198,38 @@ impl Drop for Cloudflare {
 }
 
 impl Cloudflare {
+    /// The stand-in over plain HTTP, for tests that configure [`Acme`]
+    /// directly.
     async fn start(challtestsrv: SocketAddr) -> Cloudflare {
+        Self::start_with(challtestsrv, None).await
+    }
+
+    /// The stand-in over HTTPS with `ca`'s localhost certificate, as a
+    /// config file needs (`acme.cloudflare.api_base` must be https://).
+    async fn start_https(ca: &Ca) -> Cloudflare {
+        let chain = CertificateDer::pem_file_iter(ca.dir.join("cert.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(ca.dir.join("key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(ca.management, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        challtestsrv: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Cloudflare {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/client/v4", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}/client/v4", listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(CloudflareState::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
@@ -196,16 +238,16 @@ impl Cloudflare {
                     continue;
                 };
                 let state = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let state = state.clone();
-                        async move {
-                            Ok::<_, Infallible>(cloudflare_api(request, &state, challtestsrv).await)
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_cloudflare(stream, state, challtestsrv).await;
+                            }
                         }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        None => serve_cloudflare(stream, state, challtestsrv).await,
+                    }
                 });
             }
         });
@@ -215,6 +257,23 @@ impl Cloudflare {
     fn state(&self) -> std::sync::MutexGuard<'_, CloudflareState> {
         self.state.lock().unwrap()
     }
+}
+
+/// Serves the stand-in API on one connection.
+async fn serve_cloudflare<S>(
+    stream: S,
+    state: Arc<Mutex<CloudflareState>>,
+    challtestsrv: SocketAddr,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(cloudflare_api(request, &state, challtestsrv).await) }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn envelope(
@@ -730,4 +789,290 @@ async fn a_wrong_or_missing_token_is_named_and_never_shown() {
         assert!(!error.contains(TOKEN), "{error}");
     }
     assert_eq!(cloudflare.state().created, 0);
+}
+
+// ---------------------------------------------------------------------------
+// End to end: the `sluice` binary with routes that say tls = "acme".
+// ---------------------------------------------------------------------------
+
+/// Pebble's root, which it generates anew on each start, from its
+/// management API.
+async fn pebble_root(ca: &Ca) -> CertificateDer<'static> {
+    let trusted = reqwest::Certificate::from_pem(&std::fs::read(&ca.ca_root).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(trusted)
+        .build()
+        .unwrap();
+    let pem = client
+        .get(format!("https://{}/roots/0", ca.pebble_management))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    CertificateDer::from_pem_slice(&pem).unwrap()
+}
+
+/// An `[acme]` table for Pebble, with the Cloudflare API at `api_base`.
+fn acme_table(ca: &Ca, api_base: &str, challenge: &str, token_env: &str) -> String {
+    format!(
+        "[acme]\nemail = \"ops@example.test\"\ndirectory = \"{}\"\nchallenge = \"{challenge}\"\nca_root = \"{}\"\n\n[acme.cloudflare]\ntoken_env = \"{token_env}\"\napi_base = \"{api_base}\"\nresolver = \"{}\"\npropagation_timeout = \"10s\"\n",
+        ca.directory,
+        ca.ca_root.display(),
+        ca.dns,
+    )
+}
+
+/// A TLS listener at `tls`, one placement for `upstream`, and an ACME
+/// route for `hosts` with `extra` route keys.
+fn acme_route(tls: SocketAddr, upstream: SocketAddr, hosts: &str, extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"{tls}\"\ntls = true\n\n[placements.site]\nendpoints = [{{ address = \"{upstream}\" }}]\n\n[[routes]]\nhosts = [{hosts}]\nplacement = \"site\"\ntls = \"acme\"\n{extra}\n"
+    )
+}
+
+/// Waits up to 60 s for the TLS listener at `address` to complete a
+/// handshake for `name` with a certificate `client` trusts.
+async fn wait_for_certificate(
+    client: &tokio_rustls::TlsConnector,
+    address: SocketAddr,
+    name: &str,
+    proxy: &Proxy,
+) -> super::tls::Tls {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match connect(client, address, name).await {
+            Ok(stream) => return stream,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no trusted certificate for {name} within 60 s ({e}):\n{}",
+                proxy.stderr_text()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The proxy's `/status` entries with `"source": "acme"`.
+async fn acme_status(proxy: &Proxy) -> Vec<Value> {
+    let (_, status) = proxy.admin("GET", "/status").await;
+    status["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["source"] == "acme")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_PROXY");
+    let proxy = Proxy::start(&format!(
+        "{}\n{}",
+        acme_route(
+            tls,
+            up[0].address,
+            "\"www.example.test\", \"api.example.test\"",
+            ""
+        ),
+        acme_table(&ca, &cloudflare.base, "dns-01", token_env),
+    ));
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+
+    // The proxy orders the certificate through DNS-01, serves it by SNI
+    // for both names, and proxies the request to the route's upstream.
+    let mut stream = wait_for_certificate(&client, tls, "www.example.test", &proxy).await;
+    let leaf = presented(&stream);
+    assert_eq!(
+        request(&mut stream, "www.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    let mut other = connect(&client, tls, "api.example.test").await.unwrap();
+    assert_eq!(presented(&other), leaf);
+    assert_eq!(
+        request(&mut other, "api.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert!(
+        connect(&client, tls, "other.example.test").await.is_err(),
+        "no certificate for names no route has"
+    );
+    {
+        let state = cloudflare.state();
+        assert_eq!(state.created, 2);
+        assert!(state.records.is_empty(), "the TXT records are cleaned up");
+    }
+
+    let status = acme_status(&proxy).await;
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(
+        status[0]["names"],
+        json!(["www.example.test", "api.example.test"])
+    );
+    assert!(status[0]["issuer"].as_str().unwrap().contains("Pebble"));
+    assert!(status[0]["not_after"].as_str().unwrap().ends_with('Z'));
+    assert!(status[0]["last_error"].is_null());
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("sluice_acme_attempts_total{result=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "sluice_acme_certificate_expiry_timestamp_seconds{name=\"www.example.test\"}"
+        ),
+        "{metrics}"
+    );
+    let stored = proxy
+        .state_dir
+        .join("certificates/www.example.test/fullchain.pem");
+    let chain = std::fs::read_to_string(&stored).unwrap();
+
+    // A restart on the same state directory serves the stored certificate
+    // from the first handshake and orders nothing.
+    let (address, admin, config_path, state_dir) = (
+        proxy.address,
+        proxy.admin,
+        proxy.config_path.clone(),
+        proxy.state_dir.clone(),
+    );
+    drop((stream, other));
+    drop(proxy);
+    let restarted = Proxy::spawn(address, admin, config_path, state_dir, &[]);
+    wait_for_port(tls);
+    let mut stream = connect(&client, tls, "www.example.test").await.unwrap();
+    assert_eq!(presented(&stream), leaf);
+    assert_eq!(
+        request(&mut stream, "www.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cloudflare.state().created, 2, "no new order");
+    let metrics = restarted.metrics().await;
+    assert!(
+        !metrics.contains("sluice_acme_attempts_total{"),
+        "no attempt after the restart: {metrics}"
+    );
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), chain);
+    assert_eq!(
+        acme_status(&restarted).await[0]["names"],
+        status[0]["names"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http01_is_answered_by_the_proxys_plain_listener() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let up = upstreams(&["site"]).await;
+    // Pebble validates HTTP-01 on ca.http_port: the proxy's plain listener.
+    let plain = SocketAddr::from(([127, 0, 0, 1], ca.http_port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // The route redirects plain HTTP; challenge answers come first.
+    let body = format!(
+        "{}\n{}",
+        acme_route(
+            tls,
+            up[0].address,
+            "\"web.example.test\"",
+            "redirect_https = true"
+        ),
+        acme_table(
+            &ca,
+            "https://api.cloudflare.com/client/v4",
+            "http-01",
+            "SLUICE_IT_UNUSED"
+        ),
+    );
+    let dir = scratch_dir();
+    let config_path = dir.join("sluice.toml");
+    std::fs::write(&config_path, render(plain, admin, &body)).unwrap();
+    let proxy = Proxy::spawn(plain, admin, config_path, dir.join("state"), &[]);
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+
+    let mut stream = wait_for_certificate(&client, tls, "web.example.test", &proxy).await;
+    assert_eq!(
+        request(&mut stream, "web.example.test", "/").await,
+        (200, "site".to_string())
+    );
+
+    // Pebble fetched the answer from the proxy: the access log has it.
+    let answered: Vec<String> = proxy
+        .stdout_lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| {
+            record["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/.well-known/acme-challenge/"))
+        })
+        .map(|record| {
+            assert_eq!(record["status"], 200, "{record}");
+            record["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(!answered.is_empty(), "{:?}", proxy.stdout_lines());
+    // Once the order is done the token is no longer answered: the route's
+    // redirect applies again, as it does to every other path.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        answered[0].as_str(),
+        "/.well-known/acme-challenge/unknown",
+        "/",
+    ] {
+        let reply = no_redirects
+            .get(format!("http://{plain}{path}"))
+            .header("host", "web.example.test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 308, "{path}");
+    }
+    let status = acme_status(&proxy).await;
+    assert_eq!(status[0]["names"], json!(["web.example.test"]));
+    assert!(status[0]["issuer"].as_str().unwrap().contains("Pebble"));
+}
+
+#[test]
+fn acme_route_config_errors_name_the_key() {
+    let dir = scratch_dir();
+    let check = |route_tls: &str| -> String {
+        let path = dir.join("sluice.toml");
+        std::fs::write(
+            &path,
+            format!("[[listeners]]\naddress = \"127.0.0.1:1\"\ntls = true\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nhosts = [\"a.example.test\"]\nplacement = \"o\"\ntls = {route_tls}\n"),
+        )
+        .unwrap();
+        let output = Command::new(super::common::sluice_binary())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let text = check("\"acme\"");
+    assert!(
+        text.contains(":9: routes[0].tls: tls = \"acme\" needs an [acme] table"),
+        "{text}"
+    );
+    assert!(!text.contains("no certificate to serve"), "{text}");
+    let text = check("\"letsencrypt\"");
+    assert!(
+        text.contains(":9: routes[0].tls: expected a table { cert = \"...\", key = \"...\" } naming both files, or the string \"acme\""),
+        "{text}"
+    );
 }

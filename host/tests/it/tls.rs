@@ -36,7 +36,7 @@ fn write_atomically(path: &Path, text: &str) {
 }
 
 /// A client trusting `roots`, speaking the given TLS versions and ALPN.
-fn connector(
+pub(crate) fn connector(
     roots: &[CertificateDer<'static>],
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[&[u8]],
@@ -55,10 +55,10 @@ fn connector(
     TlsConnector::from(Arc::new(config))
 }
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+pub(crate) type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Opens a TLS connection to `address` for `server_name`.
-async fn connect(
+pub(crate) async fn connect(
     connector: &TlsConnector,
     address: SocketAddr,
     server_name: &str,
@@ -69,7 +69,7 @@ async fn connect(
 }
 
 /// The leaf certificate the server presented.
-fn presented(stream: &Tls) -> CertificateDer<'static> {
+pub(crate) fn presented(stream: &Tls) -> CertificateDer<'static> {
     stream.get_ref().1.peer_certificates().unwrap()[0]
         .clone()
         .into_owned()
@@ -77,7 +77,7 @@ fn presented(stream: &Tls) -> CertificateDer<'static> {
 
 /// Sends a keep-alive HTTP/1.1 GET and reads one response: its status and
 /// the `x-served-by` of the echo upstream.
-async fn request(stream: &mut Tls, host: &str, path: &str) -> (u16, String) {
+pub(crate) async fn request(stream: &mut Tls, host: &str, path: &str) -> (u16, String) {
     let message = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n");
     stream.write_all(message.as_bytes()).await.unwrap();
     let mut received = Vec::new();
