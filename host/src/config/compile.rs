@@ -212,6 +212,19 @@ impl Compiler<'_> {
                 self.error(path, format!("{e:#}"));
                 continue;
             }
+            let http01 = config
+                .acme
+                .as_ref()
+                .is_some_and(|acme| acme.challenge == super::ChallengeKind::Http01);
+            if let Some(wildcard) = route.hosts.iter().find(|h| h.starts_with("*.")) {
+                if http01 {
+                    self.error(
+                        path,
+                        format!("{wildcard:?} needs challenge = \"dns-01\" in [acme]: http-01 cannot prove a wildcard"),
+                    );
+                    continue;
+                }
+            }
             let names: Vec<String> = route
                 .hosts
                 .iter()
@@ -1145,6 +1158,14 @@ breaker = { close_after = 0 }
         assert!(
             http01_without_plain.contains("acme.challenge: http-01"),
             "{http01_without_plain}"
+        );
+        let wildcard_http01 = error(&with_acme_route(
+            "\"*.example.org\"",
+            "[acme]\nchallenge = \"http-01\"\n",
+        ));
+        assert!(
+            wildcard_http01.contains("tls: \"*.example.org\" needs challenge = \"dns-01\""),
+            "{wildcard_http01}"
         );
     }
 
