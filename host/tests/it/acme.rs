@@ -1076,3 +1076,18 @@ fn acme_route_config_errors_name_the_key() {
         "{text}"
     );
 }
+
+#[test]
+fn the_shipped_acme_example_passes_check_without_a_token() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/acme.toml");
+    let output = Command::new(super::common::sluice_binary())
+        .args(["check", "--config", example])
+        .env_remove("CLOUDFLARE_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
