@@ -1,0 +1,223 @@
+//! Idle keep-alive connections: open many client connections, send one
+//! request on each so the proxy has set up its per-connection state, read
+//! the answer, then leave them open and idle while the proxy's memory is
+//! read.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Connections opened and written before their answers are read.
+const BATCH: usize = 250;
+
+/// A set of open, idle HTTP/1.1 keep-alive connections.
+#[derive(Default)]
+pub struct IdleConnections {
+    streams: Vec<TcpStream>,
+}
+
+impl IdleConnections {
+    /// How many connections are held.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Opens connections to `addr` until `total` are held, each having
+    /// completed one `GET path` with a 200 answer.
+    pub fn grow_to(&mut self, addr: SocketAddr, path: &str, total: usize) -> Result<()> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        while self.streams.len() < total {
+            let n = BATCH.min(total - self.streams.len());
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .with_context(|| {
+                        format!(
+                            "connection {} to {addr}",
+                            self.streams.len() + batch.len() + 1
+                        )
+                    })?;
+                stream.set_nodelay(true)?;
+                set_linger_zero(&stream);
+                stream.write_all(request.as_bytes())?;
+                batch.push(stream);
+            }
+            for stream in &mut batch {
+                read_response(stream)
+                    .with_context(|| format!("idle connection {}", self.streams.len() + 1))?;
+            }
+            self.streams.append(&mut batch);
+        }
+        Ok(())
+    }
+
+    /// How many of the connections the server has not closed, checked
+    /// without blocking.
+    pub fn count_open(&self) -> usize {
+        let mut buf = [0u8; 1];
+        self.streams
+            .iter()
+            .filter(|s| {
+                if s.set_nonblocking(true).is_err() {
+                    return false;
+                }
+                let open = match s.peek(&mut buf) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == ErrorKind::WouldBlock,
+                };
+                let _ = s.set_nonblocking(false);
+                open
+            })
+            .count()
+    }
+
+    /// Closes every connection (with a reset, so no TIME_WAIT entries pile
+    /// up between the runs).
+    pub fn close(&mut self) {
+        self.streams.clear();
+    }
+}
+
+/// Makes `close` send a reset instead of a FIN, so the closed connection
+/// does not sit in TIME_WAIT holding a local port.
+fn set_linger_zero(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt is given a valid socket and a pointer to a linger
+    // struct of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Reads one HTTP/1.1 response (with `Content-Length` or chunked) and
+/// fails unless its status is 200.
+fn read_response(stream: &mut TcpStream) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(needed) = response_length(&buf)? {
+            if buf.len() >= needed {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("response not complete after 10s");
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            bail!("connection closed before the response was complete");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let status = crate::procs::parse_status(&buf)?;
+    if status != 200 {
+        bail!("status {status}");
+    }
+    Ok(())
+}
+
+/// The full length of the HTTP response at the start of `buf`, once it can
+/// be told: headers plus `Content-Length`, or up to the end of a chunked
+/// body. `None` while more bytes are needed.
+pub fn response_length(buf: &[u8]) -> Result<Option<usize>> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let body_start = head_end + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in head.split("\r\n").skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            match name.trim() {
+                "content-length" => content_length = Some(value.trim().parse::<usize>()?),
+                "transfer-encoding" => chunked = value.contains("chunked"),
+                _ => {}
+            }
+        }
+    }
+    if chunked {
+        let body = &buf[body_start..];
+        return Ok(body
+            .windows(5)
+            .position(|w| w == b"0\r\n\r\n")
+            .map(|i| body_start + i + 5));
+    }
+    Ok(Some(body_start + content_length.unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_response() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(response_length(r).unwrap(), Some(r.len()));
+        assert_eq!(response_length(&r[..20]).unwrap(), None);
+        // Headers complete, body not yet: the length is known.
+        assert_eq!(response_length(&r[..r.len() - 2]).unwrap(), Some(r.len()));
+    }
+
+    #[test]
+    fn chunked_response() {
+        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(response_length(r).unwrap(), Some(r.len()));
+        assert_eq!(response_length(&r[..r.len() - 3]).unwrap(), None);
+    }
+
+    #[test]
+    fn no_body() {
+        let r = b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n";
+        assert_eq!(response_length(r).unwrap(), Some(r.len()));
+    }
+
+    #[test]
+    fn opens_and_counts_connections_against_a_local_server() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+                held.push(s);
+            }
+            // Close one of the three.
+            held.pop();
+            held
+        });
+        let mut idle = IdleConnections::default();
+        idle.grow_to(addr, "/x", 3).unwrap();
+        assert_eq!(idle.len(), 3);
+        let held = server.join().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(idle.count_open(), 2);
+        drop(held);
+        idle.close();
+        assert_eq!(idle.len(), 0);
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The load benchmark: Sluice side by side with nginx, HAProxy and Caddy on
+# this machine, over loopback. Writes docs/benchmarks.md and
+# docs/benchmarks.svg.
+#
+# Installs what is missing (the build packages; nginx, haproxy, caddy, wrk
+# and openssl from Debian; oha through cargo), builds Sluice, the runner and
+# the headers and rewrite plugins in release mode, then runs the runner
+# (benches/load). Arguments are passed on to it, e.g.
+#   ./scripts/loadbench.sh --runs 1 --only nginx-plain,sluice-plain
+# (`--help` lists them). Every process it starts is stopped when it ends,
+# also on an error or Ctrl-C. Needs 2 CPUs: the proxy gets CPU 1, the load
+# generators and the origin CPU 0.
+set -euo pipefail
+
+started_at="$(date +%s)"
+elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=lib/prerequisites.sh
+. "$repo_root/scripts/lib/prerequisites.sh"
+
+# ---------------------------------------------------------------------------
+# Prerequisites, each installed only when missing.
+# ---------------------------------------------------------------------------
+install_build_packages
+require_rust rustup
+installed=()
+rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
+
+missing=()
+has_package nginx nginx || missing+=(nginx)
+has_package haproxy haproxy || missing+=(haproxy)
+has_package caddy caddy || missing+=(caddy)
+has_package wrk wrk || missing+=(wrk)
+has_package openssl openssl || missing+=(openssl)
+has_package util-linux taskset || missing+=(util-linux)
+install_debian_packages "${missing[@]}"
+installed+=("${missing[@]}")
+
+# The Debian packages start their services where an init system runs them;
+# the benchmark needs none of them (it starts its own instances on ports
+# 18000, 18080 and 18443), so nothing is stopped here.
+
+oha_help="$(oha --help 2>/dev/null || true)"
+if [[ "$oha_help" != *--latency-correction* ]]; then
+    say "cargo install oha --locked"
+    oha_started="$(date +%s)"
+    cargo install oha --locked
+    installed+=("oha (cargo install, $(elapsed "$oha_started"))")
+fi
+install_time="$(elapsed "$started_at")"
+
+# ---------------------------------------------------------------------------
+# Builds.
+# ---------------------------------------------------------------------------
+cd "$repo_root"
+builds_started="$(date +%s)"
+say "cargo build --release -p sluice -p sluice-loadbench"
+cargo build --release -p sluice -p sluice-loadbench
+# The plugins get a target directory of their own: the components in the
+# workspace's target/wasm32-wasip2 are also written by the test suite and
+# other builds, and one left there from an older WIT contract would be
+# rejected by this Sluice.
+wasm_target="$repo_root/target/loadbench"
+say "cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite --target-dir $wasm_target"
+plugin_args=()
+if ! cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite \
+    --target-dir "$wasm_target"; then
+    # Measure the rest; the report says why the plugin case is missing.
+    say "warning: the plugins did not build; the plugin case is skipped"
+    plugin_args=(--skip-plugins "the headers and rewrite plugins did not build (cargo build --target wasm32-wasip2 failed)")
+fi
+build_time="$(elapsed "$builds_started")"
+
+# ---------------------------------------------------------------------------
+# The run. The runner raises its open-file limit itself (10,000 idle
+# connections need more than the usual 1,024).
+# ---------------------------------------------------------------------------
+say "target/release/loadbench $*"
+exec "$repo_root/target/release/loadbench" \
+    --sluice "$repo_root/target/release/sluice" \
+    --wasm-dir "$wasm_target/wasm32-wasip2/release" \
+    --out "$repo_root/docs" \
+    --command "./scripts/loadbench.sh${*:+ $*}" \
+    --since "$started_at" \
+    "${plugin_args[@]}" \
+    --note "**Setup before the runner**: installs ${install_time} (installed: ${installed[*]:-nothing, all present}); cargo builds of Sluice, the runner and the two plugins ${build_time}" \
+    "$@"
