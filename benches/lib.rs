@@ -83,6 +83,9 @@ pub fn plugin_wasm(package: &str) -> std::path::PathBuf {
                 "-p",
                 package,
             ])
+            // Built where `path` looks, whatever CARGO_TARGET_DIR says.
+            .arg("--target-dir")
+            .arg(root.join("target"))
             .status()
             .expect("cargo runs");
         assert!(

@@ -38,6 +38,11 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "-p",
                 "sluice-plugin-api-key",
             ])
+            // The components are looked up under this workspace's `target/`,
+            // whatever CARGO_TARGET_DIR says, so a checkout never loads
+            // components another checkout built from another WIT.
+            .arg("--target-dir")
+            .arg(root.join("target"))
             .status()
             .unwrap();
         assert!(status.success(), "building the test plugins failed");
