@@ -5,11 +5,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mimalloc::MiMalloc;
 use sluice::config;
 use sluice::config::reload::ConfigSource;
 use sluice::resilience::state::Registry;
 use sluice::server::RunOptions;
 use sluice::snapshot::Snapshot;
+
+// Pingora allocates and frees header maps, buffers and futures on every
+// request. glibc's allocator spent about a sixth of the proxy's CPU time on
+// them (consolidating fastbins among other things); with mimalloc's
+// thread-local free lists a request costs about a fifth less CPU. Built
+// without transparent huge pages: each thread's first 2 MiB page would
+// otherwise count in full in the RSS of an idle proxy (25 MiB instead of 16).
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
 
 /// Sluice: an HTTP reverse proxy with two-level cell routing.
 #[derive(Parser)]
