@@ -334,6 +334,9 @@ impl Reloader {
 
     /// Brings shared state in line with a snapshot that was just published.
     fn after_publish(&self, snapshot: &Snapshot) {
+        if let Some(plugins) = self.plugins.load_full() {
+            plugins.guard_attachments(self.live.clone());
+        }
         // Checkers stop first, so none can mark an endpoint down after its
         // check was removed and its active state cleared.
         self.health.sync(snapshot);

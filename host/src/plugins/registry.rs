@@ -3,11 +3,13 @@
 //! in the background and swapped in atomically, so in-flight requests
 //! finish on the version they started with. A file that fails to compile
 //! or link is rejected with its reason, and the previous version keeps
-//! serving.
+//! serving. So is a version that the live config's attachments cannot use:
+//! one that refuses an attachment's configuration, or lacks a hook an
+//! attachment names.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,7 +19,9 @@ use serde::Serialize;
 use super::bindings::sluice::plugin::types::Hook;
 use super::engine::PluginEngine;
 use super::runtime::{LoadedPlugin, RuntimeLimits};
+use super::validate::hook_of;
 use crate::admin::metrics::Metrics;
+use crate::snapshot::Snapshot;
 
 /// How long a changed file must stay quiet before it is compiled.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -59,6 +63,8 @@ pub struct PluginRegistry {
     metrics: Arc<Metrics>,
     plugins: ArcSwap<PluginMap>,
     errors: Mutex<BTreeMap<String, String>>,
+    /// The config serving, whose attachments a new version must accept.
+    live: OnceLock<Arc<ArcSwap<Snapshot>>>,
 }
 
 impl PluginRegistry {
@@ -78,6 +84,7 @@ impl PluginRegistry {
             metrics,
             plugins: ArcSwap::from_pointee(HashMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            live: OnceLock::new(),
         });
         let entries = match std::fs::read_dir(directory) {
             Ok(entries) => entries,
@@ -103,6 +110,43 @@ impl PluginRegistry {
     /// One plugin, by name.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.load().get(name).cloned()
+    }
+
+    /// From now on, a changed file is swapped in only if every attachment
+    /// of the config serving in `live` accepts it; the first call wins.
+    pub fn guard_attachments(&self, live: Arc<ArcSwap<Snapshot>>) {
+        let _ = self.live.set(live);
+    }
+
+    /// Why the attachments of the config serving cannot use `plugin` as
+    /// `name`: each refused configuration and each missing hook.
+    fn unusable_by_attachments(&self, name: &str, plugin: &LoadedPlugin) -> Vec<String> {
+        let Some(live) = self.live.get() else {
+            return Vec::new();
+        };
+        let snapshot = live.load();
+        let mut reasons = Vec::new();
+        for route in &snapshot.routes {
+            for (index, attachment) in route.plugins.iter().enumerate() {
+                if &*attachment.name != name {
+                    continue;
+                }
+                let attached = format!("route {:?} (plugins[{index}])", route.name);
+                for hook in attachment.hooks.iter().flatten() {
+                    let hook = hook_of(*hook);
+                    if !plugin.has(hook) {
+                        reasons.push(format!(
+                            "{attached} runs it at {}, which this version does not export",
+                            hook_name(hook)
+                        ));
+                    }
+                }
+                if let Err(error) = plugin.check_config(&attachment.config) {
+                    reasons.push(format!("{attached}: {error}"));
+                }
+            }
+        }
+        reasons
     }
 
     /// The directory this registry loads from.
@@ -141,6 +185,19 @@ impl PluginRegistry {
                     self.limits,
                     self.metrics.clone(),
                 )
+            })
+            .and_then(|plugin| {
+                // Swapping in a version the serving routes cannot use would
+                // fail their every call; keeping the old one loses nothing.
+                let reasons = self.unusable_by_attachments(&name, &plugin);
+                if reasons.is_empty() {
+                    Ok(plugin)
+                } else {
+                    Err(anyhow::anyhow!(
+                        "the config serving cannot use this version: {}",
+                        reasons.join("; ")
+                    ))
+                }
             });
         match loaded {
             Ok(plugin) => {

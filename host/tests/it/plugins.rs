@@ -272,6 +272,89 @@ async fn a_malformed_wasm_is_rejected_and_hot_swaps_lose_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_version_the_serving_config_cannot_use_is_not_swapped_in() {
+    let up = upstreams(&["origin"]).await;
+    let dir = plugin_dir(&[("rewrite", "sluice-plugin-rewrite")]);
+    let proxy = Proxy::start(&format!(
+        "{}{}[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"rewrite\"\nhooks = [\"on_request\"]\nconfig.rules = [{{ regex = '^/old/(.*)$', to = '/new/$1' }}]\n",
+        plugins_section(&dir),
+        placement("o", up[0].address, "")
+    ));
+    let serving = plugin_status(&proxy, "rewrite").await["version"].clone();
+
+    // The headers plugin under the rewrite plugin's name: it refuses a
+    // configuration with `rules`.
+    replace(
+        &dir,
+        "rewrite",
+        &std::fs::read(plugin_wasm("sluice-plugin-headers")).unwrap(),
+    );
+    let error = wait_for_error(&proxy, "rewrite").await;
+    assert!(error.contains("rewrite.wasm"), "{error}");
+    assert!(
+        error.contains("the config serving cannot use this version")
+            && error.contains("(plugins[0])")
+            && error.contains("refused its configuration"),
+        "{error}"
+    );
+    assert_eq!(
+        plugin_status(&proxy, "rewrite").await["version"],
+        serving,
+        "the old version keeps serving"
+    );
+    let reply = get(&proxy, "x.test", "/old/page", &[]).await;
+    assert_eq!(reply.echo()["path"], "/new/page");
+
+    // A placement policy under that name lacks the hook the route runs.
+    replace(
+        &dir,
+        "rewrite",
+        &std::fs::read(plugin_wasm("sluice-plugin-shuffle-shard")).unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let error = wait_for_error(&proxy, "rewrite").await;
+        if error.contains("runs it at on_request, which this version does not export") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{error}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(plugin_status(&proxy, "rewrite").await["version"], serving);
+
+    // A file that fixes the problem is swapped in as usual.
+    replace(
+        &dir,
+        "rewrite",
+        &std::fs::read(plugin_wasm("sluice-plugin-rewrite")).unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !plugin_status(&proxy, "rewrite").await["last_error"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "the good file never cleared the error"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(plugin_status(&proxy, "rewrite").await["version"], serving);
+}
+
+/// Waits until the admin status reports an error loading `name`.
+async fn wait_for_error(proxy: &Proxy, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(error) = plugin_status(proxy, name).await["last_error"].as_str() {
+            return error.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no error was reported for {name}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn compiled_plugins_are_cached_across_restarts() {
     let up = upstreams(&["origin"]).await;
     let dir = plugin_dir(&[("headers", "sluice-plugin-headers")]);
