@@ -372,44 +372,79 @@ pub fn markdown(input: &ReportInput) -> String {
 fn summary_lines(md: &mut String, input: &ReportInput) {
     let outcomes = input.outcomes;
     let _ = writeln!(md, "## Summary\n");
-    let Some(nginx) = outcomes
+    let rate = input.rates.iter().copied().max().unwrap_or(0);
+    let sluice_plain = outcomes
         .iter()
-        .find(|o| o.target.proxy == Proxy::Nginx && o.target.variant == Variant::Plain)
-    else {
-        let _ = writeln!(
-            md,
-            "nginx was not measured, so there is nothing to compare with.\n"
-        );
-        return;
-    };
+        .find(|o| o.target.proxy == Proxy::Sluice && o.target.variant == Variant::Plain);
     for o in outcomes.iter().filter(|o| o.target.proxy == Proxy::Sluice) {
         if let Some(reason) = &o.target.skipped {
             let _ = writeln!(md, "- {}: skipped: {}", o.target.label(), reason);
             continue;
         }
-        let thr = ratio(o, nginx, |m| Some(m.throughput));
-        let rate = input.rates.iter().copied().max().unwrap_or(0);
-        let p99 = ratio(o, nginx, |m| {
-            m.latency
-                .iter()
-                .find(|l| l.rate == rate)
-                .map(|l| l.report.p99_ms)
-        });
-        let rss = ratio(o, nginx, |m| Some(m.rss_load_kib as f64));
-        let _ = writeln!(
-            md,
-            "- {}: {} req/s, {} nginx's throughput; p99 at {} req/s {} ms, {} nginx's; RSS under load {} MiB, {} nginx's.",
+        let mut line = format!(
+            "- {}: {} req/s; p99 at {} req/s {} ms; RSS under load {} MiB",
             o.target.label(),
             cell(o.throughput().map(only_median), fmt_rate),
-            cell(thr.map(only_median), fmt_ratio),
             fmt_rate(rate as f64),
             cell(o.latency(rate, 99).map(only_median), fmt_ms),
-            cell(p99.map(only_median), fmt_ratio),
-            cell(o.summary(|m| Some(m.rss_load_kib as f64)).map(only_median), fmt_mib),
-            cell(rss.map(only_median), fmt_ratio),
+            cell(
+                o.summary(|m| Some(m.rss_load_kib as f64)).map(only_median),
+                fmt_mib
+            ),
         );
+        // TLS rows compare with nginx terminating TLS too, like the tables.
+        if let Some(nginx) = baseline(outcomes, o) {
+            let name = if nginx.target.variant == Variant::Tls {
+                "nginx's with TLS"
+            } else {
+                "nginx's"
+            };
+            let thr = ratio(o, nginx, |m| Some(m.throughput));
+            let p99 = ratio(o, nginx, |m| p99_at(m, rate));
+            let _ = write!(
+                line,
+                ". Against {name}: throughput {}, p99 {}",
+                cell(thr.map(only_median), fmt_ratio),
+                cell(p99.map(only_median), fmt_ratio),
+            );
+        }
+        if o.target.variant == Variant::Plain {
+            if let Some(caddy) = outcomes
+                .iter()
+                .find(|c| c.target.proxy == Proxy::Caddy && c.target.variant == Variant::Plain)
+            {
+                let thr = ratio(o, caddy, |m| Some(m.throughput));
+                let _ = write!(
+                    line,
+                    "; against Caddy's throughput {}",
+                    cell(thr.map(only_median), fmt_ratio)
+                );
+            }
+        }
+        if o.target.variant == Variant::Plugins {
+            if let Some(thr) =
+                sluice_plain.and_then(|plain| ratio(o, plain, |m| Some(m.throughput)))
+            {
+                let _ = write!(
+                    line,
+                    "; throughput lost to the plugins against the plain proxy in the same run: {:.0}%",
+                    (1.0 - thr.median) * 100.0
+                );
+            }
+        }
+        line.push('.');
+        let _ = writeln!(md, "{line}");
     }
     md.push('\n');
+}
+
+/// The p99 at `rate` of one run, in milliseconds.
+fn p99_at(metrics: &RunMetrics, rate: u32) -> Option<f64> {
+    metrics
+        .latency
+        .iter()
+        .find(|l| l.rate == rate)
+        .map(|l| l.report.p99_ms)
 }
 
 fn only_median(s: Summary) -> Summary {
@@ -778,11 +813,65 @@ mod tests {
             md.contains("| nginx | plain proxy | 4.0 | 8.0 | 10.0 |"),
             "{md}"
         );
-        assert!(md.contains("0.80× nginx's throughput"), "{md}");
+        assert!(
+            md.contains("Against nginx's: throughput 0.80×, p99 2.00×"),
+            "{md}"
+        );
         let chart = chart_data(&input);
         assert_eq!(chart.rows.len(), 2);
         assert_eq!(chart.rows[1].label, "Sluice");
         assert!(chart.footer.contains("Sluice TLS"), "{}", chart.footer);
+    }
+
+    #[test]
+    fn summary_compares_tls_with_nginx_tls_and_plugins_with_plain_sluice() {
+        let outcomes = vec![
+            outcome(Proxy::Nginx, Variant::Plain, vec![Ok(metrics(400.0, 1.0))]),
+            outcome(Proxy::Nginx, Variant::Tls, vec![Ok(metrics(200.0, 1.0))]),
+            outcome(Proxy::Caddy, Variant::Plain, vec![Ok(metrics(50.0, 1.0))]),
+            outcome(Proxy::Sluice, Variant::Plain, vec![Ok(metrics(100.0, 2.0))]),
+            outcome(
+                Proxy::Sluice,
+                Variant::Plugins,
+                vec![Ok(metrics(75.0, 2.0))],
+            ),
+            outcome(Proxy::Sluice, Variant::Tls, vec![Ok(metrics(100.0, 2.0))]),
+        ];
+        let mut md = String::new();
+        summary_lines(
+            &mut md,
+            &ReportInput {
+                outcomes: &outcomes,
+                machine: vec![],
+                runs: 1,
+                seconds: 4,
+                connections: 64,
+                rates: &[10000],
+                idle: &[1000],
+                origin_config: String::new(),
+                elapsed_secs: 0.0,
+                waited_secs: 0.0,
+                total_secs: None,
+                command: String::new(),
+                cpus: ("1".into(), "0".into()),
+            },
+        );
+        let tls = md.lines().find(|l| l.contains("TLS termination")).unwrap();
+        assert!(
+            tls.contains("Against nginx's with TLS: throughput 0.50×"),
+            "{tls}"
+        );
+        let plain = md.lines().find(|l| l.contains("(plain proxy)")).unwrap();
+        assert!(plain.contains("throughput 0.25×"), "{plain}");
+        assert!(
+            plain.contains("against Caddy's throughput 2.00×"),
+            "{plain}"
+        );
+        let plugins = md.lines().find(|l| l.contains("2-plugin chain")).unwrap();
+        assert!(
+            plugins.contains("against the plain proxy in the same run: 25%"),
+            "{plugins}"
+        );
     }
 
     #[test]
