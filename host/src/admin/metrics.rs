@@ -109,6 +109,11 @@ impl Metrics {
             "Configuration reload attempts, by result.",
             &["result"],
         );
+        // Exported at 0 from the start: a series that first appears at 1
+        // shows no increase, so an alert would miss the first failed reload.
+        for result in ["applied", "unchanged", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
         let config_info = gauge(
             "sluice_config_info",
             "The configuration in force (always 1).",
@@ -244,7 +249,8 @@ impl Metrics {
         self.config_info
             .with_label_values(&[version, source])
             .set(1);
-        self.last_reload_success.set(unix_seconds(SystemTime::now()));
+        self.last_reload_success
+            .set(unix_seconds(SystemTime::now()));
         self.last_reload_failed.set(0);
     }
 
@@ -419,5 +425,14 @@ placement = "a"
             .unwrap();
         assert!(resident > 0.0, "{text}");
         sample(&text, "process_cpu_seconds_total");
+    }
+
+    #[test]
+    fn reload_results_are_exported_before_any_reload() {
+        let text = String::from_utf8(Metrics::new().render(&snapshot())).unwrap();
+        for result in ["applied", "unchanged", "failed"] {
+            let series = format!("sluice_config_reloads_total{{result=\"{result}\"}}");
+            assert_eq!(sample(&text, &series), format!("{series} 0"));
+        }
     }
 }
