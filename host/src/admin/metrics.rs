@@ -1,9 +1,9 @@
 //! Prometheus metrics.
 //!
 //! Counters and the duration histogram are updated by requests. Gauges that
-//! describe live state (breaker state, endpoint health, in-flight counts) are
-//! read from the current snapshot when `/metrics` is scraped, so the request
-//! path never pays for them.
+//! describe live state (breaker state, endpoint health, in-flight counts,
+//! certificate expiry) are read from the current snapshot when `/metrics` is
+//! scraped, so the request path never pays for them.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,7 @@ pub struct Metrics {
     endpoint_in_flight: IntGaugeVec,
     placement_in_flight: IntGaugeVec,
     breaker_open_seconds: GaugeVec,
+    certificate_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -108,6 +109,11 @@ impl Metrics {
             "Configuration reload attempts, by result.",
             &["result"],
         );
+        // Exported at 0 from the start: a series that first appears at 1
+        // shows no increase, so an alert would miss the first failed reload.
+        for result in ["applied", "unchanged", "failed"] {
+            reloads.with_label_values(&[result]);
+        }
         let config_info = gauge(
             "sluice_config_info",
             "The configuration in force (always 1).",
@@ -160,6 +166,11 @@ impl Metrics {
         registry
             .register(Box::new(breaker_open_seconds.clone()))
             .expect("unique metric");
+        let certificate_expiry = gauge(
+            "sluice_certificate_expiry_timestamp_seconds",
+            "When each certificate loaded from a file expires (Unix time).",
+            &["file"],
+        );
         let plugin_counter = counter(
             "sluice_plugin_counter_total",
             "Counters kept by plugins.",
@@ -219,6 +230,7 @@ impl Metrics {
             endpoint_in_flight,
             placement_in_flight,
             breaker_open_seconds,
+            certificate_expiry,
         }
     }
 
@@ -237,10 +249,8 @@ impl Metrics {
         self.config_info
             .with_label_values(&[version, source])
             .set(1);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        self.last_reload_success.set(now);
+        self.last_reload_success
+            .set(unix_seconds(SystemTime::now()));
         self.last_reload_failed.set(0);
     }
 
@@ -256,6 +266,17 @@ impl Metrics {
         self.endpoint_in_flight.reset();
         self.placement_in_flight.reset();
         self.breaker_open_seconds.reset();
+        self.certificate_expiry.reset();
+        for certificate in snapshot.certificates.list() {
+            // `not_after` is the RFC 3339 text the admin status shows, read
+            // from the leaf when the file loaded. Were it ever not to parse,
+            // no sample is better than a 0, which would read as long expired.
+            if let Ok(not_after) = humantime::parse_rfc3339(&certificate.not_after) {
+                self.certificate_expiry
+                    .with_label_values(&[&certificate.file])
+                    .set(unix_seconds(not_after));
+            }
+        }
         let now = Instant::now();
         for placement in &snapshot.placements {
             self.placement_in_flight
@@ -297,5 +318,121 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// `time` as Unix seconds, 0 before the epoch.
+fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::breaker::{Admission, CircuitState};
+    use crate::resilience::state::Registry as StateRegistry;
+    use crate::tls::certificates::Certificate;
+
+    /// Two placements of one endpoint each; `a` opens after one failure.
+    fn snapshot() -> Snapshot {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+breaker = { consecutive_failures = 1, open_for = "1m" }
+[placements.b]
+endpoints = [{ address = "127.0.0.1:2" }]
+[[routes]]
+placement = "a"
+"#;
+        let loaded = crate::config::parse(text, "t", &|_| None).unwrap();
+        crate::config::compile(&loaded, "t", &StateRegistry::default()).unwrap()
+    }
+
+    /// The sample line of `series` (name and labels, as rendered) in `text`.
+    fn sample<'a>(text: &'a str, series: &str) -> &'a str {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    #[test]
+    fn breaker_gauges_follow_the_breaker_of_each_endpoint() {
+        let metrics = Metrics::new();
+        let snapshot = snapshot();
+        let closed = String::from_utf8(metrics.render(&snapshot)).unwrap();
+        let series = |name: &str, placement: &str, port: u16| {
+            format!("{name}{{endpoint=\"127.0.0.1:{port}\",placement=\"{placement}\"}}")
+        };
+        assert_eq!(
+            sample(&closed, &series("sluice_breaker_state", "a", 1)),
+            format!("{} 0", series("sluice_breaker_state", "a", 1))
+        );
+        assert!(sample(&closed, &series("sluice_breaker_open_seconds", "a", 1)).ends_with(" 0"));
+
+        let breaker = &snapshot.placements[0].endpoints[0].state.breaker;
+        let opened_at = Instant::now() - std::time::Duration::from_secs(2);
+        breaker.record(Admission::Normal, false, opened_at);
+        assert_eq!(breaker.state(Instant::now()), CircuitState::Open);
+        let open = String::from_utf8(metrics.render(&snapshot)).unwrap();
+        assert!(sample(&open, &series("sluice_breaker_state", "a", 1)).ends_with(" 1"));
+        let seconds: f64 = sample(&open, &series("sluice_breaker_open_seconds", "a", 1))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(seconds >= 2.0, "open for {seconds} s");
+        assert!(sample(&open, &series("sluice_breaker_state", "b", 2)).ends_with(" 0"));
+        assert!(sample(&open, &series("sluice_endpoint_healthy", "b", 2)).ends_with(" 1"));
+    }
+
+    #[test]
+    fn certificates_from_files_export_their_expiry() {
+        let dir = std::env::temp_dir().join(format!("sluice-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let (cert, key) = (dir.join("a.pem"), dir.join("a.key"));
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let mut snapshot = snapshot();
+        let certificate = Certificate::load(&cert, &key, vec!["a.test".into()]).unwrap();
+        let not_after = humantime::parse_rfc3339(&certificate.info.not_after).unwrap();
+        snapshot.certificates.insert(certificate);
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let text = String::from_utf8(Metrics::new().render(&snapshot)).unwrap();
+        let series = format!(
+            "sluice_certificate_expiry_timestamp_seconds{{file=\"{}\"}}",
+            cert.display()
+        );
+        assert_eq!(
+            sample(&text, &series),
+            format!("{series} {}", unix_seconds(not_after))
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_cpu_and_memory_are_exported() {
+        let text = String::from_utf8(Metrics::new().render(&snapshot())).unwrap();
+        let resident: f64 = sample(&text, "process_resident_memory_bytes")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(resident > 0.0, "{text}");
+        sample(&text, "process_cpu_seconds_total");
+    }
+
+    #[test]
+    fn reload_results_are_exported_before_any_reload() {
+        let text = String::from_utf8(Metrics::new().render(&snapshot())).unwrap();
+        for result in ["applied", "unchanged", "failed"] {
+            let series = format!("sluice_config_reloads_total{{result=\"{result}\"}}");
+            assert_eq!(sample(&text, &series), format!("{series} 0"));
+        }
     }
 }

@@ -958,10 +958,14 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cloudflare.state().created, 2, "no new order");
     let metrics = restarted.metrics().await;
-    assert!(
-        !metrics.contains("sluice_acme_attempts_total{"),
-        "no attempt after the restart: {metrics}"
-    );
+    for result in ["success", "failure"] {
+        assert!(
+            metrics.contains(&format!(
+                "sluice_acme_attempts_total{{result=\"{result}\"}} 0"
+            )),
+            "no attempt after the restart: {metrics}"
+        );
+    }
     assert_eq!(std::fs::read_to_string(&stored).unwrap(), chain);
     assert_eq!(
         acme_status(&restarted).await[0]["names"],

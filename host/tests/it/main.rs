@@ -9,6 +9,7 @@ mod demo;
 mod errors;
 mod fault;
 mod lifecycle;
+mod monitoring;
 mod plugins;
 mod reload;
 mod resilience;

@@ -21,9 +21,11 @@ pub struct AcmeMetrics {
 }
 
 impl AcmeMetrics {
-    /// Creates the metrics, not yet registered anywhere.
+    /// Creates the metrics, not yet registered anywhere. Both attempt
+    /// results start at 0, so the first failure is an increase an alert
+    /// on `increase(...[1h]) > 0` sees, not a series that appears at 1.
     pub fn new() -> Self {
-        Self {
+        let metrics = Self {
             expiry: IntGaugeVec::new(
                 Opts::new(
                     "sluice_acme_certificate_expiry_timestamp_seconds",
@@ -45,7 +47,11 @@ impl AcmeMetrics {
                 "When a certificate was last issued (Unix time).",
             )
             .expect("valid metric"),
+        };
+        for result in ["success", "failure"] {
+            metrics.attempts.with_label_values(&[result]);
         }
+        metrics
     }
 
     /// Registers every ACME metric with `registry`.
@@ -108,6 +114,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains("sluice_acme_attempts_total{result=\"failure\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_acme_attempts_total{result=\"success\"} 0"),
             "{text}"
         );
     }
