@@ -796,6 +796,7 @@ fn run() -> Result<()> {
         }),
         command: opts.command.clone(),
         cpus: (proxy_cpus, load_cpus),
+        optimisations: std::fs::read_to_string(repo_root().join("docs/optimisations.md")).ok(),
     };
     fs::create_dir_all(&opts.out)?;
     let md_path = opts.out.join("benchmarks.md");

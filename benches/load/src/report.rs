@@ -136,6 +136,9 @@ pub struct ReportInput<'a> {
     pub command: String,
     /// CPU lists: (proxy, load generator and origin).
     pub cpus: (String, String),
+    /// What was changed to make Sluice faster and what each change bought
+    /// (`docs/optimisations.md`), shown after the summary.
+    pub optimisations: Option<String>,
 }
 
 /// Builds the chart's data from the outcomes.
@@ -209,6 +212,15 @@ pub fn markdown(input: &ReportInput) -> String {
     );
 
     summary_lines(&mut md, input);
+    if let Some(text) = &input.optimisations {
+        let _ = writeln!(md, "## What was optimised\n");
+        let _ = writeln!(
+            md,
+            "From [`optimisations.md`](optimisations.md), kept by hand: the profile, the changes made to the hot \
+             path, and what each bought.\n"
+        );
+        let _ = writeln!(md, "{}\n", demote_headings(text.trim()));
+    }
 
     let _ = writeln!(md, "## Machine\n");
     for line in &input.machine {
@@ -673,6 +685,23 @@ fn first_lines(text: &str, n: usize) -> String {
     text.lines().take(n).collect::<Vec<_>>().join(" / ")
 }
 
+/// `text` with every Markdown heading one level deeper and its top-level
+/// title dropped, so it nests under a section of the report.
+fn demote_headings(text: &str) -> String {
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("# ") {
+            continue;
+        }
+        if line.starts_with('#') {
+            lines.push(format!("#{line}"));
+        } else {
+            lines.push(line.to_string());
+        }
+    }
+    lines.join("\n").trim().to_string()
+}
+
 fn md_escape(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -796,8 +825,15 @@ mod tests {
             total_secs: None,
             command: "./scripts/loadbench.sh".into(),
             cpus: ("1".into(), "0".into()),
+            optimisations: Some("# Optimisations\n\n## mimalloc\n\nA fifth less CPU.\n".into()),
         };
         let md = markdown(&input);
+        assert!(
+            md.contains("## What was optimised\n")
+                && md.contains("\n### mimalloc\n\nA fifth less CPU."),
+            "{md}"
+        );
+        assert!(!md.contains("# Optimisations"), "{md}");
         assert!(
             md.contains("| Sluice | plain proxy | 80 | 0.80× | 1.00 | 0.00 |"),
             "{md}"
@@ -854,6 +890,7 @@ mod tests {
                 total_secs: None,
                 command: String::new(),
                 cpus: ("1".into(), "0".into()),
+                optimisations: None,
             },
         );
         let tls = md.lines().find(|l| l.contains("TLS termination")).unwrap();
