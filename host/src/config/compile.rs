@@ -933,6 +933,28 @@ impl Compiler<'_> {
         route: &super::Route,
         placements: &HashMap<&str, usize>,
     ) -> Option<RouteTarget> {
+        if let Some(respond) = &route.respond {
+            if route.placement.is_some() || route.routing.is_some() {
+                self.error(
+                    path.key("respond"),
+                    "set one of `placement`, `routing` and `respond`",
+                );
+                return None;
+            }
+            return match crate::transform::respond::Answer::compile(respond) {
+                Ok(answer) => Some(RouteTarget::Respond(answer)),
+                Err(errors) => {
+                    for (key, message) in errors {
+                        let mut at = path.key("respond");
+                        for part in key.splitn(2, '.') {
+                            at = at.key(part);
+                        }
+                        self.error(at, message);
+                    }
+                    None
+                }
+            };
+        }
         match (&route.placement, &route.routing) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -942,7 +964,10 @@ impl Compiler<'_> {
                 None
             }
             (None, None) => {
-                self.error(path.clone(), "a route needs `placement` or `routing`");
+                self.error(
+                    path.clone(),
+                    "a route needs `placement`, `routing` or `respond`",
+                );
                 None
             }
             (Some(name), None) => self
