@@ -69,6 +69,9 @@ pub struct Caddyfile {
     pub sites: Vec<SiteBlock>,
 }
 
+/// Snippets by name, their tokens without the braces.
+type Snippets = HashMap<String, Vec<Token>>;
+
 /// Imports (snippets and files) nested deeper than this are a cycle.
 const MAX_IMPORT_DEPTH: usize = 16;
 
@@ -99,9 +102,7 @@ pub fn parse(file: &str, text: &str, base: &Path) -> Result<Caddyfile, SyntaxErr
 }
 
 /// Removes top-level `(name) { ... }` definitions from the stream.
-fn take_snippets(
-    tokens: Vec<Token>,
-) -> Result<(Vec<Token>, HashMap<String, Vec<Token>>), SyntaxError> {
+fn take_snippets(tokens: Vec<Token>) -> Result<(Vec<Token>, Snippets), SyntaxError> {
     let mut rest = Vec::with_capacity(tokens.len());
     let mut snippets = HashMap::new();
     let mut depth = 0usize;
@@ -155,7 +156,7 @@ fn matching_brace(tokens: &[Token], open: usize) -> Option<usize> {
 }
 
 struct Expander {
-    snippets: HashMap<String, Vec<Token>>,
+    snippets: Snippets,
     base: PathBuf,
     next_expansion: u32,
 }
@@ -262,10 +263,7 @@ fn build(tokens: &[Token]) -> Result<Caddyfile, SyntaxError> {
         let first = &tokens[i];
         let mut addresses = Vec::new();
         // Addresses run to the `{`; a line ending in a comma continues them.
-        loop {
-            let Some(token) = tokens.get(i) else {
-                break;
-            };
+        while let Some(token) = tokens.get(i) {
             if token.is("{") {
                 break;
             }

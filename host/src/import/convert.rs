@@ -185,7 +185,7 @@ struct Proxy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
-    Proxy(Proxy),
+    Proxy(Box<Proxy>),
     Respond(Respond),
 }
 
@@ -883,7 +883,7 @@ impl<'a> Converter<'a> {
             "uri" => uri(&args).map(|r| vec![Effect::Rewrite(r)]),
             "reverse_proxy" => self
                 .reverse_proxy(directive, &args, site, gaps)
-                .map(|p| vec![Effect::Handle(Action::Proxy(p))]),
+                .map(|p| vec![Effect::Handle(Action::Proxy(Box::new(p)))]),
             "handle" | "handle_path" => {
                 if !args.is_empty() {
                     Err("handle takes a matcher and a block".into())

@@ -383,6 +383,9 @@ http://vhost.test:{port} {{
     )
 }
 
+/// A request of the differential test: method, host, path and query, headers.
+type Exchange<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// What the differential test compares of one exchange.
 fn comparable(answer: &Answer) -> Value {
     let headers = [
@@ -464,7 +467,7 @@ async fn caddy_and_sluice_serve_one_caddyfile_alike() {
         &[],
     );
 
-    let exchanges: &[(&str, &str, &str, &[(&str, &str)])] = &[
+    let exchanges: &[Exchange] = &[
         ("GET", "app.test", "/hello?x=1&y=two", &[("x-debug", "1")]),
         ("POST", "app.test", "/submit", &[]),
         ("GET", "app.test", "/api/users?page=2", &[]),
