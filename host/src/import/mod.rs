@@ -29,10 +29,11 @@ pub fn caddyfile(path: &Path, options: &Options) -> Result<Conversion, SyntaxErr
 pub fn run(file: &Path, output: Option<&Path>, allow_partial: bool) -> Result<bool, String> {
     let here =
         std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
-    let output = output.map(|o| here.join(o));
-    // Certificates generated for `tls internal` go next to the output.
+    // Certificates generated for `tls internal` go next to the output; the
+    // config names them by absolute path, since Sluice reads relative paths
+    // from its working directory.
     let certificate_dir = output
-        .as_ref()
+        .map(|o| here.join(o))
         .and_then(|o| o.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| here.clone())
         .join("certs");
