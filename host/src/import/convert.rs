@@ -515,8 +515,17 @@ impl<'a> Converter<'a> {
                 ));
             }
         }
-        for route in &mut routes {
-            route.tls = tls.clone();
+        for (i, route) in routes.iter_mut().enumerate() {
+            // Certificates are served by name, so one route carries the
+            // site's; routes for other names carry it only when the site's
+            // names do not cover them (one ACME order per list of names).
+            let covered = route
+                .hosts
+                .iter()
+                .all(|host| covers_name(&addresses.hosts, host));
+            if i == 0 || !covered {
+                route.tls = tls.clone();
+            }
             route.redirect_https = redirect_https;
         }
         self.add_routes(routes);
@@ -1845,6 +1854,17 @@ fn split_host_port(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Whether a certificate for `names` serves `host`: exactly, or through a
+/// `*.` wildcard one label up.
+fn covers_name(names: &[String], host: &str) -> bool {
+    names.iter().any(|name| {
+        name == host
+            || name
+                .strip_prefix("*.")
+                .is_some_and(|domain| host.split_once('.').is_some_and(|(_, rest)| rest == domain))
+    })
+}
+
 fn is_port(text: &str) -> bool {
     text.parse::<u16>().is_ok_and(|p| p > 0)
 }
@@ -2628,6 +2648,29 @@ mod tests {
     }
 
     #[test]
+    fn one_route_carries_the_sites_certificate() {
+        let conversion = convert_text(
+            "*.example.com, example.com {\n tls {\n  dns cloudflare {env.CF_API_TOKEN}\n }\n @app host app.example.com\n reverse_proxy @app 10.0.0.1:80\n reverse_proxy /api/* 10.0.0.2:80\n reverse_proxy 10.0.0.3:80\n}\n",
+        );
+        let table = table(&conversion);
+        assert_eq!(route(&table, "*.example.com")["tls"].as_str(), Some("acme"));
+        assert!(route(&table, "*.example.com/api/").get("tls").is_none());
+        assert!(
+            route(&table, "app.example.com").get("tls").is_none(),
+            "the wildcard covers it"
+        );
+        assert_eq!(
+            route(&table, "app.example.com")["redirect_https"].as_bool(),
+            Some(true)
+        );
+        let snapshot = compiled(&conversion, &[]);
+        assert_eq!(snapshot.acme_certificates.len(), 1);
+        assert!(covers_name(&["*.example.com".into()], "app.example.com"));
+        assert!(!covers_name(&["*.example.com".into()], "a.b.example.com"));
+        assert!(!covers_name(&["*.example.com".into()], "example.com"));
+    }
+
+    #[test]
     fn bind_sets_the_listener_address() {
         let conversion = convert_text(":8080 {\n bind 127.0.0.1\n respond ok\n}\n");
         assert_eq!(
@@ -2952,6 +2995,20 @@ mod tests {
             .routes
             .iter()
             .all(|r| matches!(r.target, RouteTarget::Respond(_))));
+    }
+
+    #[test]
+    fn respond_without_a_matcher_shadows_reverse_proxy_as_in_caddy() {
+        // Caddy runs respond before reverse_proxy, so /api/* never reaches the upstream.
+        let conversion = convert_text(
+            ":8080 {\n reverse_proxy /api/* 127.0.0.1:9000\n respond \"maintenance\" 503\n}\n",
+        );
+        let table = table(&conversion);
+        assert_eq!(routes(&table).len(), 1, "{}", conversion.toml);
+        assert_eq!(
+            route(&table, "port-8080")["respond"]["status"].as_integer(),
+            Some(503)
+        );
     }
 
     #[test]
