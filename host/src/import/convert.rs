@@ -515,6 +515,7 @@ impl<'a> Converter<'a> {
                 ));
             }
         }
+        let first_route = routes.first().map(|r| r.name.clone()).unwrap_or_default();
         for (i, route) in routes.iter_mut().enumerate() {
             // Certificates are served by name, so one route carries the
             // site's; routes for other names carry it only when the site's
@@ -525,6 +526,10 @@ impl<'a> Converter<'a> {
                 .all(|host| covers_name(&addresses.hosts, host));
             if i == 0 || !covered {
                 route.tls = tls.clone();
+            } else if tls.is_some() {
+                route.comments.push(format!(
+                    "TLS: the certificate of route {first_route} serves these hosts"
+                ));
             }
             route.redirect_https = redirect_https;
         }
