@@ -1037,6 +1037,32 @@ mod tests {
     }
 
     #[test]
+    fn respond_routes_answer_without_a_placement() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[placements.a]\nendpoints = [{ address = \"127.0.0.1:9000\" }]\n";
+        let snapshot = compile_text(&format!(
+            "{base}[[routes]]\nrespond = {{ status = 301, headers = {{ Location = \"/new\" }} }}\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&snapshot.routes[0].target, RouteTarget::Respond(answer) if answer.status == 301)
+        );
+        let error = |route: &str| {
+            compile_text(&format!("{base}[[routes]]\n{route}\n"))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("placement = \"a\"\nrespond = { body = \"x\" }")
+            .contains("routes[0].respond: set one of `placement`, `routing` and `respond`"));
+        assert!(error("respond = { status = 42 }")
+            .contains("routes[0].respond.status: must be a status between 100 and 599"));
+        assert!(error("respond = { headers = { \"bad name\" = \"x\" } }")
+            .contains("not a valid header name"));
+        assert!(error("path_prefix = \"/x\"")
+            .contains("a route needs `placement`, `routing` or `respond`"));
+    }
+
+    #[test]
     fn fallback_cycles_and_unknown_fallbacks_are_rejected() {
         let text = r#"[[listeners]]
 address = "127.0.0.1:8080"

@@ -1044,6 +1044,10 @@ impl<'a> Converter<'a> {
                 ("lb_policy", ["cookie", cookie, ..]) => {
                     placement.balance = Some("consistent_hash");
                     proxy.key = Some(("cookie", cookie.to_string()));
+                    placement.comments.push(
+                        "lb_policy cookie: Caddy also sets the cookie on a first response; Sluice only reads it, and requests without it rotate"
+                            .into(),
+                    );
                     if args.len() > 2 {
                         placement.comments.push("Caddy's cookie secret is not needed: Sluice hashes the cookie's value".into());
                     }
