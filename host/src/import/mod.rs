@@ -59,7 +59,7 @@ pub fn run(file: &Path, output: Option<&Path>, allow_partial: bool) -> Result<bo
     }
     match output {
         Some(path) => {
-            std::fs::write(&path, &conversion.toml)
+            std::fs::write(path, &conversion.toml)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
