@@ -235,7 +235,8 @@ pub struct DirectResponse {
     /// The status; 200 by default.
     #[serde(default = "default_respond_status")]
     pub status: u16,
-    /// The body; `{host}`, `{path}`, `{query}` and `{uri}` are filled in.
+    /// The body; `{host}`, `{hostport}`, `{path}`, `{query}` and `{uri}`
+    /// are filled in.
     #[serde(default)]
     pub body: String,
     /// Response headers, with the same placeholders (e.g. `Location`).

@@ -9,7 +9,7 @@
 
 /// The request placeholders a consumer of the text understands, by the
 /// name it uses for them.
-pub const RESPOND_PLACEHOLDERS: &[&str] = &["host", "path", "query", "uri"];
+pub const RESPOND_PLACEHOLDERS: &[&str] = &["host", "hostport", "path", "query", "uri"];
 
 /// The placeholders the `headers` plugin understands in request rules.
 pub const PLUGIN_REQUEST_PLACEHOLDERS: &[&str] = &[
@@ -150,7 +150,8 @@ fn valid_variable(name: &str) -> bool {
 /// short and long names.
 fn request_placeholder(inner: &str) -> Option<&'static str> {
     Some(match inner {
-        "host" | "http.request.host" | "hostport" | "http.request.hostport" => "host",
+        "host" | "http.request.host" => "host",
+        "hostport" | "http.request.hostport" => "hostport",
         "path" | "http.request.uri.path" => "path",
         "query" | "http.request.uri.query" => "query",
         "uri" | "http.request.uri" => "uri",
@@ -192,6 +193,10 @@ mod tests {
         let converted = convert("{http.request.uri.path}?{query}").unwrap();
         assert_eq!(converted.text, "{path}?{query}");
         assert_eq!(converted.request_placeholders, ["path", "query"]);
+        assert_eq!(
+            convert("{http.request.hostport}").unwrap().text,
+            "{hostport}"
+        );
         assert!(convert_plain("{path}").is_err());
         assert!(convert_with("{remote_host}", RESPOND_PLACEHOLDERS).is_err());
         assert_eq!(

@@ -114,7 +114,8 @@ fn content_type(body: &str) -> &'static str {
     }
 }
 
-/// Replaces `{host}`, `{path}`, `{query}` and `{uri}`; other braces are kept.
+/// Replaces `{host}` (without the port), `{hostport}`, `{path}`, `{query}`
+/// and `{uri}`; other braces are kept.
 fn fill(template: &str, request: RequestParts<'_>) -> String {
     if !template.contains('{') {
         return template.to_string();
@@ -124,8 +125,13 @@ fn fill(template: &str, request: RequestParts<'_>) -> String {
         Some(query) => format!("{}?{query}", request.path),
         None => request.path.to_string(),
     };
+    let host = match request.host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => request.host,
+    };
     template
-        .replace("{host}", request.host)
+        .replace("{hostport}", request.host)
+        .replace("{host}", host)
         .replace("{path}", request.path)
         .replace("{query}", query)
         .replace("{uri}", &uri)
@@ -160,14 +166,14 @@ mod tests {
     fn fills_placeholders_in_body_and_headers() {
         let answer = answer(
             301,
-            "moved to {path}",
+            "moved to {path} on {hostport}",
             &[("Location", "https://{host}/new{uri}")],
         )
         .unwrap();
         let body = answer.body(REQUEST);
-        assert_eq!(body, "moved to /old/a");
+        assert_eq!(body, "moved to /old/a on shop.test:8080");
         let headers = answer.headers(REQUEST, &body);
-        assert_eq!(headers[0].1, "https://shop.test:8080/new/old/a?x=1");
+        assert_eq!(headers[0].1, "https://shop.test/new/old/a?x=1");
         assert_eq!(headers[1].1, "text/plain; charset=utf-8");
     }
 

@@ -365,6 +365,7 @@ http://app.test:{port} {{
 	header -X-Served-By
 	respond /health "healthy" 200
 	redir /old /new 301
+	redir /moved https://{{host}}{{uri}}
 	rewrite /api/* /v2{{path}}
 	reverse_proxy {upstream} {{
 		header_up X-Env prod
@@ -473,6 +474,7 @@ async fn caddy_and_sluice_serve_one_caddyfile_alike() {
         ("GET", "app.test", "/api/users?page=2", &[]),
         ("GET", "app.test", "/health", &[]),
         ("GET", "app.test", "/old", &[]),
+        ("GET", "app.test:8443", "/moved?a=1", &[]),
         ("GET", "vhost.test", "/v?k=v", &[("x-env", "client")]),
     ];
     for (method, host, path, headers) in exchanges {
