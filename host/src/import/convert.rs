@@ -441,6 +441,14 @@ impl<'a> Converter<'a> {
         }
         addresses.hosts.dedup();
         let mut scope = Scope::default();
+        // Named matchers apply to the whole site block, wherever defined.
+        for directive in &site.directives {
+            if let Some(name) = directive.name.text.strip_prefix('@') {
+                scope
+                    .matchers
+                    .insert(name.to_string(), named_matcher(directive));
+            }
+        }
         let mut bind = None;
         let mut tls_directive = None;
         for directive in &site.directives {
@@ -816,16 +824,9 @@ impl<'a> Converter<'a> {
     ) {
         let name = directive.name.text.as_str();
         if let Some(matcher_name) = name.strip_prefix('@') {
-            match named_matcher(directive) {
-                Ok(matchers) => {
-                    scope
-                        .matchers
-                        .insert(matcher_name.to_string(), Ok(matchers));
-                }
-                Err(reason) => {
-                    scope.matchers.insert(matcher_name.to_string(), Err(reason));
-                }
-            }
+            scope
+                .matchers
+                .insert(matcher_name.to_string(), named_matcher(directive));
             return;
         }
         let rank_of = |rank: u8| match handle {
@@ -882,6 +883,17 @@ impl<'a> Converter<'a> {
                 combined
             }
         };
+        let handler = matches!(
+            name,
+            "redir" | "respond" | "reverse_proxy" | "handle" | "handle_path"
+        );
+        if !handler && matchers.iter().any(|m| m.header.is_some()) {
+            gaps.push(gap(
+                directive,
+                "a header matcher can only choose between reverse_proxy upstreams in Sluice",
+            ));
+            return;
+        }
         let effects: Result<Vec<Effect>, String> = match name {
             "header" => header_directive(&args, &directive.block, false)
                 .map(|c| vec![Effect::ResponseHeaders(c)]),
@@ -1316,7 +1328,21 @@ impl<'a> Converter<'a> {
             );
         }
 
-        for placement in &self.placements {
+        for placement in &mut self.placements {
+            let used = self.routes.iter().any(|route| {
+                let direct = matches!(&route.action, Action::Proxy(proxy) if proxy.placement == placement.name);
+                let keyed = route
+                    .header_table
+                    .as_ref()
+                    .is_some_and(|(_, table)| table.iter().any(|(_, p)| *p == placement.name));
+                direct || keyed
+            });
+            if !used {
+                placement.comments.push(
+                    "no route uses this placement: in Caddy an earlier directive (respond, redir) answers all its requests"
+                        .into(),
+                );
+            }
             write_placement(&mut out, placement);
         }
         for route in &self.routes {
@@ -1402,7 +1428,7 @@ impl Scope {
                     rest,
                 )),
                 Some(Err(reason)) => Err(format!("matcher @{name}: {reason}")),
-                None => Err(format!("matcher @{name} is not defined (before this line)")),
+                None => Err(format!("matcher @{name} is not defined")),
             };
         }
         Ok((vec![all()], directive.args.clone()))
@@ -3018,6 +3044,17 @@ mod tests {
             route(&table, "port-8080")["respond"]["status"].as_integer(),
             Some(503)
         );
+        assert!(conversion.toml.contains("no route uses this placement"));
+        compiled(&conversion, &[]);
+    }
+
+    #[test]
+    fn header_matchers_on_other_directives_are_gaps() {
+        let conversion = convert_text(
+            ":8080 {\n @debug header X-Debug 1\n header @debug X-Trace on\n reverse_proxy 127.0.0.1:9000\n}\n",
+        );
+        assert_eq!(conversion.gaps.len(), 1, "{:?}", conversion.gaps);
+        assert_eq!(conversion.gaps[0].at.line, 3);
     }
 
     #[test]
@@ -3049,8 +3086,9 @@ mod tests {
 
     #[test]
     fn named_matchers_become_routes() {
+        // @canary is used before it is defined, as Caddy allows.
         let conversion = convert_text(
-            "*.example.com {\n @api {\n  host api.example.com\n  path /v1/* /v2/*\n }\n @canary header X-Canary 1\n reverse_proxy @api 10.0.0.1:80\n reverse_proxy @canary 10.0.0.3:80\n reverse_proxy 10.0.0.2:80\n}\n",
+            "*.example.com {\n @api {\n  host api.example.com\n  path /v1/* /v2/*\n }\n reverse_proxy @api 10.0.0.1:80\n reverse_proxy @canary 10.0.0.3:80\n reverse_proxy 10.0.0.2:80\n @canary header X-Canary 1\n}\n",
         );
         assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
         let table = table(&conversion);
