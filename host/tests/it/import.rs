@@ -209,6 +209,46 @@ http://api.test:{port} {{
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_internal_is_served_with_the_generated_certificate() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+
+    let port = free_port();
+    let dir = scratch_dir();
+    let caddyfile = format!(
+        "{{\n\tadmin off\n}}\n\nhttps://dev.localhost:{port} {{\n\tbind 127.0.0.1\n\ttls internal\n\trespond \"secure\" 200\n}}\n"
+    );
+    let config = import_and_check(&dir, &caddyfile);
+    let certificate = dir.join("certs").join("dev-localhost.pem");
+    let key = dir.join("certs").join("dev-localhost.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the private key is readable by its owner only"
+    );
+    let generated = CertificateDer::from_pem_file(&certificate).unwrap();
+
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = Proxy::spawn(address, admin, config, dir.join("state"), &[]);
+    // A client that trusts the generated certificate, as a developer's would.
+    let connector = crate::tls::connector(
+        std::slice::from_ref(&generated),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    let mut stream = crate::tls::connect(&connector, address, "dev.localhost")
+        .await
+        .unwrap();
+    assert_eq!(crate::tls::presented(&stream), generated);
+    let (status, _) = crate::tls::request(&mut stream, "dev.localhost", "/").await;
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn unsupported_directives_are_reported_with_their_lines() {
     let dir = scratch_dir();
