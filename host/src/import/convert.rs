@@ -326,7 +326,6 @@ struct Converter<'a> {
     /// The token variable Sluice's `[acme.cloudflare]` reads.
     dns_token_env: Option<String>,
     global_gaps: Vec<Gap>,
-    global_comments: Vec<String>,
     listeners: BTreeMap<String, bool>,
     routes: Vec<RouteOut>,
     placements: Vec<PlacementOut>,
@@ -353,7 +352,6 @@ impl<'a> Converter<'a> {
             global_dns: None,
             dns_token_env: None,
             global_gaps: Vec::new(),
-            global_comments: Vec::new(),
             listeners: BTreeMap::new(),
             routes: Vec::new(),
             placements: Vec::new(),
@@ -1242,9 +1240,6 @@ impl<'a> Converter<'a> {
         });
         for gap in &self.global_gaps {
             write_gap(&mut out, gap);
-        }
-        for comment in &self.global_comments {
-            let _ = writeln!(out, "# {comment}");
         }
         out.push('\n');
 
