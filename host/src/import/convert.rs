@@ -631,7 +631,12 @@ impl<'a> Converter<'a> {
             return (None, comments);
         }
         let local = addresses.hosts.iter().all(|h| {
-            h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok()
+            h == "localhost"
+                || h.ends_with(".localhost")
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok()
         });
         let mut dns = None;
         let mut internal = local;
@@ -734,7 +739,12 @@ impl<'a> Converter<'a> {
         comments: &mut Vec<String>,
         gaps: &mut Vec<Gap>,
     ) -> Option<RouteTls> {
-        let names: Vec<String> = addresses.hosts.clone();
+        // IPv6 literals are written in brackets in addresses, not in certificates.
+        let names: Vec<String> = addresses
+            .hosts
+            .iter()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .collect();
         if names.iter().any(|n| n.contains('$')) {
             gaps.push(Gap {
                 at: self.source_location(),
@@ -2698,6 +2708,15 @@ mod tests {
         assert!(covers_name(&["*.example.com".into()], "app.example.com"));
         assert!(!covers_name(&["*.example.com".into()], "a.b.example.com"));
         assert!(!covers_name(&["*.example.com".into()], "example.com"));
+    }
+
+    #[test]
+    fn ip_sites_get_a_self_signed_certificate_like_localhost() {
+        let conversion = convert_text("[::1]:8443, 127.0.0.1:8443 {\n respond ok\n}\n");
+        assert_eq!(conversion.files.len(), 2);
+        let table = table(&conversion);
+        assert!(table.get("acme").is_none());
+        assert_eq!(listeners(&table), [("0.0.0.0:8443".to_string(), true)]);
     }
 
     #[test]
