@@ -3184,6 +3184,28 @@ mod tests {
     }
 
     #[test]
+    fn every_gap_is_commented_in_the_output() {
+        let conversion = convert_text(
+            "{\n debug\n}\n:8080 {\n @post method POST\n respond @post 405\n reverse_proxy unix//run/a.sock 127.0.0.1:9000 {\n  lb_policy least_conn\n  header_up ?X-A b\n }\n header ?X-B c\n log {\n  output file /var/log/a.log\n }\n tls internal\n}\n:8081 {\n respond b\n}\n",
+        );
+        let lines: Vec<usize> = conversion.gaps.iter().map(|g| g.at.line).collect();
+        assert_eq!(
+            lines,
+            [2, 6, 7, 8, 9, 11, 13, 15, 17],
+            "{:#?}",
+            conversion.gaps
+        );
+        for gap in &conversion.gaps {
+            let comment = format!("# UNSUPPORTED {}: {}", gap.at, gap.directive);
+            assert!(
+                conversion.toml.contains(&comment),
+                "{comment} missing:\n{}",
+                conversion.toml
+            );
+        }
+    }
+
+    #[test]
     fn unknown_global_options_are_gaps() {
         let conversion = convert_text(
             "{\n servers {\n  protocols h1\n }\n admin off\n}\n:8080 {\n respond ok\n}\n",
