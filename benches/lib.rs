@@ -108,6 +108,7 @@ mod tests {
             .map(|r| match &r.target {
                 sluice::snapshot::RouteTarget::Keyed(k) => k.table.len(),
                 sluice::snapshot::RouteTarget::Direct(_) => 0,
+                sluice::snapshot::RouteTarget::Respond(_) => 0,
             })
             .sum();
         assert_eq!(keys, 10_000);

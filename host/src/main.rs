@@ -72,6 +72,22 @@ enum PluginCommand {
 }
 
 #[derive(Subcommand)]
+enum ImportCommand {
+    /// Convert a Caddyfile; unsupported directives are listed on stderr with their line.
+    Caddyfile {
+        /// The Caddyfile.
+        file: PathBuf,
+        /// Where to write the Sluice config; stdout by default.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Write the config even when some directives have no equivalent,
+        /// with a comment at each, and exit zero.
+        #[arg(long)]
+        allow_partial: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Start the proxy.
     Run {
@@ -93,6 +109,11 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Convert another proxy's configuration into a Sluice config.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
     },
     /// Work with plugins.
     Plugin {
@@ -149,6 +170,21 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => fail(&errors),
+        },
+        Command::Import {
+            command:
+                ImportCommand::Caddyfile {
+                    file,
+                    output,
+                    allow_partial,
+                },
+        } => match sluice::import::run(&file, output.as_deref(), allow_partial) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         },
         Command::Plugin { command } => plugin(command),
         Command::Demo {

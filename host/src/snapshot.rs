@@ -146,6 +146,8 @@ pub enum RouteTarget {
     Direct(PlacementId),
     /// By routing key, through a table.
     Keyed(KeyedTarget),
+    /// Answered by the proxy itself, without an upstream.
+    Respond(crate::transform::respond::Answer),
 }
 
 /// Two-level routing: routing key → placement.

@@ -933,6 +933,28 @@ impl Compiler<'_> {
         route: &super::Route,
         placements: &HashMap<&str, usize>,
     ) -> Option<RouteTarget> {
+        if let Some(respond) = &route.respond {
+            if route.placement.is_some() || route.routing.is_some() {
+                self.error(
+                    path.key("respond"),
+                    "set one of `placement`, `routing` and `respond`",
+                );
+                return None;
+            }
+            return match crate::transform::respond::Answer::compile(respond) {
+                Ok(answer) => Some(RouteTarget::Respond(answer)),
+                Err(errors) => {
+                    for (key, message) in errors {
+                        let mut at = path.key("respond");
+                        for part in key.splitn(2, '.') {
+                            at = at.key(part);
+                        }
+                        self.error(at, message);
+                    }
+                    None
+                }
+            };
+        }
         match (&route.placement, &route.routing) {
             (Some(_), Some(_)) => {
                 self.error(
@@ -942,7 +964,10 @@ impl Compiler<'_> {
                 None
             }
             (None, None) => {
-                self.error(path.clone(), "a route needs `placement` or `routing`");
+                self.error(
+                    path.clone(),
+                    "a route needs `placement`, `routing` or `respond`",
+                );
                 None
             }
             (Some(name), None) => self
@@ -1009,6 +1034,32 @@ mod tests {
     fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
         let loaded = super::super::parse(text, "test.toml", &|_| None)?;
         compile(&loaded, "test.toml", &Registry::default())
+    }
+
+    #[test]
+    fn respond_routes_answer_without_a_placement() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[placements.a]\nendpoints = [{ address = \"127.0.0.1:9000\" }]\n";
+        let snapshot = compile_text(&format!(
+            "{base}[[routes]]\nrespond = {{ status = 301, headers = {{ Location = \"/new\" }} }}\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(&snapshot.routes[0].target, RouteTarget::Respond(answer) if answer.status == 301)
+        );
+        let error = |route: &str| {
+            compile_text(&format!("{base}[[routes]]\n{route}\n"))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("placement = \"a\"\nrespond = { body = \"x\" }")
+            .contains("routes[0].respond: set one of `placement`, `routing` and `respond`"));
+        assert!(error("respond = { status = 42 }")
+            .contains("routes[0].respond.status: must be a status between 100 and 599"));
+        assert!(error("respond = { headers = { \"bad name\" = \"x\" } }")
+            .contains("not a valid header name"));
+        assert!(error("path_prefix = \"/x\"")
+            .contains("a route needs `placement`, `routing` or `respond`"));
     }
 
     #[test]

@@ -223,6 +223,25 @@ pub struct Route {
     /// Answer plain-HTTP requests with a permanent redirect to HTTPS.
     #[serde(default)]
     pub redirect_https: bool,
+    /// Answer requests directly, without an upstream (instead of
+    /// `placement` or `routing`).
+    pub respond: Option<DirectResponse>,
+}
+
+/// A route's `respond`: a fixed answer written by the proxy itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// The status; 200 by default.
+    #[serde(default = "default_respond_status")]
+    pub status: u16,
+    /// The body; `{host}`, `{hostport}`, `{path}`, `{query}` and `{uri}`
+    /// are filled in.
+    #[serde(default)]
+    pub body: String,
+    /// Response headers, with the same placeholders (e.g. `Location`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// `[routes.routing]`: where the routing key comes from and where it leads.
@@ -670,6 +689,10 @@ pub enum HostHeader {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_respond_status() -> u16 {
+    200
 }
 
 fn default_weight() -> u32 {

@@ -336,6 +336,10 @@ impl ProxyHttp for SluiceProxy {
             respond::redirect_to_https(session, ctx).await?;
             return Ok(true);
         }
+        if let RouteTarget::Respond(answer) = &route_spec.target {
+            respond::answer(session, ctx, answer, &route_spec.response_headers).await?;
+            return Ok(true);
+        }
         let registry = if route_spec.plugins.is_empty() {
             None
         } else {
@@ -434,7 +438,7 @@ impl ProxyHttp for SluiceProxy {
         }
         let route_default = match &snapshot.routes[decision.route].target {
             RouteTarget::Keyed(keyed) => Some(keyed.default),
-            RouteTarget::Direct(_) => None,
+            RouteTarget::Direct(_) | RouteTarget::Respond(_) => None,
         };
         let routed = decision.placement;
         let key = decision.key.as_deref().map(str::as_bytes);

@@ -58,6 +58,40 @@ pub(super) async fn redirect_to_https(session: &mut Session, ctx: &RequestCtx) -
         .await
 }
 
+/// Answers with a route's `respond`, its response header rules applied.
+pub(super) async fn answer(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    answer: &crate::transform::respond::Answer,
+    rules: &crate::transform::headers::HeaderOps,
+) -> Result<()> {
+    let request = session.req_header();
+    let parts = crate::transform::respond::RequestParts {
+        host: &ctx.client_host,
+        path: request.uri.path(),
+        query: request.uri.query(),
+    };
+    let body = answer.body(parts);
+    let headers = answer.headers(parts, &body);
+    let mut response = ResponseHeader::build(answer.status, Some(headers.len() + 2))?;
+    for (name, value) in headers {
+        response.insert_header(name, value)?;
+    }
+    response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    response.insert_header(super::forwarding::REQUEST_ID, ctx.request_id.as_str())?;
+    rules.apply(&mut response);
+    let head_only = session.req_header().method == http::Method::HEAD || body.is_empty();
+    session
+        .write_response_header(Box::new(response), head_only)
+        .await?;
+    if head_only {
+        return Ok(());
+    }
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
 /// Writes a response a plugin answered with, plus the request id.
 pub(super) async fn immediate(
     session: &mut Session,

@@ -73,6 +73,11 @@ pub enum Refusal {
         /// The route that refused.
         route: usize,
     },
+    /// The route answers requests itself (`respond`); no placement serves it.
+    Answered {
+        /// The route.
+        route: usize,
+    },
 }
 
 /// Matches a route and resolves its placement.
@@ -88,7 +93,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision
 pub fn routing_key(snapshot: &Snapshot, route: usize, request: &RequestView<'_>) -> Option<String> {
     match &snapshot.routes[route].target {
         RouteTarget::Keyed(keyed) => keyed.extractor.extract(request).map(|key| key.into_owned()),
-        RouteTarget::Direct(_) => None,
+        RouteTarget::Direct(_) | RouteTarget::Respond(_) => None,
     }
 }
 
@@ -100,6 +105,7 @@ pub fn resolve(
     key: Option<String>,
 ) -> Result<Decision, Refusal> {
     match &snapshot.routes[route].target {
+        RouteTarget::Respond(_) => Err(Refusal::Answered { route }),
         RouteTarget::Direct(placement) => Ok(Decision {
             route,
             placement: *placement,
@@ -136,6 +142,7 @@ pub fn candidates(snapshot: &Snapshot, route: usize) -> Vec<PlacementId> {
     let mut placements = Vec::new();
     match &snapshot.routes[route].target {
         RouteTarget::Direct(placement) => placements.push(*placement),
+        RouteTarget::Respond(_) => {}
         RouteTarget::Keyed(keyed) => {
             placements.push(keyed.default);
             let mut table: Vec<PlacementId> = keyed.table.values().copied().collect();

@@ -3,4 +3,5 @@
 
 pub mod forwarding;
 pub mod headers;
+pub mod respond;
 pub mod rewrite;

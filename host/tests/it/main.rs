@@ -8,6 +8,7 @@ mod config_errors;
 mod demo;
 mod errors;
 mod fault;
+mod import;
 mod lifecycle;
 mod monitoring;
 mod plugins;

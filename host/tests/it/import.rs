@@ -1,0 +1,535 @@
+//! `sluice import caddyfile`: Caddyfiles written for these tests are
+//! converted by the real binary, the output passes `sluice check`, and the
+//! converted routes behave as the Caddyfile intends, as a client and an
+//! upstream see them; the differential test serves one Caddyfile with real
+//! Caddy and with Sluice and compares what both send and answer.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{free_port, scratch_dir, sluice_binary, upstreams, Proxy};
+
+/// Runs `sluice import caddyfile` on `caddyfile` in `dir`.
+fn import(dir: &Path, caddyfile: &str, extra: &[&str]) -> Output {
+    let path = dir.join("Caddyfile");
+    std::fs::write(&path, caddyfile).unwrap();
+    Command::new(sluice_binary())
+        .current_dir(dir)
+        .args(["import", "caddyfile", "Caddyfile"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Imports `caddyfile` into `dir/sluice.toml`, insisting on success, and
+/// checks the result with `sluice check`.
+fn import_and_check(dir: &Path, caddyfile: &str) -> PathBuf {
+    let output = import(dir, caddyfile, &["-o", "sluice.toml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "import failed: {stderr}");
+    let config = dir.join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.starts_with("# Imported from Caddyfile"), "{text}");
+    let check = Command::new(sluice_binary())
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sluice check refused the import:\n{}\n{text}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    config
+}
+
+/// An HTTP client that does not follow redirects, so both proxies' own
+/// answers are compared.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A response, read whole.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// The upstream's echo of the request it received.
+    fn echo(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not an echo ({e}): {}", self.body))
+    }
+}
+
+async fn send(
+    address: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client()
+        .request(method.clone(), format!("http://{address}{path}"))
+        .header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if method == reqwest::Method::POST {
+        request = request.body("form=1");
+    }
+    let response = request.send().await.unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn converted_sites_route_rewrite_and_answer_as_the_caddyfile_says() {
+    let up = upstreams(&["shop", "api-v2"]).await;
+    let (shop, v2) = (up[0].address, up[1].address);
+    let port = free_port();
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let dir = scratch_dir();
+    let caddyfile = format!(
+        r#"# Two sites on one port, told apart by host.
+{{
+	admin {admin}
+}}
+
+(hardening) {{
+	header {{
+		-X-Served-By
+		X-Frame-Options "DENY"
+	}}
+}}
+
+http://shop.test:{port} {{
+	bind 127.0.0.1
+	import hardening
+	reverse_proxy {shop} {{
+		header_up Host {{upstream_hostport}}
+		header_up X-Env `prod`
+		header_up -X-Debug
+	}}
+}}
+
+http://api.test:{port} {{
+	bind 127.0.0.1
+	respond /health "api ok" 200
+	rewrite /old/* /v2{{path}}
+	reverse_proxy /v2/* {v2}
+	reverse_proxy {shop}
+}}
+"#
+    );
+    let config = import_and_check(&dir, &caddyfile);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy = Proxy::spawn(address, admin, config, dir.join("state"), &[]);
+
+    // Hosts, Host rewriting and header set/remove, as the upstream sees them.
+    let answer = send(
+        proxy.address,
+        "GET",
+        "shop.test",
+        "/cart?id=7",
+        &[("x-debug", "1")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let echo = answer.echo();
+    assert_eq!(echo["upstream"], "shop");
+    assert_eq!(echo["path"], "/cart");
+    assert_eq!(echo["query"], "id=7");
+    assert_eq!(echo["headers"]["host"], shop.to_string());
+    assert_eq!(echo["headers"]["x-env"], "prod");
+    assert!(echo["headers"].get("x-debug").is_none());
+    // ... and as the client sees them.
+    assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+    assert_eq!(answer.header("x-served-by"), None);
+
+    // An upstream rewrite, chosen by the rewritten path.
+    let answer = send(proxy.address, "GET", "api.test", "/old/users?page=2", &[]).await;
+    let echo = answer.echo();
+    assert_eq!(echo["upstream"], "api-v2");
+    assert_eq!(echo["path"], "/v2/old/users");
+    assert_eq!(echo["query"], "page=2");
+    assert_eq!(
+        echo["headers"]["host"], "api.test",
+        "the client's Host by default"
+    );
+    assert_eq!(
+        send(proxy.address, "GET", "api.test", "/v2/x", &[])
+            .await
+            .echo()["upstream"],
+        "api-v2"
+    );
+    assert_eq!(
+        send(proxy.address, "GET", "api.test", "/other", &[])
+            .await
+            .echo()["upstream"],
+        "shop"
+    );
+
+    // A respond body, answered by the proxy itself.
+    let answer = send(proxy.address, "GET", "api.test", "/health", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "api ok");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(answer.header("x-served-by"), None);
+
+    // A host the Caddyfile does not name.
+    assert_eq!(
+        send(proxy.address, "GET", "other.test", "/", &[])
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_internal_is_served_with_the_generated_certificate() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+
+    let port = free_port();
+    let dir = scratch_dir();
+    let caddyfile = format!(
+        "{{\n\tadmin off\n}}\n\nhttps://dev.localhost:{port} {{\n\tbind 127.0.0.1\n\ttls internal\n\trespond \"secure\" 200\n}}\n"
+    );
+    let config = import_and_check(&dir, &caddyfile);
+    let certificate = dir.join("certs").join("dev-localhost.pem");
+    let key = dir.join("certs").join("dev-localhost.key");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the private key is readable by its owner only"
+    );
+    let generated = CertificateDer::from_pem_file(&certificate).unwrap();
+
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = Proxy::spawn(address, admin, config, dir.join("state"), &[]);
+    // A client that trusts the generated certificate, as a developer's would.
+    let connector = crate::tls::connector(
+        std::slice::from_ref(&generated),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    let mut stream = crate::tls::connect(&connector, address, "dev.localhost")
+        .await
+        .unwrap();
+    assert_eq!(crate::tls::presented(&stream), generated);
+    let (status, _) = crate::tls::request(&mut stream, "dev.localhost", "/").await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn unsupported_directives_are_reported_with_their_lines() {
+    let dir = scratch_dir();
+    let caddyfile = "{\n\tadmin off\n}\n\nhttp://a.test:8080 {\n\tencode gzip\n\tbasicauth {\n\t\tbob $2a$14$hash\n\t}\n\treverse_proxy 127.0.0.1:9000\n}\n";
+
+    let refused = import(&dir, caddyfile, &["-o", "sluice.toml"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Caddyfile:6: unsupported: encode gzip: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Caddyfile:7: unsupported: basicauth { ... }: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-partial"), "{stderr}");
+    assert!(
+        !dir.join("sluice.toml").exists(),
+        "nothing is written without --allow-partial"
+    );
+
+    let partial = import(&dir, caddyfile, &["-o", "sluice.toml", "--allow-partial"]);
+    let stderr = String::from_utf8_lossy(&partial.stderr);
+    assert!(partial.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Caddyfile:6: unsupported: encode gzip"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(dir.join("sluice.toml")).unwrap();
+    assert!(
+        text.contains("# UNSUPPORTED Caddyfile:6: encode gzip ("),
+        "{text}"
+    );
+    assert!(
+        text.contains("# UNSUPPORTED Caddyfile:7: basicauth { ... } ("),
+        "{text}"
+    );
+    let check = Command::new(sluice_binary())
+        .args(["check", "--config"])
+        .arg(dir.join("sluice.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    // Without -o the config goes to stdout.
+    let stdout = import(&dir, caddyfile, &["--allow-partial"]);
+    assert!(String::from_utf8_lossy(&stdout.stdout).starts_with("# Imported from Caddyfile"));
+}
+
+#[test]
+fn a_broken_caddyfile_is_an_error_with_its_line() {
+    let dir = scratch_dir();
+    let output = import(&dir, "a.test {\n\treverse_proxy 127.0.0.1:9000 {\n}\n", &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Caddyfile:1: this { is never closed"),
+        "{stderr}"
+    );
+    let output = import(&dir, "a.test {\n\timport missing-snippet\n}\n", &[]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Caddyfile:2: import missing-snippet"));
+}
+
+/// `caddy run` on a Caddyfile, killed on drop.
+struct Caddy {
+    child: Child,
+    address: SocketAddr,
+    log: PathBuf,
+}
+
+impl Caddy {
+    /// Starts Caddy with its home and data in a scratch directory, and
+    /// waits until `probe` (a path on `host`) answers.
+    async fn start(caddyfile: &Path, address: SocketAddr, host: &str, probe: &str) -> Caddy {
+        let home = scratch_dir();
+        let log = home.join("caddy.log");
+        let child = Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(caddyfile)
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run caddy ({e}); install Debian's caddy package (scripts/test.sh does)"
+                )
+            });
+        let mut caddy = Caddy {
+            child,
+            address,
+            log,
+        };
+        caddy.wait_ready(host, probe).await;
+        caddy
+    }
+
+    async fn wait_ready(&mut self, host: &str, probe: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("caddy exited with {status}:\n{}", self.log_text());
+            }
+            if TcpStream::connect(self.address).is_ok()
+                && send(self.address, "GET", host, probe, &[]).await.status == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caddy did not answer on {}:\n{}",
+                self.address,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The small Caddyfile both proxies serve, listening on `port`.
+fn differential_caddyfile(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        r#"{{
+	admin off
+	auto_https off
+}}
+
+http://app.test:{port} {{
+	bind 127.0.0.1
+	header X-Frame-Options DENY
+	header -X-Served-By
+	respond /health "healthy" 200
+	redir /old /new 301
+	redir /moved https://{{host}}{{uri}}
+	rewrite /api/* /v2{{path}}
+	reverse_proxy {upstream} {{
+		header_up X-Env prod
+		header_up -X-Debug
+		header_down X-Proxy caddyfile
+	}}
+}}
+
+http://vhost.test:{port} {{
+	bind 127.0.0.1
+	reverse_proxy {upstream} {{
+		header_up Host {{upstream_hostport}}
+	}}
+}}
+"#
+    )
+}
+
+/// A request of the differential test: method, host, path and query, headers.
+type Exchange<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// What the differential test compares of one exchange.
+fn comparable(answer: &Answer) -> Value {
+    let headers = [
+        "x-frame-options",
+        "x-served-by",
+        "x-proxy",
+        "location",
+        "content-type",
+    ];
+    let response: serde_json::Map<String, Value> = headers
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                answer.header(name).map_or(Value::Null, |v| v.into()),
+            )
+        })
+        .collect();
+    let mut compared = serde_json::json!({ "status": answer.status, "response": response });
+    if answer.header("content-type") == Some("application/json") {
+        let echo = answer.echo();
+        let upstream_headers = [
+            "host",
+            "x-env",
+            "x-debug",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+        ];
+        let seen: serde_json::Map<String, Value> = upstream_headers
+            .iter()
+            .map(|name| {
+                (
+                    name.to_string(),
+                    echo["headers"].get(name).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        compared["upstream"] = serde_json::json!({
+            "method": echo["method"],
+            "path": echo["path"],
+            "query": echo["query"],
+            "headers": seen,
+        });
+    } else {
+        compared["body"] = answer.body.clone().into();
+    }
+    compared
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_and_sluice_serve_one_caddyfile_alike() {
+    let up = upstreams(&["echo"]).await;
+    let upstream = up[0].address;
+
+    let caddy_port = free_port();
+    let caddy_dir = scratch_dir();
+    let caddy_file = caddy_dir.join("Caddyfile");
+    std::fs::write(&caddy_file, differential_caddyfile(caddy_port, upstream)).unwrap();
+    let caddy = Caddy::start(
+        &caddy_file,
+        SocketAddr::from(([127, 0, 0, 1], caddy_port)),
+        "app.test",
+        "/health",
+    )
+    .await;
+
+    let sluice_port = free_port();
+    let dir = scratch_dir();
+    let config = import_and_check(&dir, &differential_caddyfile(sluice_port, upstream));
+    let sluice_address = SocketAddr::from(([127, 0, 0, 1], sluice_port));
+    // The Caddyfile turns the admin endpoint off; the harness's admin
+    // address is unused.
+    let sluice = Proxy::spawn(
+        sluice_address,
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        config,
+        dir.join("state"),
+        &[],
+    );
+
+    let exchanges: &[Exchange] = &[
+        ("GET", "app.test", "/hello?x=1&y=two", &[("x-debug", "1")]),
+        ("POST", "app.test", "/submit", &[]),
+        ("GET", "app.test", "/api/users?page=2", &[]),
+        ("GET", "app.test", "/health", &[]),
+        ("GET", "app.test", "/old", &[]),
+        ("GET", "app.test:8443", "/moved?a=1", &[]),
+        ("GET", "vhost.test", "/v?k=v", &[("x-env", "client")]),
+    ];
+    for (method, host, path, headers) in exchanges {
+        let from_caddy = send(caddy.address, method, host, path, headers).await;
+        let from_sluice = send(sluice.address, method, host, path, headers).await;
+        assert_eq!(
+            comparable(&from_sluice),
+            comparable(&from_caddy),
+            "{method} {host}{path}: Sluice (left) and Caddy (right) differ"
+        );
+    }
+    // The comparison saw what the Caddyfile asks for, not two equal failures.
+    let answer = send(sluice.address, "GET", "app.test", "/api/users?page=2", &[]).await;
+    assert_eq!(answer.echo()["path"], "/v2/api/users");
+    assert_eq!(answer.header("x-frame-options"), Some("DENY"));
+    let answer = send(sluice.address, "GET", "vhost.test", "/", &[]).await;
+    assert_eq!(answer.echo()["headers"]["host"], upstream.to_string());
+}
