@@ -20,6 +20,7 @@ use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::RouteIndex;
 use crate::tls::certificates::CertificateTable;
+use crate::tls::termination::MinTlsVersion;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -79,8 +80,10 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// Whether HTTP/2 with prior knowledge is accepted.
     pub h2c: bool,
-    /// Whether the listener terminates TLS (TLS 1.2 and 1.3).
+    /// Whether the listener terminates TLS.
     pub tls: bool,
+    /// The oldest TLS version accepted when it does.
+    pub min_tls_version: MinTlsVersion,
 }
 
 /// A compiled route.
