@@ -56,8 +56,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         health,
     ))?;
     let snapshot = reloader.live().load_full();
-    // ACME certificates are ordered for the routes of the snapshot the
-    // process starts on; a reload that changes them needs a restart.
+    // ACME runs if the snapshot the process starts on has routes with
+    // tls = "acme"; reloads that add such routes are then followed.
     let acme_certificates = AcmeCertificates::default();
     let acme = prepare_acme(
         &snapshot,
@@ -154,10 +154,12 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
                 .collect(),
             _ => Vec::new(),
         };
+        let live = reloader.live();
         control.spawn(async move {
             wait_until_listening(&plain).await;
             // The tasks live as long as this one, that is, the process.
             let mut tasks = acme.start();
+            tasks.spawn(acme.follow(live));
             while tasks.join_next().await.is_some() {}
         });
     }

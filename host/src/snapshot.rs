@@ -59,8 +59,10 @@ pub struct Snapshot {
     /// The certificate and key files, watched for changes.
     pub certificate_files: Vec<std::path::PathBuf>,
     /// The certificates to order through [`Snapshot::acme`], each a list
-    /// of names: the hosts of one route with `tls = "acme"`. Only the
-    /// snapshot a process starts on is used; changing them needs a restart.
+    /// of names: the hosts of one route with `tls = "acme"`. Lists a reload
+    /// adds are ordered too, if ACME runs (the snapshot the process started
+    /// on had some); lists it removes or changes keep being renewed until a
+    /// restart.
     pub acme_certificates: Vec<Vec<String>>,
 }
 

@@ -1046,6 +1046,65 @@ async fn a_renewal_under_a_held_connection_keeps_it_and_serves_new_ones_the_new_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_adds_an_acme_route_orders_and_serves_its_certificate_without_restart() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_RELOAD");
+    let body = |added: &str| {
+        format!(
+            "{}\n{}",
+            acme_route(tls, up[0].address, "\"first.example.test\"", added),
+            acme_table(&ca, &cloudflare.base, "dns-01", token_env),
+        )
+    };
+    let proxy = Proxy::start(&body(""));
+    let pid = proxy.pid();
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let mut first = wait_for_certificate(&client, tls, "first.example.test", &proxy).await;
+    assert!(
+        connect(&client, tls, "added.example.test").await.is_err(),
+        "no certificate before the route exists"
+    );
+
+    let version = proxy.admin("GET", "/status").await.1["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.rewrite(&body(
+        "\n[[routes]]\nhosts = [\"added.example.test\"]\nplacement = \"site\"\ntls = \"acme\"\n",
+    ));
+    proxy.wait_version_change(&version).await;
+    let mut added = wait_for_certificate(&client, tls, "added.example.test", &proxy).await;
+    assert_ne!(presented(&added), presented(&first));
+    assert_eq!(
+        request(&mut added, "added.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    // The first route's connection and certificate are untouched, and no
+    // restart happened.
+    assert_eq!(
+        request(&mut first, "first.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert_eq!(proxy.pid(), pid);
+    let status = acme_status(&proxy).await;
+    let names: Vec<_> = status.iter().map(|c| c["names"].clone()).collect();
+    assert_eq!(
+        names,
+        [json!(["first.example.test"]), json!(["added.example.test"])]
+    );
+    assert!(
+        proxy
+            .stderr_text()
+            .contains("a reload added these ACME names"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn http01_is_answered_by_the_proxys_plain_listener() {
     let ca = Ca::start(Duration::from_secs(90 * 86_400));
     let up = upstreams(&["site"]).await;
