@@ -134,8 +134,7 @@ impl<A> TlsTermination<A> {
 
     /// The listener a connection to `local` arrived on.
     fn listener_for(&self, local: SocketAddr) -> Option<&Listener> {
-        let addresses: Vec<SocketAddr> = self.listeners.iter().map(|l| l.address).collect();
-        listening_on(&addresses, local).map(|i| &self.listeners[i])
+        listening_on(self.listeners.iter().map(|l| l.address), local).map(|i| &self.listeners[i])
     }
 
     /// `stream` ready for HTTP: after a TLS handshake if it arrived on an
@@ -221,12 +220,15 @@ where
 /// Which of `listeners` a connection to `local` arrived on: the one bound to
 /// that very address, else one bound to the unspecified address of its
 /// family (`0.0.0.0`, `[::]`) on its port.
-fn listening_on(listeners: &[SocketAddr], local: SocketAddr) -> Option<usize> {
+fn listening_on(
+    mut listeners: impl Iterator<Item = SocketAddr> + Clone,
+    local: SocketAddr,
+) -> Option<usize> {
     listeners
-        .iter()
-        .position(|address| *address == local)
+        .clone()
+        .position(|address| address == local)
         .or_else(|| {
-            listeners.iter().position(|address| {
+            listeners.position(|address| {
                 address.ip().is_unspecified()
                     && address.port() == local.port()
                     && address.is_ipv4() == local.is_ipv4()
@@ -365,7 +367,7 @@ mod tests {
             address("[::]:8443"),
             address("10.0.0.5:443"),
         ];
-        let find = |local: &str| listening_on(&listeners, address(local));
+        let find = |local: &str| listening_on(listeners.iter().copied(), address(local));
         assert_eq!(find("127.0.0.1:8080"), Some(0));
         assert_eq!(find("10.1.2.3:8443"), Some(1));
         assert_eq!(find("[fe80::1]:8443"), Some(2));
