@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -24,6 +23,7 @@ use crate::snapshot::Snapshot;
 use crate::tls::acme::{Acme, ChallengeKind};
 use crate::tls::resolver::SniResolver;
 use crate::tls::store::AcmeCertificates;
+use crate::tls::termination::{server_config, TlsTermination};
 
 /// How `sluice run` was asked to start.
 #[derive(Debug, Clone)]
@@ -56,8 +56,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         health,
     ))?;
     let snapshot = reloader.live().load_full();
-    // ACME certificates are ordered for the routes of the snapshot the
-    // process starts on; a reload that changes them needs a restart.
+    // ACME runs if the snapshot the process starts on has routes with
+    // tls = "acme"; reloads that add such routes are then followed.
     let acme_certificates = AcmeCertificates::default();
     let acme = prepare_acme(
         &snapshot,
@@ -97,27 +97,33 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         if let Some(acme) = &acme {
             proxy = proxy.with_http01(acme.http01());
         }
-        let mut service = http_proxy_service_with_name(&server.configuration, proxy, name);
-        if let Some(proxy) = service.app_logic_mut() {
-            let mut options = HttpServerOptions::default();
-            options.h2c = h2c;
-            proxy.server_options = Some(options);
-        }
+        let mut proxy = http_proxy(&server.configuration, proxy);
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        proxy.server_options = Some(options);
+        // HTTPS listeners are bound as TCP and the handshake is run in front
+        // of the proxy, with rustls settings of Sluice's own (Pingora's
+        // TlsSettings fixes the TLS versions).
+        let mut app = TlsTermination::new(proxy);
+        let mut bound = Vec::new();
         for listener in addresses {
             if listener.tls {
-                // No files: with a resolver, Pingora ignores them.
-                let mut tls = TlsSettings::intermediate("", "")?;
-                tls.set_cert_resolver(Arc::new(SniResolver::new(
-                    reloader.live(),
-                    acme_certificates.clone(),
-                )));
-                tls.enable_h2();
-                service.add_tls_with_settings(&listener.address.to_string(), None, tls);
-                tracing::info!(address = %listener.address, "listening with TLS");
+                let certificates =
+                    Arc::new(SniResolver::new(reloader.live(), acme_certificates.clone()));
+                app.add_https(
+                    listener.address,
+                    server_config(listener.min_tls_version, certificates)?,
+                );
+                tracing::info!(address = %listener.address, min_tls_version = %listener.min_tls_version, "listening with TLS");
             } else {
-                service.add_tcp(&listener.address.to_string());
+                app.add_plain(listener.address);
                 tracing::info!(address = %listener.address, h2c, "listening");
             }
+            bound.push(listener.address.to_string());
+        }
+        let mut service = Service::new(name.to_string(), app);
+        for address in &bound {
+            service.add_tcp(address);
         }
         server.add_service(service);
     }
@@ -148,10 +154,12 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
                 .collect(),
             _ => Vec::new(),
         };
+        let live = reloader.live();
         control.spawn(async move {
             wait_until_listening(&plain).await;
             // The tasks live as long as this one, that is, the process.
             let mut tasks = acme.start();
+            tasks.spawn(acme.follow(live));
             while tasks.join_next().await.is_some() {}
         });
     }

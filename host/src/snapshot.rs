@@ -20,6 +20,7 @@ use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::RouteIndex;
 use crate::tls::certificates::CertificateTable;
+use crate::tls::termination::MinTlsVersion;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -58,8 +59,10 @@ pub struct Snapshot {
     /// The certificate and key files, watched for changes.
     pub certificate_files: Vec<std::path::PathBuf>,
     /// The certificates to order through [`Snapshot::acme`], each a list
-    /// of names: the hosts of one route with `tls = "acme"`. Only the
-    /// snapshot a process starts on is used; changing them needs a restart.
+    /// of names: the hosts of one route with `tls = "acme"`. Lists a reload
+    /// adds are ordered too, if ACME runs (the snapshot the process started
+    /// on had some); lists it removes or changes keep being renewed until a
+    /// restart.
     pub acme_certificates: Vec<Vec<String>>,
 }
 
@@ -79,8 +82,10 @@ pub struct ListenerSpec {
     pub address: SocketAddr,
     /// Whether HTTP/2 with prior knowledge is accepted.
     pub h2c: bool,
-    /// Whether the listener terminates TLS (TLS 1.2 and 1.3).
+    /// Whether the listener terminates TLS.
     pub tls: bool,
+    /// The oldest TLS version accepted when it does.
+    pub min_tls_version: MinTlsVersion,
 }
 
 /// A compiled route.

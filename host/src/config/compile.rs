@@ -26,6 +26,7 @@ use crate::snapshot::{
 };
 use crate::tls::acme::{self, AcmeConfig, CloudflareConfig, RetryBackoff};
 use crate::tls::certificates::{Certificate, CertificateTable};
+use crate::tls::termination::MinTlsVersion;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
@@ -492,6 +493,7 @@ impl Compiler<'_> {
         let mut seen = HashSet::new();
         let mut specs = Vec::new();
         for (i, listener) in config.listeners.iter().enumerate() {
+            let min_tls_version = self.min_tls_version(i, listener);
             let path = KeyPath::root().key("listeners").index(i).key("address");
             match listener.address.parse::<SocketAddr>() {
                 Ok(address) => {
@@ -502,6 +504,7 @@ impl Compiler<'_> {
                             address,
                             h2c: listener.h2c,
                             tls: listener.tls,
+                            min_tls_version,
                         });
                     }
                 }
@@ -515,6 +518,32 @@ impl Compiler<'_> {
             }
         }
         specs
+    }
+
+    /// The `min_tls_version` of listener `index`: the default when unset.
+    fn min_tls_version(&mut self, index: usize, listener: &super::Listener) -> MinTlsVersion {
+        let Some(text) = &listener.min_tls_version else {
+            return MinTlsVersion::default();
+        };
+        let path = KeyPath::root()
+            .key("listeners")
+            .index(index)
+            .key("min_tls_version");
+        if !listener.tls {
+            // Silently ignoring it would let the operator believe the
+            // listener is encrypted.
+            self.error(
+                path.clone(),
+                "applies to TLS listeners only; set tls = true or remove it",
+            );
+        }
+        MinTlsVersion::parse(text).unwrap_or_else(|| {
+            self.error(
+                path,
+                format!("{text:?} is not a TLS version Sluice accepts: use \"1.2\" or \"1.3\""),
+            );
+            MinTlsVersion::default()
+        })
     }
 
     fn placement(
@@ -1331,6 +1360,46 @@ placement = "a"
         assert_eq!(&*b.endpoints[0].id, "localhost:9443");
         assert!(b.endpoints[0].peer.is_tls());
         assert!(!b.endpoints[0].peer.options.verify_cert);
+    }
+
+    #[test]
+    fn min_tls_version_is_checked_and_compiled() {
+        let listeners = |tls: &str, version: &str| {
+            format!("[[listeners]]\naddress = \"127.0.0.1:8443\"\n{tls}min_tls_version = {version}\n[placements.a]\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n[[routes]]\nplacement = \"a\"\ntls = \"acme\"\nhosts = [\"a.example.org\"]\n[acme]\n")
+        };
+        let errors_at = |text: &str| -> Vec<(Option<usize>, String, String)> {
+            match compile_text(text) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors
+                    .errors
+                    .iter()
+                    .map(|e| (e.line, e.path.to_string(), e.message.clone()))
+                    .collect(),
+            }
+        };
+        assert_eq!(errors_at(&listeners("tls = true\n", "\"1.3\"")), []);
+        assert_eq!(errors_at(&listeners("tls = true\n", "\"1.2\"")), []);
+        let errors = errors_at(&listeners("tls = true\n", "\"1.1\""));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, Some(4));
+        assert_eq!(errors[0].1, "listeners[0].min_tls_version");
+        assert!(
+            errors[0].2.contains("\"1.1\" is not a TLS version"),
+            "{errors:?}"
+        );
+        let errors = errors_at(&listeners("", "\"1.3\""));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].1, "listeners[0].min_tls_version");
+        assert!(errors[0].2.contains("TLS listeners only"), "{errors:?}");
+
+        let text = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\nmin_tls_version = \"1.3\"\n[placements.a]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n[[routes]]\nplacement = \"a\"\ntls = \"acme\"\nhosts = [\"a.example.org\"]\n[acme]\n";
+        let snapshot = compile_text(text).unwrap();
+        let versions: Vec<_> = snapshot
+            .listeners
+            .iter()
+            .map(|l| l.min_tls_version)
+            .collect();
+        assert_eq!(versions, [MinTlsVersion::Tls12, MinTlsVersion::Tls13]);
     }
 
     #[test]

@@ -316,11 +316,15 @@ impl Reloader {
                  they take effect on restart or upgrade"
             );
         }
-        if snapshot.acme_certificates != current.acme_certificates || snapshot.acme != current.acme
-        {
+        let acme_routes_removed = current
+            .acme_certificates
+            .iter()
+            .any(|names| !snapshot.acme_certificates.contains(names));
+        if snapshot.acme != current.acme || acme_routes_removed {
             tracing::warn!(
-                "[acme] or the routes with tls = \"acme\" changed; certificates keep being \
-                 ordered as at startup until a restart or upgrade"
+                "[acme] changed, or routes with tls = \"acme\" were removed or changed; \
+                 certificates already managed keep being renewed as before until a restart \
+                 or upgrade"
             );
         }
         let snapshot = Arc::new(snapshot);

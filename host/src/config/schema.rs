@@ -185,6 +185,9 @@ pub struct Listener {
     /// routes' certificates by SNI.
     #[serde(default)]
     pub tls: bool,
+    /// The oldest TLS version a TLS listener accepts: `"1.2"` (the
+    /// default) or `"1.3"`.
+    pub min_tls_version: Option<String>,
 }
 
 /// One `[[routes]]` entry.

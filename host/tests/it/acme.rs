@@ -973,6 +973,141 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
     );
 }
 
+/// The serial number of a DER certificate, in hex.
+fn serial(certificate: &CertificateDer<'_>) -> String {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).unwrap();
+    parsed.raw_serial_as_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_under_a_held_connection_keeps_it_and_serves_new_ones_the_new_certificate() {
+    // Certificates live 20 s. renew_before (30 days by default) is longer,
+    // so the window is capped at half the lifetime: each certificate is
+    // renewed about 10 s after it is issued, by the running proxy.
+    let ca = Ca::start(Duration::from_secs(20));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_HELD");
+    let proxy = Proxy::start(&format!(
+        "{}\n{}",
+        acme_route(tls, up[0].address, "\"held.example.test\"", ""),
+        acme_table(&ca, &cloudflare.base, "dns-01", token_env).replacen(
+            "[acme]\n",
+            "[acme]\nrenew_before = \"30d\"\n",
+            1
+        ),
+    ));
+    let pid = proxy.pid();
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+
+    // A client opens a keep-alive connection and is served on it.
+    let mut held = wait_for_certificate(&client, tls, "held.example.test", &proxy).await;
+    let first = presented(&held);
+    assert_eq!(
+        request(&mut held, "held.example.test", "/").await,
+        (200, "site".to_string())
+    );
+
+    // The proxy renews on its own; new connections get the new certificate.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut fresh = loop {
+        let stream = connect(&client, tls, "held.example.test").await.unwrap();
+        if presented(&stream) != first {
+            break stream;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewed certificate within 60 s:\n{}",
+            proxy.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_ne!(serial(&presented(&fresh)), serial(&first));
+    assert_eq!(
+        request(&mut fresh, "held.example.test", "/").await,
+        (200, "site".to_string())
+    );
+
+    // The connection held across the renewal is still open and served, by
+    // the same process.
+    assert_eq!(
+        request(&mut held, "held.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert_eq!(
+        request(&mut held, "held.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert_eq!(proxy.pid(), pid);
+    let metrics = proxy.metrics().await;
+    let issued: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("sluice_acme_attempts_total{result=\"success\"} "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no success count: {metrics}"));
+    assert!(issued >= 2, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_adds_an_acme_route_orders_and_serves_its_certificate_without_restart() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_RELOAD");
+    let body = |added: &str| {
+        format!(
+            "{}\n{}",
+            acme_route(tls, up[0].address, "\"first.example.test\"", added),
+            acme_table(&ca, &cloudflare.base, "dns-01", token_env),
+        )
+    };
+    let proxy = Proxy::start(&body(""));
+    let pid = proxy.pid();
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let mut first = wait_for_certificate(&client, tls, "first.example.test", &proxy).await;
+    assert!(
+        connect(&client, tls, "added.example.test").await.is_err(),
+        "no certificate before the route exists"
+    );
+
+    let version = proxy.admin("GET", "/status").await.1["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.rewrite(&body(
+        "\n[[routes]]\nhosts = [\"added.example.test\"]\nplacement = \"site\"\ntls = \"acme\"\n",
+    ));
+    proxy.wait_version_change(&version).await;
+    let mut added = wait_for_certificate(&client, tls, "added.example.test", &proxy).await;
+    assert_ne!(presented(&added), presented(&first));
+    assert_eq!(
+        request(&mut added, "added.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    // The first route's connection and certificate are untouched, and no
+    // restart happened.
+    assert_eq!(
+        request(&mut first, "first.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert_eq!(proxy.pid(), pid);
+    let status = acme_status(&proxy).await;
+    let names: Vec<_> = status.iter().map(|c| c["names"].clone()).collect();
+    assert_eq!(
+        names,
+        [json!(["first.example.test"]), json!(["added.example.test"])]
+    );
+    assert!(
+        proxy
+            .stderr_text()
+            .contains("a reload added these ACME names"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http01_is_answered_by_the_proxys_plain_listener() {
     let ca = Ca::start(Duration::from_secs(90 * 86_400));

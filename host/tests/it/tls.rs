@@ -1,5 +1,5 @@
 //! TLS termination: certificates chosen by SNI, the default certificate,
-//! the minimum version, ALPN, certificate files replaced under a running
+//! the minimum version (by default and configured), ALPN, certificate files replaced under a running
 //! proxy, and the redirect to HTTPS.
 
 use std::net::SocketAddr;
@@ -237,6 +237,98 @@ async fn tls_versions_and_alpn() {
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
 
+/// Whether `error` is the server refusing the client's TLS versions.
+fn is_protocol_version_alert(error: &std::io::Error) -> bool {
+    matches!(
+        error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::ProtocolVersion
+        ))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn min_tls_version_13_refuses_tls12_clients_at_the_handshake() {
+    let up = upstreams(&["alpha", "beta", "wild"]).await;
+    let dir = scratch_dir();
+    let a = certificate(&dir, "a", &["a.test"]);
+    certificate(&dir, "b", &["b.test"]);
+    certificate(&dir, "wild", &["*.wild.test"]);
+    // Two HTTPS listeners on the same routes: the default minimum and 1.3.
+    let default = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let strict = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = Proxy::start(&format!(
+        "[[listeners]]\naddress = \"{strict}\"\ntls = true\nmin_tls_version = \"1.3\"\n{}",
+        config(default, &dir, &up)
+    ));
+    let tls12 = connector(std::slice::from_ref(&a), &[&rustls::version::TLS12], &[]);
+    let tls13 = connector(
+        std::slice::from_ref(&a),
+        &[&rustls::version::TLS13],
+        &[b"h2", b"http/1.1"],
+    );
+
+    let error = connect(&tls12, strict, "a.test").await.unwrap_err();
+    assert!(is_protocol_version_alert(&error), "{error:?}");
+    let stream = connect(&tls13, strict, "a.test").await.unwrap();
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let http1 = connector(
+        std::slice::from_ref(&a),
+        &[&rustls::version::TLS13],
+        &[b"http/1.1"],
+    );
+    let mut stream_h1 = connect(&http1, strict, "a.test").await.unwrap();
+    assert_eq!(
+        request(&mut stream_h1, "a.test", "/").await,
+        (200, "alpha".to_string())
+    );
+    // The same connection serves a second request.
+    assert_eq!(
+        request(&mut stream_h1, "a.test", "/").await,
+        (200, "alpha".to_string())
+    );
+    drop(stream);
+
+    // HTTP/2 through the 1.3-only listener.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_der(&a).unwrap())
+        .resolve("a.test", strict)
+        .min_tls_version(reqwest::tls::Version::TLS_1_3)
+        .build()
+        .unwrap();
+    let reply = client
+        .get(format!("https://a.test:{}/", strict.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.version(), reqwest::Version::HTTP_2);
+    assert_eq!(reply.headers()["x-served-by"], "alpha");
+    // The proxy knows the request came over TLS.
+    let echo: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+
+    // The default listener still takes both versions.
+    for (client, version) in [
+        (&tls12, rustls::ProtocolVersion::TLSv1_2),
+        (&http1, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        let mut stream = connect(client, default, "a.test").await.unwrap();
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(version));
+        assert_eq!(
+            request(&mut stream, "a.test", "/").await,
+            (200, "alpha".to_string())
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replaced_certificate_files_serve_without_restart_and_bad_ones_keep_the_old() {
     let up = upstreams(&["alpha", "beta", "wild"]).await;
@@ -358,4 +450,13 @@ fn tls_config_errors_name_the_key() {
         "{text}"
     );
     assert!(text.contains("missing.pem"), "{text}");
+    certificate(&dir, "a", &["a.test"]);
+    let text = check(&config(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\ntls = true\nmin_tls_version = \"1.1\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nhosts = [\"a.test\"]\nplacement = \"o\"\ntls = {{ cert = \"{0}/a.pem\", key = \"{0}/a.key\" }}\n",
+        dir.display()
+    )));
+    assert!(
+        text.contains(":4: listeners[0].min_tls_version: \"1.1\" is not a TLS version"),
+        "{text}"
+    );
 }

@@ -32,9 +32,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::routing::route_match::HostPattern;
+use crate::snapshot::Snapshot;
+
+/// How often [`Acme::follow`] looks for a reloaded snapshot.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::config::ChallengeKind;
 pub use http01::{Http01Responses, CHALLENGE_PATH_PREFIX};
@@ -129,8 +134,47 @@ struct Inner {
     issuer: issue::Issuer,
     store: storage::Store,
     metrics: AcmeMetrics,
-    certificates: Vec<Managed>,
+    /// Grows when a reload adds names; never shrinks.
+    certificates: Mutex<Vec<Arc<Managed>>>,
     on_issued: OnIssued,
+}
+
+impl Inner {
+    /// The certificates managed so far.
+    fn managed(&self) -> Vec<Arc<Managed>> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A certificate for `names`, with the one stored for them if it still
+    /// covers them (then due when its renewal is), else due now.
+    fn load(&self, names: Vec<String>) -> Managed {
+        let current = self
+            .store
+            .load(&names)
+            .unwrap_or_else(|e| {
+                tracing::warn!(names = ?names, error = %format!("{e:#}"), "ignoring the stored certificate");
+                None
+            })
+            .filter(|issued| issued.covers(&names));
+        let next_attempt = match &current {
+            Some(issued) => {
+                self.metrics.record_expiry(issued);
+                renewal::due(issued, self.config.renew_before)
+            }
+            None => SystemTime::now(),
+        };
+        Managed {
+            names,
+            state: Mutex::new(ManagedState {
+                current,
+                next_attempt,
+                last_error: None,
+            }),
+        }
+    }
 }
 
 struct Managed {
@@ -159,46 +203,25 @@ impl Acme {
         for names in &certificates {
             validate_names(names)?;
         }
-        let store = storage::Store::new(state_dir);
-        let metrics = AcmeMetrics::new();
-        let now = SystemTime::now();
-        let certificates = certificates
-            .into_iter()
-            .map(|names| {
-                let current = store
-                    .load(&names)
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(names = ?names, error = %format!("{e:#}"), "ignoring the stored certificate");
-                        None
-                    })
-                    .filter(|issued| issued.covers(&names));
-                let next_attempt = match &current {
-                    Some(issued) => {
-                        metrics.record_expiry(issued);
-                        renewal::due(issued, config.renew_before)
-                    }
-                    None => now,
-                };
-                Managed {
-                    names,
-                    state: Mutex::new(ManagedState {
-                        current,
-                        next_attempt,
-                        last_error: None,
-                    }),
-                }
-            })
-            .collect();
         let issuer = issue::Issuer::new(&config, state_dir)?;
+        let mut inner = Inner {
+            config,
+            issuer,
+            store: storage::Store::new(state_dir),
+            metrics: AcmeMetrics::new(),
+            certificates: Mutex::new(Vec::new()),
+            on_issued: Box::new(on_issued),
+        };
+        let loaded = certificates
+            .into_iter()
+            .map(|names| Arc::new(inner.load(names)))
+            .collect();
+        *inner
+            .certificates
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                issuer,
-                store,
-                metrics,
-                certificates,
-                on_issued: Box::new(on_issued),
-            }),
+            inner: Arc::new(inner),
         })
     }
 
@@ -206,17 +229,83 @@ impl Acme {
     /// Tokio runtime. Dropping the returned set stops them.
     pub fn start(&self) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        for index in 0..self.inner.certificates.len() {
-            tasks.spawn(renewal::run(self.inner.clone(), index));
+        for managed in self.inner.managed() {
+            tasks.spawn(renewal::run(self.inner.clone(), managed));
         }
         tasks
+    }
+
+    /// Manages `names` too, unless a certificate for the same names (in any
+    /// order) is managed already; returns whether they were new. A stored
+    /// certificate that covers them goes to the `on_issued` callback at
+    /// once; either way they are ordered when due and renewed like the
+    /// others, by a task on the current Tokio runtime.
+    pub fn add(&self, names: Vec<String>) -> anyhow::Result<bool> {
+        validate_names(&names)?;
+        let sorted = |names: &[String]| {
+            let mut names = names.to_vec();
+            names.sort();
+            names
+        };
+        let wanted = sorted(&names);
+        let managed = {
+            let mut certificates = self
+                .inner
+                .certificates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if certificates.iter().any(|m| sorted(&m.names) == wanted) {
+                return Ok(false);
+            }
+            let managed = Arc::new(self.inner.load(names));
+            certificates.push(managed.clone());
+            managed
+        };
+        let stored = managed.lock().current.clone();
+        if let Some(issued) = stored {
+            (self.inner.on_issued)(issued);
+        }
+        tokio::spawn(renewal::run(self.inner.clone(), managed));
+        Ok(true)
+    }
+
+    /// Keeps the managed certificates up with the live snapshot: after each
+    /// reload, the certificates of routes with `tls = "acme"` that were added
+    /// are loaded or ordered (see [`Acme::add`]). Certificates of removed
+    /// routes keep being renewed until a restart. Runs until dropped.
+    pub async fn follow(self, live: Arc<ArcSwap<Snapshot>>) {
+        // None at first, so a reload before this starts is not missed.
+        let mut seen: Option<Arc<Snapshot>> = None;
+        let mut interval = tokio::time::interval(FOLLOW_INTERVAL);
+        loop {
+            interval.tick().await;
+            let snapshot = live.load_full();
+            if seen
+                .as_ref()
+                .is_some_and(|seen| Arc::ptr_eq(seen, &snapshot))
+            {
+                continue;
+            }
+            for names in &snapshot.acme_certificates {
+                match self.add(names.clone()) {
+                    Ok(true) => {
+                        tracing::info!(names = ?names, "a reload added these ACME names; managing their certificate")
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(names = ?names, error = %format!("{error:#}"), "cannot manage the certificate of these ACME names")
+                    }
+                }
+            }
+            seen = Some(snapshot);
+        }
     }
 
     /// The current certificate of every managed certificate that has one:
     /// loaded from the state directory or issued since.
     pub fn certificates(&self) -> Vec<Issued> {
         self.inner
-            .certificates
+            .managed()
             .iter()
             .filter_map(|managed| managed.lock().current.clone())
             .collect()
@@ -236,7 +325,7 @@ impl Acme {
     pub fn status(&self) -> Vec<CertificateStatus> {
         let rfc3339 = |time: SystemTime| humantime::format_rfc3339_seconds(time).to_string();
         self.inner
-            .certificates
+            .managed()
             .iter()
             .map(|managed| {
                 let state = managed.lock();
@@ -289,6 +378,64 @@ pub(crate) fn read_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn names_added_later_are_managed_once_and_a_stored_certificate_is_served_at_once() {
+        let dir = std::env::temp_dir().join(format!("sluice-acme-add-{}", std::process::id()));
+        let generated = rcgen::generate_simple_self_signed(names(&["b.example.org"])).unwrap();
+        let stored =
+            Issued::from_pem(generated.cert.pem(), generated.signing_key.serialize_pem()).unwrap();
+        storage::Store::new(&dir)
+            .save(&names(&["b.example.org"]), &stored)
+            .unwrap();
+        // Nothing is ever ordered here: the CA is unreachable and the
+        // stored certificate is far from due.
+        let config = AcmeConfig {
+            email: None,
+            directory: "https://127.0.0.1:1/directory".to_string(),
+            challenge: ChallengeKind::Http01,
+            renew_before: Duration::from_secs(30 * 86_400),
+            ca_root: None,
+            cloudflare: CloudflareConfig {
+                token_env: "SLUICE_UNIT_UNUSED".to_string(),
+                api_base: "https://127.0.0.1:1".to_string(),
+                resolver: "127.0.0.1:1".parse().unwrap(),
+                propagation_timeout: Duration::from_secs(1),
+            },
+            retry: RetryBackoff::default(),
+        };
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let sink = served.clone();
+        let acme = Acme::new(
+            config,
+            &dir,
+            vec![names(&["a.example.org", "www.example.org"])],
+            move |issued| sink.lock().unwrap().push(issued.names),
+        )
+        .unwrap();
+
+        assert!(!acme
+            .add(names(&["www.example.org", "a.example.org"]))
+            .unwrap());
+        assert!(acme.add(names(&["b.example.org"])).unwrap());
+        assert_eq!(*served.lock().unwrap(), [names(&["b.example.org"])]);
+        assert!(!acme.add(names(&["b.example.org"])).unwrap());
+        assert!(acme.add(names(&["localhost"])).is_err());
+        let listed: Vec<_> = acme.status().into_iter().map(|s| s.names).collect();
+        assert_eq!(
+            listed,
+            [
+                names(&["a.example.org", "www.example.org"]),
+                names(&["b.example.org"])
+            ]
+        );
+        assert_eq!(acme.certificates(), [stored]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn names_are_checked() {

@@ -5,16 +5,15 @@ use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 
-use super::{Inner, Issued};
+use super::{Inner, Issued, Managed};
 
 /// The longest single sleep, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
-/// Orders the certificate `index` whenever it is due, forever. A failed
-/// attempt keeps the current certificate and is retried after a backoff
-/// that doubles up to its bound.
-pub(super) async fn run(inner: Arc<Inner>, index: usize) {
-    let managed = &inner.certificates[index];
+/// Orders `managed` whenever it is due, forever. A failed attempt keeps
+/// the current certificate and is retried after a backoff that doubles up
+/// to its bound.
+pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
     let mut backoff = inner.config.retry.initial;
     loop {
         loop {
