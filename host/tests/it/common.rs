@@ -128,8 +128,9 @@ impl Proxy {
             }
             assert!(
                 Instant::now() < deadline,
-                "sluice did not listen on {}",
-                self.address
+                "sluice did not listen on {}:\n{}",
+                self.address,
+                self.stderr_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -181,7 +182,12 @@ impl Proxy {
             "POST" => client().post(url),
             _ => client().get(url),
         };
-        let response = request.send().await.unwrap();
+        let response = request.send().await.unwrap_or_else(|e| {
+            panic!(
+                "admin API {method} {path}: {e}\nsluice's log:\n{}",
+                self.stderr_text()
+            )
+        });
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
