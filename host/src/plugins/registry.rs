@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::bindings::sluice::plugin::types::Hook;
 use super::engine::PluginEngine;
 use super::runtime::{LoadedPlugin, RuntimeLimits};
-use super::validate::hook_of;
+use super::validate::{attachment_problems, AttachmentProblem};
 use crate::admin::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
@@ -132,17 +132,14 @@ impl PluginRegistry {
                     continue;
                 }
                 let attached = format!("route {:?} (plugins[{index}])", route.name);
-                for hook in attachment.hooks.iter().flatten() {
-                    let hook = hook_of(*hook);
-                    if !plugin.has(hook) {
-                        reasons.push(format!(
+                for problem in attachment_problems(plugin, attachment) {
+                    reasons.push(match problem {
+                        AttachmentProblem::Refused(error) => format!("{attached}: {error}"),
+                        AttachmentProblem::MissingHook { hook, .. } => format!(
                             "{attached} runs it at {}, which this version does not export",
                             hook_name(hook)
-                        ));
-                    }
-                }
-                if let Err(error) = plugin.check_config(&attachment.config) {
-                    reasons.push(format!("{attached}: {error}"));
+                        ),
+                    });
                 }
             }
         }

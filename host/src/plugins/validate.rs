@@ -4,8 +4,42 @@
 
 use super::bindings::sluice::plugin::types::Hook;
 use super::registry::{hook_name, PluginMap};
+use super::runtime::{CallError, LoadedPlugin};
 use crate::config::{ConfigError, HookName, KeyPath, SourceMap};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{AttachmentSpec, Snapshot};
+
+/// Why a plugin cannot serve one attachment.
+pub enum AttachmentProblem {
+    /// It refused the attachment's configuration.
+    Refused(CallError),
+    /// The attachment runs it at `hooks[index]`, which it does not export.
+    MissingHook {
+        /// The position in the attachment's `hooks`.
+        index: usize,
+        /// The hook.
+        hook: Hook,
+    },
+}
+
+/// Everything that keeps `plugin` from serving `attachment`: a refused
+/// configuration first, then each listed hook it does not export. Config
+/// validation and the hot-swap check both ask this.
+pub fn attachment_problems(
+    plugin: &LoadedPlugin,
+    attachment: &AttachmentSpec,
+) -> Vec<AttachmentProblem> {
+    let mut problems = Vec::new();
+    if let Err(error) = plugin.check_config(&attachment.config) {
+        problems.push(AttachmentProblem::Refused(error));
+    }
+    for (index, hook) in attachment.hooks.iter().flatten().enumerate() {
+        let hook = hook_of(*hook);
+        if !plugin.has(hook) {
+            problems.push(AttachmentProblem::MissingHook { index, hook });
+        }
+    }
+    problems
+}
 
 /// The WIT hook for a config hook name.
 pub fn hook_of(name: HookName) -> Hook {
@@ -42,31 +76,28 @@ pub fn validate(snapshot: &Snapshot, source: &SourceMap, plugins: &PluginMap) ->
                 ));
                 continue;
             };
-            if let Err(error) = plugin.check_config(&attachment.config) {
-                let path = path.key("config");
+            for problem in attachment_problems(plugin, attachment) {
+                let (path, message) = match problem {
+                    AttachmentProblem::Refused(error) => (
+                        path.key("config"),
+                        format!("plugin {}: {error}", attachment.name),
+                    ),
+                    AttachmentProblem::MissingHook { index, hook } => {
+                        let declared: Vec<&str> =
+                            plugin.hooks.iter().map(|h| hook_name(*h)).collect();
+                        (
+                            path.key("hooks").index(index),
+                            format!(
+                                "plugin {} does not export {} (it exports: {})",
+                                attachment.name,
+                                hook_name(hook),
+                                declared.join(", ")
+                            ),
+                        )
+                    }
+                };
                 let line = source.line_of(&path);
-                errors.push(ConfigError::new(
-                    path,
-                    line,
-                    format!("plugin {}: {error}", attachment.name),
-                ));
-            }
-            for (h, hook) in attachment.hooks.iter().flatten().enumerate() {
-                if !plugin.has(hook_of(*hook)) {
-                    let declared: Vec<&str> = plugin.hooks.iter().map(|h| hook_name(*h)).collect();
-                    let path = path.key("hooks").index(h);
-                    let line = source.line_of(&path);
-                    errors.push(ConfigError::new(
-                        path,
-                        line,
-                        format!(
-                            "plugin {} does not export {} (it exports: {})",
-                            attachment.name,
-                            hook_name(hook_of(*hook)),
-                            declared.join(", ")
-                        ),
-                    ));
-                }
+                errors.push(ConfigError::new(path, line, message));
             }
         }
     }
