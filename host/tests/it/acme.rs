@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,31 +97,35 @@ impl Ca {
         let config_path = dir.join("pebble.json");
         std::fs::write(&config_path, config.to_string()).unwrap();
 
-        let spawn = |command: &mut Command| {
+        let spawn = |command: &mut Command, log: &str| {
+            let log = std::fs::File::create(dir.join(log)).unwrap();
             command
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| {
                     panic!("cannot start {command:?} ({e}); install Debian's pebble package (scripts/test.sh does)")
                 })
         };
-        let challtestsrv = spawn(Command::new("pebble-challtestsrv").args([
-            "-management",
-            &management.to_string(),
-            "-dns01",
-            &dns.to_string(),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-        ]));
+        let challtestsrv = spawn(
+            Command::new("pebble-challtestsrv").args([
+                "-management",
+                &management.to_string(),
+                "-dns01",
+                &dns.to_string(),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ]),
+            "challtestsrv.log",
+        );
         let pebble = spawn(
             Command::new("pebble")
                 .arg("-config")
@@ -130,8 +134,9 @@ impl Ca {
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 .env("PEBBLE_AUTHZREUSE", "0"),
+            "pebble.log",
         );
-        let started = Ca {
+        let mut started = Ca {
             directory: format!("https://{listen}/dir"),
             ca_root,
             http_port,
@@ -142,10 +147,29 @@ impl Ca {
             pebble,
             challtestsrv,
         };
-        wait_for_port(listen);
-        wait_for_port(management);
-        wait_for_port(pebble_management);
+        started.wait_accepting(listen);
+        started.wait_accepting(management);
+        started.wait_accepting(pebble_management);
         started
+    }
+
+    /// Waits until `address` accepts connections; fails with both servers'
+    /// output if either exits first or 30 s pass.
+    fn wait_accepting(&mut self, address: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(address).is_err() {
+            let exited = [&mut self.pebble, &mut self.challtestsrv]
+                .into_iter()
+                .any(|child| matches!(child.try_wait(), Ok(Some(_))));
+            assert!(
+                !exited && Instant::now() < deadline,
+                "nothing listens on {address}{}\npebble:\n{}\nchalltestsrv:\n{}",
+                if exited { " (a server exited)" } else { "" },
+                std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default(),
+                std::fs::read_to_string(self.dir.join("challtestsrv.log")).unwrap_or_default(),
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops Pebble, leaving challtestsrv running.

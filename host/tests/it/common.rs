@@ -24,13 +24,36 @@ pub async fn upstreams(names: &[&str]) -> Vec<Upstream> {
     started
 }
 
-/// A loopback port that was free a moment ago.
+/// The ports [`free_port`] hands out: below the kernel's ephemeral range
+/// (32768 and up), so no outgoing connection can take one between the test
+/// choosing it and the child process binding it.
+const TEST_PORTS: std::ops::Range<u16> = 12_000..32_000;
+
+/// A loopback port that is free and that no other test in this process has
+/// been given.
+///
+/// Ports come from a counter rather than from binding port 0: a port the
+/// kernel picks for port 0 comes from the ephemeral range, where the many
+/// client connections tests open can take it before the child binds it.
+/// Starting the counter at an offset from the process id keeps test binaries
+/// run side by side apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let span = usize::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        usize::MAX,
+        (std::process::id() as usize * 397) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// A loopback address nothing listens on.
@@ -90,6 +113,10 @@ impl Proxy {
         state_dir: PathBuf,
         extra: &[&str],
     ) -> Proxy {
+        // The admin API starts beside the proxy, not before it; when the
+        // config asks for one at `admin`, the proxy is ready once both are.
+        let serves_admin = std::fs::read_to_string(&config_path)
+            .is_ok_and(|text| text.contains(&format!("\"{admin}\"")));
         let mut child = Command::new(sluice_binary())
             .args(["run", "--config"])
             .arg(&config_path)
@@ -112,13 +139,18 @@ impl Proxy {
             stdout,
             stderr,
         };
-        proxy.wait_listening();
+        proxy.wait_accepting(address);
+        if serves_admin {
+            proxy.wait_accepting(admin);
+        }
         proxy
     }
 
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.address).is_err() {
+    /// Waits until `address` accepts connections, failing the test if the
+    /// process exits first or 30 s pass.
+    fn wait_accepting(&mut self, address: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(address).is_err() {
             if let Ok(Some(status)) = self.child.try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
@@ -128,8 +160,7 @@ impl Proxy {
             }
             assert!(
                 Instant::now() < deadline,
-                "sluice did not listen on {}:\n{}",
-                self.address,
+                "sluice did not listen on {address}:\n{}",
                 self.stderr_text()
             );
             std::thread::sleep(Duration::from_millis(20));
