@@ -17,6 +17,7 @@ mod oha;
 mod procs;
 mod report;
 mod stats;
+mod targets;
 mod wrk;
 
 use std::env;

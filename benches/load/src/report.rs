@@ -25,7 +25,8 @@ impl Outcome {
         self.runs.iter().filter_map(|r| r.as_ref().ok())
     }
 
-    fn summary(&self, f: impl Fn(&RunMetrics) -> Option<f64>) -> Option<Summary> {
+    /// One figure of every successful run, summarised.
+    pub fn summary(&self, f: impl Fn(&RunMetrics) -> Option<f64>) -> Option<Summary> {
         let values: Vec<f64> = self.ok_runs().filter_map(f).collect();
         Summary::of(&values)
     }
@@ -212,6 +213,7 @@ pub fn markdown(input: &ReportInput) -> String {
     );
 
     summary_lines(&mut md, input);
+    crate::targets::section(&mut md, input.outcomes);
     if let Some(text) = &input.optimisations {
         let _ = writeln!(md, "## What was optimised\n");
         let _ = writeln!(
@@ -707,12 +709,12 @@ fn md_escape(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bench::{IdleMemory, LatencyRun};
     use crate::oha::OhaReport;
 
-    fn metrics(throughput: f64, p99: f64) -> RunMetrics {
+    pub(crate) fn metrics(throughput: f64, p99: f64) -> RunMetrics {
         RunMetrics {
             throughput,
             wrk_problems: None,
@@ -742,7 +744,11 @@ mod tests {
         }
     }
 
-    fn outcome(proxy: Proxy, variant: Variant, runs: Vec<Result<RunMetrics, String>>) -> Outcome {
+    pub(crate) fn outcome(
+        proxy: Proxy,
+        variant: Variant,
+        runs: Vec<Result<RunMetrics, String>>,
+    ) -> Outcome {
         Outcome {
             target: Target {
                 proxy,

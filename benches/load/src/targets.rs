@@ -1,0 +1,332 @@
+//! The report's "Targets" section: Sluice's budget, each target against
+//! what this run measured, by how much it is met or missed, and what the
+//! measurements say stands in the way.
+
+use std::fmt::Write as _;
+
+use crate::configs::{Proxy, Variant};
+use crate::report::{ratio, Outcome};
+use crate::stats::{fmt_mib, fmt_ms, fmt_rate, fmt_ratio};
+
+/// The fixed rate the latency targets are set at, req/s.
+const TARGET_RATE: u32 = 10_000;
+
+/// Idle keep-alive connections the memory-under-connections target is set at.
+const TARGET_CONNECTIONS: usize = 1_000;
+
+/// One line of the section's table.
+#[derive(Debug, PartialEq)]
+pub struct TargetRow {
+    /// The target, as the budget states it.
+    pub target: &'static str,
+    /// What this run measured (medians over the runs).
+    pub measured: String,
+    /// "met", "missed by ...", or why it was not measured.
+    pub verdict: String,
+    /// What the measurements point at.
+    pub cause: String,
+}
+
+fn find(outcomes: &[Outcome], proxy: Proxy, variant: Variant) -> Option<&Outcome> {
+    outcomes
+        .iter()
+        .find(|o| o.target.proxy == proxy && o.target.variant == variant && !o.runs.is_empty())
+}
+
+fn not_measured(target: &'static str, why: &str) -> TargetRow {
+    TargetRow {
+        target,
+        measured: "—".into(),
+        verdict: format!("not measured: {why}"),
+        cause: String::new(),
+    }
+}
+
+/// A verdict for "at least `goal`", measured `value`.
+fn at_least(value: f64, goal: f64, show: impl Fn(f64) -> String) -> String {
+    if value >= goal {
+        "met".into()
+    } else {
+        format!(
+            "missed by {} ({} short)",
+            fmt_ratio(goal / value),
+            show(goal - value)
+        )
+    }
+}
+
+/// A verdict for "at most `goal`", measured `value`.
+fn at_most(value: f64, goal: f64, show: impl Fn(f64) -> String) -> String {
+    if value <= goal {
+        "met".into()
+    } else {
+        format!(
+            "missed by {} ({} over)",
+            fmt_ratio(value / goal),
+            show(value - goal)
+        )
+    }
+}
+
+fn kib_to_mb(kib: f64) -> f64 {
+    kib * 1024.0 / 1e6
+}
+
+fn mb(kib: f64) -> String {
+    format!("{} MiB ({:.1} MB)", fmt_mib(kib), kib_to_mb(kib))
+}
+
+/// How loaded the proxy is at the target rate: the rate as a share of its
+/// closed-loop maximum in this run.
+fn queueing(outcome: &Outcome) -> String {
+    match outcome.throughput() {
+        Some(t) if t.median > 0.0 => {
+            let share = f64::from(TARGET_RATE) / t.median * 100.0;
+            if share >= 100.0 {
+                format!(
+                    "{} req/s is above its maximum of {} req/s on one core, so requests queue without bound",
+                    fmt_rate(f64::from(TARGET_RATE)),
+                    fmt_rate(t.median)
+                )
+            } else {
+                format!(
+                    "{} req/s is {share:.0}% of its maximum of {} req/s on one core, so requests queue behind each other",
+                    fmt_rate(f64::from(TARGET_RATE)),
+                    fmt_rate(t.median)
+                )
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+fn p99_row(target: &'static str, goal_ms: f64, outcome: Option<&Outcome>) -> TargetRow {
+    let Some(outcome) = outcome else {
+        return not_measured(target, "the case was not run");
+    };
+    let Some(p99) = outcome.latency(TARGET_RATE, 99) else {
+        return not_measured(target, "no latency run at 10,000 req/s");
+    };
+    TargetRow {
+        target,
+        measured: format!("{} ms", fmt_ms(p99.median)),
+        verdict: at_most(p99.median, goal_ms, |v| format!("{} ms", fmt_ms(v))),
+        cause: queueing(outcome),
+    }
+}
+
+/// The rows, from the run's outcomes.
+pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
+    let nginx = find(outcomes, Proxy::Nginx, Variant::Plain);
+    let caddy = find(outcomes, Proxy::Caddy, Variant::Plain);
+    let plain = find(outcomes, Proxy::Sluice, Variant::Plain);
+    let plugins = find(outcomes, Proxy::Sluice, Variant::Plugins);
+    let mut rows = Vec::new();
+
+    const AGAINST_NGINX: &str = "plain proxy throughput per core ≥ nginx's (goal 1.2×)";
+    rows.push(match (plain, nginx) {
+        (Some(plain), Some(nginx)) => match ratio(plain, nginx, |m| Some(m.throughput)) {
+            Some(r) => TargetRow {
+                target: AGAINST_NGINX,
+                measured: fmt_ratio(r.median),
+                verdict: at_least(r.median, 1.0, fmt_ratio),
+                cause: "Pingora's HTTP/1 path, Tokio and the kernel: Sluice's own code is about 2% of the \
+                        profile (see What was optimised)"
+                    .into(),
+            },
+            None => not_measured(AGAINST_NGINX, "no run measured both"),
+        },
+        _ => not_measured(AGAINST_NGINX, "the plain Sluice or nginx case was not run"),
+    });
+
+    const AGAINST_CADDY: &str = "plain proxy throughput ≥ 4× Caddy's";
+    rows.push(match (plain, caddy) {
+        (Some(plain), Some(caddy)) => match ratio(plain, caddy, |m| Some(m.throughput)) {
+            Some(r) => TargetRow {
+                target: AGAINST_CADDY,
+                measured: fmt_ratio(r.median),
+                verdict: at_least(r.median, 4.0, fmt_ratio),
+                cause: "as above: the per-request cost of the proxy underneath".into(),
+            },
+            None => not_measured(AGAINST_CADDY, "no run measured both"),
+        },
+        _ => not_measured(AGAINST_CADDY, "the plain Sluice or Caddy case was not run"),
+    });
+
+    rows.push(p99_row(
+        "p99 ≤ 1 ms at 10,000 req/s, plain proxy",
+        1.0,
+        plain,
+    ));
+    rows.push(p99_row(
+        "p99 ≤ 1.5 ms at 10,000 req/s, 2-plugin chain",
+        1.5,
+        plugins,
+    ));
+
+    const IDLE: &str = "RSS idle ≤ 15 MB with plugins loaded";
+    rows.push(
+        match plugins.and_then(|p| p.summary(|m| Some(m.rss_idle_kib as f64))) {
+            Some(idle) => {
+                let base = plain.and_then(|p| p.summary(|m| Some(m.rss_idle_kib as f64)));
+                TargetRow {
+                    target: IDLE,
+                    measured: format!("{} (two plugins)", mb(idle.median)),
+                    verdict: at_most(kib_to_mb(idle.median), 15.0, |v| format!("{v:.1} MB")),
+                    cause: base
+                        .map(|base| {
+                            format!(
+                                "the plain proxy alone holds {}; loading the plugins (wasmtime's code, the \
+                                 compiled components, a warm instance each) adds {} MiB",
+                                mb(base.median),
+                                fmt_mib(idle.median - base.median)
+                            )
+                        })
+                        .unwrap_or_default(),
+                }
+            }
+            None => not_measured(IDLE, "the plugin case was not run"),
+        },
+    );
+
+    const CONNECTIONS: &str = "RSS ≤ 40 MB with 1,000 connections";
+    rows.push(
+        match plain.and_then(|p| Some((p, p.idle_rss(TARGET_CONNECTIONS)?))) {
+            Some((plain, held)) => {
+                let idle = plain.summary(|m| Some(m.rss_idle_kib as f64));
+                let loaded = plain.summary(|m| Some(m.rss_load_kib as f64));
+                TargetRow {
+                    target: CONNECTIONS,
+                    measured: format!(
+                        "{} with 1,000 idle keep-alive connections{}",
+                        mb(held.median),
+                        loaded
+                            .map(|l| format!("; {} under the closed-loop load", mb(l.median)))
+                            .unwrap_or_default()
+                    ),
+                    verdict: at_most(kib_to_mb(held.median), 40.0, |v| format!("{v:.1} MB")),
+                    cause: idle
+                        .map(|idle| {
+                            format!(
+                                "about {:.0} KiB of the proxy's memory per open connection while it waits \
+                                 for its next request",
+                                (held.median - idle.median) / TARGET_CONNECTIONS as f64
+                            )
+                        })
+                        .unwrap_or_default(),
+                }
+            }
+            None => not_measured(CONNECTIONS, "no 1,000-connection run of the plain proxy"),
+        },
+    );
+
+    const CHAIN: &str = "2-plugin chain: ≤ 10% throughput loss against the plain proxy";
+    rows.push(match (plugins, plain) {
+        (Some(plugins), Some(plain)) => match ratio(plugins, plain, |m| Some(m.throughput)) {
+            Some(r) => {
+                let loss = (1.0 - r.median) * 100.0;
+                TargetRow {
+                    target: CHAIN,
+                    measured: format!("{loss:.0}% lost"),
+                    verdict: at_most(loss, 10.0, |v| format!("{v:.0} points")),
+                    cause:
+                        "three WebAssembly calls per request, and the rest of the proxy running \
+                            slower per request alongside them (see What still costs)"
+                            .into(),
+                }
+            }
+            None => not_measured(CHAIN, "no run measured both"),
+        },
+        _ => not_measured(CHAIN, "the plain or plugin Sluice case was not run"),
+    });
+    rows
+}
+
+/// Writes the section.
+pub fn section(md: &mut String, outcomes: &[Outcome]) {
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(
+        md,
+        "Sluice's budget for this benchmark, against this run's medians (ratios taken within each run).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| target | measured | verdict | what stands in the way |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    for row in rows(outcomes) {
+        let cause = if row.verdict == "met" { "" } else { &row.cause };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            row.target, row.measured, row.verdict, cause
+        );
+    }
+    md.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::{metrics, outcome};
+
+    fn row<'a>(rows: &'a [TargetRow], prefix: &str) -> &'a TargetRow {
+        rows.iter().find(|r| r.target.starts_with(prefix)).unwrap()
+    }
+
+    #[test]
+    fn verdicts_say_by_how_much() {
+        assert_eq!(at_least(1.3, 1.0, fmt_ratio), "met");
+        assert_eq!(
+            at_least(0.5, 1.0, fmt_ratio),
+            "missed by 2.00× (0.50× short)"
+        );
+        assert_eq!(at_most(0.8, 1.0, |v| format!("{v} ms")), "met");
+        assert_eq!(
+            at_most(3.0, 1.5, |v| format!("{v} ms")),
+            "missed by 2.00× (1.5 ms over)"
+        );
+    }
+
+    #[test]
+    fn rows_come_from_the_runs() {
+        let outcomes = vec![
+            outcome(
+                Proxy::Nginx,
+                Variant::Plain,
+                vec![Ok(metrics(40_000.0, 1.0)), Ok(metrics(30_000.0, 1.0))],
+            ),
+            outcome(
+                Proxy::Caddy,
+                Variant::Plain,
+                vec![Ok(metrics(5_000.0, 9.0)), Ok(metrics(5_000.0, 9.0))],
+            ),
+            outcome(
+                Proxy::Sluice,
+                Variant::Plain,
+                vec![Ok(metrics(20_000.0, 0.5)), Ok(metrics(15_000.0, 0.5))],
+            ),
+        ];
+        let rows = rows(&outcomes);
+        let nginx = row(&rows, "plain proxy throughput per core");
+        assert_eq!(nginx.measured, "0.50×");
+        assert_eq!(nginx.verdict, "missed by 2.00× (0.50× short)");
+        let caddy = row(&rows, "plain proxy throughput ≥ 4×");
+        assert_eq!(caddy.measured, "3.50×");
+        let p99 = row(&rows, "p99 ≤ 1 ms");
+        assert_eq!(p99.verdict, "met");
+        assert!(p99.cause.contains("57% of its maximum"), "{}", p99.cause);
+        let held = row(&rows, "RSS ≤ 40 MB");
+        assert!(
+            held.cause
+                .contains("about 6 KiB of the proxy's memory per open connection"),
+            "{}",
+            held.cause
+        );
+        assert_eq!(held.verdict, "met");
+        assert!(row(&rows, "2-plugin chain")
+            .verdict
+            .starts_with("not measured"));
+        assert!(row(&rows, "RSS idle").verdict.starts_with("not measured"));
+    }
+}
