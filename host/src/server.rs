@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -123,7 +124,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
         let mut service = Service::new(name.to_string(), app);
         for address in &bound {
-            service.add_tcp(address);
+            service.endpoints().add_listener(unbuffered_reads(address));
         }
         server.add_service(service);
     }
@@ -133,7 +134,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             api = api.with_acme(acme.clone());
         }
         let mut service = Service::new("sluice admin".to_string(), api);
-        service.add_tcp(&admin.address.to_string());
+        service
+            .endpoints()
+            .add_listener(unbuffered_reads(&admin.address.to_string()));
         tracing::info!(address = %admin.address, token = admin.token.is_some(), "admin API listening");
         server.add_service(service);
     }
@@ -250,4 +253,17 @@ async fn wait_until_listening(addresses: &[SocketAddr]) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::warn!("no plain-HTTP listener accepts connections yet; ordering anyway");
+}
+
+/// A TCP listener whose accepted connections read straight from the socket.
+///
+/// Pingora puts a 64 KiB read buffer, zeroed, in front of every accepted
+/// connection by default, and keeps it while the connection waits for its
+/// next request. It was the largest allocation an idle keep-alive
+/// connection held: without it, 1,000 idle connections add 51 MiB to the
+/// proxy instead of 75 MiB. The layers above buffer for themselves (the
+/// HTTP/1 parser, rustls, h2), and side by side the CPU per request did not
+/// change measurably.
+fn unbuffered_reads(address: &str) -> ListenerConfig {
+    ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(0))
 }
