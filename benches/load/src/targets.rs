@@ -115,54 +115,51 @@ fn p99_row(target: &'static str, goal_ms: f64, outcome: Option<&Outcome>) -> Tar
     }
 }
 
+/// A row for "`outcome`'s throughput is at least `goal` times `baseline`'s",
+/// the ratio taken run by run.
+fn throughput_ratio_row(
+    target: &'static str,
+    goal: f64,
+    (outcome, baseline): (Option<&Outcome>, Option<&Outcome>),
+    cause: &str,
+) -> TargetRow {
+    let (Some(outcome), Some(baseline)) = (outcome, baseline) else {
+        return not_measured(target, "one of the two cases was not run");
+    };
+    match ratio(outcome, baseline, |m| Some(m.throughput)) {
+        Some(r) => TargetRow {
+            target,
+            measured: fmt_ratio(r.median),
+            verdict: at_least(r.median, goal, fmt_ratio),
+            cause: cause.into(),
+        },
+        None => not_measured(target, "no run measured both"),
+    }
+}
+
 /// The rows, from the run's outcomes.
 pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
     let nginx = find(outcomes, Proxy::Nginx, Variant::Plain);
     let caddy = find(outcomes, Proxy::Caddy, Variant::Plain);
     let plain = find(outcomes, Proxy::Sluice, Variant::Plain);
     let plugins = find(outcomes, Proxy::Sluice, Variant::Plugins);
-    let mut rows = Vec::new();
-
-    const AGAINST_NGINX: &str = "plain proxy throughput per core ≥ nginx's (goal 1.2×)";
-    rows.push(match (plain, nginx) {
-        (Some(plain), Some(nginx)) => match ratio(plain, nginx, |m| Some(m.throughput)) {
-            Some(r) => TargetRow {
-                target: AGAINST_NGINX,
-                measured: fmt_ratio(r.median),
-                verdict: at_least(r.median, 1.0, fmt_ratio),
-                cause: "Pingora's HTTP/1 path, Tokio and the kernel: Sluice's own code is about 2% of the \
-                        profile (see What was optimised)"
-                    .into(),
-            },
-            None => not_measured(AGAINST_NGINX, "no run measured both"),
-        },
-        _ => not_measured(AGAINST_NGINX, "the plain Sluice or nginx case was not run"),
-    });
-
-    const AGAINST_CADDY: &str = "plain proxy throughput ≥ 4× Caddy's";
-    rows.push(match (plain, caddy) {
-        (Some(plain), Some(caddy)) => match ratio(plain, caddy, |m| Some(m.throughput)) {
-            Some(r) => TargetRow {
-                target: AGAINST_CADDY,
-                measured: fmt_ratio(r.median),
-                verdict: at_least(r.median, 4.0, fmt_ratio),
-                cause: "as above: the per-request cost of the proxy underneath".into(),
-            },
-            None => not_measured(AGAINST_CADDY, "no run measured both"),
-        },
-        _ => not_measured(AGAINST_CADDY, "the plain Sluice or Caddy case was not run"),
-    });
-
-    rows.push(p99_row(
-        "p99 ≤ 1 ms at 10,000 req/s, plain proxy",
-        1.0,
-        plain,
-    ));
-    rows.push(p99_row(
-        "p99 ≤ 1.5 ms at 10,000 req/s, 2-plugin chain",
-        1.5,
-        plugins,
-    ));
+    let mut rows = vec![
+        throughput_ratio_row(
+            "plain proxy throughput per core ≥ nginx's (goal 1.2×)",
+            1.0,
+            (plain, nginx),
+            "Pingora's HTTP/1 path, Tokio and the kernel: Sluice's own code is about 2% of the \
+             profile (see What was optimised)",
+        ),
+        throughput_ratio_row(
+            "plain proxy throughput ≥ 4× Caddy's",
+            4.0,
+            (plain, caddy),
+            "as above: the per-request cost of the proxy underneath",
+        ),
+        p99_row("p99 ≤ 1 ms at 10,000 req/s, plain proxy", 1.0, plain),
+        p99_row("p99 ≤ 1.5 ms at 10,000 req/s, 2-plugin chain", 1.5, plugins),
+    ];
 
     const IDLE: &str = "RSS idle ≤ 15 MB with plugins loaded";
     rows.push(
