@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -26,7 +26,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::common::{free_port, render, scratch_dir, upstreams, Proxy};
+use super::common::{self, free_port, render, scratch_dir, upstreams, Proxy};
 use super::tls::{connect, connector, presented, request};
 
 /// The token the Cloudflare stand-in accepts.
@@ -156,20 +156,30 @@ impl Ca {
     /// Waits until `address` accepts connections; fails with both servers'
     /// output if either exits first or 30 s pass.
     fn wait_accepting(&mut self, address: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(address).is_err() {
-            let exited = [&mut self.pebble, &mut self.challtestsrv]
+        let (pebble, challtestsrv, dir) = (&mut self.pebble, &mut self.challtestsrv, &self.dir);
+        common::wait_accepting(
+            address,
+            Duration::from_secs(30),
+            || {
+                [
+                    ("pebble", &mut *pebble),
+                    ("pebble-challtestsrv", &mut *challtestsrv),
+                ]
                 .into_iter()
-                .any(|child| matches!(child.try_wait(), Ok(Some(_))));
-            assert!(
-                !exited && Instant::now() < deadline,
-                "nothing listens on {address}{}\npebble:\n{}\nchalltestsrv:\n{}",
-                if exited { " (a server exited)" } else { "" },
-                std::fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default(),
-                std::fs::read_to_string(self.dir.join("challtestsrv.log")).unwrap_or_default(),
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                .find_map(|(name, child)| {
+                    let status = child.try_wait().ok().flatten()?;
+                    Some(format!("{name} exited with {status}"))
+                })
+            },
+            || {
+                let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+                format!(
+                    "pebble:\n{}\nchalltestsrv:\n{}",
+                    log("pebble.log"),
+                    log("challtestsrv.log")
+                )
+            },
+        );
     }
 
     /// Stops Pebble, leaving challtestsrv running.
@@ -185,14 +195,6 @@ impl Drop for Ca {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-fn wait_for_port(address: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {address}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -971,8 +973,8 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
     );
     drop((stream, other));
     drop(proxy);
-    let restarted = Proxy::spawn(address, admin, config_path, state_dir, &[]);
-    wait_for_port(tls);
+    let mut restarted = Proxy::spawn(address, admin, config_path, state_dir, &[]);
+    restarted.wait_accepting(tls, Duration::from_secs(10));
     let mut stream = connect(&client, tls, "www.example.test").await.unwrap();
     assert_eq!(presented(&stream), leaf);
     assert_eq!(

@@ -139,32 +139,23 @@ impl Proxy {
             stdout,
             stderr,
         };
-        proxy.wait_accepting(address);
+        proxy.wait_accepting(address, Duration::from_secs(30));
         if serves_admin {
-            proxy.wait_accepting(admin);
+            proxy.wait_accepting(admin, Duration::from_secs(30));
         }
         proxy
     }
 
     /// Waits until `address` accepts connections, failing the test if the
-    /// process exits first or 30 s pass.
-    fn wait_accepting(&mut self, address: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(address).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "sluice exited with {status} before listening:\n{}",
-                    self.stderr_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sluice did not listen on {address}:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// process exits first or `within` passes.
+    pub fn wait_accepting(&mut self, address: SocketAddr, within: Duration) {
+        let (child, stderr) = (&mut self.child, &self.stderr);
+        wait_accepting(
+            address,
+            within,
+            || sluice_exited(child),
+            || stderr.lock().unwrap().join("\n"),
+        );
     }
 
     /// Replaces the config body the way editors do: write a temporary file,
@@ -280,6 +271,37 @@ impl Drop for Proxy {
 /// A full config: a listener, the admin API, then `body`.
 pub fn render(address: SocketAddr, admin: SocketAddr, body: &str) -> String {
     format!("[[listeners]]\naddress = \"{address}\"\n\n[admin]\naddress = \"{admin}\"\n\n{body}")
+}
+
+/// Waits up to `within` until `address` accepts connections. Between tries
+/// `exited` says whether the server that should listen there has gone, and
+/// how; the test then fails at once, with `log` (the server's output).
+pub fn wait_accepting(
+    address: SocketAddr,
+    within: Duration,
+    mut exited: impl FnMut() -> Option<String>,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + within;
+    while TcpStream::connect(address).is_err() {
+        if let Some(how) = exited() {
+            panic!("{how} before listening on {address}:\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {address} after {within:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `Some("sluice exited with STATUS")` once `child` has exited. Waits a
+/// moment first, so its last log lines are collected.
+pub fn sluice_exited(child: &mut Child) -> Option<String> {
+    let status = child.try_wait().ok().flatten()?;
+    std::thread::sleep(Duration::from_millis(100));
+    Some(format!("sluice exited with {status}"))
 }
 
 /// Reads a pipe's lines into a shared list, on a thread.

@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::common::{
-    client, free_port, get, render, scratch_dir, sluice_binary, upstreams, Proxy, Reply,
+    client, free_port, get, render, scratch_dir, sluice_binary, sluice_exited, upstreams,
+    wait_accepting, Proxy, Reply,
 };
 use crate::fault::{Behavior, FaultUpstream};
 
@@ -748,18 +749,13 @@ impl RemoteProxy {
             child,
             stderr,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(address).is_err() {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("sluice exited with {status}:\n{}", proxy.stderr_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sluice did not listen on {address}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, stderr) = (&mut proxy.child, &proxy.stderr);
+        wait_accepting(
+            address,
+            Duration::from_secs(20),
+            || sluice_exited(child),
+            || stderr.lock().unwrap().clone(),
+        );
         proxy
     }
 
