@@ -2526,8 +2526,14 @@ mod tests {
 
     fn convert_text(text: &str) -> Conversion {
         let parsed = super::super::caddyfile::parse("Caddyfile", text, Path::new(".")).unwrap();
-        let certificate_dir =
-            std::env::temp_dir().join(format!("sluice-import-unit-{}", std::process::id()));
+        // One directory per conversion: tests run side by side, and
+        // `compiled` removes what it wrote once the snapshot is built.
+        static CONVERSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let certificate_dir = std::env::temp_dir().join(format!(
+            "sluice-import-unit-{}-{}",
+            std::process::id(),
+            CONVERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         convert(
             &parsed,
             &Options {
@@ -2558,8 +2564,12 @@ mod tests {
         };
         let loaded = crate::config::parse(&conversion.toml, "imported.toml", &lookup)
             .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
-        crate::config::compile(&loaded, "imported.toml", &Registry::default())
-            .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml))
+        let snapshot = crate::config::compile(&loaded, "imported.toml", &Registry::default())
+            .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
+        for file in &conversion.files {
+            let _ = std::fs::remove_dir_all(file.path.parent().unwrap());
+        }
+        snapshot
     }
 
     fn routes(table: &toml::Table) -> &Vec<toml::Value> {

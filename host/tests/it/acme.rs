@@ -26,7 +26,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::common::{self, free_port, render, scratch_dir, upstreams, Proxy};
+use super::common::{self, free_port, render, scratch_dir, upstreams, Proxy, Scratch};
 use super::tls::{connect, connector, presented, request};
 
 /// The token the Cloudflare stand-in accepts.
@@ -49,7 +49,7 @@ struct Ca {
     pebble_management: SocketAddr,
     /// Where the TLS certificate and key of Pebble's own HTTPS (for
     /// `localhost` and 127.0.0.1, signed by `ca_root`) are.
-    dir: PathBuf,
+    dir: Scratch,
     pebble: Child,
     challtestsrv: Child,
 }
@@ -806,7 +806,8 @@ async fn a_wrong_or_missing_token_is_named_and_never_shown() {
         ),
     ] {
         let settings = config(&ca, &cloudflare, ChallengeKind::Dns01, variable);
-        let (acme, _issued) = manage(settings, &scratch_dir(), vec![names(&["tok.example.test"])]);
+        let state_dir = scratch_dir();
+        let (acme, _issued) = manage(settings, &state_dir, vec![names(&["tok.example.test"])]);
         let _tasks = acme.start();
         eventually("a failed order", || attempts(&acme, "failure") >= 1).await;
         let error = acme.status()[0].last_error.clone().unwrap();
@@ -972,7 +973,7 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
         proxy.state_dir.clone(),
     );
     drop((stream, other));
-    drop(proxy);
+    let _files = proxy.stop();
     let mut restarted = Proxy::spawn(address, admin, config_path, state_dir, &[]);
     restarted.wait_accepting(tls, Duration::from_secs(10));
     let mut stream = connect(&client, tls, "www.example.test").await.unwrap();

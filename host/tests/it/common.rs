@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,8 +61,46 @@ pub fn closed_address() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// A fresh scratch directory for one test.
-pub fn scratch_dir() -> PathBuf {
+/// A fresh scratch directory for one test, removed when dropped.
+///
+/// A test that fails keeps its directory (configs, logs, certificates) and
+/// says where it is, so the failure can be read afterwards.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept the failed test's files in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Creates a [`Scratch`] directory. Bind it for as long as the test uses
+/// the directory: `scratch_dir().join(..)` alone removes it at once.
+#[must_use = "the directory is removed when the returned guard is dropped"]
+pub fn scratch_dir() -> Scratch {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sluice-it-{}-{}",
@@ -70,7 +108,7 @@ pub fn scratch_dir() -> PathBuf {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// The `sluice` binary under test.
@@ -91,6 +129,8 @@ pub struct Proxy {
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// The directory [`Proxy::start`] made for the config and state.
+    scratch: Option<Scratch>,
 }
 
 impl Proxy {
@@ -102,7 +142,9 @@ impl Proxy {
         let dir = scratch_dir();
         let config_path = dir.join("sluice.toml");
         std::fs::write(&config_path, render(address, admin, body)).unwrap();
-        Self::spawn(address, admin, config_path, dir.join("state"), &[])
+        let mut proxy = Self::spawn(address, admin, config_path, dir.join("state"), &[]);
+        proxy.scratch = Some(dir);
+        proxy
     }
 
     /// Starts `sluice run` on an existing config file and state directory.
@@ -138,12 +180,19 @@ impl Proxy {
             child,
             stdout,
             stderr,
+            scratch: None,
         };
         proxy.wait_accepting(address, Duration::from_secs(30));
         if serves_admin {
             proxy.wait_accepting(admin, Duration::from_secs(30));
         }
         proxy
+    }
+
+    /// Stops the process and hands back the directory [`Proxy::start`] made,
+    /// so that a test can start another process on the same config and state.
+    pub fn stop(mut self) -> Option<Scratch> {
+        self.scratch.take()
     }
 
     /// Waits until `address` accepts connections, failing the test if the

@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::common::{scratch_dir, sluice_binary};
 
 fn check(text: &str) -> (bool, String) {
-    let path = scratch_dir().join("broken.toml");
+    let dir = scratch_dir();
+    let path = dir.join("broken.toml");
     std::fs::write(&path, text).unwrap();
     let output = Command::new(sluice_binary())
         .args(["check", "--config"])

@@ -54,7 +54,8 @@ async fn sigterm_drains_in_flight_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrade_hands_over_the_sockets_without_failed_requests() {
     let up = upstreams(&["origin"]).await;
-    let socket = scratch_dir().join("upgrade.sock");
+    let scratch = scratch_dir();
+    let socket = scratch.join("upgrade.sock");
     let mut old = Proxy::start(&format!(
         "[server]\ngrace_period = \"1s\"\nupgrade_socket = \"{}\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
         socket.display(),
@@ -109,7 +110,7 @@ async fn upgrade_hands_over_the_sockets_without_failed_requests() {
         old.address,
         old.admin,
         old.config_path.clone(),
-        scratch_dir().join("state-new"),
+        scratch.join("state-new"),
         &["--upgrade"],
     );
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get, scratch_dir, upstreams, Proxy};
+use crate::common::{client, get, scratch_dir, upstreams, Proxy, Scratch};
 
 /// Builds the plugin packages for wasm32-wasip2 once per test run, and
 /// returns the path of `package`'s component.
@@ -54,9 +54,8 @@ fn plugin_wasm(package: &str) -> PathBuf {
 }
 
 /// A plugin directory with `(file stem, package)` copies.
-pub(crate) fn plugin_dir(plugins: &[(&str, &str)]) -> PathBuf {
-    let dir = scratch_dir().join("plugins");
-    std::fs::create_dir_all(&dir).unwrap();
+pub(crate) fn plugin_dir(plugins: &[(&str, &str)]) -> Scratch {
+    let dir = scratch_dir();
     for (stem, package) in plugins {
         std::fs::copy(plugin_wasm(package), dir.join(format!("{stem}.wasm"))).unwrap();
     }
@@ -469,7 +468,8 @@ pub(crate) fn shared_cache() -> PathBuf {
             ("shuffle-shard", "sluice-plugin-shuffle-shard"),
             ("api-key", "sluice-plugin-api-key"),
         ]);
-        let config = scratch_dir().join("warm.toml");
+        let scratch = scratch_dir();
+        let config = scratch.join("warm.toml");
         std::fs::write(
             &config,
             format!(

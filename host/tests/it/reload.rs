@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -265,7 +265,7 @@ async fn restart_on_a_broken_file_starts_on_the_last_known_good() {
         proxy.state_dir.clone(),
     );
     assert!(state_dir.join("last-known-good.toml").exists());
-    drop(proxy);
+    let _files = proxy.stop();
 
     std::fs::write(
         &config_path,
@@ -832,7 +832,8 @@ async fn remote_source_is_polled_with_etags_and_falls_back_to_last_known_good() 
     let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let server = ConfigServer::start(render(address, admin, &two_placements(a, b, "pa"))).await;
-    let state_dir: PathBuf = scratch_dir().join("state");
+    let scratch = scratch_dir();
+    let state_dir = scratch.join("state");
     let proxy = RemoteProxy::spawn(address, admin, &server.url(), &state_dir);
     assert_eq!(proxy.get().await.served_by(), "a");
     let config = proxy.config().await;
@@ -939,7 +940,8 @@ async fn configmap_style_symlink_swaps_are_seen_every_time() {
     let (a, b) = (up[0].address, up[1].address);
     let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let dir = scratch_dir().join("configmap");
+    let scratch = scratch_dir();
+    let dir = scratch.join("configmap");
     std::fs::create_dir_all(&dir).unwrap();
     let publish = |revision: usize, route_to: &str| {
         let release = dir.join(format!("..rev{revision}"));
