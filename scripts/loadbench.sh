@@ -62,13 +62,13 @@ cargo build --release -p sluice -p sluice-loadbench
 # other builds, and one left there from an older WIT contract would be
 # rejected by this Sluice.
 wasm_target="$repo_root/target/loadbench"
-say "cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite --target-dir $wasm_target"
+say "cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite -p sluice-plugin-api-key --target-dir $wasm_target"
 plugin_args=()
 if ! cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite \
-    --target-dir "$wasm_target"; then
+    -p sluice-plugin-api-key --target-dir "$wasm_target"; then
     # Measure the rest; the report says why the plugin case is missing.
     say "warning: the plugins did not build; the plugin case is skipped"
-    plugin_args=(--skip-plugins "the headers and rewrite plugins did not build (cargo build --target wasm32-wasip2 failed)")
+    plugin_args=(--skip-plugins "the headers, rewrite and api-key plugins did not build (cargo build --target wasm32-wasip2 failed)")
 fi
 build_time="$(elapsed "$builds_started")"
 

@@ -48,7 +48,7 @@ OPTIONS:
   --rates LIST        fixed rates for the latency runs, req/s (default 2000,10000)
   --idle LIST         idle keep-alive connection counts (default 1000,10000)
   --sluice PATH       the sluice binary (default target/release/sluice)
-  --wasm-dir DIR      where sluice_plugin_headers.wasm and sluice_plugin_rewrite.wasm are
+  --wasm-dir DIR      where sluice_plugin_{headers,rewrite,api_key}.wasm are
                       (default target/loadbench/wasm32-wasip2/release, where
                       scripts/loadbench.sh builds them)
   --skip-plugins WHY  do not measure the plugin case, saying why (e.g. the plugins did not build)
@@ -507,11 +507,15 @@ fn run() -> Result<()> {
     make_cert(&paths, &work_path.join("openssl.log"))?;
     fs::create_dir_all(&paths.plugin_dir)?;
     let mut plugins_missing = opts.skip_plugins.clone();
-    for name in ["headers", "rewrite"] {
+    // The budget speaks of an idle proxy with three plugins loaded: api-key
+    // is loaded beside the two the chain attaches.
+    for name in ["headers", "rewrite", "api-key"] {
         if plugins_missing.is_some() {
             break;
         }
-        let built = opts.wasm_dir.join(format!("sluice_plugin_{name}.wasm"));
+        let built = opts
+            .wasm_dir
+            .join(format!("sluice_plugin_{}.wasm", name.replace('-', "_")));
         if let Err(e) = fs::copy(&built, paths.plugin_dir.join(format!("{name}.wasm"))) {
             plugins_missing = Some(format!(
                 "{} is missing ({e}); build it with cargo build --release --target wasm32-wasip2 -p sluice-plugin-{name}",

@@ -518,7 +518,8 @@ fn method(md: &mut String, input: &ReportInput) {
          1,001-key table, four placements on the origin with active HTTP health checks every second, passive \
          health, breakers, concurrency and body limits, fallback chains, and the explainability headers on); \
          and the plain proxy with a 2-plugin chain, `headers` (on_request and on_response) and `rewrite` \
-         (on_request), three WebAssembly calls per request. Sluice logs at `RUST_LOG=warn`."
+         (on_request), three WebAssembly calls per request; a third plugin, `api-key`, is loaded but not \
+         attached. Sluice logs at `RUST_LOG=warn`."
     );
     let _ = writeln!(
         md,

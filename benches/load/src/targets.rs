@@ -168,7 +168,7 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
                 let base = plain.and_then(|p| p.summary(|m| Some(m.rss_idle_kib as f64)));
                 TargetRow {
                     target: IDLE,
-                    measured: format!("{} (two plugins)", mb(idle.median)),
+                    measured: format!("{} (three plugins, two attached)", mb(idle.median)),
                     verdict: at_most(kib_to_mb(idle.median), 15.0, |v| format!("{v:.1} MB")),
                     cause: base
                         .map(|base| {
