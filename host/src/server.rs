@@ -69,6 +69,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let mut conf = ServerConf {
         threads: snapshot.threads,
+        // With one thread there is nothing to steal, and Tokio's
+        // multi-threaded scheduler still pays for stealing on every wake-up;
+        // Pingora then runs the service on a current-thread runtime.
+        work_stealing: snapshot.threads > 1,
         upgrade_sock: snapshot.upgrade_socket.clone(),
         ..ServerConf::default()
     };
