@@ -436,13 +436,10 @@ fn summary_lines(md: &mut String, input: &ReportInput) {
             }
         }
         if o.target.variant == Variant::Plugins {
-            if let Some(thr) =
-                sluice_plain.and_then(|plain| ratio(o, plain, |m| Some(m.throughput)))
-            {
+            if let Some(loss) = sluice_plain.and_then(|plain| plugin_loss_percent(o, plain)) {
                 let _ = write!(
                     line,
-                    "; throughput lost to the plugins against the plain proxy in the same run: {:.0}%",
-                    (1.0 - thr.median) * 100.0
+                    "; throughput lost to the plugins against the plain proxy in the same run: {loss:.0}%"
                 );
             }
         }
@@ -450,6 +447,12 @@ fn summary_lines(md: &mut String, input: &ReportInput) {
         let _ = writeln!(md, "{line}");
     }
     md.push('\n');
+}
+
+/// The median share of the plain proxy's throughput, in percent, that the
+/// plugin case lost, runs paired as in [`ratio`].
+pub fn plugin_loss_percent(plugins: &Outcome, plain: &Outcome) -> Option<f64> {
+    ratio(plugins, plain, |m| Some(m.throughput)).map(|r| (1.0 - r.median) * 100.0)
 }
 
 /// The p99 at `rate` of one run, in milliseconds.

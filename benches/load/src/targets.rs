@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::configs::{Proxy, Variant};
-use crate::report::{ratio, Outcome};
+use crate::report::{plugin_loss_percent, ratio, Outcome};
 use crate::stats::{fmt_mib, fmt_ms, fmt_rate, fmt_ratio};
 
 /// The fixed rate the latency targets are set at, req/s.
@@ -219,19 +219,15 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
 
     const CHAIN: &str = "2-plugin chain: ≤ 10% throughput loss against the plain proxy";
     rows.push(match (plugins, plain) {
-        (Some(plugins), Some(plain)) => match ratio(plugins, plain, |m| Some(m.throughput)) {
-            Some(r) => {
-                let loss = (1.0 - r.median) * 100.0;
-                TargetRow {
-                    target: CHAIN,
-                    measured: format!("{loss:.0}% lost"),
-                    verdict: at_most(loss, 10.0, |v| format!("{v:.0} points")),
-                    cause:
-                        "three WebAssembly calls per request, and the rest of the proxy running \
+        (Some(plugins), Some(plain)) => match plugin_loss_percent(plugins, plain) {
+            Some(loss) => TargetRow {
+                target: CHAIN,
+                measured: format!("{loss:.0}% lost"),
+                verdict: at_most(loss, 10.0, |v| format!("{v:.0} points")),
+                cause: "three WebAssembly calls per request, and the rest of the proxy running \
                             slower per request alongside them (see What still costs)"
-                            .into(),
-                }
-            }
+                    .into(),
+            },
             None => not_measured(CHAIN, "no run measured both"),
         },
         _ => not_measured(CHAIN, "the plain or plugin Sluice case was not run"),
