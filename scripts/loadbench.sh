@@ -84,5 +84,5 @@ exec "$repo_root/target/release/loadbench" \
     --command "./scripts/loadbench.sh${*:+ $*}" \
     --since "$started_at" \
     "${plugin_args[@]}" \
-    --note "**Setup before the runner**: installs ${install_time} (installed: ${installed[*]:-nothing, all present}); cargo builds of Sluice, the runner and the two plugins ${build_time}" \
+    --note "**Setup before the runner**: installs ${install_time} (installed: ${installed[*]:-nothing, all present}); cargo builds of Sluice, the runner and the three plugins ${build_time}" \
     "$@"
