@@ -57,6 +57,9 @@ cd "$repo_root"
 builds_started="$(date +%s)"
 say "cargo build --release -p sluice -p sluice-loadbench"
 cargo build --release -p sluice -p sluice-loadbench
+# Bare Pingora, measured as the floor under Sluice's plain proxy.
+say "cargo build --release -p sluice-benches --bin pingora-floor"
+cargo build --release -p sluice-benches --bin pingora-floor
 # The plugins get a target directory of their own: the components in the
 # workspace's target/wasm32-wasip2 are also written by the test suite and
 # other builds, and one left there from an older WIT contract would be
@@ -84,5 +87,5 @@ exec "$repo_root/target/release/loadbench" \
     --command "./scripts/loadbench.sh${*:+ $*}" \
     --since "$started_at" \
     "${plugin_args[@]}" \
-    --note "**Setup before the runner**: installs ${install_time} (installed: ${installed[*]:-nothing, all present}); cargo builds of Sluice, the runner and the three plugins ${build_time}" \
+    --note "**Setup before the runner**: installs ${install_time} (installed: ${installed[*]:-nothing, all present}); cargo builds of Sluice, the runner, the bare Pingora proxy and the three plugins ${build_time}" \
     "$@"

@@ -111,6 +111,9 @@ impl Target {
                     .env("XDG_DATA_HOME", work.join("caddy-data"))
                     .env("XDG_CONFIG_HOME", work.join("caddy-config"));
             }
+            Proxy::Pingora => {
+                cmd.args(crate::configs::pingora_floor_args());
+            }
             Proxy::Sluice => {
                 cmd.arg("run")
                     .arg("--config")

@@ -29,6 +29,9 @@ pub enum Proxy {
     Caddy,
     /// Sluice, `[server] threads = 1`.
     Sluice,
+    /// `pingora-floor` (`benches/floor.rs`): Pingora with nothing on top,
+    /// configured as Sluice is. The floor under Sluice's plain proxy.
+    Pingora,
 }
 
 impl Proxy {
@@ -39,6 +42,7 @@ impl Proxy {
             Proxy::Haproxy => "HAProxy",
             Proxy::Caddy => "Caddy",
             Proxy::Sluice => "Sluice",
+            Proxy::Pingora => "Pingora",
         }
     }
 }
@@ -265,6 +269,15 @@ upgrade_socket = "{}/sluice-upgrade.sock"
 "#,
         p(&paths.work)
     )
+}
+
+/// The command-line arguments of `pingora-floor`, which has no config file:
+/// where it listens, then the origin.
+pub fn pingora_floor_args() -> [String; 2] {
+    [
+        format!("127.0.0.1:{PROXY_PORT}"),
+        format!("127.0.0.1:{ORIGIN_PORT}"),
+    ]
 }
 
 /// Sluice's config for `variant`.

@@ -48,6 +48,8 @@ OPTIONS:
   --rates LIST        fixed rates for the latency runs, req/s (default 2000,10000)
   --idle LIST         idle keep-alive connection counts (default 1000,10000)
   --sluice PATH       the sluice binary (default target/release/sluice)
+  --pingora-floor PATH  the bare Pingora proxy measured as Sluice's floor (default
+                      target/release/pingora-floor; the case is skipped when missing)
   --wasm-dir DIR      where sluice_plugin_{headers,rewrite,api_key}.wasm are
                       (default target/loadbench/wasm32-wasip2/release, where
                       scripts/loadbench.sh builds them)
@@ -101,6 +103,7 @@ struct Options {
     rates: Vec<u32>,
     idle: Vec<usize>,
     sluice: PathBuf,
+    pingora_floor: PathBuf,
     wasm_dir: PathBuf,
     out: PathBuf,
     only: Option<Vec<String>>,
@@ -135,6 +138,7 @@ fn parse_options() -> Result<Options> {
         rates: vec![2000, 10000],
         idle: vec![1000, 10000],
         sluice: root.join("target/release/sluice"),
+        pingora_floor: root.join("target/release/pingora-floor"),
         wasm_dir: root.join("target/loadbench/wasm32-wasip2/release"),
         out: root.join("docs"),
         only: None,
@@ -165,6 +169,7 @@ fn parse_options() -> Result<Options> {
                 o.idle.sort_unstable();
             }
             "--sluice" => o.sluice = value()?.into(),
+            "--pingora-floor" => o.pingora_floor = value()?.into(),
             "--wasm-dir" => o.wasm_dir = value()?.into(),
             "--out" => o.out = value()?.into(),
             "--only" => o.only = Some(value()?.split(',').map(|s| s.trim().to_string()).collect()),
@@ -219,6 +224,15 @@ fn require(name: &str) -> Result<PathBuf> {
 }
 
 /// The first line a command prints (on stdout or stderr), for versions.
+/// The version of `package` that the workspace's `Cargo.lock` pins.
+fn locked_version(root: &Path, package: &str) -> Option<String> {
+    let lock = fs::read_to_string(root.join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    lines.find(|line| *line == format!("name = \"{package}\""))?;
+    let version = lines.next()?.strip_prefix("version = \"")?;
+    Some(version.trim_end_matches('"').to_string())
+}
+
 fn version_of(program: &Path, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
         Ok(out) => {
@@ -533,6 +547,13 @@ fn run() -> Result<()> {
                 git_revision(&root)
             ),
         ),
+        (
+            "Pingora",
+            format!(
+                "pingora {} under `pingora-floor` (`benches/floor.rs`)",
+                locked_version(&root, "pingora").unwrap_or_else(|| "of unknown version".into())
+            ),
+        ),
         ("nginx", version_of(&nginx, &["-v"])),
         ("HAProxy", version_of(&haproxy, &["-v"])),
         ("Caddy", version_of(&caddy, &["version"])),
@@ -551,6 +572,7 @@ fn run() -> Result<()> {
         (Proxy::Nginx, Variant::Plain),
         (Proxy::Haproxy, Variant::Plain),
         (Proxy::Caddy, Variant::Plain),
+        (Proxy::Pingora, Variant::Plain),
         (Proxy::Sluice, Variant::Plain),
         (Proxy::Sluice, Variant::Routing),
         (Proxy::Sluice, Variant::Plugins),
@@ -577,6 +599,14 @@ fn run() -> Result<()> {
                 configs::caddy(&paths, variant == Variant::Tls),
             ),
             Proxy::Sluice => (&opts.sluice, "toml", configs::sluice(&paths, variant)),
+            Proxy::Pingora => (
+                &opts.pingora_floor,
+                "args",
+                format!(
+                    "pingora-floor {}\n",
+                    configs::pingora_floor_args().join(" ")
+                ),
+            ),
         };
         let mut target = Target {
             proxy,
@@ -592,6 +622,14 @@ fn run() -> Result<()> {
         }
         target.config = work_path.join(format!("{}.{ext}", target.key()));
         bench::write_file(&target.config, &text)?;
+        if proxy == Proxy::Pingora && !opts.pingora_floor.is_file() {
+            let reason = format!(
+                "{} not found; build it with cargo build --release -p sluice-benches --bin pingora-floor",
+                opts.pingora_floor.display()
+            );
+            say(format!("{}: skipped: {reason}", target.label()));
+            target.skipped = Some(reason);
+        }
         if proxy == Proxy::Sluice {
             if variant == Variant::Plugins {
                 if let Some(missing) = &plugins_missing {

@@ -526,6 +526,13 @@ fn method(md: &mut String, input: &ReportInput) {
     );
     let _ = writeln!(
         md,
+        "- Pingora is measured bare, as the floor under Sluice: `pingora-floor` (`benches/floor.rs`) is \
+         the smallest proxy Pingora runs, built with the same Pingora and allocator and configured as \
+         Sluice is (one thread on a current-thread runtime, unbuffered listener reads), sending every \
+         request to the origin with nothing on top."
+    );
+    let _ = writeln!(
+        md,
         "- TLS termination: each proxy serves a self-signed ECDSA P-256 certificate (made with `openssl` for \
          the run) on its own port and forwards plain HTTP to the origin; the clients connect to 127.0.0.1, so \
          no server name is sent (Sluice serves its `[default_certificate]`). wrk and oha keep their \
@@ -651,6 +658,7 @@ fn configs(md: &mut String, input: &ReportInput) {
             Proxy::Haproxy => "haproxy",
             Proxy::Caddy => "caddyfile",
             Proxy::Sluice => "toml",
+            Proxy::Pingora => "sh",
         };
         let text = if o.target.variant == Variant::Routing {
             abbreviate_table(&o.config_text)
