@@ -291,6 +291,18 @@ mod tests {
         rows.iter().find(|r| r.target.starts_with(prefix)).unwrap()
     }
 
+    /// Two runs of `proxy`'s plain case at these throughputs and p99.
+    fn plain_runs(proxy: Proxy, throughputs: [f64; 2], p99_ms: f64) -> Outcome {
+        outcome(
+            proxy,
+            Variant::Plain,
+            throughputs
+                .iter()
+                .map(|&throughput| Ok(metrics(throughput, p99_ms)))
+                .collect(),
+        )
+    }
+
     #[test]
     fn verdicts_say_by_how_much() {
         assert_eq!(at_least(1.3, 1.0, fmt_ratio), "met");
@@ -308,21 +320,9 @@ mod tests {
     #[test]
     fn rows_come_from_the_runs() {
         let outcomes = vec![
-            outcome(
-                Proxy::Nginx,
-                Variant::Plain,
-                vec![Ok(metrics(40_000.0, 1.0)), Ok(metrics(30_000.0, 1.0))],
-            ),
-            outcome(
-                Proxy::Caddy,
-                Variant::Plain,
-                vec![Ok(metrics(5_000.0, 9.0)), Ok(metrics(5_000.0, 9.0))],
-            ),
-            outcome(
-                Proxy::Sluice,
-                Variant::Plain,
-                vec![Ok(metrics(20_000.0, 0.5)), Ok(metrics(15_000.0, 0.5))],
-            ),
+            plain_runs(Proxy::Nginx, [40_000.0, 30_000.0], 1.0),
+            plain_runs(Proxy::Caddy, [5_000.0, 5_000.0], 9.0),
+            plain_runs(Proxy::Sluice, [20_000.0, 15_000.0], 0.5),
         ];
         let rows = rows(&outcomes);
         let nginx = row(&rows, "plain proxy throughput per core");
@@ -351,21 +351,9 @@ mod tests {
     #[test]
     fn the_plain_proxy_is_set_against_bare_pingora_when_it_ran() {
         let outcomes = vec![
-            outcome(
-                Proxy::Nginx,
-                Variant::Plain,
-                vec![Ok(metrics(40_000.0, 1.0)), Ok(metrics(30_000.0, 1.0))],
-            ),
-            outcome(
-                Proxy::Pingora,
-                Variant::Plain,
-                vec![Ok(metrics(24_000.0, 1.0)), Ok(metrics(18_000.0, 1.0))],
-            ),
-            outcome(
-                Proxy::Sluice,
-                Variant::Plain,
-                vec![Ok(metrics(20_000.0, 0.5)), Ok(metrics(15_000.0, 0.5))],
-            ),
+            plain_runs(Proxy::Nginx, [40_000.0, 30_000.0], 1.0),
+            plain_runs(Proxy::Pingora, [24_000.0, 18_000.0], 1.0),
+            plain_runs(Proxy::Sluice, [20_000.0, 15_000.0], 0.5),
         ];
         let rows = rows(&outcomes);
         let nginx = row(&rows, "plain proxy throughput per core");
