@@ -223,7 +223,6 @@ fn require(name: &str) -> Result<PathBuf> {
     })
 }
 
-/// The first line a command prints (on stdout or stderr), for versions.
 /// The version of `package` that the workspace's `Cargo.lock` pins.
 fn locked_version(root: &Path, package: &str) -> Option<String> {
     let lock = fs::read_to_string(root.join("Cargo.lock")).ok()?;
@@ -233,6 +232,7 @@ fn locked_version(root: &Path, package: &str) -> Option<String> {
     Some(version.trim_end_matches('"').to_string())
 }
 
+/// The first line a command prints (on stdout or stderr), for versions.
 fn version_of(program: &Path, args: &[&str]) -> String {
     match Command::new(program).args(args).output() {
         Ok(out) => {
@@ -858,6 +858,13 @@ fn run() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locked_versions_come_from_the_workspace_lock_file() {
+        let pingora = locked_version(&repo_root(), "pingora").unwrap();
+        assert!(pingora.starts_with("0.9."), "{pingora}");
+        assert_eq!(locked_version(&repo_root(), "no-such-package"), None);
+    }
 
     #[test]
     fn check_detail_finds_the_first_located_error() {
