@@ -310,9 +310,17 @@ fn demo(
     let config_path = match config_path {
         Some(path) => path,
         None => {
-            let path =
-                std::env::temp_dir().join(format!("sluice-demo-{}.toml", std::process::id()));
-            if let Err(e) = std::fs::write(&path, sluice::demo::DEMO_CONFIG) {
+            // One file for every demo: its text is the same each time (the
+            // addresses come from the environment), so demos started one
+            // after another leave a single file behind, not one each. It is
+            // replaced by a rename, so a demo already running never reads
+            // half of it.
+            let path = std::env::temp_dir().join("sluice-demo.toml");
+            let written = path.with_extension(format!("toml.{}", std::process::id()));
+            if let Err(e) = std::fs::write(&written, sluice::demo::DEMO_CONFIG)
+                .and_then(|()| std::fs::rename(&written, &path))
+            {
+                let _ = std::fs::remove_file(&written);
                 eprintln!("cannot write the demo config to {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }
