@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 
@@ -60,9 +59,10 @@ fn main() -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Floor { origin });
+    // The listener Sluice itself uses, so that both read alike.
     proxy
         .endpoints()
-        .add_listener(ListenerConfig::tcp(listen).l4_buffer(L4BufferSettings::default().read(0)));
+        .add_listener(sluice::server::unbuffered_reads(listen));
     server.add_service(proxy);
     server.run_forever()
 }

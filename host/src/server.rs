@@ -268,6 +268,6 @@ async fn wait_until_listening(addresses: &[SocketAddr]) {
 /// proxy instead of 75 MiB. The layers above buffer for themselves (the
 /// HTTP/1 parser, rustls, h2), and side by side the CPU per request did not
 /// change measurably.
-fn unbuffered_reads(address: &str) -> ListenerConfig {
+pub fn unbuffered_reads(address: &str) -> ListenerConfig {
     ListenerConfig::tcp(address).l4_buffer(L4BufferSettings::default().read(0))
 }
