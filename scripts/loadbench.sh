@@ -4,7 +4,7 @@
 # docs/benchmarks.svg.
 #
 # Installs what is missing (the build packages; nginx, haproxy, caddy, wrk
-# and openssl from Debian; oha through cargo), builds Sluice, the runner and
+# and openssl from Debian), builds Sluice, the runner and
 # the headers and rewrite plugins in release mode, then runs the runner
 # (benches/load). Arguments are passed on to it, e.g.
 #   ./scripts/loadbench.sh --runs 1 --only nginx-plain,sluice-plain
@@ -41,13 +41,6 @@ installed+=("${missing[@]}")
 # the benchmark needs none of them (it starts its own instances on ports
 # 18000, 18080 and 18443), so nothing is stopped here.
 
-oha_help="$(oha --help 2>/dev/null || true)"
-if [[ "$oha_help" != *--latency-correction* ]]; then
-    say "cargo install oha --locked"
-    oha_started="$(date +%s)"
-    cargo install oha --locked
-    installed+=("oha (cargo install, $(elapsed "$oha_started"))")
-fi
 install_time="$(elapsed "$started_at")"
 
 # ---------------------------------------------------------------------------

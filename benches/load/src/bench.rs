@@ -5,23 +5,24 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::configs::{Proxy, Variant, PROXY_PORT, REQUEST_PATH, TLS_PORT};
+use crate::fixed_rate::{self, FixedRate, LatencyReport};
 use crate::idle::IdleConnections;
-use crate::oha::{self, OhaReport};
 use crate::procs::{self, ProcGuard};
 use crate::wrk;
 
 /// What the runner was asked to measure, and how hard.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Seconds of each measured wrk and oha run.
+    /// Seconds of each measured wrk and fixed-rate run.
     pub seconds: u64,
-    /// wrk and oha connections.
+    /// wrk and fixed-rate connections.
     pub connections: u32,
     /// Fixed rates for the latency runs, in requests per second.
     pub rates: Vec<u32>,
@@ -132,8 +133,8 @@ impl Target {
 pub struct LatencyRun {
     /// The rate asked for, in requests per second.
     pub rate: u32,
-    /// What oha reported.
-    pub report: OhaReport,
+    /// What the fixed-rate generator measured.
+    pub report: LatencyReport,
 }
 
 /// The memory held with some idle keep-alive connections open.
@@ -161,7 +162,7 @@ pub struct RunMetrics {
     /// busy the whole time).
     pub proxy_cpu: f64,
     /// CPU used by processes that are not part of the benchmark, in cores:
-    /// the larger of the averages over the wrk run and over the oha runs.
+    /// the larger of the averages over the wrk run and over the fixed-rate runs.
     /// Anything above a few hundredths competed with the measurement.
     pub other_cpu: f64,
     /// CPU stolen by the hypervisor, in cores, taken the same way.
@@ -184,10 +185,8 @@ pub struct Bench<'a> {
     pub settings: &'a Settings,
     /// The wrk binary.
     pub wrk: &'a Path,
-    /// The oha binary.
-    pub oha: &'a Path,
-    /// The extra oha flags this version needs for JSON output without a TUI.
-    pub oha_flags: &'a [String],
+    /// TLS client settings that trust the run's certificate.
+    pub tls_client: &'a Arc<rustls::ClientConfig>,
     /// The origin's process id, whose CPU time is ours, not other load.
     pub origin_pid: u32,
 }
@@ -252,7 +251,7 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
     guard.wait_ready(addr, REQUEST_PATH, target.tls(), Duration::from_secs(20))?;
     if target.tls() {
         // The readiness probe only connected; check one real request.
-        let report = oha_run(ctx, target, 1, 50, &log)
+        let report = fixed_rate_run(ctx, target, 1, 50)
             .with_context(|| format!("first HTTPS request to {}", target.url()))?;
         if report.ok_responses() == 0 {
             bail!(
@@ -296,8 +295,8 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
     let latency_before = CpuSnapshot::take(ctx, pid);
     let latency_started = Instant::now();
     for &rate in &ctx.settings.rates {
-        let report = oha_run(ctx, target, ctx.settings.seconds, rate, &log)
-            .with_context(|| format!("oha at {rate} req/s"))?;
+        let report = fixed_rate_run(ctx, target, ctx.settings.seconds, rate)
+            .with_context(|| format!("fixed rate of {rate} req/s"))?;
         latency.push(LatencyRun { rate, report });
         guard.check_alive()?;
     }
@@ -385,32 +384,14 @@ fn wrk_run(
     wrk::parse(&out).with_context(|| format!("parsing wrk output:\n{out}"))
 }
 
-fn oha_run(ctx: &Bench, target: &Target, seconds: u64, rate: u32, log: &Path) -> Result<OhaReport> {
-    let mut cmd = Command::new(ctx.oha);
-    cmd.arg("-z")
-        .arg(format!("{seconds}s"))
-        .arg("-c")
-        .arg(ctx.settings.connections.to_string())
-        .arg("-q")
-        .arg(rate.to_string())
-        .arg("--latency-correction")
-        .args(ctx.oha_flags);
-    if target.tls() {
-        cmd.arg("--insecure");
-    }
-    cmd.arg(target.url());
-    let out_path = log.with_extension(format!("oha-{rate}.json"));
-    let out = procs::run_pinned(
-        &ctx.settings.load_cpus,
-        &mut cmd,
-        Duration::from_secs(seconds + 30),
-        log,
-        &out_path,
-        |_| {},
-    )?;
-    oha::parse(&out).with_context(|| {
-        let shown: String = out.chars().take(1500).collect();
-        format!("parsing oha output:\n{shown}")
+fn fixed_rate_run(ctx: &Bench, target: &Target, seconds: u64, rate: u32) -> Result<LatencyReport> {
+    fixed_rate::run(&FixedRate {
+        addr: target.addr(),
+        path: REQUEST_PATH.to_string(),
+        tls: target.tls().then(|| ctx.tls_client.clone()),
+        rate,
+        connections: ctx.settings.connections,
+        duration: Duration::from_secs(seconds),
     })
 }
 

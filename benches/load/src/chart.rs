@@ -161,7 +161,7 @@ fn latency_panel(data: &ChartData, area: &DrawingArea<SVGBackend, Shift>) -> Res
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!(
-                "p99 latency, ms, log scale (oha at {}, latency-corrected)",
+                "p99 latency, ms, log scale (at {}, coordinated omission corrected)",
                 rates.join(" and ")
             ),
             ("sans-serif", 16),

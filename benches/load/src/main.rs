@@ -4,7 +4,7 @@
 //!
 //! It starts an nginx origin, then each proxy in turn, pinned to its own
 //! core, and measures maximum throughput (wrk), latency at fixed rates with
-//! coordinated omission corrected (oha), and resident memory idle, under
+//! coordinated omission corrected (its own generator, `fixed_rate`), and resident memory idle, under
 //! load and with many idle keep-alive connections. `scripts/loadbench.sh`
 //! installs what it needs, builds Sluice and the plugins, and runs it; see
 //! `loadbench --help` for the options.
@@ -12,8 +12,8 @@
 mod bench;
 mod chart;
 mod configs;
+mod fixed_rate;
 mod idle;
-mod oha;
 mod procs;
 mod report;
 mod stats;
@@ -43,8 +43,8 @@ USAGE: loadbench [OPTIONS]
 
 OPTIONS:
   --runs N            runs of every case (default 3)
-  --seconds N         length of each measured wrk and oha run (default 3)
-  --connections N     wrk and oha connections (default 64)
+  --seconds N         length of each measured wrk and fixed-rate run (default 3)
+  --connections N     wrk and fixed-rate connections (default 64)
   --rates LIST        fixed rates for the latency runs, req/s (default 2000,10000)
   --idle LIST         idle keep-alive connection counts (default 1000,10000)
   --sluice PATH       the sluice binary (default target/release/sluice)
@@ -219,7 +219,9 @@ fn which(name: &str) -> Option<PathBuf> {
 
 fn require(name: &str) -> Result<PathBuf> {
     which(name).ok_or_else(|| {
-        anyhow!("{name} not found on PATH; ./scripts/loadbench.sh installs it (apt-get install {name}, or cargo install oha --locked)")
+        anyhow!(
+            "{name} not found on PATH; ./scripts/loadbench.sh installs it (apt-get install {name})"
+        )
     })
 }
 
@@ -249,32 +251,6 @@ fn version_of(program: &Path, args: &[&str]) -> String {
         }
         Err(e) => format!("unknown ({e})"),
     }
-}
-
-/// The flags this oha needs to print JSON without its terminal UI.
-fn oha_flags(oha: &Path) -> Result<Vec<String>> {
-    let help = Command::new(oha).arg("--help").output()?;
-    let help = String::from_utf8_lossy(&help.stdout);
-    if !help.contains("--latency-correction") {
-        bail!(
-            "{} has no --latency-correction; install a newer oha (cargo install oha --locked)",
-            oha.display()
-        );
-    }
-    let mut flags = vec!["--no-tui".to_string()];
-    if help.contains("--wait-ongoing-requests-after-deadline") {
-        // Let the requests in flight at the end finish instead of cutting
-        // them off.
-        flags.push("--wait-ongoing-requests-after-deadline".to_string());
-    }
-    if help.contains("--output-format") {
-        flags.extend(["--output-format".to_string(), "json".to_string()]);
-    } else if help.contains("--json") {
-        flags.push("--json".to_string());
-    } else {
-        flags.push("-j".to_string());
-    }
-    Ok(flags)
 }
 
 fn machine_lines(nproc: usize, tools: &[(&str, String)]) -> Vec<String> {
@@ -481,7 +457,6 @@ fn run() -> Result<()> {
     }
 
     let wrk = require("wrk")?;
-    let oha = require("oha")?;
     let nginx = require("nginx")?;
     let haproxy = require("haproxy")?;
     let caddy = require("caddy")?;
@@ -493,7 +468,6 @@ fn run() -> Result<()> {
             opts.sluice.display()
         );
     }
-    let oha_flags = oha_flags(&oha)?;
     for port in [configs::ORIGIN_PORT, configs::PROXY_PORT, configs::TLS_PORT] {
         check_port_free(port)?;
     }
@@ -519,6 +493,7 @@ fn run() -> Result<()> {
     };
     fs::create_dir_all(work_path.join("tls"))?;
     make_cert(&paths, &work_path.join("openssl.log"))?;
+    let tls_client = fixed_rate::trusting(&paths.cert)?;
     fs::create_dir_all(&paths.plugin_dir)?;
     let mut plugins_missing = opts.skip_plugins.clone();
     // The budget speaks of an idle proxy with three plugins loaded: api-key
@@ -558,7 +533,6 @@ fn run() -> Result<()> {
         ("HAProxy", version_of(&haproxy, &["-v"])),
         ("Caddy", version_of(&caddy, &["version"])),
         ("wrk", version_of(&wrk, &["-v"])),
-        ("oha", version_of(&oha, &["--version"])),
         ("rustc", version_of(Path::new("rustc"), &["--version"])),
     ];
     for (name, v) in &tools {
@@ -721,8 +695,7 @@ fn run() -> Result<()> {
         work: &work_path,
         settings: &settings,
         wrk: &wrk,
-        oha: &oha,
-        oha_flags: &oha_flags,
+        tls_client: &tls_client,
         origin_pid: origin.pid(),
     };
     // Other work on the machine (a build, a test suite) skews every figure;

@@ -115,9 +115,9 @@ pub struct ReportInput<'a> {
     pub machine: Vec<String>,
     /// The runs done.
     pub runs: usize,
-    /// Seconds of each measured wrk and oha run.
+    /// Seconds of each measured wrk and fixed-rate run.
     pub seconds: u64,
-    /// wrk and oha connections.
+    /// wrk and fixed-rate connections.
     pub connections: u32,
     /// Fixed rates of the latency runs.
     pub rates: &'a [u32],
@@ -172,7 +172,7 @@ pub fn chart_data(input: &ReportInput) -> ChartData {
             .collect(),
         rates: input.rates.to_vec(),
         subtitle: format!(
-            "{} runs, medians; proxy on CPU {}, wrk/oha and the nginx origin on CPU {}. docs/benchmarks.md has the details.",
+            "{} runs, medians; proxy on CPU {}, wrk, the fixed-rate generator and the nginx origin on CPU {}. docs/benchmarks.md has the details.",
             input.runs, input.cpus.0, input.cpus.1
         ),
     }
@@ -240,7 +240,7 @@ pub fn markdown(input: &ReportInput) -> String {
          median of {} runs (min–max). *× nginx* is the ratio to nginx measured in the same run (TLS rows: to \
          nginx with TLS), median of the per-run ratios. *Proxy CPU* is the CPU time the proxy used during the \
          run divided by its length: 1.00 means its core was saturated. *Other load* is the CPU that processes \
-         outside the benchmark used meanwhile, the larger of its averages over the wrk run and over the oha runs \
+         outside the benchmark used meanwhile, the larger of its averages over the wrk run and over the fixed-rate runs \
          (user and system time from `/proc/stat`, less the proxy, the origin, \
          wrk and the runner): near 0 the machine was quiet. CPU stolen by the hypervisor is listed under problems \
          when it reached 0.1 cores.\n",
@@ -283,8 +283,11 @@ pub fn markdown(input: &ReportInput) -> String {
     let _ = writeln!(md, "## Latency at fixed rates\n");
     let _ = writeln!(
         md,
-        "Open loop: `oha -z {}s -c {} -q RATE --latency-correction`, so a stall delays the requests queued \
-         behind it and is counted against them (coordinated omission corrected). Milliseconds; median of {} \
+        "Open loop, from the runner's own generator (`benches/load/src/fixed_rate.rs`): for {} s, requests \
+         fall due at the fixed rate and are spread over {} keep-alive connections, opened before the first. \
+         A request that falls due while every connection still waits for an answer is timed from when it \
+         fell due, so a stall is counted against the requests queued behind it (coordinated omission \
+         corrected, as wrk2 and `oha --latency-correction` do). Milliseconds; median of {} \
          runs (min–max). *p99 × nginx* as above. A rate the proxy cannot sustain on one core shows up as \
          latencies that grow with the run's length.\n",
         input.seconds, input.connections, input.runs
@@ -478,7 +481,7 @@ fn method(md: &mut String, input: &ReportInput) {
     let _ = writeln!(
         md,
         "- Everything runs on this one machine over loopback. The proxy under test is pinned to CPU {} \
-         (`taskset -c {}`); the load generators (wrk, oha, the idle-connection client in the runner) and the \
+         (`taskset -c {}`); the load generators (wrk, and the runner's fixed-rate generator and idle-connection client) and the \
          origin to CPU {}.",
         input.cpus.0, input.cpus.0, input.cpus.1
     );
@@ -497,7 +500,7 @@ fn method(md: &mut String, input: &ReportInput) {
     let _ = writeln!(
         md,
         "- One run measures every configuration in turn: start it, read its idle memory, 1 s wrk warm-up, \
-         wrk for throughput, oha at each fixed rate ({}), then the idle connections ({}), then stop it. \
+         wrk for throughput, the fixed-rate generator at each rate ({}), then the idle connections ({}), then stop it. \
          The {} runs are interleaved, so slow drift on the machine affects every proxy alike, and the \
          ratios to nginx are taken within a run.",
         input
@@ -535,10 +538,9 @@ fn method(md: &mut String, input: &ReportInput) {
         md,
         "- TLS termination: each proxy serves a self-signed ECDSA P-256 certificate (made with `openssl` for \
          the run) on its own port and forwards plain HTTP to the origin; the clients connect to 127.0.0.1, so \
-         no server name is sent (Sluice serves its `[default_certificate]`). wrk and oha keep their \
-         connections open, so the throughput is for TLS record processing, not handshakes; but each oha run \
-         starts with its 64 handshakes, which delays the first requests, so at 2,000 req/s for a few seconds \
-         the TLS p99 mostly measures that start. The idle-connection memory is not measured over TLS.\n"
+         no server name is sent (Sluice serves its `[default_certificate]`). wrk and the fixed-rate \
+         generator open their connections, handshakes included, before they measure and keep them open, so \
+         the figures are for TLS record processing, not handshakes. The idle-connection memory is not measured over TLS.\n"
     );
 }
 
@@ -582,7 +584,7 @@ fn problems(md: &mut String, input: &ReportInput) {
                     for l in &m.latency {
                         if let Some(p) = l.report.problems() {
                             lines.push(format!(
-                                "- {}, run {}: oha at {} req/s: {} (of {})",
+                                "- {}, run {}: at {} req/s: {} (of {})",
                                 o.target.label(),
                                 i + 1,
                                 fmt_rate(l.rate as f64),
@@ -592,7 +594,7 @@ fn problems(md: &mut String, input: &ReportInput) {
                         }
                         if l.report.requests_per_sec < l.rate as f64 * 0.95 {
                             lines.push(format!(
-                                "- {}, run {}: oha at {} req/s completed only {} req/s",
+                                "- {}, run {}: at {} req/s, only {} req/s were answered",
                                 o.target.label(),
                                 i + 1,
                                 fmt_rate(l.rate as f64),
@@ -724,7 +726,7 @@ fn md_escape(text: &str) -> String {
 pub(crate) mod tests {
     use super::*;
     use crate::bench::{IdleMemory, LatencyRun};
-    use crate::oha::OhaReport;
+    use crate::fixed_rate::LatencyReport;
 
     pub(crate) fn metrics(throughput: f64, p99: f64) -> RunMetrics {
         RunMetrics {
@@ -735,12 +737,11 @@ pub(crate) mod tests {
             steal_cpu: 0.0,
             latency: vec![LatencyRun {
                 rate: 10000,
-                report: OhaReport {
+                report: LatencyReport {
                     p50_ms: p99 / 4.0,
                     p99_ms: p99,
                     p999_ms: p99 * 2.0,
                     requests_per_sec: 10000.0,
-                    success_rate: 1.0,
                     status_counts: vec![(200, 40000)],
                     errors: vec![],
                 },
