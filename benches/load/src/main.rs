@@ -350,7 +350,10 @@ fn make_cert(paths: &Paths, log: &Path) -> Result<()> {
             "-days",
             "7",
         ])
-        .args(["-subj", "/CN=localhost", "-addext", subject_alt, "-keyout"])
+        .args(["-subj", "/CN=localhost", "-addext", subject_alt])
+        // A leaf, not a CA: the fixed-rate generator's rustls client trusts
+        // it as itself, and refuses a CA certificate used as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&paths.key)
         .arg("-out")
         .arg(&paths.cert)
