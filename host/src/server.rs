@@ -106,6 +106,20 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
         proxy.server_options = Some(options);
+        if addresses.iter().all(|listener| !listener.tls) {
+            // With no HTTPS listener, the termination layer below would only
+            // pass connections through, at the cost of a future held by
+            // every open connection and a poll on every wake-up.
+            let mut service = Service::new(name.to_string(), proxy);
+            for listener in addresses {
+                tracing::info!(address = %listener.address, h2c, "listening");
+                service
+                    .endpoints()
+                    .add_listener(unbuffered_reads(&listener.address.to_string()));
+            }
+            server.add_service(service);
+            continue;
+        }
         // HTTPS listeners are bound as TCP and the handshake is run in front
         // of the proxy, with rustls settings of Sluice's own (Pingora's
         // TlsSettings fixes the TLS versions).

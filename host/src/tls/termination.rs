@@ -198,7 +198,9 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let stream = if self.any_https {
-            self.terminate(stream).await?
+            // Boxed: inline, the handshake's state would stay allocated
+            // with this future for as long as the connection is open.
+            Box::pin(self.terminate(stream)).await?
         } else {
             stream
         };
