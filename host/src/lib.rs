@@ -7,14 +7,16 @@
 //! forwarding headers), [`snapshot`] (the compiled config a request runs
 //! on), [`proxy`] (the Pingora phases, wiring only), [`admin`] (status API
 //! and metrics), [`tls`] (certificates and ACME), [`access_log`] and
-//! [`server`] (startup). [`demo`] holds the bundled demo upstreams, and
-//! [`import`] converts Caddyfiles into Sluice configs.
+//! [`server`] (startup). [`demo`] holds the bundled demo upstreams,
+//! [`import`] converts Caddyfiles into Sluice configs, and [`memory`] hands
+//! freed memory back after plugins load.
 
 pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod import;
+pub mod memory;
 pub mod plugins;
 pub mod proxy;
 pub mod resilience;

@@ -415,6 +415,7 @@ pub fn compile_text(
                 }
             }
             plugins.store(Some(loaded_registry.clone()));
+            crate::memory::release_freed();
             loaded_registry
         }
     };

@@ -121,8 +121,27 @@ impl PluginEngine {
         }
         let artifact = self.engine.precompile_component(bytes)?;
         if let Some(path) = &cached {
-            if let Err(e) = write_cache(path, &artifact) {
-                tracing::warn!(cache = %path.display(), error = %e, "cannot cache the compiled plugin");
+            match write_cache(path, &artifact) {
+                // Loaded from the file just written, as a restart would load
+                // it: its code is then mapped from the file, shared with the
+                // page cache, instead of copied into memory of its own.
+                // SAFETY: the file was written just above from this engine's
+                // own `precompile_component`.
+                Ok(()) => match unsafe { Component::deserialize_file(&self.engine, path) } {
+                    Ok(component) => {
+                        return Ok(Compiled {
+                            component,
+                            version,
+                            from_cache: false,
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(cache = %path.display(), error = %e, "cannot load the plugin just cached; loading it from memory")
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(cache = %path.display(), error = %e, "cannot cache the compiled plugin");
+                }
             }
         }
         // SAFETY: the bytes were produced just above by this engine.

@@ -299,6 +299,7 @@ impl PluginRegistry {
                     for path in paths {
                         registry.load_file(&path);
                     }
+                    crate::memory::release_freed();
                 })
                 .await;
             }
