@@ -22,20 +22,19 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # ---------------------------------------------------------------------------
 # Prerequisites, each installed only when missing.
 # ---------------------------------------------------------------------------
-install_build_packages
-require_rust rustup
+# The proxies measured beside Sluice, and the tools of the run.
+peers=(nginx:nginx haproxy:haproxy caddy:caddy wrk:wrk openssl:openssl util-linux:taskset)
 installed=()
-rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
-
-missing=()
-has_package nginx nginx || missing+=(nginx)
-has_package haproxy haproxy || missing+=(haproxy)
-has_package caddy caddy || missing+=(caddy)
-has_package wrk wrk || missing+=(wrk)
-has_package openssl openssl || missing+=(openssl)
-has_package util-linux taskset || missing+=(util-linux)
-install_debian_packages "${missing[@]}"
-installed+=("${missing[@]}")
+for peer in "${peers[@]}"; do
+    has_package "${peer%%:*}" "${peer#*:}" || installed+=("${peer%%:*}")
+done
+# One apt-get run for them and for what the build needs.
+install_build_packages "${peers[@]}"
+require_rust rustup
+if ! rustup target list --installed | grep -q wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+    installed+=(wasm32-wasip2)
+fi
 
 # The Debian packages start their services where an init system runs them;
 # the benchmark needs none of them (it starts its own instances on ports
@@ -48,24 +47,32 @@ install_time="$(elapsed "$started_at")"
 # ---------------------------------------------------------------------------
 cd "$repo_root"
 builds_started="$(date +%s)"
-say "cargo build --release -p sluice -p sluice-loadbench"
-cargo build --release -p sluice -p sluice-loadbench
-# Bare Pingora, measured as the floor under Sluice's plain proxy.
-say "cargo build --release -p sluice-benches --bin pingora-floor"
-cargo build --release -p sluice-benches --bin pingora-floor
 # The plugins get a target directory of their own: the components in the
 # workspace's target/wasm32-wasip2 are also written by the test suite and
 # other builds, and one left there from an older WIT contract would be
-# rejected by this Sluice.
+# rejected by this Sluice. Being apart, they build beside the native
+# binaries, which keeps both cores busy while the native build waits on
+# its last few crates.
 wasm_target="$repo_root/target/loadbench"
-say "cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite -p sluice-plugin-api-key --target-dir $wasm_target"
+mkdir -p "$wasm_target"
+wasm_log="$wasm_target/build.log"
+say "cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite -p sluice-plugin-api-key --target-dir $wasm_target (in the background, log in $wasm_log)"
+cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite \
+    -p sluice-plugin-api-key --target-dir "$wasm_target" >"$wasm_log" 2>&1 &
+wasm_build=$!
+trap 'kill "$wasm_build" 2>/dev/null || true' EXIT
+# Sluice, the runner, and bare Pingora (measured as the floor under
+# Sluice's plain proxy), in one build so that they share every dependency.
+say "cargo build --release --bins -p sluice -p sluice-loadbench -p sluice-benches"
+cargo build --release --bins -p sluice -p sluice-loadbench -p sluice-benches
 plugin_args=()
-if ! cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-plugin-rewrite \
-    -p sluice-plugin-api-key --target-dir "$wasm_target"; then
+if ! wait "$wasm_build"; then
+    tail -n 30 "$wasm_log" >&2
     # Measure the rest; the report says why the plugin case is missing.
     say "warning: the plugins did not build; the plugin case is skipped"
     plugin_args=(--skip-plugins "the headers, rewrite and api-key plugins did not build (cargo build --target wasm32-wasip2 failed)")
 fi
+trap - EXIT
 build_time="$(elapsed "$builds_started")"
 
 # ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ pub fn draw(data: &ChartData, path: &Path) -> Result<()> {
     let (title, body) = root.split_vertically(60);
     title
         .draw(&Text::new(
-            "Sluice vs nginx, HAProxy, Caddy: one core each, loopback",
+            "Sluice vs nginx, HAProxy, Caddy and bare Pingora: one core each, loopback",
             (10, 8),
             ("sans-serif", 22).into_font().style(FontStyle::Bold),
         ))
