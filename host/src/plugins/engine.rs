@@ -102,18 +102,14 @@ impl PluginEngine {
             .cache_dir
             .as_ref()
             .map(|dir| dir.join(format!("{hash}-{}.cwasm", self.compatibility)));
+        let compiled = |component, from_cache| Compiled {
+            component,
+            version: version.clone(),
+            from_cache,
+        };
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `precompile_component` of an
-            // engine with the same compatibility hash, into Sluice's own
-            // cache directory, under the content hash of its source.
-            match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(component) => {
-                    return Ok(Compiled {
-                        component,
-                        version,
-                        from_cache: true,
-                    })
-                }
+            match self.load_cached(path) {
+                Ok(component) => return Ok(compiled(component, true)),
                 Err(e) => {
                     tracing::warn!(cache = %path.display(), error = %e, "ignoring an unusable cached plugin artifact")
                 }
@@ -121,20 +117,12 @@ impl PluginEngine {
         }
         let artifact = self.engine.precompile_component(bytes)?;
         if let Some(path) = &cached {
+            // Loaded from the file just written, as a restart would load it:
+            // its code is then mapped from the file, shared with the page
+            // cache, instead of copied into memory of the proxy's own.
             match write_cache(path, &artifact) {
-                // Loaded from the file just written, as a restart would load
-                // it: its code is then mapped from the file, shared with the
-                // page cache, instead of copied into memory of its own.
-                // SAFETY: the file was written just above from this engine's
-                // own `precompile_component`.
-                Ok(()) => match unsafe { Component::deserialize_file(&self.engine, path) } {
-                    Ok(component) => {
-                        return Ok(Compiled {
-                            component,
-                            version,
-                            from_cache: false,
-                        })
-                    }
+                Ok(()) => match self.load_cached(path) {
+                    Ok(component) => return Ok(compiled(component, false)),
                     Err(e) => {
                         tracing::warn!(cache = %path.display(), error = %e, "cannot load the plugin just cached; loading it from memory")
                     }
@@ -147,11 +135,16 @@ impl PluginEngine {
         // SAFETY: the bytes were produced just above by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &artifact) }
             .map_err(|e| anyhow::anyhow!("loading the compiled plugin: {e:#}"))?;
-        Ok(Compiled {
-            component,
-            version,
-            from_cache: false,
-        })
+        Ok(compiled(component, false))
+    }
+
+    /// Maps the compiled component cached at `path`.
+    fn load_cached(&self, path: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: files in the cache directory are written only by
+        // `compile`, from `precompile_component` of an engine with the same
+        // compatibility hash (part of the file's name), under the content
+        // hash of their source.
+        unsafe { Component::deserialize_file(&self.engine, path) }
     }
 }
 
