@@ -7,9 +7,10 @@
 //! allocates tens of MiB, and deserialising a cached one and instantiating
 //! it some MiB more, almost all freed once the plugin is ready. The thread
 //! that did it then waits for the next change of the plugin directory, so
-//! without a collection the pages stay resident for good: an idle proxy
-//! with three plugins held 34 MiB instead of 23 MiB, and 87 MiB after
-//! compiling them.
+//! without a collection the pages stayed resident for good. With the
+//! collection (and the other changes `docs/optimisations.md` lists), an
+//! idle proxy with three cached plugins holds 26 MiB instead of 33 MiB,
+//! and 41 MiB instead of 83 MiB right after compiling them.
 
 /// Returns the pages the calling thread has freed to the operating system,
 /// and with them what the allocator's arenas hold for reuse.
