@@ -35,6 +35,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use crate::http1;
+
 /// How long an answer may take before its request counts as timed out.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -370,154 +372,8 @@ impl Connection {
         let stream = self.stream.as_mut().expect("opened above");
         stream.write_all(&self.request)?;
         stream.flush()?;
-        read_response(stream, &mut self.buf)
+        http1::read_response(stream, &mut self.buf)
     }
-}
-
-/// Reads one HTTP/1.1 response from `stream` into `buf` (cleared first):
-/// its status, and whether the connection may carry another request.
-fn read_response(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u16, bool)> {
-    buf.clear();
-    let head_len = loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            break end + 4;
-        }
-        fill(stream, buf)?;
-    };
-    let head = parse_head(&buf[..head_len])?;
-    match head.body {
-        Body::Length(length) => {
-            while buf.len() < head_len + length {
-                fill(stream, buf)?;
-            }
-        }
-        Body::Chunked => {
-            let mut at = head_len;
-            loop {
-                match chunk_end(&buf[at..])? {
-                    Some(ChunkEnd::Next(consumed)) => at += consumed,
-                    Some(ChunkEnd::Last) => break,
-                    None => fill(stream, buf)?,
-                }
-            }
-        }
-        Body::UntilClose => loop {
-            if read_some(stream, buf)? == 0 {
-                return Ok((head.status, false));
-            }
-        },
-    }
-    Ok((head.status, head.keep_alive))
-}
-
-/// Reads more into `buf`; the end of the stream here is an error.
-fn fill(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    if read_some(stream, buf)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
-}
-
-fn read_some(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut chunk = [0u8; 4096];
-    let n = stream.read(&mut chunk)?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-#[derive(Debug, PartialEq)]
-enum Body {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-#[derive(Debug, PartialEq)]
-struct Head {
-    status: u16,
-    keep_alive: bool,
-    body: Body,
-}
-
-fn malformed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed response: {what}"),
-    )
-}
-
-/// Parses a response head, `\r\n\r\n` included.
-fn parse_head(head: &[u8]) -> io::Result<Head> {
-    let text = std::str::from_utf8(head).map_err(|_| malformed("head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| malformed("status line"))?;
-    let mut keep_alive = status_line.starts_with("HTTP/1.1");
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').ok_or_else(|| malformed("header"))?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(value.parse().map_err(|_| malformed("content-length"))?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.eq_ignore_ascii_case("chunked");
-        } else if name.eq_ignore_ascii_case("connection") {
-            keep_alive = !value.eq_ignore_ascii_case("close");
-        }
-    }
-    let body = if chunked {
-        Body::Chunked
-    } else if let Some(length) = length {
-        Body::Length(length)
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
-        Body::Length(0)
-    } else {
-        keep_alive = false;
-        Body::UntilClose
-    };
-    Ok(Head {
-        status,
-        keep_alive,
-        body,
-    })
-}
-
-#[derive(Debug, PartialEq)]
-enum ChunkEnd {
-    /// A chunk of this many bytes, its size line and CRLF included.
-    Next(usize),
-    /// The last chunk and the end of the body.
-    Last,
-}
-
-/// Where the chunk at the start of `data` ends, or `None` if more must be
-/// read first. Trailers are not expected.
-fn chunk_end(data: &[u8]) -> io::Result<Option<ChunkEnd>> {
-    let Some(line_end) = find(data, b"\r\n") else {
-        return Ok(None);
-    };
-    let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| malformed("chunk size"))?;
-    let size_text = size_text.split(';').next().unwrap_or_default().trim();
-    let size = usize::from_str_radix(size_text, 16).map_err(|_| malformed("chunk size"))?;
-    let end = line_end + 2 + size + 2;
-    if data.len() < end {
-        return Ok(None);
-    }
-    Ok(Some(if size == 0 {
-        ChunkEnd::Last
-    } else {
-        ChunkEnd::Next(end)
-    }))
 }
 
 #[cfg(test)]
@@ -540,8 +396,8 @@ mod tests {
                 thread::spawn(move || {
                     let mut buf = Vec::new();
                     loop {
-                        while find(&buf, b"\r\n\r\n").is_none() {
-                            if read_some(&mut conn, &mut buf).unwrap_or(0) == 0 {
+                        while http1::find(&buf, b"\r\n\r\n").is_none() {
+                            if http1::read_some(&mut conn, &mut buf).unwrap_or(0) == 0 {
                                 return;
                             }
                         }
@@ -607,40 +463,6 @@ mod tests {
         assert!(report.p99_ms.is_nan());
         let problems = report.problems().unwrap();
         assert!(problems.contains("connection refused"), "{problems}");
-    }
-
-    #[test]
-    fn reads_length_chunked_and_close_delimited_bodies() {
-        let cases: [(&[u8], u16, bool); 3] = [
-            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, true),
-            (
-                b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
-                404,
-                true,
-            ),
-            (b"HTTP/1.0 200 OK\r\n\r\nuntil the end", 200, false),
-        ];
-        for (response, status, keep_alive) in cases {
-            let mut buf = Vec::new();
-            let got = read_response(&mut io::Cursor::new(response), &mut buf).unwrap();
-            assert_eq!(got, (status, keep_alive));
-        }
-    }
-
-    #[test]
-    fn connection_close_and_truncation() {
-        let mut buf = Vec::new();
-        let close = b"HTTP/1.1 503 Busy\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(
-            read_response(&mut io::Cursor::new(&close[..]), &mut buf).unwrap(),
-            (503, false)
-        );
-        let cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhel";
-        let err = read_response(&mut io::Cursor::new(&cut[..]), &mut buf).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let garbage = b"SSH-2.0-OpenSSH\r\n\r\n";
-        let err = read_response(&mut io::Cursor::new(&garbage[..]), &mut buf).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

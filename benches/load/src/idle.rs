@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::http1;
+
 /// Connections opened and written before their answers are read.
 const BATCH: usize = 250;
 
@@ -106,86 +108,39 @@ fn set_linger_zero(stream: &TcpStream) {
 /// fails unless its status is 200.
 fn read_response(stream: &mut TcpStream) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(needed) = response_length(&buf)? {
-            if buf.len() >= needed {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("response not complete after 10s");
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            bail!("connection closed before the response was complete");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let status = crate::procs::parse_status(&buf)?;
+    let mut within = Deadline {
+        stream,
+        until: Instant::now() + Duration::from_secs(10),
+    };
+    let (status, _) = http1::read_response(&mut within, &mut Vec::with_capacity(1024))?;
     if status != 200 {
         bail!("status {status}");
     }
     Ok(())
 }
 
-/// The full length of the HTTP response at the start of `buf`, once it can
-/// be told: headers plus `Content-Length`, or up to the end of a chunked
-/// body. `None` while more bytes are needed.
-pub fn response_length(buf: &[u8]) -> Result<Option<usize>> {
-    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let body_start = head_end + 4;
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in head.split("\r\n").skip(1) {
-        if let Some((name, value)) = line.split_once(':') {
-            match name.trim() {
-                "content-length" => content_length = Some(value.trim().parse::<usize>()?),
-                "transfer-encoding" => chunked = value.contains("chunked"),
-                _ => {}
-            }
+/// A stream whose reads fail once `until` has passed, so that a server
+/// sending a response a byte at a time cannot hold a connection up.
+struct Deadline<'a> {
+    stream: &'a mut TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "response not complete after 10s",
+            ));
         }
+        self.stream.read(buf)
     }
-    if chunked {
-        let body = &buf[body_start..];
-        return Ok(body
-            .windows(5)
-            .position(|w| w == b"0\r\n\r\n")
-            .map(|i| body_start + i + 5));
-    }
-    Ok(Some(body_start + content_length.unwrap_or(0)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_length_response() {
-        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(response_length(r).unwrap(), Some(r.len()));
-        assert_eq!(response_length(&r[..20]).unwrap(), None);
-        // Headers complete, body not yet: the length is known.
-        assert_eq!(response_length(&r[..r.len() - 2]).unwrap(), Some(r.len()));
-    }
-
-    #[test]
-    fn chunked_response() {
-        let r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-        assert_eq!(response_length(r).unwrap(), Some(r.len()));
-        assert_eq!(response_length(&r[..r.len() - 3]).unwrap(), None);
-    }
-
-    #[test]
-    fn no_body() {
-        let r = b"HTTP/1.1 204 No Content\r\nServer: x\r\n\r\n";
-        assert_eq!(response_length(r).unwrap(), Some(r.len()));
-    }
 
     #[test]
     fn opens_and_counts_connections_against_a_local_server() {

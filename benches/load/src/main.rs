@@ -13,6 +13,7 @@ mod bench;
 mod chart;
 mod configs;
 mod fixed_rate;
+mod http1;
 mod idle;
 mod procs;
 mod report;
