@@ -6,7 +6,8 @@
 # Installs what is missing (the build packages; nginx, haproxy, caddy, wrk
 # and openssl from Debian; the wasm32-wasip2 target), builds Sluice, bare
 # Pingora, the runner and the headers, rewrite and api-key plugins in
-# release mode, then runs the runner (benches/load). Arguments are passed on to it, e.g.
+# release mode, then runs the runner (benches/load). Arguments are passed
+# on to it, e.g.
 #   ./scripts/loadbench.sh --runs 1 --only nginx-plain,sluice-plain
 # (`--help` lists them). Every process it starts is stopped when it ends,
 # also on an error or Ctrl-C. Needs 2 CPUs: the proxy gets CPU 1, the load

@@ -253,12 +253,9 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
         // The readiness probe only connected; check real requests: two, on
         // one connection.
         let report = fixed_rate::run(&FixedRate {
-            addr: target.addr(),
-            path: REQUEST_PATH.to_string(),
-            tls: Some(ctx.tls_client.clone()),
-            rate: 20,
             connections: 1,
             duration: Duration::from_millis(100),
+            ..fixed_rate_spec(ctx, target, 20)
         })
         .with_context(|| format!("first HTTPS request to {}", target.url()))?;
         if report.ok_responses() == 0 {
@@ -303,7 +300,7 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
     let latency_before = CpuSnapshot::take(ctx, pid);
     let latency_started = Instant::now();
     for &rate in &ctx.settings.rates {
-        let report = fixed_rate_run(ctx, target, rate)
+        let report = fixed_rate::run(&fixed_rate_spec(ctx, target, rate))
             .with_context(|| format!("fixed rate of {rate} req/s"))?;
         latency.push(LatencyRun { rate, report });
         guard.check_alive()?;
@@ -396,15 +393,17 @@ fn wrk_run(
     wrk::parse(&out).with_context(|| format!("parsing wrk output:\n{out}"))
 }
 
-fn fixed_rate_run(ctx: &Bench, target: &Target, rate: u32) -> Result<LatencyReport> {
-    fixed_rate::run(&FixedRate {
+/// A fixed-rate run of `rate` requests per second against `target`, as long
+/// and over as many connections as the settings say.
+fn fixed_rate_spec(ctx: &Bench, target: &Target, rate: u32) -> FixedRate {
+    FixedRate {
         addr: target.addr(),
         path: REQUEST_PATH.to_string(),
         tls: target.tls().then(|| ctx.tls_client.clone()),
         rate,
         connections: ctx.settings.connections,
         duration: Duration::from_secs(ctx.settings.seconds),
-    })
+    }
 }
 
 /// Writes `text` to `path`, creating its directory.

@@ -4,8 +4,9 @@
 //!
 //! It starts an nginx origin, then each proxy in turn, pinned to its own
 //! core, and measures maximum throughput (wrk), latency at fixed rates with
-//! coordinated omission corrected (its own generator, `fixed_rate`), and resident memory idle, under
-//! load and with many idle keep-alive connections. `scripts/loadbench.sh`
+//! coordinated omission corrected (its own generator, `fixed_rate`), and
+//! resident memory idle, under load and with many idle keep-alive
+//! connections. `scripts/loadbench.sh`
 //! installs what it needs, builds Sluice and the plugins, and runs it; see
 //! `loadbench --help` for the options.
 
@@ -549,9 +550,8 @@ fn run() -> Result<()> {
     let mut targets = Vec::new();
     let mut config_texts = Vec::new();
     // The cases, and whether a run without --only measures them. HAProxy
-    // and Caddy with TLS are left out of the default run, which must fit a
-    // fresh machine's fifteen minutes: Sluice's TLS case is set against
-    // nginx's.
+    // and Caddy with TLS are left out of the default run, to keep it short
+    // on a fresh machine: Sluice's TLS case is set against nginx's.
     let plan = [
         (Proxy::Nginx, Variant::Plain, true),
         (Proxy::Haproxy, Variant::Plain, true),
