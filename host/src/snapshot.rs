@@ -201,6 +201,8 @@ pub struct PlacementSpec {
     pub on_limit: OnLimit,
     /// The largest request body accepted.
     pub max_body: Option<u64>,
+    /// The largest upstream response head accepted, in bytes.
+    pub max_response_head: u64,
     /// Endpoints tried in all when connecting fails.
     pub connect_attempts: u32,
     /// Extra attempts after transport failures, for idempotent bodiless requests.
@@ -218,6 +220,7 @@ impl FailureSet {
             FailureKind::Timeout => 2,
             FailureKind::Reset => 4,
             FailureKind::ServerError => 8,
+            FailureKind::InvalidResponse => 16,
         }
     }
 

@@ -44,6 +44,11 @@ pub struct Metrics {
     pub plugin_call_duration: HistogramVec,
     /// `sluice_plugin_failures_total{plugin, hook, kind}`.
     pub plugin_failures: IntCounterVec,
+    /// `sluice_panics_total{phase}`: panics caught in a request's phase.
+    pub panics: IntCounterVec,
+    /// `sluice_responses_aborted_total{placement}`: responses cut short
+    /// after their head had been sent.
+    pub aborted_responses: IntCounterVec,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
@@ -204,6 +209,16 @@ impl Metrics {
             "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
             &["plugin", "hook", "kind"],
         );
+        let panics = counter(
+            "sluice_panics_total",
+            "Panics caught in a request's phase; each failed its request with a 500 or a cut-short response.",
+            &["phase"],
+        );
+        let aborted_responses = counter(
+            "sluice_responses_aborted_total",
+            "Responses cut short because they failed after their head had been sent.",
+            &["placement"],
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -225,6 +240,8 @@ impl Metrics {
             plugin_histogram,
             plugin_call_duration,
             plugin_failures,
+            panics,
+            aborted_responses,
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,

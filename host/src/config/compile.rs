@@ -624,6 +624,7 @@ impl Compiler<'_> {
             max_concurrency: placement.limits.max_concurrency,
             on_limit: placement.limits.on_limit,
             max_body: placement.limits.max_body.map(|size| size.0),
+            max_response_head: placement.limits.max_response_head.0,
             connect_attempts: placement.retry.connect_attempts.max(1),
             retry_attempts: placement.retry.attempts,
         })

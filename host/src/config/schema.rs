@@ -467,7 +467,8 @@ pub struct BreakerConfig {
     /// Successful probes that close it.
     #[serde(default = "default_breaker_close_after")]
     pub close_after: u32,
-    /// What counts as a failure: any of `connect`, `timeout`, `reset`, `5xx`.
+    /// What counts as a failure: any of `connect`, `timeout`, `reset`,
+    /// `5xx`, `invalid_response`.
     #[serde(default = "default_failure_kinds")]
     pub failure_on: Vec<FailureKind>,
 }
@@ -503,6 +504,10 @@ pub enum FailureKind {
     /// The upstream answered with a 5xx status.
     #[serde(rename = "5xx")]
     ServerError,
+    /// The upstream's answer broke HTTP: a malformed or oversized head, or
+    /// a body whose framing is wrong.
+    #[serde(rename = "invalid_response")]
+    InvalidResponse,
 }
 
 impl FailureKind {
@@ -513,21 +518,37 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Reset => "reset",
             Self::ServerError => "5xx",
+            Self::InvalidResponse => "invalid_response",
         }
     }
 }
 
 /// `[placements.NAME.limits]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Requests in flight at once; unlimited when absent.
     pub max_concurrency: Option<u32>,
     /// The largest request body, e.g. `"10MiB"` or a number of bytes.
     pub max_body: Option<ByteSize>,
+    /// The largest response head an upstream may send (status line and
+    /// headers); a larger one is answered 502.
+    #[serde(default = "default_max_response_head")]
+    pub max_response_head: ByteSize,
     /// When the concurrency limit is reached: answer 429, or fail over.
     #[serde(default)]
     pub on_limit: OnLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrency: None,
+            max_body: None,
+            max_response_head: default_max_response_head(),
+            on_limit: OnLimit::default(),
+        }
+    }
 }
 
 /// A size in bytes, written as a number of bytes or a string with a unit:
@@ -800,7 +821,14 @@ fn default_failure_kinds() -> Vec<FailureKind> {
         FailureKind::Timeout,
         FailureKind::Reset,
         FailureKind::ServerError,
+        FailureKind::InvalidResponse,
     ]
+}
+
+/// 64 KiB: room for large cookies and tokens, as Envoy's default allows,
+/// while a runaway head is cut off long before Pingora's own 1 MiB bound.
+fn default_max_response_head() -> ByteSize {
+    ByteSize(64 << 10)
 }
 
 fn default_connect_attempts() -> u32 {

@@ -23,6 +23,7 @@
 //! 9. `logging`: metrics and the access log. The in-flight permit is released
 //!    when the context drops, after the response body has ended.
 
+mod guard;
 mod plugins;
 mod respond;
 
@@ -45,6 +46,7 @@ use crate::config::reload::Plugins;
 use crate::config::{FailureKind, HostHeader};
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
+use crate::resilience::limits;
 use crate::resilience::state::{self, Slot};
 use crate::routing::{self, Decision, RequestView, RouteReason};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
@@ -77,6 +79,7 @@ pub struct SluiceProxy {
 impl SluiceProxy {
     /// A proxy serving whatever snapshot `live` holds when each request starts.
     pub fn new(live: LiveSnapshot, metrics: Arc<Metrics>, plugins: Plugins) -> Self {
+        guard::install_panic_hook();
         Self {
             live,
             metrics,
@@ -124,7 +127,18 @@ impl SluiceProxy {
         let (Some(placement), Some(endpoint)) = (ctx.placement(), ctx.endpoint()) else {
             return;
         };
-        let now = Instant::now();
+        self.record_outcome(placement, endpoint, admission, outcome);
+    }
+
+    /// Records `outcome` on `endpoint`'s breaker and passive health, and
+    /// counts it.
+    fn record_outcome(
+        &self,
+        placement: &PlacementSpec,
+        endpoint: &EndpointSpec,
+        admission: Admission,
+        outcome: Outcome,
+    ) {
         if let Outcome::Failure(kind) = outcome {
             self.metrics
                 .upstream_errors
@@ -132,7 +146,7 @@ impl SluiceProxy {
                 .inc();
         }
         let (transition, marked_down) =
-            admission::record(placement, endpoint, admission, outcome, now);
+            admission::record(placement, endpoint, admission, outcome, Instant::now());
         if let Some(transition) = transition {
             self.transition(placement, endpoint, transition);
         }
@@ -166,12 +180,21 @@ pub struct RequestCtx {
     holds_placement_slot: bool,
     /// The endpoint whose in-flight count this request holds a slot of.
     counted_endpoint: Option<usize>,
+    /// Whether the upstream's final response head was accepted: from then
+    /// on the response is under way and cannot be retried or replaced.
+    upstream_head_seen: bool,
 }
 
 impl Drop for RequestCtx {
-    /// Gives back the in-flight slots: the context drops after the
-    /// response body has ended and the request was logged.
+    /// Gives back the in-flight slots and any probe slot: the context
+    /// drops after the response body has ended and the request was logged.
     fn drop(&mut self) {
+        // An attempt still unsettled here ended without an outcome (a
+        // panic unwound past it): its half-open probe slot goes back, or
+        // the breaker would wait for that probe forever.
+        if let (Some(admission), Some(endpoint)) = (self.attempt.take(), self.endpoint()) {
+            endpoint.state.breaker.release(admission);
+        }
         if self.holds_placement_slot {
             if let Some(placement) = self.placement() {
                 state::release(&placement.state.in_flight);
@@ -201,6 +224,7 @@ impl RequestCtx {
             client_host: String::new(),
             holds_placement_slot: false,
             counted_endpoint: None,
+            upstream_head_seen: false,
         }
     }
 
@@ -285,19 +309,16 @@ fn failure_kind(e: &Error) -> FailureKind {
         | ErrorType::ConnectNoRoute
         | ErrorType::ConnectError
         | ErrorType::TLSHandshakeFailure => FailureKind::Connect,
+        ErrorType::InvalidHTTPHeader
+        | ErrorType::H1Error
+        | ErrorType::InvalidH2
+        | ErrorType::H2Error => FailureKind::InvalidResponse,
         _ => FailureKind::Reset,
     }
 }
 
-#[async_trait]
-impl ProxyHttp for SluiceProxy {
-    type CTX = RequestCtx;
-
-    fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new()
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+impl SluiceProxy {
+    async fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.live.load_full();
         let request = session.req_header();
         ctx.request_id = forwarding::request_id(
@@ -527,12 +548,12 @@ impl ProxyHttp for SluiceProxy {
         Ok(false)
     }
 
-    async fn request_body_filter(
+    async fn check_request_body(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
@@ -549,10 +570,10 @@ impl ProxyHttp for SluiceProxy {
         Ok(())
     }
 
-    async fn upstream_peer(
+    async fn pick_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         if ctx.attempt.is_none() {
             // A retry: the previous attempt failed and was settled.
@@ -595,11 +616,11 @@ impl ProxyHttp for SluiceProxy {
         Ok(Box::new(endpoint.peer.clone()))
     }
 
-    fn fail_to_connect(
+    fn on_connect_failure(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.record(ctx, Outcome::Failure(failure_kind(&e)));
@@ -614,19 +635,32 @@ impl ProxyHttp for SluiceProxy {
         e
     }
 
-    fn error_while_proxy(
+    fn on_proxy_error(
         &self,
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        // Pingora leaves some errors' retry to depend on whether the
+        // connection was a reused one; it must be decided before it is read.
+        e.retry.decide_reuse(client_reused);
         let upstream_failure = e.esource() == &ErrorSource::Upstream && !ctx.body_too_large;
+        if ctx.upstream_head_seen {
+            // The response is under way: its head has been judged and may
+            // have gone out, so the request cannot be tried again, and the
+            // break counts against the endpoint on top of that judgement.
+            if upstream_failure {
+                self.record_broken_response(ctx, failure_kind(&e));
+            }
+            e.set_retry(false);
+            return e;
+        }
         // A reused pooled connection that breaks is most likely one the
         // upstream closed while idle: not the endpoint's fault.
-        let stale_connection = client_reused && e.retry.retry();
+        let stale_connection = client_reused && e.retry();
         if upstream_failure && !stale_connection {
             self.record(ctx, Outcome::Failure(failure_kind(&e)));
         } else {
@@ -652,11 +686,11 @@ impl ProxyHttp for SluiceProxy {
         e
     }
 
-    async fn upstream_request_filter(
+    async fn prepare_upstream_request(
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         let client_ip = client_ip(session);
         let scheme = if is_tls(session) { "https" } else { "http" };
@@ -690,26 +724,35 @@ impl ProxyHttp for SluiceProxy {
         Ok(())
     }
 
-    async fn upstream_response_filter(
+    async fn check_upstream_response(
         &self,
         _session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(placement) = ctx.placement() {
+            if let Err(refused) = limits::check_response_head(response, placement.max_response_head)
+            {
+                return Err(Error::explain(InvalidHTTPHeader, refused).into_up());
+            }
+        }
         let outcome = if response.status.is_server_error() {
             Outcome::Failure(FailureKind::ServerError)
         } else {
             Outcome::Success
         };
         self.record(ctx, outcome);
+        if !response.status.is_informational() {
+            ctx.upstream_head_seen = true;
+        }
         Ok(())
     }
 
-    async fn response_filter(
+    async fn prepare_response(
         &self,
         session: &mut Session,
         response: &mut ResponseHeader,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(route) = ctx.route() {
             if !route.plugins.is_empty() {
@@ -743,13 +786,20 @@ impl ProxyHttp for SluiceProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(
+    async fn answer_failure(
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut Self::CTX,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         self.release_attempt(ctx);
+        if session.response_written().is_some() {
+            self.abort_response(session, e, ctx).await;
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let (status, message) = respond::status_for(e, ctx.placement().map(|p| &*p.name));
         if status > 0 {
             if let Err(write_error) = respond::text(session, ctx, status, &message).await {
@@ -762,19 +812,7 @@ impl ProxyHttp for SluiceProxy {
         }
     }
 
-    /// The request as Pingora's error log shows it: method, path and host,
-    /// never the query string, which may carry tokens.
-    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
-        let request = session.req_header();
-        format!(
-            "{} {}, Host: {}",
-            request.method,
-            request.uri.path(),
-            ctx.client_host
-        )
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+    async fn log_request(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         self.release_attempt(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route().map(|r| &*r.name);
@@ -816,7 +854,240 @@ impl ProxyHttp for SluiceProxy {
     }
 }
 
+/// Runs one phase's body under the panic guard: a panic in it is logged,
+/// counted, and comes back as an internal error the phase returns.
+macro_rules! guarded {
+    ($proxy:expr, $session:expr, $ctx:expr, $phase:literal, $body:expr) => {{
+        let caught = guard::catch(async {
+            guard::test_trigger($session.req_header(), $phase);
+            $body.await
+        })
+        .await;
+        match caught {
+            Ok(result) => result,
+            Err(panic) => Err($proxy.panicked($phase, $ctx, panic)),
+        }
+    }};
+}
+
+#[async_trait]
+impl ProxyHttp for SluiceProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "request_filter",
+            self.route_request(session, ctx)
+        )
+    }
+
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "request_body_filter",
+            self.check_request_body(session, body, end_of_stream, ctx)
+        )
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "upstream_peer",
+            self.pick_peer(session, ctx)
+        )
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        match guard::catch_sync(|| self.on_connect_failure(session, peer, ctx, e)) {
+            Ok(e) => e,
+            Err(panic) => self.panicked("fail_to_connect", ctx, panic),
+        }
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        client_reused: bool,
+    ) -> Box<Error> {
+        match guard::catch_sync(|| self.on_proxy_error(peer, session, e, ctx, client_reused)) {
+            Ok(e) => e,
+            Err(panic) => self.panicked("error_while_proxy", ctx, panic),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "upstream_request_filter",
+            self.prepare_upstream_request(session, upstream, ctx)
+        )
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "upstream_response_filter",
+            self.check_upstream_response(session, response, ctx)
+        )
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        guarded!(
+            self,
+            session,
+            ctx,
+            "response_filter",
+            self.prepare_response(session, response, ctx)
+        )
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        match guard::catch(self.answer_failure(session, e, ctx)).await {
+            Ok(answer) => answer,
+            Err(panic) => {
+                self.panicked("fail_to_proxy", ctx, panic);
+                FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                }
+            }
+        }
+    }
+
+    /// The request as Pingora's error log shows it: method, path and host,
+    /// never the query string, which may carry tokens.
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let request = session.req_header();
+        format!(
+            "{} {}, Host: {}",
+            request.method,
+            request.uri.path(),
+            ctx.client_host
+        )
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let caught = guard::catch(async {
+            guard::test_trigger(session.req_header(), "logging");
+            self.log_request(session, e, ctx).await
+        })
+        .await;
+        if let Err(panic) = caught {
+            self.panicked("logging", ctx, panic);
+        }
+    }
+}
+
 impl SluiceProxy {
+    /// Reports a panic caught in `phase`: one log line with the request id,
+    /// a count in `sluice_panics_total`, and the internal error the phase
+    /// returns instead, never to be retried. Pingora then answers 500 when
+    /// nothing was sent yet, and cuts the response short otherwise.
+    fn panicked(
+        &self,
+        phase: &'static str,
+        ctx: &mut RequestCtx,
+        panic: guard::Panicked,
+    ) -> Box<Error> {
+        self.metrics.panics.with_label_values(&[phase]).inc();
+        tracing::error!(request_id = %ctx.request_id, phase, panic = %panic, "a request phase panicked; the request fails with an internal error");
+        self.release_attempt(ctx);
+        let mut e = Error::explain(InternalError, format!("a panic in {phase}"));
+        e.set_retry(false);
+        e
+    }
+
+    /// Ends a response whose head has gone out and that cannot be finished:
+    /// an error text now would read as part of the body, so the client must
+    /// see the response cut short instead. An HTTP/1 connection is closed,
+    /// an HTTP/2 stream reset.
+    async fn abort_response(&self, session: &mut Session, e: &Error, ctx: &RequestCtx) {
+        if e.esource() != &ErrorSource::Downstream {
+            let placement = ctx.placement().map_or("", |p| &*p.name);
+            self.metrics
+                .aborted_responses
+                .with_label_values(&[placement])
+                .inc();
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                placement,
+                endpoint = ctx.endpoint().map_or("", |e| &*e.id),
+                error = %e,
+                "the response was cut short: it failed after its head had been sent"
+            );
+        }
+        session.shutdown().await;
+    }
+
+    /// Counts a failure that broke a response after its head was judged,
+    /// against the endpoint that sent it: its breaker and passive health
+    /// see the head's outcome and then this one.
+    fn record_broken_response(&self, ctx: &RequestCtx, kind: FailureKind) {
+        let (Some(placement), Some(endpoint)) = (ctx.placement(), ctx.endpoint()) else {
+            return;
+        };
+        self.record_outcome(
+            placement,
+            endpoint,
+            Admission::Normal,
+            Outcome::Failure(kind),
+        );
+    }
+
     /// Gives back an unsettled attempt's probe slot without an outcome.
     fn release_attempt(&self, ctx: &mut RequestCtx) {
         if let (Some(admission), Some(endpoint)) = (ctx.attempt.take(), ctx.endpoint()) {

@@ -148,10 +148,34 @@ pub(super) fn status_for(e: &Error, placement: Option<&str>) -> (u16, String) {
             504,
             format!("connecting to placement {placement} timed out"),
         ),
-        (_, ErrorSource::Upstream)
-        | (ErrorType::ConnectNoRoute | ErrorType::ConnectRefused | ErrorType::ConnectError, _) => (
+        (
+            ErrorType::ConnectNoRoute
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError
+            | ErrorType::SocketError
+            | ErrorType::BindError,
+            _,
+        ) => (
             502,
             format!("no endpoint of placement {placement} could be reached"),
+        ),
+        (
+            ErrorType::InvalidHTTPHeader
+            | ErrorType::H1Error
+            | ErrorType::InvalidH2
+            | ErrorType::H2Error,
+            ErrorSource::Upstream,
+        ) => (
+            502,
+            format!("the upstream of placement {placement} sent an invalid response"),
+        ),
+        (_, ErrorSource::Upstream) => (
+            502,
+            format!("the upstream of placement {placement} closed the connection before answering"),
         ),
         (
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,

@@ -5,4 +5,5 @@ pub mod admission;
 pub mod breaker;
 pub mod checker;
 pub mod health;
+pub mod limits;
 pub mod state;

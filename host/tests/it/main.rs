@@ -18,3 +18,4 @@ mod routing;
 mod streaming;
 mod tls;
 mod transforms;
+mod upstream_faults;

@@ -1,0 +1,391 @@
+//! Upstreams that crash or break HTTP, as separate processes: the
+//! `fault-upstream` binary built from `host/tests/fault-upstream`, killed
+//! with SIGKILL or asked by path to misbehave. Responses are read with a
+//! strict HTTP/1.1 client, so a response cut short is told apart from a
+//! complete one.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, Proxy};
+
+/// Builds the `fault-upstream` binary once per test run and returns its path.
+fn fault_upstream_binary() -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !*built {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(root)
+            .args(["build", "-p", "sluice-test-fault-upstream", "--target-dir"])
+            .arg(root.join("target"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "building fault-upstream failed");
+        *built = true;
+    }
+    root.join("target/debug/fault-upstream")
+}
+
+/// A `fault-upstream` process.
+struct FaultProcess {
+    name: &'static str,
+    address: SocketAddr,
+    child: Option<Child>,
+}
+
+impl FaultProcess {
+    /// Starts one on a port the kernel picks.
+    fn start(name: &'static str) -> Self {
+        Self::start_on(name, "127.0.0.1:0")
+    }
+
+    /// Starts one on `listen` and waits until it accepts.
+    fn start_on(name: &'static str, listen: &str) -> Self {
+        let mut child = Command::new(fault_upstream_binary())
+            .args(["--listen", listen, "--name", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("fault-upstream {name} did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        Self {
+            name,
+            address,
+            child: Some(child),
+        }
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts it again on the same address.
+    fn revive(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut child = Command::new(fault_upstream_binary())
+                .args(["--listen", &self.address.to_string(), "--name", self.name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            if line.starts_with("listening on ") {
+                self.child = Some(child);
+                return;
+            }
+            // The port is still held by the killed process's sockets.
+            let _ = child.wait();
+            assert!(
+                Instant::now() < deadline,
+                "cannot listen on {} again",
+                self.address
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for FaultProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How a response arrived, read byte for byte.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// A whole response, framed by `Content-Length` or chunked encoding.
+    Complete { status: u16, body: Vec<u8> },
+    /// The connection closed before a whole response: `status` is that of
+    /// the head, if one arrived.
+    Aborted { status: Option<u16> },
+}
+
+impl Outcome {
+    fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Complete { status, .. } => Some(*status),
+            Outcome::Aborted { status } => *status,
+        }
+    }
+}
+
+/// Sends `GET path` on `stream` and reads the response, with a strict
+/// HTTP/1.1 framing: a body that ends before its length or its last chunk
+/// is an aborted response. A response without a length is taken as
+/// aborted too: the client could not tell whether it was whole.
+fn exchange(stream: &mut BufReader<TcpStream>, path: &str) -> Outcome {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: faults.test\r\n\r\n");
+    if stream.get_mut().write_all(request.as_bytes()).is_err() {
+        return Outcome::Aborted { status: None };
+    }
+    read_response(stream)
+}
+
+fn read_response(stream: &mut BufReader<TcpStream>) -> Outcome {
+    let mut line = String::new();
+    if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
+        return Outcome::Aborted { status: None };
+    }
+    let Some(status) = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+        return Outcome::Aborted { status: None };
+    };
+    let aborted = Outcome::Aborted {
+        status: Some(status),
+    };
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
+            return aborted;
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':').unwrap();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.trim().parse::<usize>().unwrap());
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
+                return aborted;
+            }
+            let Ok(size) = usize::from_str_radix(line.trim_end(), 16) else {
+                return aborted;
+            };
+            let mut chunk = vec![0; size + 2];
+            if stream.read_exact(&mut chunk).is_err() || !chunk.ends_with(b"\r\n") {
+                return aborted;
+            }
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let Some(length) = length else {
+            return aborted;
+        };
+        body.resize(length, 0);
+        if stream.read_exact(&mut body).is_err() {
+            return aborted;
+        }
+    }
+    Outcome::Complete { status, body }
+}
+
+/// A keep-alive connection to `address` with a read timeout.
+fn connect(address: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    BufReader::new(stream)
+}
+
+/// A placement `p` over `endpoints`, reached by every request.
+fn config(endpoints: &[SocketAddr], extra: &str) -> String {
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("{{ address = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[server]\nthreads = 2\n[placements.p]\nendpoints = [{}]\n{extra}\n[[routes]]\nplacement = \"p\"\n",
+        endpoints.join(", ")
+    )
+}
+
+/// What a client must see of a fault.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// The upstream failed before its head could be passed on: a whole 502.
+    BadGateway,
+    /// A `200` head had gone out: the response is cut short and the
+    /// connection closed.
+    CutShort,
+}
+
+/// Each fault gets its outcome, on a fresh pooled connection and on one the
+/// proxy reuses, and the proxy keeps serving after it.
+#[test]
+fn each_upstream_fault_gets_a_502_or_an_aborted_response() {
+    let upstream = FaultProcess::start("faulty");
+    let proxy = Proxy::start(&config(&[upstream.address], ""));
+    let cases = [
+        ("close-before-head", Expect::BadGateway),
+        ("garbage-head", Expect::BadGateway),
+        ("bad-content-length", Expect::BadGateway),
+        ("two-content-lengths", Expect::BadGateway),
+        ("nul-in-header", Expect::BadGateway),
+        ("oversized-head", Expect::BadGateway),
+        ("http09", Expect::BadGateway),
+        ("close-mid-body", Expect::CutShort),
+        ("chunked-close-mid-body", Expect::CutShort),
+        ("bad-chunk", Expect::CutShort),
+    ];
+    for (fault, expected) in cases {
+        // A request first, so the fault also meets a pooled connection the
+        // proxy reuses, where a broken answer looks like a stale connection.
+        let mut client = connect(proxy.address);
+        let warm_up = exchange(&mut client, "/");
+        assert_eq!(warm_up.status(), Some(200), "before {fault}: {warm_up:?}");
+        let outcome = exchange(&mut client, &format!("/fault/{fault}"));
+        match (expected, &outcome) {
+            (Expect::BadGateway, Outcome::Complete { status: 502, body }) => {
+                let text = String::from_utf8_lossy(body);
+                assert!(
+                    text.starts_with("502 Bad Gateway: the upstream of placement p"),
+                    "{fault}: {text}"
+                );
+            }
+            (Expect::CutShort, Outcome::Aborted { status: Some(200) }) => {
+                // Nothing more may come on an aborted connection.
+                let mut rest = Vec::new();
+                let _ = client.read_to_end(&mut rest);
+                assert!(
+                    rest.is_empty(),
+                    "{fault}: bytes after the abort: {:?}",
+                    String::from_utf8_lossy(&rest)
+                );
+            }
+            _ => panic!(
+                "{fault}: expected {expected:?}, got {outcome:?}\nsluice's log:\n{}",
+                proxy.stderr_text()
+            ),
+        }
+        // The proxy keeps serving.
+        let after = exchange(&mut connect(proxy.address), "/");
+        assert!(
+            matches!(&after, Outcome::Complete { status: 200, body } if body.starts_with(b"ok faulty")),
+            "after {fault}: {after:?}"
+        );
+    }
+    assert_no_panic(&proxy);
+}
+
+fn assert_no_panic(proxy: &Proxy) {
+    let log = proxy.stderr_text();
+    assert!(!log.contains("panicked"), "sluice panicked:\n{log}");
+}
+
+/// An upstream killed with SIGKILL and revived twice, under closed-loop
+/// load, while the config is rewritten every second: with a second
+/// endpoint and retries, every GET is answered 200 with a whole body.
+#[test]
+fn an_upstream_killed_under_load_fails_no_idempotent_request() {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut victim = FaultProcess::start_on("victim", &listen.to_string());
+    let survivor = FaultProcess::start("survivor");
+    let settings = "retry = { connect_attempts = 2, attempts = 1 }\npassive = { failures = 3, cooldown = \"500ms\" }\n";
+    let endpoints = [victim.address, survivor.address];
+    let body = |generation: usize| {
+        format!(
+            "{}response_headers = {{ set = {{ \"X-Generation\" = \"{generation}\" }} }}\n",
+            config(&endpoints, settings)
+        )
+    };
+    let proxy = Proxy::start(&body(0));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, answered, failures, address) = (
+                stop.clone(),
+                answered.clone(),
+                failures.clone(),
+                proxy.address,
+            );
+            std::thread::spawn(move || {
+                let mut client = connect(address);
+                while !stop.load(Ordering::Relaxed) {
+                    // The upstream takes a moment to answer, as real ones
+                    // do, so a crash finds requests in flight.
+                    match exchange(&mut client, "/delay/5") {
+                        Outcome::Complete { status: 200, body } if body.starts_with(b"ok ") => {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            failures.lock().unwrap().push(format!("{other:?}"));
+                            client = connect(address);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let at = |seconds: f64| {
+        let due = started + Duration::from_secs_f64(seconds);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    };
+    let mut generation = 0;
+    let mut rewrite_until = |seconds: f64| {
+        while started.elapsed() < Duration::from_secs_f64(seconds) {
+            let next = started.elapsed().as_secs_f64().floor() + 1.0;
+            at(next.min(seconds));
+            generation += 1;
+            proxy.rewrite(&body(generation));
+        }
+    };
+    rewrite_until(1.5);
+    victim.kill();
+    rewrite_until(3.0);
+    victim.revive();
+    rewrite_until(4.5);
+    victim.kill();
+    rewrite_until(6.0);
+    victim.revive();
+    rewrite_until(8.0);
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let failures = failures.lock().unwrap();
+    let answered = answered.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, first ones: {:?}\nsluice's log:\n{}",
+        failures.len(),
+        failures.len() + answered,
+        &failures[..failures.len().min(5)],
+        proxy.stderr_text()
+    );
+    assert!(answered > 1_000, "only {answered} requests were answered");
+    assert_no_panic(&proxy);
+}
