@@ -859,8 +859,11 @@ impl SluiceProxy {
 macro_rules! guarded {
     ($proxy:expr, $session:expr, $ctx:expr, $phase:literal, $body:expr) => {{
         let caught = guard::catch(async {
+            let result = $body.await;
+            // After the body, so that the request id and admission are in
+            // place, as for a panic anywhere in the phase.
             guard::test_trigger($session.req_header(), $phase);
-            $body.await
+            result
         })
         .await;
         match caught {
@@ -1022,8 +1025,8 @@ impl ProxyHttp for SluiceProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let caught = guard::catch(async {
+            self.log_request(session, e, ctx).await;
             guard::test_trigger(session.req_header(), "logging");
-            self.log_request(session, e, ctx).await
         })
         .await;
         if let Err(panic) = caught {

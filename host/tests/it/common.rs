@@ -137,14 +137,7 @@ impl Proxy {
     /// Starts the proxy on `body`, a config without listeners or `[admin]`;
     /// a listener and an admin listener on free loopback ports are prepended.
     pub fn start(body: &str) -> Proxy {
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let dir = scratch_dir();
-        let config_path = dir.join("sluice.toml");
-        std::fs::write(&config_path, render(address, admin, body)).unwrap();
-        let mut proxy = Self::spawn(address, admin, config_path, dir.join("state"), &[]);
-        proxy.scratch = Some(dir);
-        proxy
+        Self::start_with_env(body, &[])
     }
 
     /// Starts `sluice run` on an existing config file and state directory.
@@ -154,6 +147,32 @@ impl Proxy {
         config_path: PathBuf,
         state_dir: PathBuf,
         extra: &[&str],
+    ) -> Proxy {
+        Self::spawn_with_env(address, admin, config_path, state_dir, extra, &[])
+    }
+
+    /// Starts the proxy on `body`, as [`Proxy::start`] does, with these
+    /// environment variables set.
+    pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Proxy {
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let dir = scratch_dir();
+        let config_path = dir.join("sluice.toml");
+        std::fs::write(&config_path, render(address, admin, body)).unwrap();
+        let mut proxy =
+            Self::spawn_with_env(address, admin, config_path, dir.join("state"), &[], env);
+        proxy.scratch = Some(dir);
+        proxy
+    }
+
+    /// [`Proxy::spawn`], with these environment variables set.
+    pub fn spawn_with_env(
+        address: SocketAddr,
+        admin: SocketAddr,
+        config_path: PathBuf,
+        state_dir: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Proxy {
         // The admin API starts beside the proxy, not before it; when the
         // config asks for one at `admin`, the proxy is ready once both are.
@@ -166,6 +185,7 @@ impl Proxy {
             .arg(&state_dir)
             .args(extra)
             .env("RUST_LOG", "warn,sluice=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -8,6 +8,8 @@
 //! - `/fault/<fault>`: one of the faults in [`Fault`], then the connection
 //!   closes;
 //! - `/delay/<ms>`: the answer below, after that many milliseconds;
+//! - `/large-head/<bytes>`: the answer below, with an `X-Large` header
+//!   that makes its head about that large;
 //! - anything else: `200`, a keep-alive answer whose body is `ok NAME` and
 //!   whose `X-Served-By` header is `NAME`.
 //!
@@ -143,9 +145,15 @@ fn serve(stream: TcpStream, name: &str) {
         if let Some(millis) = path.strip_prefix("/delay/").and_then(|m| m.parse().ok()) {
             std::thread::sleep(Duration::from_millis(millis));
         }
+        let padding = path
+            .strip_prefix("/large-head/")
+            .and_then(|size| size.parse::<usize>().ok())
+            .map_or(String::new(), |size| {
+                format!("X-Large: {}\r\n", "a".repeat(size))
+            });
         let body = format!("ok {name}\n");
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Served-By: {name}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nX-Served-By: {name}\r\n{padding}\r\n",
             body.len()
         );
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err()
