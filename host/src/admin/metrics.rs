@@ -15,6 +15,20 @@ use prometheus::{
 use crate::resilience::breaker::Transition;
 use crate::snapshot::Snapshot;
 
+/// The phases of a request, as `sluice_panics_total` labels them.
+pub const REQUEST_PHASES: [&str; 10] = [
+    "request_filter",
+    "request_body_filter",
+    "upstream_peer",
+    "fail_to_connect",
+    "error_while_proxy",
+    "upstream_request_filter",
+    "upstream_response_filter",
+    "response_filter",
+    "fail_to_proxy",
+    "logging",
+];
+
 /// Every metric Sluice exports.
 pub struct Metrics {
     registry: Registry,
@@ -214,6 +228,10 @@ impl Metrics {
             "Panics caught in a request's phase; each failed its request with a 500 or a cut-short response.",
             &["phase"],
         );
+        // Exported from 0, so a rate or an alert has a series before the first.
+        for phase in REQUEST_PHASES {
+            panics.with_label_values(&[phase]);
+        }
         let aborted_responses = counter(
             "sluice_responses_aborted_total",
             "Responses cut short because they failed after their head had been sent.",

@@ -30,6 +30,11 @@ use crate::tls::termination::MinTlsVersion;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
 
+/// The longest duration any setting accepts. Timers add durations to the
+/// current instant, and far larger ones (humantime reads up to about 584
+/// billion years) would overflow it on a request's path.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Validates `loaded` and compiles it, or returns every problem found.
 /// Endpoint and placement state comes from `registry`, so state carries over
 /// from earlier snapshots; nothing in it changes until the snapshot is
@@ -717,6 +722,13 @@ impl Compiler<'_> {
 
     fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
         match humantime::parse_duration(text) {
+            Ok(duration) if duration > MAX_DURATION => {
+                self.error(
+                    path,
+                    format!("{text:?} is longer than the 365 days any setting allows"),
+                );
+                Duration::from_secs(1)
+            }
             Ok(duration) if !duration.is_zero() => duration,
             Ok(_) => {
                 self.error(path, "must be longer than zero");
@@ -1147,6 +1159,30 @@ limits = { max_body = "10 parsecs", max_concurrency = 0 }
             "placements.a.health.expect",
             "placements.a.health.interval",
             "placements.a.limits.max_concurrency",
+        ] {
+            assert!(
+                rendered.contains(expected),
+                "missing {expected} in {rendered}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_past_a_year_are_errors_naming_their_key() {
+        let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "127.0.0.1:1" }]
+breaker = { open_for = "400days", max_open_for = "500years" }
+passive = { cooldown = "9223372036854775807s" }
+[[routes]]
+placement = "a"
+"#;
+        let rendered = compile_text(text).map(|_| ()).unwrap_err().to_string();
+        for expected in [
+            "placements.a.breaker.open_for: \"400days\" is longer than the 365 days",
+            "placements.a.breaker.max_open_for",
+            "placements.a.passive.cooldown",
         ] {
             assert!(
                 rendered.contains(expected),

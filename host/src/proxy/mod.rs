@@ -14,14 +14,19 @@
 //!    retried, another endpoint of the same placement.
 //! 4. `upstream_request_filter`: forwarding headers, `Host` policy, path
 //!    rewrite and request header rules ([`crate::transform`]).
-//! 5. `upstream_response_filter`: the outcome is recorded on the breaker and
-//!    passive health of the endpoint that answered.
+//! 5. `upstream_response_filter`: a head past the placement's
+//!    `max_response_head` is refused; otherwise the outcome is recorded on
+//!    the breaker and passive health of the endpoint that answered.
 //! 6. `response_filter`: response header rules and explainability headers.
 //! 7. `fail_to_connect`, `error_while_proxy`: failed attempts are recorded and
 //!    retried within the placement's bounds.
-//! 8. `fail_to_proxy`: a short, explicit error response (502, 503, 504).
+//! 8. `fail_to_proxy`: a short, explicit error response (502, 503, 504);
+//!    once a response head has gone out, the response is cut short instead.
 //! 9. `logging`: metrics and the access log. The in-flight permit is released
 //!    when the context drops, after the response body has ended.
+//!
+//! Each phase's body runs under the panic guard (`guard`): a panic fails
+//! only its own request.
 
 mod guard;
 mod plugins;

@@ -7,6 +7,7 @@ use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
 use super::RequestCtx;
+use crate::transform::headers::MAX_MESSAGE_HEADERS;
 
 /// Writes `status` with a one-line text body, plus the request id and any
 /// explainability headers known so far.
@@ -98,6 +99,15 @@ pub(super) async fn immediate(
     ctx: &RequestCtx,
     answer: crate::plugins::bindings::sluice::plugin::types::ImmediateResponse,
 ) -> Result<()> {
+    if answer.headers.len() > MAX_MESSAGE_HEADERS {
+        return Error::e_explain(
+            InternalError,
+            format!(
+                "a plugin answered with {} headers, more than {MAX_MESSAGE_HEADERS}",
+                answer.headers.len()
+            ),
+        );
+    }
     let mut response = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
     for (name, value) in &answer.headers {
         response.append_header(name.clone(), value.as_str())?;

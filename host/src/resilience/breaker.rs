@@ -142,9 +142,14 @@ const WINDOW_BUCKETS: usize = 10;
 impl Window {
     fn new(span: Duration, now: Instant) -> Self {
         Self {
-            bucket_nanos: (span / WINDOW_BUCKETS as u32)
-                .max(Duration::from_millis(1))
-                .as_nanos() as u64,
+            // At least 1 ms, and never a truncation to zero for spans
+            // past u64 nanoseconds: it divides every bucket lookup.
+            bucket_nanos: u64::try_from(
+                (span / WINDOW_BUCKETS as u32)
+                    .max(Duration::from_millis(1))
+                    .as_nanos(),
+            )
+            .unwrap_or(u64::MAX),
             started: now,
             buckets: [(u64::MAX, 0, 0); WINDOW_BUCKETS],
         }
@@ -163,9 +168,9 @@ impl Window {
             *slot = (number, 0, 0);
         }
         if failure {
-            slot.2 += 1;
+            slot.2 = slot.2.saturating_add(1);
         } else {
-            slot.1 += 1;
+            slot.1 = slot.1.saturating_add(1);
         }
     }
 
@@ -177,8 +182,11 @@ impl Window {
             .filter(|(number, _, _)| {
                 *number != u64::MAX && current.saturating_sub(*number) < WINDOW_BUCKETS as u64
             })
-            .fold((0, 0), |(total, failures), (_, s, f)| {
-                (total + s + f, failures + f)
+            .fold((0u32, 0u32), |(total, failures), (_, s, f)| {
+                (
+                    total.saturating_add(*s).saturating_add(*f),
+                    failures.saturating_add(*f),
+                )
             })
     }
 
@@ -318,7 +326,7 @@ impl Inner {
                     inner.consecutive_failures = 0;
                     return None;
                 }
-                inner.consecutive_failures += 1;
+                inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
                 let settings = inner.settings;
                 let by_count = settings.consecutive_failures > 0
                     && inner.consecutive_failures >= settings.consecutive_failures;
@@ -365,7 +373,11 @@ impl Inner {
     fn open(&mut self, now: Instant, from: CircuitState) -> Transition {
         self.state = CircuitState::Open;
         self.opened_at.get_or_insert(now);
-        self.open_until = now + self.current_open_for;
+        // Durations are bounded by the config; a sum past the clock's range
+        // still leaves the breaker open for as long as it can represent.
+        self.open_until = now
+            .checked_add(self.current_open_for)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         self.probes_in_flight = 0;
         self.probe_successes = 0;
         self.consecutive_failures = 0;

@@ -127,7 +127,8 @@ impl Health {
         let failures = self.passive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= settings.failures {
             self.passive_failures.store(0, Ordering::Relaxed);
-            let until = nanos_since_epoch(now + settings.cooldown).max(1);
+            let cooldown = u64::try_from(settings.cooldown.as_nanos()).unwrap_or(u64::MAX);
+            let until = nanos_since_epoch(now).saturating_add(cooldown).max(1);
             self.passive_down_until.store(until, Ordering::Relaxed);
             return true;
         }

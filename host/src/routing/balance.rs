@@ -84,7 +84,7 @@ impl Balancer {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
                 let len = schedule.len();
                 (0..len)
-                    .map(|i| schedule[(start + i) % len] as usize)
+                    .map(|i| schedule[start.wrapping_add(i) % len] as usize)
                     .find(|&i| admit(i))
             }
             (Policy::ConsistentHash { ring, addresses }, Some(key)) => {
@@ -110,7 +110,9 @@ impl Balancer {
             }
             (Policy::RoundRobin, _) | (Policy::ConsistentHash { .. }, None) => {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|i| (start + i) % n).find(|&i| admit(i))
+                (0..n)
+                    .map(|i| start.wrapping_add(i) % n)
+                    .find(|&i| admit(i))
             }
         }
     }

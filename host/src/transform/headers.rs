@@ -101,15 +101,29 @@ impl HeaderOps {
     }
 }
 
+/// The most header values a message may carry after rules and plugins have
+/// edited it. A client's HTTP/1 head holds at most 256; the bound keeps a
+/// plugin from growing a message toward the header map's hard limit, where
+/// inserting panics.
+pub const MAX_MESSAGE_HEADERS: usize = 1024;
+
 /// Request and response headers, edited the same way by header rules and
 /// by plugins.
 pub trait HeaderMessage {
     /// Removes every value of `name`.
     fn remove(&mut self, name: &str);
-    /// Replaces `name`'s values with `value`; false when Pingora refuses it.
+    /// Replaces `name`'s values with `value`; false when Pingora refuses it
+    /// or the message is full.
     fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool;
-    /// Adds a value of `name`; false when Pingora refuses it.
+    /// Adds a value of `name`; false when Pingora refuses it or the message
+    /// is full.
     fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool;
+}
+
+/// Whether a message with these headers has room for one more value of
+/// `name` (a replaced name takes no more room).
+fn has_room(headers: &http::HeaderMap, name: &HeaderName, replacing: bool) -> bool {
+    headers.len() < MAX_MESSAGE_HEADERS || (replacing && headers.contains_key(name))
 }
 
 impl HeaderMessage for RequestHeader {
@@ -118,11 +132,11 @@ impl HeaderMessage for RequestHeader {
     }
 
     fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool {
-        self.insert_header(name, value).is_ok()
+        has_room(&self.headers, &name, true) && self.insert_header(name, value).is_ok()
     }
 
     fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool {
-        self.append_header(name, value).is_ok()
+        has_room(&self.headers, &name, false) && self.append_header(name, value).is_ok()
     }
 }
 
@@ -132,17 +146,32 @@ impl HeaderMessage for ResponseHeader {
     }
 
     fn set(&mut self, name: HeaderName, value: HeaderValue) -> bool {
-        self.insert_header(name, value).is_ok()
+        has_room(&self.headers, &name, true) && self.insert_header(name, value).is_ok()
     }
 
     fn append(&mut self, name: HeaderName, value: HeaderValue) -> bool {
-        self.append_header(name, value).is_ok()
+        has_room(&self.headers, &name, false) && self.append_header(name, value).is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_message_takes_no_new_values_but_replaces_existing_ones() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        for i in 0..MAX_MESSAGE_HEADERS {
+            let name = HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap();
+            assert!(response.append(name, HeaderValue::from_static("v")), "{i}");
+        }
+        let extra = HeaderName::from_static("x-extra");
+        assert!(!response.append(extra.clone(), HeaderValue::from_static("v")));
+        assert!(!response.set(extra, HeaderValue::from_static("v")));
+        let existing = HeaderName::from_static("x-h3");
+        assert!(response.set(existing, HeaderValue::from_static("new")));
+        assert_eq!(response.headers.len(), MAX_MESSAGE_HEADERS);
+    }
 
     fn rules(text: &str) -> HeaderRules {
         crate::config::fragment(text)
