@@ -122,15 +122,15 @@ enum Outcome {
     /// A whole response, framed by `Content-Length` or chunked encoding.
     Complete { status: u16, body: Vec<u8> },
     /// The connection closed before a whole response: `status` is that of
-    /// the head, if one arrived.
-    Aborted { status: Option<u16> },
+    /// the head, if one arrived, and `body` the body bytes that came.
+    Aborted { status: Option<u16>, body: Vec<u8> },
 }
 
 impl Outcome {
     fn status(&self) -> Option<u16> {
         match self {
             Outcome::Complete { status, .. } => Some(*status),
-            Outcome::Aborted { status } => *status,
+            Outcome::Aborted { status, .. } => *status,
         }
     }
 }
@@ -142,7 +142,10 @@ impl Outcome {
 fn exchange(stream: &mut BufReader<TcpStream>, path: &str) -> Outcome {
     let request = format!("GET {path} HTTP/1.1\r\nHost: faults.test\r\n\r\n");
     if stream.get_mut().write_all(request.as_bytes()).is_err() {
-        return Outcome::Aborted { status: None };
+        return Outcome::Aborted {
+            status: None,
+            body: Vec::new(),
+        };
     }
     read_response(stream)
 }
@@ -150,19 +153,26 @@ fn exchange(stream: &mut BufReader<TcpStream>, path: &str) -> Outcome {
 fn read_response(stream: &mut BufReader<TcpStream>) -> Outcome {
     let mut line = String::new();
     if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
-        return Outcome::Aborted { status: None };
+        return Outcome::Aborted {
+            status: None,
+            body: Vec::new(),
+        };
     }
     let Some(status) = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
-        return Outcome::Aborted { status: None };
+        return Outcome::Aborted {
+            status: None,
+            body: Vec::new(),
+        };
     };
-    let aborted = Outcome::Aborted {
+    let aborted = |body: Vec<u8>| Outcome::Aborted {
         status: Some(status),
+        body,
     };
     let (mut length, mut chunked) = (None, false);
     loop {
         line.clear();
         if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
-            return aborted;
+            return aborted(Vec::new());
         }
         let header = line.trim_end();
         if header.is_empty() {
@@ -180,14 +190,20 @@ fn read_response(stream: &mut BufReader<TcpStream>) -> Outcome {
         loop {
             line.clear();
             if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
-                return aborted;
+                return aborted(body);
             }
             let Ok(size) = usize::from_str_radix(line.trim_end(), 16) else {
-                return aborted;
+                return aborted(body);
             };
-            let mut chunk = vec![0; size + 2];
-            if stream.read_exact(&mut chunk).is_err() || !chunk.ends_with(b"\r\n") {
-                return aborted;
+            let mut chunk = Vec::new();
+            let _ = stream
+                .by_ref()
+                .take(size as u64 + 2)
+                .read_to_end(&mut chunk);
+            if chunk.len() < size + 2 || !chunk.ends_with(b"\r\n") {
+                chunk.truncate(size);
+                body.extend_from_slice(&chunk);
+                return aborted(body);
             }
             if size == 0 {
                 break;
@@ -196,11 +212,12 @@ fn read_response(stream: &mut BufReader<TcpStream>) -> Outcome {
         }
     } else {
         let Some(length) = length else {
-            return aborted;
+            let _ = stream.read_to_end(&mut body);
+            return aborted(body);
         };
-        body.resize(length, 0);
-        if stream.read_exact(&mut body).is_err() {
-            return aborted;
+        let _ = stream.by_ref().take(length as u64).read_to_end(&mut body);
+        if body.len() < length {
+            return aborted(body);
         }
     }
     Outcome::Complete { status, body }
@@ -270,7 +287,19 @@ fn each_upstream_fault_gets_a_502_or_an_aborted_response() {
                     "{fault}: {text}"
                 );
             }
-            (Expect::CutShort, Outcome::Aborted { status: Some(200) }) => {
+            (
+                Expect::CutShort,
+                Outcome::Aborted {
+                    status: Some(200),
+                    body,
+                },
+            ) => {
+                // What came is what the upstream sent, and nothing else.
+                assert!(
+                    b"truncated".starts_with(body),
+                    "{fault}: the body is {:?}",
+                    String::from_utf8_lossy(body)
+                );
                 // Nothing more may come on an aborted connection.
                 let mut rest = Vec::new();
                 let _ = client.read_to_end(&mut rest);
