@@ -2,6 +2,7 @@
 //! on loopback ports.
 
 mod acme;
+mod admin;
 mod balancing;
 mod common;
 mod config_errors;
