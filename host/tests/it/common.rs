@@ -152,17 +152,36 @@ impl Proxy {
     }
 
     /// Starts the proxy on `body`, as [`Proxy::start`] does, with these
-    /// environment variables set.
+    /// environment variables set. When another process holds one of the
+    /// ports chosen, the proxy is started again on new ones.
     pub fn start_with_env(body: &str, env: &[(&str, &str)]) -> Proxy {
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = scratch_dir();
         let config_path = dir.join("sluice.toml");
-        std::fs::write(&config_path, render(address, admin, body)).unwrap();
-        let mut proxy =
-            Self::spawn_with_env(address, admin, config_path, dir.join("state"), &[], env);
-        proxy.scratch = Some(dir);
-        proxy
+        let mut attempts = 0;
+        loop {
+            let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            std::fs::write(&config_path, render(address, admin, body)).unwrap();
+            let launched = Self::launch(
+                address,
+                admin,
+                config_path.clone(),
+                dir.join("state"),
+                &[],
+                env,
+            );
+            match launched {
+                Ok(mut proxy) => {
+                    proxy.scratch = Some(dir);
+                    return proxy;
+                }
+                Err(lost) if attempts < 3 => {
+                    attempts += 1;
+                    eprintln!("starting sluice again on other ports: {lost}");
+                }
+                Err(lost) => panic!("{lost}"),
+            }
+        }
     }
 
     /// [`Proxy::spawn`], with these environment variables set.
@@ -174,6 +193,23 @@ impl Proxy {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Proxy {
+        Self::launch(address, admin, config_path, state_dir, extra, env)
+            .unwrap_or_else(|lost| panic!("{lost}"))
+    }
+
+    /// Starts `sluice run` and waits until it accepts on `address`, and on
+    /// `admin` when the config serves the admin API there. Fails the test
+    /// if the process exits first; returns `Err` when another process holds
+    /// one of the ports (Pingora then retries the bind, and a test must not
+    /// take the other process for this one).
+    fn launch(
+        address: SocketAddr,
+        admin: SocketAddr,
+        config_path: PathBuf,
+        state_dir: PathBuf,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, String> {
         // The admin API starts beside the proxy, not before it; when the
         // config asks for one at `admin`, the proxy is ready once both are.
         let serves_admin = std::fs::read_to_string(&config_path)
@@ -202,11 +238,86 @@ impl Proxy {
             stderr,
             scratch: None,
         };
-        proxy.wait_accepting(address, Duration::from_secs(30));
+        let mut ports = vec![address];
         if serves_admin {
-            proxy.wait_accepting(admin, Duration::from_secs(30));
+            ports.push(admin);
         }
-        proxy
+        proxy.wait_listening(&ports, Duration::from_secs(30))?;
+        if serves_admin {
+            proxy.confirm_admin_is_ours(Duration::from_secs(30))?;
+        }
+        Ok(proxy)
+    }
+
+    /// Checks that the admin API answering on `self.admin` is this
+    /// process's: its `/config` names this config file as the source (or it
+    /// asks for this config's token). A port another process holds would
+    /// answer otherwise, or this process would report it in use.
+    fn confirm_admin_is_ours(&mut self, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let ours = self.config_path.display().to_string();
+        loop {
+            let answer = blocking_get(self.admin, "/config").unwrap_or_default();
+            // By the time its admin API answers, this process has bound its
+            // listeners or said which one another process holds.
+            let log = self.stderr_text();
+            if let Some(held) = [self.address, self.admin]
+                .into_iter()
+                .find(|address| log.contains(&format!("{address} is in use")))
+            {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!("another process holds {held}"));
+            }
+            if answer.starts_with("HTTP/1.1 401") || answer.contains(&ours) {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the admin API on {} is not this sluice's:\n{answer}\nsluice's log:\n{}",
+                self.admin,
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until every one of `addresses` accepts connections, failing the
+    /// test if the process exits first or `within` passes. `Err` when the
+    /// process reports one of them in use by another.
+    fn wait_listening(&mut self, addresses: &[SocketAddr], within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let lost = |log: &str| {
+            addresses
+                .iter()
+                .find(|address| log.contains(&format!("{address} is in use")))
+                .map(|address| format!("another process holds {address}"))
+        };
+        for &address in addresses {
+            loop {
+                if let Some(lost) = lost(&self.stderr_text()) {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(lost);
+                }
+                if TcpStream::connect(address).is_ok() {
+                    break;
+                }
+                if let Some(how) = sluice_exited(&mut self.child) {
+                    panic!(
+                        "{how} before listening on {address}:\n{}",
+                        self.stderr_text()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "nothing listens on {address} after {within:?}:\n{}",
+                    self.stderr_text()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
     }
 
     /// Stops the process and hands back the directory [`Proxy::start`] made,
@@ -383,6 +494,21 @@ fn collect_lines(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
         }
     });
     lines
+}
+
+/// `GET path` on `address` over a fresh HTTP/1.1 connection, read to its
+/// close: the whole response as text.
+pub fn blocking_get(address: SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// An HTTP client that never uses a proxy from the environment.

@@ -9,6 +9,7 @@ mod config_errors;
 mod demo;
 mod errors;
 mod fault;
+mod harness;
 mod import;
 mod lifecycle;
 mod monitoring;

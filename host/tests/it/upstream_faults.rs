@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, Proxy};
+use crate::common::{blocking_get, free_port, Proxy};
 
 /// Builds the `fault-upstream` binary once per test run and returns its path.
 fn fault_upstream_binary() -> PathBuf {
@@ -340,13 +340,7 @@ fn each_upstream_fault_gets_a_502_or_an_aborted_response() {
 
 /// The admin API's `/metrics`, read with a blocking client.
 fn metrics_text(proxy: &Proxy) -> String {
-    let mut stream = TcpStream::connect(proxy.admin).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
+    blocking_get(proxy.admin, "/metrics").unwrap()
 }
 
 /// Response heads are bounded by the placement's `max_response_head`: 64 KiB
