@@ -66,7 +66,11 @@ async fn a_missing_or_wrong_bearer_token_gets_401_on_every_endpoint() {
             _ => client().get(&url),
         };
         let response = request.bearer_auth(TOKEN).send().await.unwrap();
-        assert_eq!(response.status(), expected, "{method} {path} with the token");
+        assert_eq!(
+            response.status(),
+            expected,
+            "{method} {path} with the token"
+        );
     }
 }
 

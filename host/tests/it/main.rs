@@ -7,6 +7,7 @@ mod balancing;
 mod common;
 mod config_errors;
 mod demo;
+mod doc_links;
 mod errors;
 mod fault;
 mod harness;
