@@ -1,4 +1,21 @@
 //! Header lookups, and helpers for paths and queries.
+//!
+//! ```
+//! use sluice_plugin_sdk::headers::{query_param, with_query};
+//! use sluice_plugin_sdk::HeaderView;
+//!
+//! let listed = [
+//!     ("Cookie".to_string(), "theme=dark; tenant=acme".to_string()),
+//!     ("Accept".to_string(), "text/html".to_string()),
+//! ];
+//! let headers = HeaderView::listed(&listed);
+//! assert_eq!(headers.get("accept").as_deref(), Some("text/html"));
+//! assert_eq!(headers.cookie("tenant").as_deref(), Some("acme"));
+//! assert!(!headers.contains("authorization"));
+//!
+//! assert_eq!(query_param(Some("page=2&tenant=acme"), "tenant"), Some("acme"));
+//! assert_eq!(with_query("/users", Some("page=2")), "/users?page=2");
+//! ```
 
 use crate::bindings::sluice::plugin::types;
 use crate::Headers;

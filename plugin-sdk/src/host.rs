@@ -4,6 +4,19 @@
 //! In a `wasm32` build these call the host. In a native build (plain
 //! `cargo test`) they are recorded by [`crate::testing`] instead, so hooks
 //! can be unit-tested without a host.
+//!
+//! ```
+//! use sluice_plugin_sdk::{host, testing};
+//!
+//! host::info("cache warmed");
+//! host::counter_add("rejected", 1);
+//! host::histogram_observe("key_length", 12.0);
+//!
+//! let recorded = testing::recorded();
+//! assert_eq!(recorded.logs[0].1, "cache warmed");
+//! assert_eq!(recorded.counters, [("rejected".to_string(), 1)]);
+//! assert_eq!(recorded.histograms, [("key_length".to_string(), 12.0)]);
+//! ```
 
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::sluice::plugin::host as imports;

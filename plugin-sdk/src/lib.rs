@@ -3,7 +3,7 @@
 //! A plugin is a type implementing [`Plugin`], whose hooks all have
 //! defaults, and one [`export!`] line naming the hooks it implements:
 //!
-//! ```ignore
+//! ```
 //! use sluice_plugin_sdk::prelude::*;
 //!
 //! #[derive(Default, serde::Deserialize)]
@@ -28,6 +28,8 @@
 //! per call), headers read on demand through [`HeaderView`], host logging
 //! and metrics, and [`testing`], which runs hooks natively under plain
 //! `cargo test`.
+
+#![deny(missing_docs)]
 
 use std::any::Any;
 use std::cell::RefCell;

@@ -2,16 +2,34 @@
 //! configuration, and inspect what they logged and counted, all under plain
 //! `cargo test`, with no wasm build and no host.
 //!
-//! ```ignore
+//! ```
+//! use sluice_plugin_sdk::prelude::*;
 //! use sluice_plugin_sdk::testing::*;
 //!
-//! let request = request("GET", "/users/7").header("x-tenant", "acme").build();
-//! let action = MyPlugin::on_request(&config, &request);
-//! let changes = expect_continue(action);
+//! #[derive(Default, serde::Deserialize)]
+//! struct Config { header: String }
 //!
-//! // Or through the same steps as in Sluice: configure from JSON, then call.
-//! configure::<MyPlugin>(r#"{"header": "x-tag"}"#).unwrap();
-//! let changes = expect_continue(on_request::<MyPlugin>(&request));
+//! struct Tagger;
+//!
+//! impl Plugin for Tagger {
+//!     type Config = Config;
+//!     fn on_request(config: &Config, request: &RequestView) -> RequestAction {
+//!         host::counter_add("tagged", 1);
+//!         RequestChanges::new().set_header(&config.header, request.route()).into()
+//!     }
+//! }
+//!
+//! // Call the hook directly with a config built in the test...
+//! let request = request("GET", "/users/7").route("users").build();
+//! let config = Config { header: "x-route".into() };
+//! let changes = expect_continue(Tagger::on_request(&config, &request));
+//! assert_eq!(changes.headers.set, [("x-route".to_string(), "users".to_string())]);
+//!
+//! // ...or through the same steps as in Sluice: configure from JSON, then call.
+//! configure::<Tagger>(r#"{"header": "x-tag"}"#).unwrap();
+//! let changes = expect_continue(on_request::<Tagger>(&request));
+//! assert_eq!(changes.headers.set[0].0, "x-tag");
+//! assert_eq!(recorded().counters, [("tagged".to_string(), 1), ("tagged".to_string(), 1)]);
 //! ```
 
 use std::cell::RefCell;

@@ -3,6 +3,24 @@
 //! Inside Sluice a view wraps the host's handle and reads each field the
 //! first time a hook asks for it, so a hook pays only for what it reads. In
 //! native tests ([`crate::testing`]) a view holds every field itself.
+//!
+//! ```
+//! use sluice_plugin_sdk::testing::{request, response};
+//!
+//! let request = request("GET", "/users/7?page=2")
+//!     .authority("shop.example.com")
+//!     .header("x-tenant", "acme")
+//!     .routing_key("acme")
+//!     .build();
+//! assert_eq!(request.path(), "/users/7");
+//! assert_eq!(request.query(), Some("page=2"));
+//! assert_eq!(request.authority(), "shop.example.com");
+//! assert_eq!(request.routing_key(), Some("acme"));
+//! assert_eq!(request.headers().get("x-tenant").as_deref(), Some("acme"));
+//!
+//! let response = response(200).placement("eu-1").header("x-cache", "hit").build();
+//! assert_eq!((response.status(), response.placement()), (200, "eu-1"));
+//! ```
 
 use std::cell::OnceCell;
 

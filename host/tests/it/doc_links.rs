@@ -1,4 +1,4 @@
-//! Every relative link in the README and in `docs/` points at a file that
+//! Every relative link in the READMEs and in `docs/` points at a file that
 //! exists and, when it names an anchor, at a heading that file has.
 
 use std::collections::{BTreeSet, HashMap};
@@ -12,9 +12,12 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Markdown files checked: the README and everything under `docs/`.
+/// The Markdown files checked: the READMEs and everything under `docs/`.
 fn documents() -> Vec<PathBuf> {
-    let mut found = vec![root().join("README.md")];
+    let mut found = vec![
+        root().join("README.md"),
+        root().join("plugin-sdk/README.md"),
+    ];
     let mut pending = vec![root().join("docs")];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
