@@ -7,15 +7,14 @@
 //! forwarding headers), [`snapshot`] (the compiled config a request runs
 //! on), [`proxy`] (the Pingora phases, wiring only), [`admin`] (status API
 //! and metrics), [`tls`] (certificates and ACME), [`access_log`] and
-//! [`server`] (startup). [`demo`] holds the bundled demo upstreams,
-//! [`import`] converts Caddyfiles into Sluice configs, and [`memory`] hands
-//! freed memory back after plugins load.
+//! [`server`] (startup). [`demo`] holds the bundled demo upstreams, and
+//! [`memory`] hands freed memory back after plugins load. The Caddyfile
+//! importer is a crate of its own, `sluice-import`.
 
 pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
-pub mod import;
 pub mod memory;
 pub mod plugins;
 pub mod proxy;

@@ -178,7 +178,7 @@ fn main() -> ExitCode {
                     output,
                     allow_partial,
                 },
-        } => match sluice::import::run(&file, output.as_deref(), allow_partial) {
+        } => match sluice_import::run(&file, output.as_deref(), allow_partial) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

@@ -2521,11 +2521,11 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::resilience::state::Registry;
-    use crate::snapshot::{RouteTarget, Snapshot};
+    use sluice::resilience::state::Registry;
+    use sluice::snapshot::{RouteTarget, Snapshot};
 
     fn convert_text(text: &str) -> Conversion {
-        let parsed = super::super::caddyfile::parse("Caddyfile", text, Path::new(".")).unwrap();
+        let parsed = crate::caddyfile::parse("Caddyfile", text, Path::new(".")).unwrap();
         // One directory per conversion: tests run side by side, and
         // `compiled` removes what it wrote once the snapshot is built.
         static CONVERSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -2562,9 +2562,9 @@ mod tests {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         };
-        let loaded = crate::config::parse(&conversion.toml, "imported.toml", &lookup)
+        let loaded = sluice::config::parse(&conversion.toml, "imported.toml", &lookup)
             .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
-        let snapshot = crate::config::compile(&loaded, "imported.toml", &Registry::default())
+        let snapshot = sluice::config::compile(&loaded, "imported.toml", &Registry::default())
             .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
         for file in &conversion.files {
             let _ = std::fs::remove_dir_all(file.path.parent().unwrap());

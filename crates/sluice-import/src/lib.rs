@@ -1,5 +1,8 @@
 //! `sluice import caddyfile`: turns a Caddyfile into a Sluice config.
 //!
+//! The importer writes TOML text and the files it refers to; it knows
+//! nothing of the proxy's runtime, so it builds and changes apart from it.
+//!
 //! [`lexer`] splits the file into tokens with their lines, [`caddyfile`]
 //! builds the block tree (expanding snippets and imports), and [`convert`]
 //! maps sites and directives onto listeners, routes and placements, listing
