@@ -15,9 +15,9 @@ use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedProtocolVersion};
 use sluice::config::reload::ConfigSource;
-use sluice::demo::upstream::Upstream;
 use sluice::server::RunOptions;
 use sluice::tls::certificates::{Certificate, CertificateTable};
+use sluice_demo::upstream::Upstream;
 
 /// A table of `count` certificates, `host-N.example.com` each, plus a
 /// wildcard one; they share one key pair, which the lookup never reads.
@@ -91,7 +91,7 @@ impl Server {
             .build()
             .unwrap();
         let upstream = upstream_runtime
-            .block_on(sluice::demo::upstream::spawn(
+            .block_on(sluice_demo::upstream::spawn(
                 "origin",
                 "127.0.0.1:0".parse().unwrap(),
             ))

@@ -6,5 +6,4 @@ pub mod engine;
 pub mod host;
 pub mod registry;
 pub mod runtime;
-pub mod scaffold;
 pub mod validate;

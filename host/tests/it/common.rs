@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice::demo::upstream::{self, Upstream};
+use sluice_demo::upstream::{self, Upstream};
 
 /// Starts named upstreams on ephemeral loopback ports.
 pub async fn upstreams(names: &[&str]) -> Vec<Upstream> {

@@ -115,7 +115,7 @@ pub(crate) async fn request(stream: &mut Tls, host: &str, path: &str) -> (u16, S
 }
 
 /// A TLS listener and three routes with their own certificates.
-fn config(tls: SocketAddr, dir: &Path, up: &[sluice::demo::upstream::Upstream]) -> String {
+fn config(tls: SocketAddr, dir: &Path, up: &[sluice_demo::upstream::Upstream]) -> String {
     let route = |name: &str, hosts: &str, stem: &str, upstream: usize| {
         format!(
             "[placements.{name}]\nendpoints = [{{ address = \"{}\" }}]\n[[routes]]\nname = \"{name}\"\nhosts = [{hosts}]\nplacement = \"{name}\"\ntls = {{ cert = \"{dir}/{stem}.pem\", key = \"{dir}/{stem}.key\" }}\n",
@@ -131,7 +131,7 @@ fn config(tls: SocketAddr, dir: &Path, up: &[sluice::demo::upstream::Upstream]) 
     )
 }
 
-fn tls_proxy(tls: SocketAddr, dir: &Path, up: &[sluice::demo::upstream::Upstream]) -> Proxy {
+fn tls_proxy(tls: SocketAddr, dir: &Path, up: &[sluice_demo::upstream::Upstream]) -> Proxy {
     Proxy::start(&config(tls, dir, up))
 }
 

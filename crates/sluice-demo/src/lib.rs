@@ -4,6 +4,9 @@
 //! through the `DEMO_*` environment variables it interpolates. Once the proxy
 //! answers, the demo sends the requests it suggests and prints what came back,
 //! so a new user sees routed responses without opening a second terminal.
+//!
+//! [`upstream`] is the small echo server behind the demo; the integration
+//! tests and benchmarks proxy to it too.
 
 mod control;
 pub mod upstream;

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod scaffold;
+
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config;
@@ -218,8 +220,8 @@ fn plugin(command: PluginCommand) -> ExitCode {
     match command {
         PluginCommand::New { name, path, sdk } => {
             let directory = path.unwrap_or_else(|| PathBuf::from(&name));
-            let sdk = sdk.unwrap_or_else(sluice::plugins::scaffold::bundled_sdk);
-            match sluice::plugins::scaffold::create(&name, &directory, &sdk) {
+            let sdk = sdk.unwrap_or_else(scaffold::bundled_sdk);
+            match scaffold::create(&name, &directory, &sdk) {
                 Ok(()) => {
                     println!("created {} ({name})", directory.display());
                     println!(
@@ -298,7 +300,7 @@ fn demo(
     admin: SocketAddr,
     config_path: Option<PathBuf>,
 ) -> ExitCode {
-    let upstreams = match sluice::demo::start_upstreams(upstream_port) {
+    let upstreams = match sluice_demo::start_upstreams(upstream_port) {
         Ok(upstreams) => upstreams,
         Err(e) => {
             eprintln!("{e}");
@@ -317,7 +319,7 @@ fn demo(
             // half of it.
             let path = std::env::temp_dir().join("sluice-demo.toml");
             let written = path.with_extension(format!("toml.{}", std::process::id()));
-            if let Err(e) = std::fs::write(&written, sluice::demo::DEMO_CONFIG)
+            if let Err(e) = std::fs::write(&written, sluice_demo::DEMO_CONFIG)
                 .and_then(|()| std::fs::rename(&written, &path))
             {
                 let _ = std::fs::remove_file(&written);
@@ -328,7 +330,7 @@ fn demo(
         }
     };
     let control = upstreams.control;
-    std::thread::spawn(move || sluice::demo::show_off(listen, control));
+    std::thread::spawn(move || sluice_demo::show_off(listen, control));
     start(RunOptions {
         source: ConfigSource::File(config_path),
         state_dir: None,
