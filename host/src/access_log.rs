@@ -5,7 +5,7 @@
 //! logs.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -46,18 +46,6 @@ pub struct AccessRecord<'a> {
     pub error: Option<String>,
 }
 
-/// Formats a request start time. A clock set outside what RFC 3339 can
-/// write (before 1970, after 9999) gives an empty string, not a panic.
-pub fn timestamp(at: SystemTime) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    let at = at.max(SystemTime::UNIX_EPOCH);
-    if write!(text, "{}", humantime::format_rfc3339_millis(at)).is_err() {
-        text.clear();
-    }
-    text
-}
-
 /// Milliseconds, with microsecond precision.
 pub fn millis(duration: Duration) -> f64 {
     (duration.as_micros() as f64) / 1000.0
@@ -77,17 +65,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clocks_outside_rfc_3339_give_an_empty_time_not_a_panic() {
-        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
-        assert_eq!(timestamp(before), "1970-01-01T00:00:00.000Z");
-        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(300_000_000_000);
-        assert_eq!(timestamp(far), "");
-    }
-
-    #[test]
     fn records_serialize_as_one_json_line() {
         let record = AccessRecord {
-            time: timestamp(SystemTime::UNIX_EPOCH),
+            time: crate::support::time::timestamp(std::time::SystemTime::UNIX_EPOCH),
             request_id: "abc",
             client: Some("127.0.0.1".into()),
             method: "GET",

@@ -21,5 +21,6 @@ pub mod resilience;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod support;
 pub mod tls;
 pub mod transform;

@@ -49,7 +49,7 @@ pub fn compile(
         registry,
     };
     let mut snapshot = compiler.snapshot(&loaded.config);
-    snapshot.version = content_version(loaded.source.text());
+    snapshot.version = crate::support::files::content_version(loaded.source.text().as_bytes());
     if compiler.errors.is_empty() {
         Ok(snapshot)
     } else {
@@ -63,13 +63,6 @@ pub fn compile(
             .collect();
         Err(ConfigErrors::new(origin.to_string(), errors))
     }
-}
-
-/// A short, stable content hash of a config text.
-pub fn content_version(text: &str) -> String {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Compiler<'r> {

@@ -11,7 +11,7 @@
 //! directory, and a start whose source is broken or unreachable falls back to
 //! it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -291,7 +291,7 @@ impl Reloader {
     ) -> Result<ReloadOutcome, String> {
         let current = self.live.load_full();
         if !even_unchanged
-            && super::compile::content_version(&fetched.text) == current.version
+            && crate::support::files::content_version(fetched.text.as_bytes()) == current.version
             && !self.status().from_last_known_good
         {
             *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;
@@ -363,7 +363,11 @@ impl Reloader {
         let Some(dir) = &self.state_dir else {
             return;
         };
-        if let Err(e) = write_atomically(&dir.join(LAST_KNOWN_GOOD), text.as_bytes()) {
+        if let Err(e) = crate::support::files::write_atomically(
+            &dir.join(LAST_KNOWN_GOOD),
+            text.as_bytes(),
+            0o644,
+        ) {
             tracing::warn!(state_dir = %dir.display(), error = %e, "cannot persist the last known good config");
         }
     }
@@ -428,18 +432,7 @@ pub fn compile_text(
 }
 
 fn access_time() -> String {
-    crate::access_log::timestamp(SystemTime::now())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temporary = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
+    crate::support::time::timestamp(SystemTime::now())
 }
 
 /// The longest a remote config fetch may take.

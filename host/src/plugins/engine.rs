@@ -149,5 +149,5 @@ impl PluginEngine {
 }
 
 fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::config::reload::write_atomically(path, bytes)
+    crate::support::files::write_atomically(path, bytes, 0o644)
 }

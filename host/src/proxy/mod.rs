@@ -838,7 +838,7 @@ impl SluiceProxy {
         if ctx.snapshot.as_ref().is_some_and(|s| s.access_log) {
             let request = session.req_header();
             access_log::write(&AccessRecord {
-                time: access_log::timestamp(ctx.started_at),
+                time: crate::support::time::timestamp(ctx.started_at),
                 request_id: &ctx.request_id,
                 client: client_ip(session).map(|ip| ip.to_string()),
                 method: request.method.as_str(),

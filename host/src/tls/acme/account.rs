@@ -96,7 +96,7 @@ fn credentials_path(state_dir: &Path, directory: &str) -> PathBuf {
         .ok()
         .and_then(|url| url.host_str().map(str::to_string))
         .unwrap_or_default();
-    let hash = crate::config::compile::content_version(directory);
+    let hash = crate::support::files::content_version(directory.as_bytes());
     state_dir
         .join("acme")
         .join("accounts")

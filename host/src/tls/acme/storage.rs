@@ -1,7 +1,6 @@
 //! Certificates and keys on disk, written atomically.
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,28 +136,10 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to a temporary file beside `path` with permissions
-/// `mode`, syncs it and renames it over `path`.
+/// Writes `bytes` to `path` atomically with permissions `mode`.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)
-        .and_then(|mut file| {
-            // `mode` only applies to a new file; a leftover one keeps its own.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temp, path));
-    written.with_context(|| format!("cannot write {}", path.display()))
+    crate::support::files::write_atomically(path, bytes, mode)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
