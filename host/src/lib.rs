@@ -7,14 +7,12 @@
 //! forwarding headers), [`snapshot`] (the compiled config a request runs
 //! on), [`proxy`] (the Pingora phases, wiring only), [`admin`] (status API
 //! and metrics), [`tls`] (certificates and ACME), [`access_log`] and
-//! [`server`] (startup), and [`memory`] hands freed memory back after
-//! plugins load. The Caddyfile importer (`sluice-import`) and the demo's
+//! [`server`] (startup). The Caddyfile importer (`sluice-import`) and the demo's
 //! upstreams (`sluice-demo`) are crates of their own.
 
 pub mod access_log;
 pub mod admin;
 pub mod config;
-pub mod memory;
 pub mod plugins;
 pub mod proxy;
 pub mod resilience;

@@ -419,7 +419,6 @@ pub fn compile_text(
                 }
             }
             plugins.store(Some(loaded_registry.clone()));
-            crate::memory::release_freed();
             loaded_registry
         }
     };

@@ -4,6 +4,7 @@
 pub mod bindings;
 pub mod engine;
 pub mod host;
+mod memory;
 pub mod registry;
 pub mod runtime;
 pub mod validate;

@@ -99,6 +99,8 @@ impl PluginRegistry {
                 registry.load_file(&path);
             }
         }
+        // Compiling left a heap far larger than serving needs.
+        super::memory::release_freed();
         Ok(registry)
     }
 
@@ -299,7 +301,7 @@ impl PluginRegistry {
                     for path in paths {
                         registry.load_file(&path);
                     }
-                    crate::memory::release_freed();
+                    super::memory::release_freed();
                 })
                 .await;
             }
