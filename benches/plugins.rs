@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
-use sluice::admin::metrics::Metrics;
 use sluice::plugins::bindings::sluice::plugin::types::Candidate;
 use sluice::plugins::engine::PluginEngine;
 use sluice::plugins::host::RequestContext;
+use sluice::plugins::metrics::PluginMetrics;
 use sluice::plugins::runtime::{LoadedPlugin, RuntimeLimits};
 
 /// A request with `count` headers, as Pingora would hold it.
@@ -47,7 +47,7 @@ fn plugins(c: &mut Criterion) {
     let cache =
         std::env::temp_dir().join(format!("sluice-bench-plugin-cache-{}", std::process::id()));
     let engine = PluginEngine::new(Some(cache.clone())).unwrap();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(PluginMetrics::new());
     let load = |package: &str| {
         let bytes = std::fs::read(sluice_benches::plugin_wasm(package)).unwrap();
         LoadedPlugin::load(&engine, package, &bytes, limits(), metrics.clone()).unwrap()

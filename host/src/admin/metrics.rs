@@ -5,6 +5,7 @@
 //! certificate expiry) are read from the current snapshot when `/metrics` is
 //! scraped, so the request path never pays for them.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{
@@ -12,6 +13,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::breaker::Transition;
 use crate::snapshot::Snapshot;
 
@@ -50,12 +52,8 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     /// `sluice_config_last_reload_failed` (1 while the last attempt failed).
     pub last_reload_failed: IntGauge,
-    /// `sluice_plugin_counter_total{plugin, name}`, counted by plugins.
-    pub plugin_counter: IntCounterVec,
-    /// `sluice_plugin_histogram{plugin, name}`, observed by plugins.
-    pub plugin_histogram: HistogramVec,
-    /// `sluice_plugin_call_duration_seconds{plugin, hook}`.
-    pub plugin_call_duration: HistogramVec,
+    /// The metrics plugins keep and are measured by.
+    pub plugins: Arc<PluginMetrics>,
     /// `sluice_plugin_failures_total{plugin, hook, kind}`.
     pub plugin_failures: IntCounterVec,
     /// `sluice_panics_total{phase}`: panics caught in a request's phase.
@@ -190,34 +188,8 @@ impl Metrics {
             "When each certificate loaded from a file expires (Unix time).",
             &["file"],
         );
-        let plugin_counter = counter(
-            "sluice_plugin_counter_total",
-            "Counters kept by plugins.",
-            &["plugin", "name"],
-        );
-        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
-            let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-                .expect("valid metric");
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("unique metric");
-            metric
-        };
-        let plugin_histogram = histogram(
-            "sluice_plugin_histogram",
-            "Values observed by plugins.",
-            &["plugin", "name"],
-            prometheus::DEFAULT_BUCKETS.to_vec(),
-        );
-        let plugin_call_duration = histogram(
-            "sluice_plugin_call_duration_seconds",
-            "Time spent in one plugin hook call.",
-            &["plugin", "hook"],
-            vec![
-                0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_5,
-                0.001, 0.005, 0.025,
-            ],
-        );
+        let plugins = Arc::new(PluginMetrics::new());
+        plugins.register(&registry).expect("unique metric");
         let plugin_failures = counter(
             "sluice_plugin_failures_total",
             "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
@@ -254,9 +226,7 @@ impl Metrics {
             config_info,
             last_reload_success,
             last_reload_failed,
-            plugin_counter,
-            plugin_histogram,
-            plugin_call_duration,
+            plugins,
             plugin_failures,
             panics,
             aborted_responses,

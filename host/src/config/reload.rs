@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{compile, parse, ConfigError, ConfigErrors, KeyPath};
 use crate::admin::metrics::Metrics;
+use crate::plugins::metrics::PluginMetrics;
 use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
@@ -125,11 +126,15 @@ impl Reloader {
         let origin = source.to_string();
         let plugins: Plugins = Arc::new(ArcSwapOption::empty());
         let attempt = match fetch(&source, None).await {
-            Ok(Some(fetched)) => {
-                compile_text(&fetched.text, &origin, &registry, &plugins, &metrics)
-                    .map(|snapshot| (snapshot, fetched))
-                    .map_err(|e| e.to_string())
-            }
+            Ok(Some(fetched)) => compile_text(
+                &fetched.text,
+                &origin,
+                &registry,
+                &plugins,
+                &metrics.plugins,
+            )
+            .map(|snapshot| (snapshot, fetched))
+            .map_err(|e| e.to_string()),
             Ok(None) => Err("the source answered 304 Not Modified to a first request".to_string()),
             Err(e) => Err(e),
         };
@@ -154,7 +159,7 @@ impl Reloader {
                     &path.display().to_string(),
                     &registry,
                     &plugins,
-                    &metrics,
+                    &metrics.plugins,
                 )
                 .map_err(|e| {
                     StartupError(format!(
@@ -302,7 +307,7 @@ impl Reloader {
             origin,
             &self.registry,
             &self.plugins,
-            &self.metrics,
+            &self.metrics.plugins,
         )
         .map_err(|e| e.to_string())?;
         if snapshot.listeners != current.listeners
@@ -380,7 +385,7 @@ pub fn compile_text(
     origin: &str,
     registry: &Registry,
     plugins: &Plugins,
-    metrics: &Arc<Metrics>,
+    metrics: &Arc<PluginMetrics>,
 ) -> Result<Snapshot, ConfigErrors> {
     let loaded = parse(text, origin, &|name| std::env::var(name).ok())?;
     let snapshot = compile(&loaded, origin, registry)?;

@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::sluice::plugin::host::{Host, Level};
 use super::bindings::sluice::plugin::types;
-use crate::admin::metrics::Metrics;
+use super::metrics::PluginMetrics;
 
 /// The state of one plugin instance's store.
 pub struct HostState {
@@ -30,12 +30,12 @@ pub struct HostState {
     pub config: Option<Arc<str>>,
     /// The request and response of the call in progress.
     lent: LentContext,
-    metrics: Arc<Metrics>,
+    metrics: Arc<PluginMetrics>,
 }
 
 impl HostState {
     /// State for an instance of `plugin`, with linear memory capped at `memory` bytes.
-    pub fn new(plugin: Arc<str>, memory: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(plugin: Arc<str>, memory: usize, metrics: Arc<PluginMetrics>) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -335,14 +335,14 @@ impl Host for HostState {
 
     fn counter_add(&mut self, name: String, value: u64) {
         self.metrics
-            .plugin_counter
+            .counter
             .with_label_values(&[&self.plugin, &name])
             .inc_by(value);
     }
 
     fn histogram_observe(&mut self, name: String, value: f64) {
         self.metrics
-            .plugin_histogram
+            .histogram
             .with_label_values(&[&self.plugin, &name])
             .observe(value);
     }

@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod engine;
 pub mod host;
 mod memory;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod validate;

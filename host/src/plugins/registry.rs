@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use super::bindings::sluice::plugin::types::Hook;
 use super::engine::PluginEngine;
+use super::metrics::PluginMetrics;
 use super::runtime::{LoadedPlugin, RuntimeLimits};
 use super::validate::{attachment_problems, AttachmentProblem};
-use crate::admin::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
 /// How long a changed file must stay quiet before it is compiled.
@@ -60,7 +60,7 @@ pub struct PluginRegistry {
     engine: Arc<PluginEngine>,
     directory: PathBuf,
     limits: RuntimeLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<PluginMetrics>,
     plugins: ArcSwap<PluginMap>,
     errors: Mutex<BTreeMap<String, String>>,
     /// The config serving, whose attachments a new version must accept.
@@ -74,7 +74,7 @@ impl PluginRegistry {
         directory: &Path,
         cache_dir: Option<PathBuf>,
         limits: RuntimeLimits,
-        metrics: Arc<Metrics>,
+        metrics: Arc<PluginMetrics>,
     ) -> anyhow::Result<Arc<Self>> {
         let engine = PluginEngine::new(cache_dir)?;
         let registry = Arc::new(Self {

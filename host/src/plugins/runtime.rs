@@ -24,7 +24,7 @@ use super::engine::{PluginEngine, EPOCH_TICK};
 use super::host::{
     CallContext, HostState, LentRequest, LentResponse, RequestContext, ResponseContext,
 };
-use crate::admin::metrics::Metrics;
+use super::metrics::PluginMetrics;
 
 /// Limits every call and instance runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub struct LoadedPlugin {
     pre: SluicePluginPre<HostState>,
     engine: Arc<PluginEngine>,
     limits: RuntimeLimits,
-    metrics: Arc<Metrics>,
+    metrics: Arc<PluginMetrics>,
     /// Call durations per hook, resolved once instead of per call.
     durations: HookDurations,
     pool: Mutex<Vec<Warm>>,
@@ -141,12 +141,8 @@ struct HookDurations {
 }
 
 impl HookDurations {
-    fn new(metrics: &Metrics, plugin: &str) -> Self {
-        let series = |hook| {
-            metrics
-                .plugin_call_duration
-                .with_label_values(&[plugin, hook])
-        };
+    fn new(metrics: &PluginMetrics, plugin: &str) -> Self {
+        let series = |hook| metrics.call_duration.with_label_values(&[plugin, hook]);
         Self {
             on_request: series("on_request"),
             on_response: series("on_response"),
@@ -163,7 +159,7 @@ impl LoadedPlugin {
         name: &str,
         bytes: &[u8],
         limits: RuntimeLimits,
-        metrics: Arc<Metrics>,
+        metrics: Arc<PluginMetrics>,
     ) -> anyhow::Result<Self> {
         let compiled = engine.compile(bytes)?;
         let instance_pre: InstancePre<HostState> =

@@ -212,7 +212,7 @@ fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
         )
     })?;
     let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
-    let metrics = std::sync::Arc::new(sluice::admin::metrics::Metrics::new());
+    let metrics = std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new());
     config::reload::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
 }
 
@@ -252,7 +252,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
                         &name,
                         &bytes,
                         sluice::plugins::runtime::RuntimeLimits::default(),
-                        std::sync::Arc::new(sluice::admin::metrics::Metrics::new()),
+                        std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new()),
                     )
                 });
             match loaded {
