@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sluice::admin::metrics::Metrics;
-use sluice::config::reload::{ConfigSource, Reloader};
-use sluice::config::watch;
+use sluice::control::metrics::ReloadMetrics;
+use sluice::control::{watch, ConfigSource, Reloader};
+use sluice::plugins::metrics::PluginMetrics;
 use sluice::resilience::checker::HealthSupervisor;
 use sluice::resilience::state::Registry;
 
@@ -35,7 +35,8 @@ fn reload(c: &mut Criterion) {
             ConfigSource::File(path.clone()),
             None,
             Arc::new(Registry::default()),
-            Arc::new(Metrics::new()),
+            ReloadMetrics::new(),
+            Arc::new(PluginMetrics::new()),
             HealthSupervisor::new(runtime.handle().clone()),
         ))
         .unwrap();

@@ -14,7 +14,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, SupportedProtocolVersion};
-use sluice::config::reload::ConfigSource;
+use sluice::control::ConfigSource;
 use sluice::server::RunOptions;
 use sluice::tls::certificates::{Certificate, CertificateTable};
 use sluice_demo::upstream::Upstream;

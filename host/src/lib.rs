@@ -13,6 +13,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod plugins;
 pub mod proxy;
 pub mod resilience;

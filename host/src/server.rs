@@ -15,8 +15,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::api::AdminApi;
 use crate::admin::metrics::Metrics;
-use crate::config::reload::{ConfigSource, Reloader};
-use crate::config::watch;
+use crate::control::{watch, ConfigSource, Reloader};
 use crate::proxy::SluiceProxy;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
@@ -53,7 +52,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         options.source.clone(),
         options.state_dir.clone(),
         registry,
-        metrics.clone(),
+        metrics.reload.clone(),
+        metrics.plugins.clone(),
         health,
     ))?;
     let snapshot = reloader.live().load_full();

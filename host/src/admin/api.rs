@@ -21,7 +21,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use super::metrics::Metrics;
-use crate::config::reload::{ReloadOutcome, Reloader};
+use crate::control::{ReloadOutcome, Reloader};
 use crate::resilience::health::Down;
 use crate::tls::acme::Acme;
 

@@ -6,13 +6,14 @@
 //! scraped, so the request path never pays for them.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
+use crate::control::metrics::ReloadMetrics;
 use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::breaker::Transition;
 use crate::snapshot::Snapshot;
@@ -44,14 +45,8 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     /// `sluice_failovers_total{from, to, reason}`.
     pub failovers: IntCounterVec,
-    /// `sluice_config_reloads_total{result}`.
-    pub reloads: IntCounterVec,
-    /// `sluice_config_info{version, source}`, always 1 for the current config.
-    pub config_info: IntGaugeVec,
-    /// `sluice_config_last_reload_success_timestamp_seconds`.
-    pub last_reload_success: IntGauge,
-    /// `sluice_config_last_reload_failed` (1 while the last attempt failed).
-    pub last_reload_failed: IntGauge,
+    /// The metrics of configuration reloads.
+    pub reload: ReloadMetrics,
     /// The metrics plugins keep and are measured by.
     pub plugins: Arc<PluginMetrics>,
     /// `sluice_plugin_failures_total{plugin, hook, kind}`.
@@ -121,37 +116,8 @@ impl Metrics {
             "Requests served by another placement than routed.",
             &["from", "to", "reason"],
         );
-        let reloads = counter(
-            "sluice_config_reloads_total",
-            "Configuration reload attempts, by result.",
-            &["result"],
-        );
-        // Exported at 0 from the start: a series that first appears at 1
-        // shows no increase, so an alert would miss the first failed reload.
-        for result in ["applied", "unchanged", "failed"] {
-            reloads.with_label_values(&[result]);
-        }
-        let config_info = gauge(
-            "sluice_config_info",
-            "The configuration in force (always 1).",
-            &["version", "source"],
-        );
-        let last_reload_success = IntGauge::new(
-            "sluice_config_last_reload_success_timestamp_seconds",
-            "When a configuration was last applied (Unix time).",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_reload_success.clone()))
-            .expect("unique metric");
-        let last_reload_failed = IntGauge::new(
-            "sluice_config_last_reload_failed",
-            "1 while the latest reload attempt failed.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_reload_failed.clone()))
-            .expect("unique metric");
+        let reload = ReloadMetrics::new();
+        reload.register(&registry).expect("unique metric");
         let breaker_state = gauge(
             "sluice_breaker_state",
             "Breaker state: 0 closed, 1 open, 2 half-open.",
@@ -222,10 +188,7 @@ impl Metrics {
             upstream_errors,
             breaker_transitions,
             failovers,
-            reloads,
-            config_info,
-            last_reload_success,
-            last_reload_failed,
+            reload,
             plugins,
             plugin_failures,
             panics,
@@ -248,17 +211,6 @@ impl Metrics {
         tracing::warn!(%placement, %endpoint, from, to, "circuit breaker changed state");
     }
 
-    /// Records that `snapshot` was applied.
-    pub fn config_applied(&self, version: &str, source: &str) {
-        self.config_info.reset();
-        self.config_info
-            .with_label_values(&[version, source])
-            .set(1);
-        self.last_reload_success
-            .set(unix_seconds(SystemTime::now()));
-        self.last_reload_failed.set(0);
-    }
-
     /// The registry `/metrics` renders, for metrics kept elsewhere (ACME).
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -279,7 +231,7 @@ impl Metrics {
             if let Ok(not_after) = humantime::parse_rfc3339(&certificate.not_after) {
                 self.certificate_expiry
                     .with_label_values(&[&certificate.file])
-                    .set(unix_seconds(not_after));
+                    .set(crate::support::time::unix_seconds(not_after));
             }
         }
         let now = Instant::now();
@@ -327,11 +279,6 @@ impl Default for Metrics {
 }
 
 /// `time` as Unix seconds, 0 before the epoch.
-fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,7 +361,7 @@ placement = "a"
         );
         assert_eq!(
             sample(&text, &series),
-            format!("{series} {}", unix_seconds(not_after))
+            format!("{series} {}", crate::support::time::unix_seconds(not_after))
         );
     }
 

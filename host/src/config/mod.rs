@@ -12,10 +12,8 @@ mod acme;
 pub mod compile;
 mod error;
 mod interpolate;
-pub mod reload;
 mod schema;
 mod source_map;
-pub mod watch;
 
 pub use acme::{AcmeSettings, ChallengeKind, CloudflareSettings};
 pub use compile::compile;

@@ -47,8 +47,8 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::access_log::{self, AccessRecord};
 use crate::admin::metrics::Metrics;
-use crate::config::reload::Plugins;
 use crate::config::{FailureKind, HostHeader};
+use crate::control::Plugins;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::limits;

@@ -1,6 +1,13 @@
 //! Time stamps as logs and the admin API write them.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Whole seconds since the Unix epoch, as Prometheus gauges of times hold
+/// them; 0 for a time before it.
+pub fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// Formats a request start time. A clock set outside what RFC 3339 can
 /// write (before 1970, after 9999) gives an empty string, not a panic.

@@ -9,7 +9,7 @@ mod scaffold;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config;
-use sluice::config::reload::ConfigSource;
+use sluice::control::ConfigSource;
 use sluice::resilience::state::Registry;
 use sluice::server::RunOptions;
 use sluice::snapshot::Snapshot;
@@ -213,7 +213,7 @@ fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
     })?;
     let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let metrics = std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new());
-    config::reload::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
+    sluice::control::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
 }
 
 fn plugin(command: PluginCommand) -> ExitCode {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of certificate management.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
@@ -66,14 +66,15 @@ impl AcmeMetrics {
         for name in &issued.names {
             self.expiry
                 .with_label_values(&[name])
-                .set(unix_seconds(issued.not_after));
+                .set(crate::support::time::unix_seconds(issued.not_after));
         }
     }
 
     /// Counts a successful order of `issued`.
     pub(super) fn record_success(&self, issued: &Issued) {
         self.attempts.with_label_values(&["success"]).inc();
-        self.last_success.set(unix_seconds(SystemTime::now()));
+        self.last_success
+            .set(crate::support::time::unix_seconds(SystemTime::now()));
         self.record_expiry(issued);
     }
 
@@ -87,11 +88,6 @@ impl Default for AcmeMetrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn unix_seconds(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

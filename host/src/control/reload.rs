@@ -13,36 +13,19 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 
-use super::{compile, parse, ConfigError, ConfigErrors, KeyPath};
-use crate::admin::metrics::Metrics;
+use super::metrics::ReloadMetrics;
+use super::source::{fetch, ConfigSource, Fetched};
+use crate::config::{compile, parse, ConfigError, ConfigErrors, KeyPath};
 use crate::plugins::metrics::PluginMetrics;
 use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
 use crate::snapshot::Snapshot;
-
-/// Where the configuration comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// A local file.
-    File(PathBuf),
-    /// An HTTP(S) URL, polled.
-    Url(String),
-}
-
-impl std::fmt::Display for ConfigSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::File(path) => write!(f, "{}", path.display()),
-            Self::Url(url) => f.write_str(url),
-        }
-    }
-}
 
 /// What the admin API reports about the configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -80,7 +63,8 @@ pub struct Reloader {
     state_dir: Option<PathBuf>,
     live: Arc<ArcSwap<Snapshot>>,
     registry: Arc<Registry>,
-    metrics: Arc<Metrics>,
+    metrics: ReloadMetrics,
+    plugin_metrics: Arc<PluginMetrics>,
     health: HealthSupervisor,
     status: Mutex<ConfigStatus>,
     /// Serialises reloads so two triggers cannot interleave.
@@ -106,12 +90,6 @@ impl std::fmt::Display for StartupError {
 
 impl std::error::Error for StartupError {}
 
-/// Text fetched from a source, with its ETag for remote sources.
-struct Fetched {
-    text: String,
-    etag: Option<String>,
-}
-
 impl Reloader {
     /// Loads the initial configuration. When the source is broken or
     /// unreachable, starts on the persisted last known good config with a
@@ -120,21 +98,18 @@ impl Reloader {
         source: ConfigSource,
         state_dir: Option<PathBuf>,
         registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
+        metrics: ReloadMetrics,
+        plugin_metrics: Arc<PluginMetrics>,
         health: HealthSupervisor,
     ) -> Result<Arc<Self>, StartupError> {
         let origin = source.to_string();
         let plugins: Plugins = Arc::new(ArcSwapOption::empty());
         let attempt = match fetch(&source, None).await {
-            Ok(Some(fetched)) => compile_text(
-                &fetched.text,
-                &origin,
-                &registry,
-                &plugins,
-                &metrics.plugins,
-            )
-            .map(|snapshot| (snapshot, fetched))
-            .map_err(|e| e.to_string()),
+            Ok(Some(fetched)) => {
+                compile_text(&fetched.text, &origin, &registry, &plugins, &plugin_metrics)
+                    .map(|snapshot| (snapshot, fetched))
+                    .map_err(|e| e.to_string())
+            }
             Ok(None) => Err("the source answered 304 Not Modified to a first request".to_string()),
             Err(e) => Err(e),
         };
@@ -159,7 +134,7 @@ impl Reloader {
                     &path.display().to_string(),
                     &registry,
                     &plugins,
-                    &metrics.plugins,
+                    &plugin_metrics,
                 )
                 .map_err(|e| {
                     StartupError(format!(
@@ -196,6 +171,7 @@ impl Reloader {
             live,
             registry,
             metrics,
+            plugin_metrics,
             health,
             status: Mutex::new(status),
             reloading: tokio::sync::Mutex::new(()),
@@ -307,7 +283,7 @@ impl Reloader {
             origin,
             &self.registry,
             &self.plugins,
-            &self.metrics.plugins,
+            &self.plugin_metrics,
         )
         .map_err(|e| e.to_string())?;
         if snapshot.listeners != current.listeners
@@ -437,49 +413,4 @@ pub fn compile_text(
 
 fn access_time() -> String {
     crate::support::time::timestamp(SystemTime::now())
-}
-
-/// The longest a remote config fetch may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Reads the source. `Ok(None)` means a remote source answered 304.
-async fn fetch(source: &ConfigSource, etag: Option<&str>) -> Result<Option<Fetched>, String> {
-    match source {
-        ConfigSource::File(path) => match tokio::fs::read_to_string(path).await {
-            Ok(text) => Ok(Some(Fetched { text, etag: None })),
-            Err(e) => Err(format!("{}: cannot read file: {e}", path.display())),
-        },
-        ConfigSource::Url(url) => {
-            let client = reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
-                .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| format!("{url}: {e}"))?;
-            let mut request = client.get(url);
-            if let Some(etag) = etag {
-                request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("{url}: {}", e.without_url()))?;
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_MODIFIED {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                return Err(format!("{url}: status {status}"));
-            }
-            let etag = response
-                .headers()
-                .get(reqwest::header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let text = response
-                .text()
-                .await
-                .map_err(|e| format!("{url}: {}", e.without_url()))?;
-            Ok(Some(Fetched { text, etag }))
-        }
-    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::reload::{ConfigSource, Reloader};
+use super::reload::Reloader;
+use super::source::ConfigSource;
 
 /// How long the file must stay quiet after a change before it is reloaded,
 /// so an editor's write-rename-chmod sequence causes one reload, on the

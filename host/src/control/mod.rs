@@ -1,0 +1,12 @@
+//! Control: where the configuration comes from ([`source`]), what makes it
+//! reload ([`watch`]), and the reloader that validates, compiles and
+//! publishes each snapshot, keeps the last known good and hands each
+//! service its part ([`reload`]); with the reload metrics ([`metrics`]).
+
+pub mod metrics;
+pub mod reload;
+pub mod source;
+pub mod watch;
+
+pub use reload::{compile_text, ConfigStatus, Plugins, ReloadOutcome, Reloader, StartupError};
+pub use source::ConfigSource;
