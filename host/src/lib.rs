@@ -10,7 +10,6 @@
 //! [`server`] (startup). The Caddyfile importer (`sluice-import`) and the demo's
 //! upstreams (`sluice-demo`) are crates of their own.
 
-pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod control;
@@ -21,5 +20,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod support;
+pub mod telemetry;
 pub mod tls;
 pub mod transform;

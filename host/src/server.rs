@@ -14,12 +14,12 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::api::AdminApi;
-use crate::admin::metrics::Metrics;
 use crate::control::{watch, ConfigSource, Reloader};
 use crate::proxy::SluiceProxy;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::acme::{Acme, ChallengeKind};
 use crate::tls::resolver::SniResolver;
 use crate::tls::store::AcmeCertificates;

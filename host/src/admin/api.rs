@@ -20,9 +20,9 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use super::metrics::Metrics;
 use crate::control::{ReloadOutcome, Reloader};
 use crate::resilience::health::Down;
+use crate::telemetry::metrics::Metrics;
 use crate::tls::acme::Acme;
 
 /// The admin API service.

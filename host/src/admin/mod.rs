@@ -1,4 +1,4 @@
-//! The admin API and metrics.
+//! The admin API, on its own listener: status, config state, reloads and
+//! the metrics text.
 
 pub mod api;
-pub mod metrics;

@@ -45,8 +45,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::access_log::{self, AccessRecord};
-use crate::admin::metrics::Metrics;
 use crate::config::{FailureKind, HostHeader};
 use crate::control::Plugins;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
@@ -55,6 +53,8 @@ use crate::resilience::limits;
 use crate::resilience::state::{self, Slot};
 use crate::routing::{self, Decision, RequestView, RouteReason};
 use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
+use crate::telemetry::access_log::{self, AccessRecord};
+use crate::telemetry::metrics::Metrics;
 use crate::tls::acme::{Http01Responses, CHALLENGE_PATH_PREFIX};
 use crate::transform::forwarding;
 

@@ -12,7 +12,6 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::admin::metrics::Metrics;
 use crate::config::HookName;
 use crate::plugins::bindings::sluice::plugin::types::{
     Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice, RequestAction,
@@ -22,6 +21,7 @@ use crate::plugins::registry::{hook_name, PluginRegistry};
 use crate::plugins::runtime::{CallError, LoadedPlugin};
 use crate::resilience::breaker::CircuitState;
 use crate::snapshot::{AttachmentSpec, PlacementId, RouteSpec, Snapshot};
+use crate::telemetry::metrics::Metrics;
 use crate::transform::headers::HeaderMessage;
 
 /// What the `on-request` chain decided.
