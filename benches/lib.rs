@@ -54,7 +54,7 @@ pub fn large_config(routes: usize, keys: usize) -> String {
 /// Compiles a config text into a snapshot, panicking on errors.
 pub fn compile(text: &str) -> sluice::snapshot::Snapshot {
     let loaded = sluice::config::parse(text, "bench", &|_| None).expect("bench config parses");
-    sluice::config::compile(
+    sluice::snapshot::compile(
         &loaded,
         "bench",
         &sluice::resilience::state::Registry::default(),

@@ -21,7 +21,7 @@ fn reload(c: &mut Criterion) {
     group.bench_function("parse_and_compile", |b| {
         b.iter(|| {
             let loaded = sluice::config::parse(&text, "bench", &|_| None).unwrap();
-            sluice::config::compile(&loaded, "bench", &registry).unwrap()
+            sluice::snapshot::compile(&loaded, "bench", &registry).unwrap()
         })
     });
 

@@ -2564,7 +2564,7 @@ mod tests {
         };
         let loaded = sluice::config::parse(&conversion.toml, "imported.toml", &lookup)
             .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
-        let snapshot = sluice::config::compile(&loaded, "imported.toml", &Registry::default())
+        let snapshot = sluice::snapshot::compile(&loaded, "imported.toml", &Registry::default())
             .unwrap_or_else(|e| panic!("{e}\n{}", conversion.toml));
         for file in &conversion.files {
             let _ = std::fs::remove_dir_all(file.path.parent().unwrap());

@@ -1,6 +1,6 @@
 //! `[acme]`: where certificates come from and how their challenges are met.
 //!
-//! Values are kept as written; [`crate::config::compile`] checks them and
+//! Values are kept as written; [`crate::snapshot::compile()`] checks them and
 //! compiles them into a [`crate::tls::acme::AcmeConfig`].
 
 use serde::Deserialize;

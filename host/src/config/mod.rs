@@ -9,14 +9,12 @@
 //! [`SourceMap`] kept from the first step.
 
 mod acme;
-pub mod compile;
 mod error;
 mod interpolate;
 mod schema;
 mod source_map;
 
 pub use acme::{AcmeSettings, ChallengeKind, CloudflareSettings};
-pub use compile::compile;
 pub use error::{ConfigError, ConfigErrors, KeyPath};
 pub use schema::*;
 pub use source_map::SourceMap;

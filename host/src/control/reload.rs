@@ -20,11 +20,12 @@ use serde::Serialize;
 
 use super::metrics::ReloadMetrics;
 use super::source::{fetch, ConfigSource, Fetched};
-use crate::config::{compile, parse, ConfigError, ConfigErrors, KeyPath};
+use crate::config::{parse, ConfigError, ConfigErrors, KeyPath};
 use crate::plugins::metrics::PluginMetrics;
 use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
+use crate::snapshot::compile;
 use crate::snapshot::Snapshot;
 
 /// What the admin API reports about the configuration.

@@ -262,7 +262,7 @@ placement = "a"
 "#
         );
         let loaded = config::parse(&text, "t", &|_| None).unwrap();
-        config::compile(&loaded, "t", &Registry::default()).unwrap()
+        crate::snapshot::compile(&loaded, "t", &Registry::default()).unwrap()
     }
 
     fn open(placement: &PlacementSpec, endpoint: usize, now: Instant) {

@@ -179,7 +179,8 @@ path_prefix = "/strict"
 routing = { key = { source = "header", name = "x-tenant" }, default = "a", table = { acme = "b" }, on_missing_key = "reject" }
 "#;
         let loaded = config::parse(text, "t", &|_| None).unwrap();
-        config::compile(&loaded, "t", &crate::resilience::state::Registry::default()).unwrap()
+        crate::snapshot::compile(&loaded, "t", &crate::resilience::state::Registry::default())
+            .unwrap()
     }
 
     fn view<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {

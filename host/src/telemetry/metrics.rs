@@ -299,7 +299,7 @@ endpoints = [{ address = "127.0.0.1:2" }]
 placement = "a"
 "#;
         let loaded = crate::config::parse(text, "t", &|_| None).unwrap();
-        crate::config::compile(&loaded, "t", &StateRegistry::default()).unwrap()
+        crate::snapshot::compile(&loaded, "t", &StateRegistry::default()).unwrap()
     }
 
     /// The sample line of `series` (name and labels, as rendered) in `text`.

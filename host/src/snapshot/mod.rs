@@ -1,8 +1,8 @@
 //! The compiled, immutable form of a configuration.
 //!
-//! A [`Snapshot`] is built once per config load (see [`crate::config::compile`])
-//! and shared by every request that starts while it is current. Nothing in it
-//! changes after compilation, so requests read it without locks.
+//! A [`Snapshot`] is built once per config load ([`compile()`]) and shared
+//! by every request that starts while it is current. Nothing in it changes
+//! after compilation, so requests read it without locks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
+
+pub mod compile;
+
+pub use compile::compile;
 
 use crate::config::{FailureKind, HookName, HostHeader, OnLimit};
 use crate::resilience::breaker::BreakerSettings;

@@ -12,7 +12,11 @@ use std::time::Duration;
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::{Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
+use super::{
+    AdminSpec, AttachmentSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec,
+    PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
+};
+use crate::config::{self, Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
 use crate::plugins::runtime::RuntimeLimits;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, CheckKind, PassiveSettings};
@@ -20,10 +24,6 @@ use crate::resilience::state::{EndpointKey, Registry};
 use crate::routing::balance::Balancer;
 use crate::routing::key::KeyExtractor;
 use crate::routing::route_match::{HostPattern, RouteIndex};
-use crate::snapshot::{
-    AdminSpec, AttachmentSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec,
-    PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
-};
 use crate::tls::acme::{self, AcmeConfig, CloudflareConfig, RetryBackoff};
 use crate::tls::certificates::{Certificate, CertificateTable};
 use crate::tls::termination::MinTlsVersion;
@@ -139,7 +139,7 @@ impl Compiler<'_> {
         let http01 = config
             .acme
             .as_ref()
-            .is_some_and(|acme| acme.challenge == super::ChallengeKind::Http01);
+            .is_some_and(|acme| acme.challenge == config::ChallengeKind::Http01);
         if http01 && !acme_certificates.is_empty() && listeners.iter().all(|l| l.tls) {
             self.error(
                 KeyPath::root().key("acme").key("challenge"),
@@ -150,7 +150,7 @@ impl Compiler<'_> {
         let acme_routes = config
             .routes
             .iter()
-            .any(|route| matches!(route.tls, Some(super::RouteTls::Acme(_))));
+            .any(|route| matches!(route.tls, Some(config::RouteTls::Acme(_))));
         if certificates.is_empty() && !acme_routes {
             if let Some(i) = listeners.iter().position(|l| l.tls) {
                 self.error(
@@ -189,7 +189,7 @@ impl Compiler<'_> {
     fn acme_certificates(&mut self, config: &Config) -> Vec<Vec<String>> {
         let mut requests: Vec<Vec<String>> = Vec::new();
         for (i, route) in config.routes.iter().enumerate() {
-            let Some(super::RouteTls::Acme(_)) = &route.tls else {
+            let Some(config::RouteTls::Acme(_)) = &route.tls else {
                 continue;
             };
             let path = KeyPath::root().key("routes").index(i).key("tls");
@@ -214,7 +214,7 @@ impl Compiler<'_> {
             let http01 = config
                 .acme
                 .as_ref()
-                .is_some_and(|acme| acme.challenge == super::ChallengeKind::Http01);
+                .is_some_and(|acme| acme.challenge == config::ChallengeKind::Http01);
             if let Some(wildcard) = route.hosts.iter().find(|h| h.starts_with("*.")) {
                 if http01 {
                     self.error(
@@ -236,7 +236,7 @@ impl Compiler<'_> {
         requests
     }
 
-    fn acme(&mut self, settings: &super::AcmeSettings) -> AcmeConfig {
+    fn acme(&mut self, settings: &config::AcmeSettings) -> AcmeConfig {
         let path = KeyPath::root().key("acme");
         if let Some(email) = &settings.email {
             let valid = email
@@ -329,7 +329,7 @@ impl Compiler<'_> {
         let mut table = CertificateTable::default();
         let mut files = Vec::new();
         let mut load =
-            |compiler: &mut Self, path: KeyPath, tls: &super::CertificateFiles, names| {
+            |compiler: &mut Self, path: KeyPath, tls: &config::CertificateFiles, names| {
                 let (cert, key) = (
                     std::path::PathBuf::from(&tls.cert),
                     std::path::PathBuf::from(&tls.key),
@@ -344,7 +344,7 @@ impl Compiler<'_> {
                 }
             };
         for (i, route) in config.routes.iter().enumerate() {
-            let Some(super::RouteTls::Files(tls)) = &route.tls else {
+            let Some(config::RouteTls::Files(tls)) = &route.tls else {
                 continue;
             };
             let path = KeyPath::root().key("routes").index(i).key("tls");
@@ -368,7 +368,7 @@ impl Compiler<'_> {
         (table, files)
     }
 
-    fn plugin_settings(&mut self, settings: &super::PluginSettings) -> PluginSpec {
+    fn plugin_settings(&mut self, settings: &config::PluginSettings) -> PluginSpec {
         let path = KeyPath::root().key("plugins");
         let directory = std::path::PathBuf::from(&settings.directory);
         if !directory.is_dir() {
@@ -400,7 +400,7 @@ impl Compiler<'_> {
     fn attachments(
         &mut self,
         path: &KeyPath,
-        attachments: &[super::Attachment],
+        attachments: &[config::Attachment],
         plugins_configured: bool,
     ) -> Vec<AttachmentSpec> {
         if !attachments.is_empty() && !plugins_configured {
@@ -427,7 +427,7 @@ impl Compiler<'_> {
                 AttachmentSpec {
                     name: Arc::from(attachment.name.as_str()),
                     config: Arc::from(config),
-                    fail_closed: (attachment.failure == super::FailurePolicy::Closed)
+                    fail_closed: (attachment.failure == config::FailurePolicy::Closed)
                         .then_some(attachment.status),
                     hooks: attachment.hooks.clone(),
                 }
@@ -519,7 +519,7 @@ impl Compiler<'_> {
     }
 
     /// The `min_tls_version` of listener `index`: the default when unset.
-    fn min_tls_version(&mut self, index: usize, listener: &super::Listener) -> MinTlsVersion {
+    fn min_tls_version(&mut self, index: usize, listener: &config::Listener) -> MinTlsVersion {
         let Some(text) = &listener.min_tls_version else {
             return MinTlsVersion::default();
         };
@@ -548,7 +548,7 @@ impl Compiler<'_> {
         &mut self,
         path: &KeyPath,
         name: &str,
-        placement: &super::Placement,
+        placement: &config::Placement,
     ) -> Option<PlacementSpec> {
         let errors_before = self.errors.len();
         if placement.endpoints.is_empty() {
@@ -628,7 +628,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn breaker(&mut self, path: &KeyPath, config: &super::BreakerConfig) -> BreakerSettings {
+    fn breaker(&mut self, path: &KeyPath, config: &config::BreakerConfig) -> BreakerSettings {
         if config.close_after == 0 {
             self.error(path.key("close_after"), "must be at least 1");
         }
@@ -658,10 +658,10 @@ impl Compiler<'_> {
         }
     }
 
-    fn active_check(&mut self, path: &KeyPath, check: &super::HealthCheck) -> ActiveCheck {
+    fn active_check(&mut self, path: &KeyPath, check: &config::HealthCheck) -> ActiveCheck {
         let kind = match check.kind {
-            super::HealthCheckKind::Tcp => CheckKind::Tcp,
-            super::HealthCheckKind::Http => {
+            config::HealthCheckKind::Tcp => CheckKind::Tcp,
+            config::HealthCheckKind::Http => {
                 if !check.path.starts_with('/') {
                     self.error(path.key("path"), "must start with '/'");
                 }
@@ -705,7 +705,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn timeouts(&mut self, path: &KeyPath, timeouts: &super::Timeouts) -> TimeoutSpec {
+    fn timeouts(&mut self, path: &KeyPath, timeouts: &config::Timeouts) -> TimeoutSpec {
         TimeoutSpec {
             connect: self.duration(path.key("connect"), &timeouts.connect),
             read: self.duration(path.key("read"), &timeouts.read),
@@ -741,7 +741,7 @@ impl Compiler<'_> {
         &mut self,
         path: &KeyPath,
         placement: &str,
-        endpoint: &super::Endpoint,
+        endpoint: &config::Endpoint,
         timeouts: TimeoutSpec,
         breaker: BreakerSettings,
     ) -> Option<EndpointSpec> {
@@ -965,7 +965,7 @@ impl Compiler<'_> {
     fn target(
         &mut self,
         path: &KeyPath,
-        route: &super::Route,
+        route: &config::Route,
         placements: &HashMap<&str, usize>,
     ) -> Option<RouteTarget> {
         if let Some(respond) = &route.respond {
@@ -1037,7 +1037,7 @@ impl Compiler<'_> {
         }
     }
 
-    fn header_ops(&mut self, path: &KeyPath, rules: &super::HeaderRules) -> HeaderOps {
+    fn header_ops(&mut self, path: &KeyPath, rules: &config::HeaderRules) -> HeaderOps {
         HeaderOps::compile(rules).unwrap_or_else(|errors| {
             for error in errors {
                 let at = if error.list == "remove" {
@@ -1067,7 +1067,7 @@ mod tests {
     use super::*;
 
     fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
-        let loaded = super::super::parse(text, "test.toml", &|_| None)?;
+        let loaded = crate::config::parse(text, "test.toml", &|_| None)?;
         compile(&loaded, "test.toml", &Registry::default())
     }
 
@@ -1338,7 +1338,7 @@ propagation_timeout = "0s"
         }
         assert_eq!(errors.errors.len(), 8, "{errors}");
         let challenge = format!("{GOOD}\n[acme]\nchallenge = \"tls-alpn-01\"\n");
-        let error = super::super::parse(&challenge, "t", &|_| None)
+        let error = crate::config::parse(&challenge, "t", &|_| None)
             .unwrap_err()
             .to_string();
         assert!(error.contains("acme.challenge"), "{error}");
@@ -1347,7 +1347,7 @@ propagation_timeout = "0s"
     #[test]
     fn state_carries_over_between_compilations() {
         let registry = Registry::default();
-        let loaded = super::super::parse(GOOD, "t", &|_| None).unwrap();
+        let loaded = crate::config::parse(GOOD, "t", &|_| None).unwrap();
         let first = compile(&loaded, "t", &registry).unwrap();
         let second = compile(&loaded, "t", &registry).unwrap();
         assert!(Arc::ptr_eq(
