@@ -321,7 +321,7 @@ impl Reloader {
     /// Brings shared state in line with a snapshot that was just published.
     fn after_publish(&self, snapshot: &Snapshot) {
         if let Some(plugins) = self.plugins.load_full() {
-            plugins.guard_attachments(self.live.clone());
+            plugins.set_attachments(snapshot.attachments());
         }
         // Checkers stop first, so none can mark an endpoint down after its
         // check was removed and its active state cleared.
@@ -404,7 +404,11 @@ pub fn compile_text(
             loaded_registry
         }
     };
-    let errors = crate::plugins::validate::validate(&snapshot, &loaded.source, &current.current());
+    let errors = crate::plugins::validate::validate(
+        &snapshot.attachments(),
+        &loaded.source,
+        &current.current(),
+    );
     if errors.is_empty() {
         Ok(snapshot)
     } else {

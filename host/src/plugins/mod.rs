@@ -8,4 +8,5 @@ mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod spec;
 pub mod validate;

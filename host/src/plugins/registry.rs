@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -20,8 +20,8 @@ use super::bindings::sluice::plugin::types::Hook;
 use super::engine::PluginEngine;
 use super::metrics::PluginMetrics;
 use super::runtime::{LoadedPlugin, RuntimeLimits};
+use super::spec::RouteAttachments;
 use super::validate::{attachment_problems, AttachmentProblem};
-use crate::snapshot::Snapshot;
 
 /// How long a changed file must stay quiet before it is compiled.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -63,8 +63,8 @@ pub struct PluginRegistry {
     metrics: Arc<PluginMetrics>,
     plugins: ArcSwap<PluginMap>,
     errors: Mutex<BTreeMap<String, String>>,
-    /// The config serving, whose attachments a new version must accept.
-    live: OnceLock<Arc<ArcSwap<Snapshot>>>,
+    /// The attachments of the config serving, which a new version must accept.
+    attachments: ArcSwap<Vec<RouteAttachments>>,
 }
 
 impl PluginRegistry {
@@ -84,7 +84,7 @@ impl PluginRegistry {
             metrics,
             plugins: ArcSwap::from_pointee(HashMap::new()),
             errors: Mutex::new(BTreeMap::new()),
-            live: OnceLock::new(),
+            attachments: ArcSwap::from_pointee(Vec::new()),
         });
         let entries = match std::fs::read_dir(directory) {
             Ok(entries) => entries,
@@ -114,26 +114,23 @@ impl PluginRegistry {
         self.plugins.load().get(name).cloned()
     }
 
-    /// From now on, a changed file is swapped in only if every attachment
-    /// of the config serving in `live` accepts it; the first call wins.
-    pub fn guard_attachments(&self, live: Arc<ArcSwap<Snapshot>>) {
-        let _ = self.live.set(live);
+    /// The attachments of the config now serving: from now on, a changed
+    /// file is swapped in only if every one of them accepts it.
+    pub fn set_attachments(&self, attachments: Vec<RouteAttachments>) {
+        self.attachments.store(Arc::new(attachments));
     }
 
     /// Why the attachments of the config serving cannot use `plugin` as
     /// `name`: each refused configuration and each missing hook.
     fn unusable_by_attachments(&self, name: &str, plugin: &LoadedPlugin) -> Vec<String> {
-        let Some(live) = self.live.get() else {
-            return Vec::new();
-        };
-        let snapshot = live.load();
+        let attachments = self.attachments.load();
         let mut reasons = Vec::new();
-        for route in &snapshot.routes {
+        for route in attachments.iter() {
             for (index, attachment) in route.plugins.iter().enumerate() {
                 if &*attachment.name != name {
                     continue;
                 }
-                let attached = format!("route {:?} (plugins[{index}])", route.name);
+                let attached = format!("route {:?} (plugins[{index}])", route.route);
                 for problem in attachment_problems(plugin, attachment) {
                     reasons.push(match problem {
                         AttachmentProblem::Refused(error) => format!("{attached}: {error}"),

@@ -1,12 +1,12 @@
-//! Checks a snapshot's plugin attachments against the loaded plugins:
+//! Checks a config's plugin attachments against the loaded plugins:
 //! unknown plugin names, hooks a plugin does not declare, and configuration
 //! tables the plugin itself refuses are errors.
 
 use super::bindings::sluice::plugin::types::Hook;
 use super::registry::{hook_name, PluginMap};
 use super::runtime::{CallError, LoadedPlugin};
+use super::spec::{AttachmentSpec, RouteAttachments};
 use crate::config::{ConfigError, HookName, KeyPath, SourceMap};
-use crate::snapshot::{AttachmentSpec, Snapshot};
 
 /// Why a plugin cannot serve one attachment.
 pub enum AttachmentProblem {
@@ -50,10 +50,15 @@ pub fn hook_of(name: HookName) -> Hook {
     }
 }
 
-/// Every attachment problem in `snapshot`, with its line in `source`.
-pub fn validate(snapshot: &Snapshot, source: &SourceMap, plugins: &PluginMap) -> Vec<ConfigError> {
+/// Every problem of `routes`' attachments (the routes of a config, in
+/// order), with its line in `source`.
+pub fn validate(
+    routes: &[RouteAttachments],
+    source: &SourceMap,
+    plugins: &PluginMap,
+) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (r, route) in snapshot.routes.iter().enumerate() {
+    for (r, route) in routes.iter().enumerate() {
         for (a, attachment) in route.plugins.iter().enumerate() {
             let path = KeyPath::root()
                 .key("routes")

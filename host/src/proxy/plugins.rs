@@ -19,8 +19,9 @@ use crate::plugins::bindings::sluice::plugin::types::{
 use crate::plugins::host::{RequestContext, ResponseContext};
 use crate::plugins::registry::{hook_name, PluginRegistry};
 use crate::plugins::runtime::{CallError, LoadedPlugin};
+use crate::plugins::spec::AttachmentSpec;
 use crate::resilience::breaker::CircuitState;
-use crate::snapshot::{AttachmentSpec, PlacementId, RouteSpec, Snapshot};
+use crate::snapshot::{PlacementId, RouteSpec, Snapshot};
 use crate::telemetry::metrics::Metrics;
 use crate::transform::headers::HeaderMessage;
 

@@ -16,7 +16,8 @@ pub mod compile;
 
 pub use compile::compile;
 
-use crate::config::{FailureKind, HookName, HostHeader, OnLimit};
+use crate::config::{FailureKind, HostHeader, OnLimit};
+use crate::plugins::spec::{AttachmentSpec, PluginSpec, RouteAttachments};
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, PassiveSettings};
 use crate::resilience::state::{EndpointState, PlacementState};
@@ -27,6 +28,20 @@ use crate::tls::certificates::CertificateTable;
 use crate::tls::termination::MinTlsVersion;
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
+
+impl Snapshot {
+    /// Each route's plugin attachments, for the plugin registry to check
+    /// new plugin versions against.
+    pub fn attachments(&self) -> Vec<RouteAttachments> {
+        self.routes
+            .iter()
+            .map(|route| RouteAttachments {
+                route: route.name.clone(),
+                plugins: route.plugins.clone(),
+            })
+            .collect()
+    }
+}
 
 /// Index of a placement in [`Snapshot::placements`].
 pub type PlacementId = usize;
@@ -111,41 +126,6 @@ pub struct RouteSpec {
     pub rewrite: Option<PathRewrite>,
     /// Plugins run for this route, in order.
     pub plugins: Vec<AttachmentSpec>,
-}
-
-/// A plugin attached to a route.
-#[derive(Debug, Clone)]
-pub struct AttachmentSpec {
-    /// The plugin's name.
-    pub name: Arc<str>,
-    /// Its configuration, as JSON.
-    pub config: Arc<str>,
-    /// The status to answer when the plugin fails; `None` skips it (fail-open).
-    pub fail_closed: Option<u16>,
-    /// The hooks it runs at; `None` means all the plugin declares.
-    pub hooks: Option<Vec<HookName>>,
-}
-
-impl AttachmentSpec {
-    /// Whether this attachment runs at `hook`, given what the plugin declares.
-    pub fn runs_at(&self, hook: HookName, declared: bool) -> bool {
-        declared
-            && self
-                .hooks
-                .as_ref()
-                .is_none_or(|hooks| hooks.contains(&hook))
-    }
-}
-
-/// Where plugins come from and their limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PluginSpec {
-    /// The plugin directory.
-    pub directory: std::path::PathBuf,
-    /// The compiled-artifact cache.
-    pub cache_dir: std::path::PathBuf,
-    /// Per-call and per-instance limits.
-    pub limits: crate::plugins::runtime::RuntimeLimits,
 }
 
 /// Where a route sends requests.
