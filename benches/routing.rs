@@ -21,7 +21,7 @@ fn routing_decision(c: &mut Criterion) {
                 query: None,
                 headers: &headers,
             };
-            let decision = decide(&snapshot, &view).unwrap();
+            let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             let placement = &snapshot.placements[decision.placement];
             let key = decision.key.as_deref().map(str::as_bytes);
             black_box(placement.balancer.pick(key, |_| true))
@@ -37,7 +37,7 @@ fn routing_decision(c: &mut Criterion) {
                 query: None,
                 headers: &empty,
             };
-            let decision = decide(&snapshot, &view).unwrap();
+            let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             black_box(
                 snapshot.placements[decision.placement]
                     .balancer
@@ -54,7 +54,7 @@ fn routing_decision(c: &mut Criterion) {
                 query: None,
                 headers: &empty,
             };
-            let decision = decide(&snapshot, &view).unwrap();
+            let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             black_box(
                 snapshot.placements[decision.placement]
                     .balancer

@@ -350,7 +350,7 @@ impl SluiceProxy {
             respond::text(session, ctx, 404, "no route matches this host and path").await?;
             return Ok(true);
         };
-        let mut key = routing::routing_key(&snapshot, route, &view);
+        let mut key = routing::routing_key(&snapshot.routes, route, &view);
         let content_length = request
             .headers
             .get(CONTENT_LENGTH)
@@ -408,7 +408,7 @@ impl SluiceProxy {
                 }
             }
         }
-        let mut decision = match routing::resolve(&snapshot, route, key) {
+        let mut decision = match routing::resolve(&snapshot.routes, route, key) {
             Ok(decision) => decision,
             Err(_) => {
                 respond::text(
@@ -433,7 +433,7 @@ impl SluiceProxy {
             }
         }
         if let Some(registry) = &registry {
-            let candidates = routing::candidates(&snapshot, route);
+            let candidates = routing::candidates(&snapshot.routes, route);
             let facts = plugins::RequestFacts {
                 authority: &ctx.client_host,
                 client,

@@ -6,11 +6,16 @@
 
 pub mod balance;
 pub mod key;
+pub mod route;
 pub mod route_match;
 
 use http::HeaderMap;
 
-use crate::snapshot::{PlacementId, RouteTarget, Snapshot};
+pub use route::{KeyedTarget, RouteSpec, RouteTarget};
+use route_match::RouteIndex;
+
+/// Index of a placement in a snapshot's placements.
+pub type PlacementId = usize;
 
 /// The parts of a request routing looks at.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +58,7 @@ impl RouteReason {
 /// The routing decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// Index into [`Snapshot::routes`].
+    /// Index of the route among the routes routing looked at.
     pub route: usize,
     /// The chosen placement.
     pub placement: PlacementId,
@@ -80,18 +85,25 @@ pub enum Refusal {
     },
 }
 
-/// Matches a route and resolves its placement.
-pub fn decide(snapshot: &Snapshot, request: &RequestView<'_>) -> Result<Decision, Refusal> {
-    let route = snapshot
-        .index
+/// Matches a route through `index` and resolves its placement.
+pub fn decide(
+    index: &RouteIndex,
+    routes: &[RouteSpec],
+    request: &RequestView<'_>,
+) -> Result<Decision, Refusal> {
+    let route = index
         .find(request.host, request.path)
         .ok_or(Refusal::NoRoute)?;
-    resolve(snapshot, route, routing_key(snapshot, route, request))
+    resolve(routes, route, routing_key(routes, route, request))
 }
 
 /// The routing key of `request` for `route`, when the route uses one.
-pub fn routing_key(snapshot: &Snapshot, route: usize, request: &RequestView<'_>) -> Option<String> {
-    match &snapshot.routes[route].target {
+pub fn routing_key(
+    routes: &[RouteSpec],
+    route: usize,
+    request: &RequestView<'_>,
+) -> Option<String> {
+    match &routes.get(route)?.target {
         RouteTarget::Keyed(keyed) => keyed.extractor.extract(request).map(|key| key.into_owned()),
         RouteTarget::Direct(_) | RouteTarget::Respond(_) => None,
     }
@@ -100,11 +112,14 @@ pub fn routing_key(snapshot: &Snapshot, route: usize, request: &RequestView<'_>)
 /// Resolves `route`'s placement for a routing key: read from the request by
 /// [`decide`], or set by a plugin.
 pub fn resolve(
-    snapshot: &Snapshot,
+    routes: &[RouteSpec],
     route: usize,
     key: Option<String>,
 ) -> Result<Decision, Refusal> {
-    match &snapshot.routes[route].target {
+    let Some(spec) = routes.get(route) else {
+        return Err(Refusal::NoRoute);
+    };
+    match &spec.target {
         RouteTarget::Respond(_) => Err(Refusal::Answered { route }),
         RouteTarget::Direct(placement) => Ok(Decision {
             route,
@@ -138,12 +153,12 @@ pub fn resolve(
 
 /// The placements a route can send to: its direct placement, or its table's
 /// placements and default, each once, in order of first appearance.
-pub fn candidates(snapshot: &Snapshot, route: usize) -> Vec<PlacementId> {
+pub fn candidates(routes: &[RouteSpec], route: usize) -> Vec<PlacementId> {
     let mut placements = Vec::new();
-    match &snapshot.routes[route].target {
-        RouteTarget::Direct(placement) => placements.push(*placement),
-        RouteTarget::Respond(_) => {}
-        RouteTarget::Keyed(keyed) => {
+    match routes.get(route).map(|spec| &spec.target) {
+        Some(RouteTarget::Direct(placement)) => placements.push(*placement),
+        Some(RouteTarget::Respond(_)) | None => {}
+        Some(RouteTarget::Keyed(keyed)) => {
             placements.push(keyed.default);
             let mut table: Vec<PlacementId> = keyed.table.values().copied().collect();
             table.sort_unstable();
@@ -159,6 +174,7 @@ pub fn candidates(snapshot: &Snapshot, route: usize) -> Vec<PlacementId> {
 mod tests {
     use super::*;
     use crate::config;
+    use crate::snapshot::Snapshot;
 
     fn snapshot() -> Snapshot {
         let text = r#"
@@ -196,26 +212,45 @@ routing = { key = { source = "header", name = "x-tenant" }, default = "a", table
     fn direct_table_default_and_refusals() {
         let s = snapshot();
         let headers = HeaderMap::new();
-        let d = decide(&s, &view("api.example.com", "/", &headers)).unwrap();
+        let d = decide(&s.index, &s.routes, &view("api.example.com", "/", &headers)).unwrap();
         assert_eq!((d.placement, d.reason), (0, RouteReason::Direct));
-        let d = decide(&s, &view("acme.cells.example.com", "/", &headers)).unwrap();
+        let d = decide(
+            &s.index,
+            &s.routes,
+            &view("acme.cells.example.com", "/", &headers),
+        )
+        .unwrap();
         assert_eq!(
             (d.placement, d.reason, d.key.as_deref()),
             (1, RouteReason::Table, Some("acme"))
         );
-        let d = decide(&s, &view("other.cells.example.com", "/", &headers)).unwrap();
+        let d = decide(
+            &s.index,
+            &s.routes,
+            &view("other.cells.example.com", "/", &headers),
+        )
+        .unwrap();
         assert_eq!((d.placement, d.reason), (0, RouteReason::Default));
         assert_eq!(
-            decide(&s, &view("nowhere.org", "/", &headers)),
+            decide(&s.index, &s.routes, &view("nowhere.org", "/", &headers)),
             Err(Refusal::NoRoute)
         );
         assert_eq!(
-            decide(&s, &view("nowhere.org", "/strict", &headers)),
+            decide(
+                &s.index,
+                &s.routes,
+                &view("nowhere.org", "/strict", &headers)
+            ),
             Err(Refusal::MissingKey { route: 2 })
         );
         let mut headers = HeaderMap::new();
         headers.insert("x-tenant", "acme".parse().unwrap());
-        let d = decide(&s, &view("nowhere.org", "/strict/x", &headers)).unwrap();
+        let d = decide(
+            &s.index,
+            &s.routes,
+            &view("nowhere.org", "/strict/x", &headers),
+        )
+        .unwrap();
         assert_eq!((d.placement, d.reason), (1, RouteReason::Table));
     }
 }

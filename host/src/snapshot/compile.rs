@@ -13,11 +13,12 @@ use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{
-    AdminSpec, AttachmentSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec,
-    PluginSpec, RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
+    AdminSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec, PluginSpec,
+    RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
 };
 use crate::config::{self, Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
 use crate::plugins::runtime::RuntimeLimits;
+use crate::plugins::spec::AttachmentSpec;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, CheckKind, PassiveSettings};
 use crate::resilience::state::{EndpointKey, Registry};

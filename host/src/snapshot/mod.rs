@@ -4,7 +4,6 @@
 //! by every request that starts while it is current. Nothing in it changes
 //! after compilation, so requests read it without locks.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,34 +16,16 @@ pub mod compile;
 pub use compile::compile;
 
 use crate::config::{FailureKind, HostHeader, OnLimit};
-use crate::plugins::spec::{AttachmentSpec, PluginSpec, RouteAttachments};
+use crate::plugins::spec::{PluginSpec, RouteAttachments};
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::health::{ActiveCheck, PassiveSettings};
 use crate::resilience::state::{EndpointState, PlacementState};
 use crate::routing::balance::Balancer;
-use crate::routing::key::KeyExtractor;
+pub use crate::routing::route::{KeyedTarget, RouteSpec, RouteTarget};
 use crate::routing::route_match::RouteIndex;
+pub use crate::routing::PlacementId;
 use crate::tls::certificates::CertificateTable;
 use crate::tls::termination::MinTlsVersion;
-use crate::transform::headers::HeaderOps;
-use crate::transform::rewrite::PathRewrite;
-
-impl Snapshot {
-    /// Each route's plugin attachments, for the plugin registry to check
-    /// new plugin versions against.
-    pub fn attachments(&self) -> Vec<RouteAttachments> {
-        self.routes
-            .iter()
-            .map(|route| RouteAttachments {
-                route: route.name.clone(),
-                plugins: route.plugins.clone(),
-            })
-            .collect()
-    }
-}
-
-/// Index of a placement in [`Snapshot::placements`].
-pub type PlacementId = usize;
 
 /// Everything a request needs to be routed and proxied.
 #[derive(Debug)]
@@ -85,6 +66,20 @@ pub struct Snapshot {
     pub acme_certificates: Vec<Vec<String>>,
 }
 
+impl Snapshot {
+    /// Each route's plugin attachments, for the plugin registry to check
+    /// new plugin versions against.
+    pub fn attachments(&self) -> Vec<RouteAttachments> {
+        self.routes
+            .iter()
+            .map(|route| RouteAttachments {
+                route: route.name.clone(),
+                plugins: route.plugins.clone(),
+            })
+            .collect()
+    }
+}
+
 /// The admin listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSpec {
@@ -105,51 +100,6 @@ pub struct ListenerSpec {
     pub tls: bool,
     /// The oldest TLS version accepted when it does.
     pub min_tls_version: MinTlsVersion,
-}
-
-/// A compiled route.
-#[derive(Debug)]
-pub struct RouteSpec {
-    /// The route's name, for logs and metrics.
-    pub name: Arc<str>,
-    /// Where its requests go.
-    pub target: RouteTarget,
-    /// Whether explainability headers are added to responses.
-    pub explain: bool,
-    /// Whether plain-HTTP requests are redirected to HTTPS.
-    pub redirect_https: bool,
-    /// Rules for the request sent upstream.
-    pub request_headers: HeaderOps,
-    /// Rules for the response sent to the client.
-    pub response_headers: HeaderOps,
-    /// The path rewrite, if any.
-    pub rewrite: Option<PathRewrite>,
-    /// Plugins run for this route, in order.
-    pub plugins: Vec<AttachmentSpec>,
-}
-
-/// Where a route sends requests.
-#[derive(Debug)]
-pub enum RouteTarget {
-    /// Always this placement.
-    Direct(PlacementId),
-    /// By routing key, through a table.
-    Keyed(KeyedTarget),
-    /// Answered by the proxy itself, without an upstream.
-    Respond(crate::transform::respond::Answer),
-}
-
-/// Two-level routing: routing key → placement.
-#[derive(Debug)]
-pub struct KeyedTarget {
-    /// Where the key is read from.
-    pub extractor: KeyExtractor,
-    /// Routing key → placement.
-    pub table: HashMap<Box<str>, PlacementId>,
-    /// The placement for unknown keys, and for missing keys unless rejected.
-    pub default: PlacementId,
-    /// Answer 400 to requests without a key.
-    pub reject_missing: bool,
 }
 
 /// A compiled placement.
