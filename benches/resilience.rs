@@ -31,7 +31,8 @@ fn bookkeeping(c: &mut Criterion) {
         b.iter(|| {
             let now = Instant::now();
             let granted =
-                admission::admit(&snapshot, 0, None, None, now, &mut |_, _, _| {}).unwrap();
+                admission::admit(&snapshot.placements, 0, None, None, now, &mut |_, _, _| {})
+                    .unwrap();
             let placement = &snapshot.placements[granted.placement];
             let endpoint = &placement.endpoints[granted.endpoint];
             let recorded = admission::record(

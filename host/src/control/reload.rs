@@ -24,6 +24,7 @@ use crate::config::{parse, ConfigError, ConfigErrors, KeyPath};
 use crate::plugins::metrics::PluginMetrics;
 use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
+use crate::resilience::placement;
 use crate::resilience::state::Registry;
 use crate::snapshot::compile;
 use crate::snapshot::Snapshot;
@@ -325,10 +326,9 @@ impl Reloader {
         }
         // Checkers stop first, so none can mark an endpoint down after its
         // check was removed and its active state cleared.
-        self.health.sync(snapshot);
-        snapshot.apply_settings();
-        let endpoints: Vec<_> = snapshot
-            .endpoints()
+        self.health.sync(&snapshot.placements);
+        placement::apply_settings(&snapshot.placements);
+        let endpoints: Vec<_> = placement::endpoints(&snapshot.placements)
             .map(|(_, e)| e.state.key.clone())
             .collect();
         let placements: Vec<_> = snapshot

@@ -469,7 +469,7 @@ impl SluiceProxy {
         let routed = decision.placement;
         let key = decision.key.as_deref().map(str::as_bytes);
         let admitted = admission::admit(
-            &snapshot,
+            &snapshot.placements,
             routed,
             route_default,
             key,

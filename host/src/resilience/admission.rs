@@ -11,9 +11,10 @@
 use std::time::Instant;
 
 use super::breaker::{Admission, CircuitState, Transition};
+use super::placement::{EndpointSpec, PlacementSpec};
 use super::state::Slot;
 use crate::config::{FailureKind, OnLimit};
-use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, Snapshot};
+use crate::routing::PlacementId;
 
 /// Why a placement was skipped, as reported in `X-Failover-Reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub enum Denied {
 /// `route_default`. `key` is the routing key, for consistent hashing.
 /// Breaker transitions caused along the way are passed to `transitions`.
 pub fn admit<'s>(
-    snapshot: &'s Snapshot,
+    placements: &'s [PlacementSpec],
     routed: PlacementId,
     route_default: Option<PlacementId>,
     key: Option<&[u8]>,
@@ -95,10 +96,12 @@ pub fn admit<'s>(
     let mut steps = 0;
     while let Some(id) = next {
         steps += 1;
-        if steps > snapshot.placements.len() + 1 {
+        if steps > placements.len() + 1 {
             break;
         }
-        let placement = &snapshot.placements[id];
+        let Some(placement) = placements.get(id) else {
+            break;
+        };
         next = placement.fallback.or_else(|| {
             let default = route_default.filter(|_| default_pending);
             default_pending = false;
@@ -143,11 +146,12 @@ pub fn admit<'s>(
             }
         }
     }
-    let routed_placement = &snapshot.placements[routed];
     Err(Denied::Unavailable {
         placement: routed,
         reason: first_reason.unwrap_or(FailoverReason::Unhealthy),
-        circuit: most_open_state(routed_placement, now),
+        circuit: placements
+            .get(routed)
+            .map_or(CircuitState::Open, |routed| most_open_state(routed, now)),
     })
 }
 
@@ -241,6 +245,7 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::resilience::state::Registry;
+    use crate::snapshot::Snapshot;
     use std::sync::atomic::Ordering;
 
     fn snapshot(extra: &str) -> Snapshot {
@@ -284,7 +289,15 @@ placement = "a"
     #[test]
     fn healthy_placement_is_admitted_directly() {
         let s = snapshot("");
-        let granted = admit(&s, 0, None, None, Instant::now(), &mut no_transitions()).unwrap();
+        let granted = admit(
+            &s.placements,
+            0,
+            None,
+            None,
+            Instant::now(),
+            &mut no_transitions(),
+        )
+        .unwrap();
         assert_eq!((granted.placement, granted.failover), (0, None));
         assert_eq!(s.placements[0].state.in_flight.load(Ordering::Relaxed), 1);
         drop(granted);
@@ -296,10 +309,10 @@ placement = "a"
         let s = snapshot("");
         let now = Instant::now();
         open(&s.placements[0], 0, now);
-        let granted = admit(&s, 0, None, None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 0, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(granted.placement, 0, "one endpoint is still closed");
         open(&s.placements[0], 1, now);
-        let granted = admit(&s, 0, None, None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 0, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             (granted.placement, granted.failover),
             (1, Some(FailoverReason::CircuitOpen))
@@ -321,7 +334,7 @@ placement = "a"
             .state
             .health
             .record_request(false, settings, now);
-        let granted = admit(&s, 0, None, None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 0, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             (granted.placement, granted.failover),
             (2, Some(FailoverReason::CircuitOpen))
@@ -330,7 +343,7 @@ placement = "a"
             .state
             .health
             .record_request(false, settings, now);
-        let denied = admit(&s, 0, None, None, now, &mut no_transitions()).unwrap_err();
+        let denied = admit(&s.placements, 0, None, None, now, &mut no_transitions()).unwrap_err();
         assert_eq!(
             denied,
             Denied::Unavailable {
@@ -352,7 +365,7 @@ placement = "a"
         for e in &s.placements[0].endpoints {
             e.state.health.record_request(false, settings, now);
         }
-        let granted = admit(&s, 0, None, None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 0, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             (granted.placement, granted.failover),
             (1, Some(FailoverReason::Unhealthy))
@@ -363,9 +376,9 @@ placement = "a"
     fn concurrency_limit_rejects_or_fails_over() {
         let s = snapshot("limits = { max_concurrency = 1 }");
         let now = Instant::now();
-        let held = admit(&s, 2, None, None, now, &mut no_transitions()).unwrap();
+        let held = admit(&s.placements, 2, None, None, now, &mut no_transitions()).unwrap();
         assert_eq!(
-            admit(&s, 2, None, None, now, &mut no_transitions()).unwrap_err(),
+            admit(&s.placements, 2, None, None, now, &mut no_transitions()).unwrap_err(),
             Denied::Full {
                 placement: 2,
                 failover: None
@@ -373,8 +386,8 @@ placement = "a"
         );
         drop(held);
         let s = snapshot("limits = { max_concurrency = 1, on_limit = \"failover\" }");
-        let _held = admit(&s, 2, Some(0), None, now, &mut no_transitions()).unwrap();
-        let granted = admit(&s, 2, Some(0), None, now, &mut no_transitions()).unwrap();
+        let _held = admit(&s.placements, 2, Some(0), None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 2, Some(0), None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             (granted.placement, granted.failover),
             (0, Some(FailoverReason::ConcurrencyLimit))
@@ -392,7 +405,7 @@ placement = "a"
         for e in &s.placements[2].endpoints {
             e.state.health.record_request(false, settings, now);
         }
-        let granted = admit(&s, 2, Some(1), None, now, &mut no_transitions()).unwrap();
+        let granted = admit(&s.placements, 2, Some(1), None, now, &mut no_transitions()).unwrap();
         assert_eq!(
             (granted.placement, granted.failover),
             (1, Some(FailoverReason::Unhealthy))

@@ -16,8 +16,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::health::{ActiveCheck, CheckKind};
+use super::placement::{self, EndpointSpec, PlacementSpec};
 use super::state::{EndpointKey, EndpointState};
-use crate::snapshot::{EndpointSpec, Snapshot};
 
 /// What a checker probes and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +84,10 @@ impl HealthSupervisor {
         }
     }
 
-    /// Starts, restarts and stops checkers to match `snapshot`.
-    pub fn sync(&self, snapshot: &Snapshot) {
+    /// Starts, restarts and stops checkers to match `placements`.
+    pub fn sync(&self, placements: &[PlacementSpec]) {
         let mut wanted = HashMap::new();
-        for (placement, endpoint) in snapshot.endpoints() {
+        for (placement, endpoint) in placement::endpoints(placements) {
             if let Some(check) = &placement.active_check {
                 wanted.insert(
                     endpoint.state.key.clone(),

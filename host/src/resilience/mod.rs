@@ -6,4 +6,5 @@ pub mod breaker;
 pub mod checker;
 pub mod health;
 pub mod limits;
+pub mod placement;
 pub mod state;

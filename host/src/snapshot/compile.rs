@@ -14,7 +14,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use super::{
     AdminSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec, PluginSpec,
-    RouteSpec, RouteTarget, Snapshot, TimeoutSpec,
+    RouteSpec, RouteTarget, Snapshot,
 };
 use crate::config::{self, Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
 use crate::plugins::runtime::RuntimeLimits;
@@ -1061,6 +1061,17 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
         high.trim().parse::<u16>().ok()?,
     );
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
+/// Upstream timeouts of a placement.
+#[derive(Debug, Clone, Copy)]
+struct TimeoutSpec {
+    /// Connection establishment.
+    connect: Duration,
+    /// Between reads.
+    read: Duration,
+    /// Pooled connection idle time.
+    idle: Duration,
 }
 
 #[cfg(test)]
