@@ -1,14 +1,14 @@
 //! Sluice: an HTTP reverse proxy on Pingora with two-level cell routing.
 //!
-//! The crate is laid out by concern, one folder each: [`config`] (schema,
-//! interpolation, validation, reload), [`routing`] (route match, routing
-//! key, table, load balancing), [`resilience`] (breakers, health, limits,
-//! admission and failover), [`transform`] (header rules, path rewrites,
-//! forwarding headers), [`snapshot`] (the compiled config a request runs
-//! on), [`proxy`] (the Pingora phases, wiring only), [`admin`] (status API
-//! and metrics), [`tls`] (certificates and ACME), [`access_log`] and
-//! [`server`] (startup). The Caddyfile importer (`sluice-import`) and the demo's
-//! upstreams (`sluice-demo`) are crates of their own.
+//! The crate is laid out in layers, each using only those below it:
+//! [`support`] (file and time helpers), [`config`] (pure data: schema,
+//! parsing, interpolation), the domains [`transform`], [`plugins`],
+//! [`routing`], [`resilience`] and [`tls`], [`snapshot`] (the compiled
+//! config a request runs on), [`control`] (sources, reloads, publishing),
+//! [`telemetry`] (metrics, access log), [`admin`] (the API), [`proxy`] (the
+//! Pingora phases, wiring only) and [`server`] (start-up). The Caddyfile
+//! importer (`sluice-import`) and the demo's upstreams (`sluice-demo`) are
+//! crates of their own.
 
 pub mod admin;
 pub mod config;

@@ -127,8 +127,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         let mut bound = Vec::new();
         for listener in addresses {
             if listener.tls {
-                let certificates =
-                    Arc::new(SniResolver::new(reloader.live(), acme_certificates.clone()));
+                let certificates = Arc::new(SniResolver::new(
+                    reloader.certificates(),
+                    acme_certificates.clone(),
+                ));
                 app.add_https(
                     listener.address,
                     server_config(listener.min_tls_version, certificates)?,
@@ -175,12 +177,12 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
                 .collect(),
             _ => Vec::new(),
         };
-        let live = reloader.live();
+        let names = reloader.acme_names();
         control.spawn(async move {
             wait_until_listening(&plain).await;
             // The tasks live as long as this one, that is, the process.
             let mut tasks = acme.start();
-            tasks.spawn(acme.follow(live));
+            tasks.spawn(acme.follow(names));
             while tasks.join_next().await.is_some() {}
         });
     }

@@ -28,6 +28,7 @@ use crate::resilience::placement;
 use crate::resilience::state::Registry;
 use crate::snapshot::compile;
 use crate::snapshot::Snapshot;
+use crate::tls::resolver::LiveCertificates;
 
 /// What the admin API reports about the configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +76,10 @@ pub struct Reloader {
     etag: Mutex<Option<String>>,
     /// The plugin registry, once a config with `[plugins]` was loaded.
     plugins: Plugins,
+    /// The certificates of the config serving, for the TLS resolver.
+    certificates: LiveCertificates,
+    /// The ACME certificates the config serving asks for, by their names.
+    acme_names: tokio::sync::watch::Sender<Vec<Vec<String>>>,
 }
 
 /// The plugin registry slot shared by the reloader, the proxy and the admin API.
@@ -166,6 +171,8 @@ impl Reloader {
             metrics.reloads.with_label_values(&["failed"]).inc();
             metrics.last_reload_failed.set(1);
         }
+        let certificates = Arc::new(ArcSwap::new(snapshot.certificates.clone()));
+        let (acme_names, _) = tokio::sync::watch::channel(snapshot.acme_certificates.clone());
         let live = Arc::new(ArcSwap::from_pointee(snapshot));
         let reloader = Arc::new(Self {
             source,
@@ -179,6 +186,8 @@ impl Reloader {
             reloading: tokio::sync::Mutex::new(()),
             etag: Mutex::new(fetched.etag),
             plugins,
+            certificates,
+            acme_names,
         });
         reloader.after_publish(&reloader.live.load_full());
         if !from_lkg {
@@ -190,6 +199,17 @@ impl Reloader {
     /// The live snapshot handle the proxy serves from.
     pub fn live(&self) -> Arc<ArcSwap<Snapshot>> {
         self.live.clone()
+    }
+
+    /// The certificates of the config serving, replaced on each reload.
+    pub fn certificates(&self) -> LiveCertificates {
+        self.certificates.clone()
+    }
+
+    /// The ACME certificates each config asks for, by their names, as
+    /// configs are published.
+    pub fn acme_names(&self) -> tokio::sync::watch::Receiver<Vec<Vec<String>>> {
+        self.acme_names.subscribe()
     }
 
     /// The plugin registry slot.
@@ -319,8 +339,11 @@ impl Reloader {
         Ok(ReloadOutcome::Applied)
     }
 
-    /// Brings shared state in line with a snapshot that was just published.
+    /// Hands each service its part of a snapshot that was just published.
     fn after_publish(&self, snapshot: &Snapshot) {
+        self.certificates.store(snapshot.certificates.clone());
+        self.acme_names
+            .send_replace(snapshot.acme_certificates.clone());
         if let Some(plugins) = self.plugins.load_full() {
             plugins.set_attachments(snapshot.attachments());
         }

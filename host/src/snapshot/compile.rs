@@ -179,7 +179,7 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|settings| self.plugin_settings(settings)),
             acme: config.acme.as_ref().map(|settings| self.acme(settings)),
-            certificates,
+            certificates: Arc::new(certificates),
             certificate_files,
             acme_certificates,
         }

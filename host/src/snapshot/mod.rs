@@ -5,6 +5,7 @@
 //! after compilation, so requests read it without locks.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod compile;
@@ -47,7 +48,7 @@ pub struct Snapshot {
     /// The ACME settings, if certificates are ordered.
     pub acme: Option<crate::tls::acme::AcmeConfig>,
     /// The certificates TLS listeners serve, by server name.
-    pub certificates: CertificateTable,
+    pub certificates: Arc<CertificateTable>,
     /// The certificate and key files, watched for changes.
     pub certificate_files: Vec<std::path::PathBuf>,
     /// The certificates to order through [`Snapshot::acme`], each a list

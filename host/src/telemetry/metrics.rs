@@ -351,7 +351,9 @@ placement = "a"
         let mut snapshot = snapshot();
         let certificate = Certificate::load(&cert, &key, vec!["a.test".into()]).unwrap();
         let not_after = humantime::parse_rfc3339(&certificate.info.not_after).unwrap();
-        snapshot.certificates.insert(certificate);
+        Arc::get_mut(&mut snapshot.certificates)
+            .expect("a fresh snapshot shares its certificates with nothing")
+            .insert(certificate);
         std::fs::remove_dir_all(&dir).unwrap();
 
         let text = String::from_utf8(Metrics::new().render(&snapshot)).unwrap();

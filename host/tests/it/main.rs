@@ -12,6 +12,7 @@ mod errors;
 mod fault;
 mod harness;
 mod import;
+mod layers;
 mod lifecycle;
 mod monitoring;
 mod plugins;

@@ -32,14 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::routing::route_match::HostPattern;
-use crate::snapshot::Snapshot;
-
-/// How often [`Acme::follow`] looks for a reloaded snapshot.
-const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use crate::config::ChallengeKind;
 pub use http01::{Http01Responses, CHALLENGE_PATH_PREFIX};
@@ -269,24 +264,16 @@ impl Acme {
         Ok(true)
     }
 
-    /// Keeps the managed certificates up with the live snapshot: after each
+    /// Keeps the managed certificates up with the configs published on
+    /// `names`, each a list of certificates by their names: after each
     /// reload, the certificates of routes with `tls = "acme"` that were added
     /// are loaded or ordered (see [`Acme::add`]). Certificates of removed
-    /// routes keep being renewed until a restart. Runs until dropped.
-    pub async fn follow(self, live: Arc<ArcSwap<Snapshot>>) {
-        // None at first, so a reload before this starts is not missed.
-        let mut seen: Option<Arc<Snapshot>> = None;
-        let mut interval = tokio::time::interval(FOLLOW_INTERVAL);
+    /// routes keep being renewed until a restart. Runs until dropped, or
+    /// until the sender is gone.
+    pub async fn follow(self, mut names: tokio::sync::watch::Receiver<Vec<Vec<String>>>) {
         loop {
-            interval.tick().await;
-            let snapshot = live.load_full();
-            if seen
-                .as_ref()
-                .is_some_and(|seen| Arc::ptr_eq(seen, &snapshot))
-            {
-                continue;
-            }
-            for names in &snapshot.acme_certificates {
+            let lists = names.borrow_and_update().clone();
+            for names in lists {
                 match self.add(names.clone()) {
                     Ok(true) => {
                         tracing::info!(names = ?names, "a reload added these ACME names; managing their certificate")
@@ -297,7 +284,9 @@ impl Acme {
                     }
                 }
             }
-            seen = Some(snapshot);
+            if names.changed().await.is_err() {
+                return;
+            }
         }
     }
 
