@@ -9,12 +9,14 @@
 //! [`SourceMap`] kept from the first step.
 
 mod acme;
+mod diagnostics;
 mod error;
 mod interpolate;
 mod schema;
 mod source_map;
 
 pub use acme::{AcmeSettings, ChallengeKind, CloudflareSettings};
+pub use diagnostics::{Diagnostics, MAX_DURATION};
 pub use error::{ConfigError, ConfigErrors, KeyPath};
 pub use schema::*;
 pub use source_map::SourceMap;

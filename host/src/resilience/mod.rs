@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod breaker;
 pub mod checker;
+pub mod compile;
 pub mod health;
 pub mod limits;
 pub mod placement;

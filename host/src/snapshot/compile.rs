@@ -5,82 +5,45 @@
 //! [`SourceMap`] of the text the config was parsed from.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::HeaderValue;
-use pingora::upstreams::peer::HttpPeer;
-
-use super::{
-    AdminSpec, EndpointSpec, FailureSet, KeyedTarget, ListenerSpec, PlacementSpec, PluginSpec,
-    RouteSpec, RouteTarget, Snapshot,
-};
-use crate::config::{self, Config, ConfigError, ConfigErrors, KeyPath, LoadedConfig, MissingKey};
-use crate::plugins::runtime::RuntimeLimits;
-use crate::plugins::spec::AttachmentSpec;
-use crate::resilience::breaker::BreakerSettings;
-use crate::resilience::health::{ActiveCheck, CheckKind, PassiveSettings};
-use crate::resilience::state::{EndpointKey, Registry};
-use crate::routing::balance::Balancer;
-use crate::routing::key::KeyExtractor;
-use crate::routing::route_match::{HostPattern, RouteIndex};
-use crate::tls::acme::{self, AcmeConfig, CloudflareConfig, RetryBackoff};
-use crate::tls::certificates::{Certificate, CertificateTable};
-use crate::tls::termination::MinTlsVersion;
-use crate::transform::headers::HeaderOps;
-use crate::transform::rewrite::PathRewrite;
-
-/// The longest duration any setting accepts. Timers add durations to the
-/// current instant, and far larger ones (humantime reads up to about 584
-/// billion years) would overflow it on a request's path.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+use super::{AdminSpec, ListenerSpec, Snapshot};
+use crate::config::{self, Config, ConfigErrors, Diagnostics, KeyPath, LoadedConfig};
+use crate::resilience::state::Registry;
 
 /// Validates `loaded` and compiles it, or returns every problem found.
 /// Endpoint and placement state comes from `registry`, so state carries over
 /// from earlier snapshots; nothing in it changes until the snapshot is
-/// published (see [`Snapshot::apply_settings`]).
+/// published (see [`crate::resilience::placement::apply_settings`]).
 pub fn compile(
     loaded: &LoadedConfig,
     origin: &str,
     registry: &Registry,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut compiler = Compiler {
-        errors: Vec::new(),
+        d: Diagnostics::default(),
         registry,
     };
     let mut snapshot = compiler.snapshot(&loaded.config);
     snapshot.version = crate::support::files::content_version(loaded.source.text().as_bytes());
-    if compiler.errors.is_empty() {
-        Ok(snapshot)
-    } else {
-        let errors = compiler
-            .errors
-            .into_iter()
-            .map(|(path, message)| {
-                let line = loaded.source.line_of(&path);
-                ConfigError::new(path, line, message)
-            })
-            .collect();
-        Err(ConfigErrors::new(origin.to_string(), errors))
-    }
+    compiler.d.into_result(loaded, origin)?;
+    Ok(snapshot)
 }
 
+/// Assembles a snapshot from the parts each domain compiles, with the
+/// checks that span sections.
 struct Compiler<'r> {
-    errors: Vec<(KeyPath, String)>,
+    d: Diagnostics,
     registry: &'r Registry,
 }
 
 impl Compiler<'_> {
-    fn error(&mut self, path: KeyPath, message: impl Into<String>) {
-        self.errors.push((path, message.into()));
-    }
-
     fn snapshot(&mut self, config: &Config) -> Snapshot {
         let listeners = self.listeners(config);
         let threads = match config.server.threads {
             Some(0) => {
-                self.error(
+                self.d.error(
                     KeyPath::root().key("server").key("threads"),
                     "must be at least 1",
                 );
@@ -95,7 +58,13 @@ impl Compiler<'_> {
         let mut placements = Vec::new();
         for (name, placement) in &config.placements {
             let path = KeyPath::root().key("placements").key(name);
-            if let Some(spec) = self.placement(&path, name, placement) {
+            if let Some(spec) = crate::resilience::compile::placement(
+                &mut self.d,
+                self.registry,
+                &path,
+                name,
+                placement,
+            ) {
                 placement_ids.insert(name.as_str(), placements.len());
                 placements.push(spec);
             } else {
@@ -104,19 +73,20 @@ impl Compiler<'_> {
                 placement_ids.insert(name.as_str(), usize::MAX);
             }
         }
-        self.fallbacks(config, &placement_ids, &mut placements);
-        let (index, routes) = self.routes(config, &placement_ids);
+        crate::resilience::compile::fallbacks(&mut self.d, config, &placement_ids, &mut placements);
+        let (index, routes) = crate::routing::compile::routes(&mut self.d, config, &placement_ids);
         let admin = config.admin.as_ref().and_then(|admin| {
             let path = KeyPath::root().key("admin").key("address");
             match admin.address.parse::<SocketAddr>() {
                 Ok(address) => {
                     if listeners.iter().any(|l| l.address == address) {
-                        self.error(path, format!("{address} is already a proxy listener"));
+                        self.d
+                            .error(path, format!("{address} is already a proxy listener"));
                     }
                     if admin.token.as_deref() == Some("") {
                         // Most likely an unset variable: refusing is safer
                         // than serving the admin API without a token.
-                        self.error(
+                        self.d.error(
                             KeyPath::root().key("admin").key("token"),
                             "is empty; remove the key to run without a token",
                         );
@@ -127,7 +97,7 @@ impl Compiler<'_> {
                     })
                 }
                 Err(_) => {
-                    self.error(
+                    self.d.error(
                         path,
                         format!("{:?} is not an ip:port address", admin.address),
                     );
@@ -135,14 +105,15 @@ impl Compiler<'_> {
                 }
             }
         });
-        let (certificates, certificate_files) = self.certificates(config);
-        let acme_certificates = self.acme_certificates(config);
+        let (certificates, certificate_files) =
+            crate::tls::compile::certificates(&mut self.d, config);
+        let acme_certificates = crate::tls::compile::acme_certificates(&mut self.d, config);
         let http01 = config
             .acme
             .as_ref()
             .is_some_and(|acme| acme.challenge == config::ChallengeKind::Http01);
         if http01 && !acme_certificates.is_empty() && listeners.iter().all(|l| l.tls) {
-            self.error(
+            self.d.error(
                 KeyPath::root().key("acme").key("challenge"),
                 "http-01 is answered on a plain-HTTP listener (port 80 for a public CA); add one, or use dns-01",
             );
@@ -154,15 +125,16 @@ impl Compiler<'_> {
             .any(|route| matches!(route.tls, Some(config::RouteTls::Acme(_))));
         if certificates.is_empty() && !acme_routes {
             if let Some(i) = listeners.iter().position(|l| l.tls) {
-                self.error(
+                self.d.error(
                     KeyPath::root().key("listeners").index(i).key("tls"),
                     "no certificate to serve: give a route a tls table or tls = \"acme\", or set [default_certificate]",
                 );
             }
         }
         let server_path = KeyPath::root().key("server");
-        let grace_period =
-            self.duration(server_path.key("grace_period"), &config.server.grace_period);
+        let grace_period = self
+            .d
+            .duration(server_path.key("grace_period"), &config.server.grace_period);
         Snapshot {
             listeners,
             threads,
@@ -177,314 +149,20 @@ impl Compiler<'_> {
             plugins: config
                 .plugins
                 .as_ref()
-                .map(|settings| self.plugin_settings(settings)),
-            acme: config.acme.as_ref().map(|settings| self.acme(settings)),
+                .map(|settings| crate::plugins::compile::plugin_settings(&mut self.d, settings)),
+            acme: config
+                .acme
+                .as_ref()
+                .map(|settings| crate::tls::compile::acme(&mut self.d, settings)),
             certificates: Arc::new(certificates),
             certificate_files,
             acme_certificates,
         }
     }
 
-    /// The names of each certificate to order through `[acme]`: the hosts
-    /// of each route with `tls = "acme"`, each list once.
-    fn acme_certificates(&mut self, config: &Config) -> Vec<Vec<String>> {
-        let mut requests: Vec<Vec<String>> = Vec::new();
-        for (i, route) in config.routes.iter().enumerate() {
-            let Some(config::RouteTls::Acme(_)) = &route.tls else {
-                continue;
-            };
-            let path = KeyPath::root().key("routes").index(i).key("tls");
-            if route.hosts.is_empty() {
-                self.error(
-                    path,
-                    "an ACME certificate is ordered for the route's hosts; set hosts = [\"example.com\"]",
-                );
-                continue;
-            }
-            if config.acme.is_none() {
-                self.error(
-                    path,
-                    "tls = \"acme\" needs an [acme] table (the CA, the challenge and the Cloudflare token)",
-                );
-                continue;
-            }
-            if let Err(e) = acme::validate_names(&route.hosts) {
-                self.error(path, format!("{e:#}"));
-                continue;
-            }
-            let http01 = config
-                .acme
-                .as_ref()
-                .is_some_and(|acme| acme.challenge == config::ChallengeKind::Http01);
-            if let Some(wildcard) = route.hosts.iter().find(|h| h.starts_with("*.")) {
-                if http01 {
-                    self.error(
-                        path,
-                        format!("{wildcard:?} needs challenge = \"dns-01\" in [acme]: http-01 cannot prove a wildcard"),
-                    );
-                    continue;
-                }
-            }
-            let names: Vec<String> = route
-                .hosts
-                .iter()
-                .map(|host| host.to_ascii_lowercase())
-                .collect();
-            if !requests.contains(&names) {
-                requests.push(names);
-            }
-        }
-        requests
-    }
-
-    fn acme(&mut self, settings: &config::AcmeSettings) -> AcmeConfig {
-        let path = KeyPath::root().key("acme");
-        if let Some(email) = &settings.email {
-            let valid = email
-                .split_once('@')
-                .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
-                && !email.contains(char::is_whitespace);
-            if !valid {
-                self.error(
-                    path.key("email"),
-                    format!("{email:?} is not an email address"),
-                );
-            }
-        }
-        let directory = match settings.directory.as_str() {
-            "letsencrypt" => acme::LETSENCRYPT_PRODUCTION.to_string(),
-            "letsencrypt-staging" => acme::LETSENCRYPT_STAGING.to_string(),
-            url => {
-                if !url.starts_with("https://") || reqwest::Url::parse(url).is_err() {
-                    self.error(
-                        path.key("directory"),
-                        format!("{url:?} is not an https:// URL, \"letsencrypt\" or \"letsencrypt-staging\""),
-                    );
-                }
-                url.to_string()
-            }
-        };
-        let renew_before = self.duration(path.key("renew_before"), &settings.renew_before);
-        let ca_root = settings.ca_root.as_ref().map(|file| {
-            let file = std::path::PathBuf::from(file);
-            if let Err(e) = acme::read_roots(&file) {
-                self.error(path.key("ca_root"), format!("{e:#}"));
-            }
-            file
-        });
-        let cloudflare = &settings.cloudflare;
-        let cf_path = path.key("cloudflare");
-        let token_env = &cloudflare.token_env;
-        if token_env.is_empty()
-            || !token_env
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            self.error(
-                cf_path.key("token_env"),
-                format!("{token_env:?} is not an environment variable name"),
-            );
-        }
-        let api_base = cloudflare.api_base.trim_end_matches('/').to_string();
-        // The token travels in every request, so never in clear text.
-        if !api_base.starts_with("https://") || reqwest::Url::parse(&api_base).is_err() {
-            self.error(
-                cf_path.key("api_base"),
-                format!("{:?} is not an https:// URL", cloudflare.api_base),
-            );
-        }
-        let resolver = match cloudflare.resolver.parse::<SocketAddr>() {
-            Ok(address) => address,
-            Err(_) => match cloudflare.resolver.parse::<std::net::IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, 53),
-                Err(_) => {
-                    self.error(
-                        cf_path.key("resolver"),
-                        format!("{:?} is not an ip or ip:port address", cloudflare.resolver),
-                    );
-                    SocketAddr::from(([1, 1, 1, 1], 53))
-                }
-            },
-        };
-        AcmeConfig {
-            email: settings.email.clone(),
-            directory,
-            challenge: settings.challenge,
-            renew_before,
-            ca_root,
-            cloudflare: CloudflareConfig {
-                token_env: token_env.clone(),
-                api_base,
-                resolver,
-                propagation_timeout: self.duration(
-                    cf_path.key("propagation_timeout"),
-                    &cloudflare.propagation_timeout,
-                ),
-            },
-            retry: RetryBackoff::default(),
-        }
-    }
-
-    /// Loads each route's certificate for its hosts, and the default one.
-    fn certificates(&mut self, config: &Config) -> (CertificateTable, Vec<std::path::PathBuf>) {
-        let mut table = CertificateTable::default();
-        let mut files = Vec::new();
-        let mut load =
-            |compiler: &mut Self, path: KeyPath, tls: &config::CertificateFiles, names| {
-                let (cert, key) = (
-                    std::path::PathBuf::from(&tls.cert),
-                    std::path::PathBuf::from(&tls.key),
-                );
-                files.extend([cert.clone(), key.clone()]);
-                match Certificate::load(&cert, &key, names) {
-                    Ok(certificate) => Some(certificate),
-                    Err(message) => {
-                        compiler.error(path.key("cert"), message);
-                        None
-                    }
-                }
-            };
-        for (i, route) in config.routes.iter().enumerate() {
-            let Some(config::RouteTls::Files(tls)) = &route.tls else {
-                continue;
-            };
-            let path = KeyPath::root().key("routes").index(i).key("tls");
-            if route.hosts.is_empty() {
-                self.error(
-                    path,
-                    "a certificate is served for the route's hosts; set hosts = [\"example.com\"]",
-                );
-                continue;
-            }
-            if let Some(certificate) = load(self, path, tls, route.hosts.clone()) {
-                table.insert(certificate);
-            }
-        }
-        if let Some(tls) = &config.default_certificate {
-            let path = KeyPath::root().key("default_certificate");
-            if let Some(certificate) = load(self, path, tls, Vec::new()) {
-                table.set_default(certificate);
-            }
-        }
-        (table, files)
-    }
-
-    fn plugin_settings(&mut self, settings: &config::PluginSettings) -> PluginSpec {
-        let path = KeyPath::root().key("plugins");
-        let directory = std::path::PathBuf::from(&settings.directory);
-        if !directory.is_dir() {
-            self.error(
-                path.key("directory"),
-                format!("{:?} is not a directory", settings.directory),
-            );
-        }
-        let deadline = self.duration(path.key("deadline"), &settings.deadline);
-        if settings.recycle_after == 0 {
-            self.error(path.key("recycle_after"), "must be at least 1");
-        }
-        PluginSpec {
-            cache_dir: settings
-                .cache_dir
-                .as_ref()
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| directory.join(".cache")),
-            directory,
-            limits: RuntimeLimits {
-                deadline,
-                memory: usize::try_from(settings.memory.0).unwrap_or(usize::MAX),
-                recycle_after: settings.recycle_after.max(1),
-                pool_size: settings.pool_size,
-            },
-        }
-    }
-
-    fn attachments(
-        &mut self,
-        path: &KeyPath,
-        attachments: &[config::Attachment],
-        plugins_configured: bool,
-    ) -> Vec<AttachmentSpec> {
-        if !attachments.is_empty() && !plugins_configured {
-            self.error(
-                path.clone(),
-                "plugins are attached but there is no [plugins] directory",
-            );
-        }
-        attachments
-            .iter()
-            .enumerate()
-            .map(|(i, attachment)| {
-                let path = path.index(i);
-                if !(400..=599).contains(&attachment.status) {
-                    self.error(
-                        path.key("status"),
-                        "must be an error status (400-599), e.g. 500 or 503",
-                    );
-                }
-                let config = serde_json::to_string(&attachment.config).unwrap_or_else(|e| {
-                    self.error(path.key("config"), format!("cannot be passed as JSON: {e}"));
-                    String::new()
-                });
-                AttachmentSpec {
-                    name: Arc::from(attachment.name.as_str()),
-                    config: Arc::from(config),
-                    fail_closed: (attachment.failure == config::FailurePolicy::Closed)
-                        .then_some(attachment.status),
-                    hooks: attachment.hooks.clone(),
-                }
-            })
-            .collect()
-    }
-
-    /// Resolves each placement's `fallback` and rejects cycles.
-    fn fallbacks(
-        &mut self,
-        config: &Config,
-        ids: &HashMap<&str, usize>,
-        placements: &mut [PlacementSpec],
-    ) {
-        for (name, placement) in &config.placements {
-            let (Some(fallback), Some(&id)) = (&placement.fallback, ids.get(name.as_str())) else {
-                continue;
-            };
-            let path = KeyPath::root().key("placements").key(name).key("fallback");
-            if fallback == name {
-                self.error(path, "a placement cannot fall back to itself");
-                continue;
-            }
-            let target = self.placement_ref(|| path, fallback, ids);
-            if let (Some(spec), Some(target)) = (placements.get_mut(id), target) {
-                if target != usize::MAX {
-                    spec.fallback = Some(target);
-                }
-            }
-        }
-        for (start, spec) in placements.iter().enumerate() {
-            let mut seen = vec![start];
-            let mut next = spec.fallback;
-            while let Some(current) = next {
-                if seen.contains(&current) {
-                    if current == start {
-                        let chain: Vec<&str> = seen.iter().map(|i| &*placements[*i].name).collect();
-                        self.error(
-                            KeyPath::root()
-                                .key("placements")
-                                .key(&spec.name)
-                                .key("fallback"),
-                            format!("fallback cycle: {} -> {}", chain.join(" -> "), spec.name),
-                        );
-                    }
-                    break;
-                }
-                seen.push(current);
-                next = placements[current].fallback;
-            }
-        }
-    }
-
     fn listeners(&mut self, config: &Config) -> Vec<ListenerSpec> {
         if config.listeners.is_empty() {
-            self.error(
+            self.d.error(
                 KeyPath::root().key("listeners"),
                 "at least one listener is needed, e.g. [[listeners]] address = \"127.0.0.1:8080\"",
             );
@@ -492,12 +170,12 @@ impl Compiler<'_> {
         let mut seen = HashSet::new();
         let mut specs = Vec::new();
         for (i, listener) in config.listeners.iter().enumerate() {
-            let min_tls_version = self.min_tls_version(i, listener);
+            let min_tls_version = crate::tls::compile::min_tls_version(&mut self.d, i, listener);
             let path = KeyPath::root().key("listeners").index(i).key("address");
             match listener.address.parse::<SocketAddr>() {
                 Ok(address) => {
                     if !seen.insert(address) {
-                        self.error(path, format!("duplicate listener {address}"));
+                        self.d.error(path, format!("duplicate listener {address}"));
                     } else {
                         specs.push(ListenerSpec {
                             address,
@@ -507,7 +185,7 @@ impl Compiler<'_> {
                         });
                     }
                 }
-                Err(_) => self.error(
+                Err(_) => self.d.error(
                     path,
                     format!(
                         "{:?} is not an ip:port address, e.g. \"0.0.0.0:8080\"",
@@ -518,565 +196,15 @@ impl Compiler<'_> {
         }
         specs
     }
-
-    /// The `min_tls_version` of listener `index`: the default when unset.
-    fn min_tls_version(&mut self, index: usize, listener: &config::Listener) -> MinTlsVersion {
-        let Some(text) = &listener.min_tls_version else {
-            return MinTlsVersion::default();
-        };
-        let path = KeyPath::root()
-            .key("listeners")
-            .index(index)
-            .key("min_tls_version");
-        if !listener.tls {
-            // Silently ignoring it would let the operator believe the
-            // listener is encrypted.
-            self.error(
-                path.clone(),
-                "applies to TLS listeners only; set tls = true or remove it",
-            );
-        }
-        MinTlsVersion::parse(text).unwrap_or_else(|| {
-            self.error(
-                path,
-                format!("{text:?} is not a TLS version Sluice accepts: use \"1.2\" or \"1.3\""),
-            );
-            MinTlsVersion::default()
-        })
-    }
-
-    fn placement(
-        &mut self,
-        path: &KeyPath,
-        name: &str,
-        placement: &config::Placement,
-    ) -> Option<PlacementSpec> {
-        let errors_before = self.errors.len();
-        if placement.endpoints.is_empty() {
-            self.error(
-                path.key("endpoints"),
-                "a placement needs at least one endpoint",
-            );
-        }
-        let timeouts = self.timeouts(&path.key("timeouts"), &placement.timeouts);
-        let breaker = self.breaker(&path.key("breaker"), &placement.breaker);
-        let passive = PassiveSettings {
-            failures: placement.passive.failures,
-            cooldown: self.duration(
-                path.key("passive").key("cooldown"),
-                &placement.passive.cooldown,
-            ),
-        };
-        let active_check = placement
-            .health
-            .as_ref()
-            .map(|check| self.active_check(&path.key("health"), check));
-        if placement.limits.max_concurrency == Some(0) {
-            self.error(
-                path.key("limits").key("max_concurrency"),
-                "must be at least 1",
-            );
-        }
-        if placement.retry.connect_attempts == 0 {
-            self.error(
-                path.key("retry").key("connect_attempts"),
-                "must be at least 1",
-            );
-        }
-        let mut endpoints = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, endpoint) in placement.endpoints.iter().enumerate() {
-            let path = path.key("endpoints").index(i);
-            if endpoint.weight == 0 {
-                self.error(path.key("weight"), "weight must be at least 1");
-            }
-            let Some(spec) = self.endpoint(&path, name, endpoint, timeouts, breaker) else {
-                continue;
-            };
-            if !seen.insert(spec.address) {
-                self.error(
-                    path.key("address"),
-                    format!("duplicate endpoint {} in this placement", spec.address),
-                );
-            }
-            endpoints.push((spec, endpoint.weight));
-        }
-        if self.errors.len() > errors_before {
-            return None;
-        }
-        let weighted: Vec<(SocketAddr, u32)> =
-            endpoints.iter().map(|(e, w)| (e.address, *w)).collect();
-        Some(PlacementSpec {
-            name: Arc::from(name),
-            name_header: HeaderValue::from_str(name)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            endpoints: endpoints.into_iter().map(|(e, _)| e).collect(),
-            balancer: Balancer::new(placement.balance, &weighted),
-            host_header: placement.host_header,
-            total_weight: placement.endpoints.iter().map(|e| e.weight).sum(),
-            fallback: None,
-            state: self.registry.placement(name),
-            breaker,
-            passive,
-            failure_on: FailureSet::of(&placement.breaker.failure_on),
-            active_check,
-            max_concurrency: placement.limits.max_concurrency,
-            on_limit: placement.limits.on_limit,
-            max_body: placement.limits.max_body.map(|size| size.0),
-            max_response_head: placement.limits.max_response_head.0,
-            connect_attempts: placement.retry.connect_attempts.max(1),
-            retry_attempts: placement.retry.attempts,
-        })
-    }
-
-    fn breaker(&mut self, path: &KeyPath, config: &config::BreakerConfig) -> BreakerSettings {
-        if config.close_after == 0 {
-            self.error(path.key("close_after"), "must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&config.failure_rate) {
-            self.error(path.key("failure_rate"), "must be between 0 and 1");
-        }
-        let open_for = self.duration(path.key("open_for"), &config.open_for);
-        let max_open_for = self.duration(path.key("max_open_for"), &config.max_open_for);
-        if max_open_for < open_for {
-            self.error(
-                path.key("max_open_for"),
-                "must not be shorter than open_for",
-            );
-        }
-        if config.half_open_probes == 0 {
-            self.error(path.key("half_open_probes"), "must be at least 1");
-        }
-        BreakerSettings {
-            consecutive_failures: config.consecutive_failures,
-            failure_rate: config.failure_rate,
-            window: self.duration(path.key("window"), &config.window),
-            min_requests: config.min_requests,
-            open_for,
-            max_open_for,
-            half_open_probes: config.half_open_probes.max(1),
-            close_after: config.close_after.max(1),
-        }
-    }
-
-    fn active_check(&mut self, path: &KeyPath, check: &config::HealthCheck) -> ActiveCheck {
-        let kind = match check.kind {
-            config::HealthCheckKind::Tcp => CheckKind::Tcp,
-            config::HealthCheckKind::Http => {
-                if !check.path.starts_with('/') {
-                    self.error(path.key("path"), "must start with '/'");
-                }
-                let expect = parse_status_range(&check.expect).unwrap_or_else(|| {
-                    self.error(
-                        path.key("expect"),
-                        format!(
-                            "{:?} is not a status or range such as \"200-399\"",
-                            check.expect
-                        ),
-                    );
-                    (200, 399)
-                });
-                CheckKind::Http {
-                    path: check.path.clone(),
-                    expect,
-                }
-            }
-        };
-        let interval = self.duration(path.key("interval"), &check.interval);
-        if interval < crate::resilience::checker::MIN_INTERVAL {
-            self.error(
-                path.key("interval"),
-                format!(
-                    "must be at least {:?}",
-                    crate::resilience::checker::MIN_INTERVAL
-                ),
-            );
-        }
-        for (key, value) in [("rise", check.rise), ("fall", check.fall)] {
-            if value == 0 {
-                self.error(path.key(key), "must be at least 1");
-            }
-        }
-        ActiveCheck {
-            kind,
-            interval,
-            timeout: self.duration(path.key("timeout"), &check.timeout),
-            rise: check.rise.max(1),
-            fall: check.fall.max(1),
-        }
-    }
-
-    fn timeouts(&mut self, path: &KeyPath, timeouts: &config::Timeouts) -> TimeoutSpec {
-        TimeoutSpec {
-            connect: self.duration(path.key("connect"), &timeouts.connect),
-            read: self.duration(path.key("read"), &timeouts.read),
-            idle: self.duration(path.key("idle"), &timeouts.idle),
-        }
-    }
-
-    fn duration(&mut self, path: KeyPath, text: &str) -> Duration {
-        match humantime::parse_duration(text) {
-            Ok(duration) if duration > MAX_DURATION => {
-                self.error(
-                    path,
-                    format!("{text:?} is longer than the 365 days any setting allows"),
-                );
-                Duration::from_secs(1)
-            }
-            Ok(duration) if !duration.is_zero() => duration,
-            Ok(_) => {
-                self.error(path, "must be longer than zero");
-                Duration::from_secs(1)
-            }
-            Err(e) => {
-                self.error(
-                    path,
-                    format!("{text:?} is not a duration ({e}); write e.g. \"250ms\" or \"5s\""),
-                );
-                Duration::from_secs(1)
-            }
-        }
-    }
-
-    fn endpoint(
-        &mut self,
-        path: &KeyPath,
-        placement: &str,
-        endpoint: &config::Endpoint,
-        timeouts: TimeoutSpec,
-        breaker: BreakerSettings,
-    ) -> Option<EndpointSpec> {
-        let (scheme_tls, rest) = if let Some(rest) = endpoint.address.strip_prefix("https://") {
-            (Some(true), rest)
-        } else if let Some(rest) = endpoint.address.strip_prefix("http://") {
-            (Some(false), rest)
-        } else {
-            (None, endpoint.address.as_str())
-        };
-        let authority = rest.trim_end_matches('/');
-        let tls = scheme_tls.unwrap_or(endpoint.tls);
-        if scheme_tls == Some(false) && endpoint.tls {
-            self.error(
-                path.key("tls"),
-                "an http:// address cannot also set tls = true",
-            );
-        }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => match port.parse::<u16>() {
-                Ok(port) => (host, port),
-                Err(_) => {
-                    self.error(
-                        path.key("address"),
-                        format!("{:?}: {port:?} is not a port", endpoint.address),
-                    );
-                    return None;
-                }
-            },
-            None if scheme_tls.is_some() => (authority, if tls { 443 } else { 80 }),
-            None => {
-                self.error(
-                    path.key("address"),
-                    format!(
-                        "{:?} has no port; write host:port, e.g. \"127.0.0.1:9000\"",
-                        endpoint.address
-                    ),
-                );
-                return None;
-            }
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || authority.contains('/') {
-            self.error(
-                path.key("address"),
-                format!("{:?} is not a host:port address", endpoint.address),
-            );
-            return None;
-        }
-        let address = match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
-            Ok(Some(address)) => address,
-            Ok(None) | Err(_) => {
-                self.error(path.key("address"), format!("cannot resolve {host:?}"));
-                return None;
-            }
-        };
-        if endpoint.sni.is_some() && !tls {
-            self.error(
-                path.key("sni"),
-                "sni applies only to TLS endpoints (set tls = true)",
-            );
-        }
-        let sni = endpoint.sni.clone().unwrap_or_else(|| {
-            if host.parse::<std::net::IpAddr>().is_ok() {
-                String::new()
-            } else {
-                host.to_string()
-            }
-        });
-        let mut peer = HttpPeer::new(address, tls, sni);
-        peer.options.connection_timeout = Some(timeouts.connect);
-        peer.options.read_timeout = Some(timeouts.read);
-        peer.options.idle_timeout = Some(timeouts.idle);
-        peer.options.verify_cert = endpoint.verify;
-        peer.options.verify_hostname = endpoint.verify;
-        let authority = match HeaderValue::from_str(authority) {
-            Ok(value) => value,
-            Err(_) => {
-                self.error(path.key("address"), "not a valid authority");
-                return None;
-            }
-        };
-        let id: Arc<str> = Arc::from(authority.to_str().unwrap_or_default());
-        let key = EndpointKey {
-            placement: placement.to_string(),
-            address: id.to_string(),
-            tls,
-        };
-        Some(EndpointSpec {
-            id,
-            authority,
-            address,
-            peer,
-            state: self.registry.endpoint(key, breaker),
-        })
-    }
-
-    fn routes(
-        &mut self,
-        config: &Config,
-        placements: &HashMap<&str, usize>,
-    ) -> (RouteIndex, Vec<RouteSpec>) {
-        let mut index = RouteIndex::default();
-        let mut routes = Vec::new();
-        let mut names = HashMap::new();
-        for (i, route) in config.routes.iter().enumerate() {
-            let path = KeyPath::root().key("routes").index(i);
-            let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
-            if let Some(previous) = names.insert(name.clone(), i) {
-                self.error(
-                    path.key("name"),
-                    format!("route name {name:?} is already used by routes[{previous}]"),
-                );
-            }
-            if !route.path_prefix.starts_with('/') {
-                self.error(
-                    path.key("path_prefix"),
-                    format!("{:?} must start with '/'", route.path_prefix),
-                );
-            }
-            let hosts = if route.hosts.is_empty() {
-                vec!["*".to_string()]
-            } else {
-                route.hosts.clone()
-            };
-            for (h, host) in hosts.iter().enumerate() {
-                let host_path = if route.hosts.is_empty() {
-                    path.key("path_prefix")
-                } else {
-                    path.key("hosts").index(h)
-                };
-                match HostPattern::parse(host) {
-                    Ok(pattern) => {
-                        if let Err(previous) =
-                            index.insert(&pattern, &route.path_prefix, routes.len())
-                        {
-                            self.error(
-                                host_path,
-                                format!(
-                                    "duplicate route match: host {host:?} with path prefix {:?} is already matched by routes[{previous}]",
-                                    route.path_prefix
-                                ),
-                            );
-                        }
-                    }
-                    Err(message) => self.error(host_path, message),
-                }
-            }
-            let target = self.target(&path, route, placements);
-            let request_headers =
-                self.header_ops(&path.key("request_headers"), &route.request_headers);
-            let response_headers =
-                self.header_ops(&path.key("response_headers"), &route.response_headers);
-            let rewrite =
-                route
-                    .rewrite
-                    .as_ref()
-                    .and_then(|rewrite| match PathRewrite::compile(rewrite) {
-                        Ok(compiled) => Some(compiled),
-                        Err((key, message)) => {
-                            self.error(path.key("rewrite").key(key), message);
-                            None
-                        }
-                    });
-            let attachments = self.attachments(
-                &path.key("plugins"),
-                &route.plugins,
-                config.plugins.is_some(),
-            );
-            if let Some(target) = target {
-                routes.push(RouteSpec {
-                    name: Arc::from(name.as_str()),
-                    target,
-                    explain: route.explain,
-                    redirect_https: route.redirect_https,
-                    request_headers,
-                    response_headers,
-                    rewrite,
-                    plugins: attachments,
-                });
-            } else {
-                // Keep route indexes aligned with the index even when broken;
-                // a snapshot with errors is never used.
-                routes.push(RouteSpec {
-                    name: Arc::from(name.as_str()),
-                    target: RouteTarget::Direct(usize::MAX),
-                    explain: false,
-                    redirect_https: false,
-                    request_headers: HeaderOps::default(),
-                    response_headers: HeaderOps::default(),
-                    rewrite: None,
-                    plugins: Vec::new(),
-                });
-            }
-        }
-        (index, routes)
-    }
-
-    /// Resolves a placement name. The key path is built only on failure:
-    /// routing tables can hold many thousands of references.
-    fn placement_ref(
-        &mut self,
-        path: impl FnOnce() -> KeyPath,
-        name: &str,
-        placements: &HashMap<&str, usize>,
-    ) -> Option<usize> {
-        match placements.get(name) {
-            Some(id) => Some(*id),
-            None => {
-                let mut known: Vec<_> = placements.keys().copied().collect();
-                known.sort_unstable();
-                self.error(
-                    path(),
-                    format!("unknown placement {name:?} (defined: {})", known.join(", ")),
-                );
-                None
-            }
-        }
-    }
-
-    fn target(
-        &mut self,
-        path: &KeyPath,
-        route: &config::Route,
-        placements: &HashMap<&str, usize>,
-    ) -> Option<RouteTarget> {
-        if let Some(respond) = &route.respond {
-            if route.placement.is_some() || route.routing.is_some() {
-                self.error(
-                    path.key("respond"),
-                    "set one of `placement`, `routing` and `respond`",
-                );
-                return None;
-            }
-            return match crate::transform::respond::Answer::compile(respond) {
-                Ok(answer) => Some(RouteTarget::Respond(answer)),
-                Err(errors) => {
-                    for (key, message) in errors {
-                        let mut at = path.key("respond");
-                        for part in key.splitn(2, '.') {
-                            at = at.key(part);
-                        }
-                        self.error(at, message);
-                    }
-                    None
-                }
-            };
-        }
-        match (&route.placement, &route.routing) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    path.key("routing"),
-                    "set either `placement` or `routing`, not both",
-                );
-                None
-            }
-            (None, None) => {
-                self.error(
-                    path.clone(),
-                    "a route needs `placement`, `routing` or `respond`",
-                );
-                None
-            }
-            (Some(name), None) => self
-                .placement_ref(|| path.key("placement"), name, placements)
-                .map(RouteTarget::Direct),
-            (None, Some(routing)) => {
-                let path = path.key("routing");
-                let extractor = match KeyExtractor::from_config(&routing.key) {
-                    Ok(extractor) => Some(extractor),
-                    Err((key, message)) => {
-                        self.error(path.key("key").key(key), message);
-                        None
-                    }
-                };
-                let default =
-                    self.placement_ref(|| path.key("default"), &routing.default, placements);
-                let mut table = HashMap::with_capacity(routing.table.len());
-                for (key, placement) in &routing.table {
-                    if let Some(id) =
-                        self.placement_ref(|| path.key("table").key(key), placement, placements)
-                    {
-                        table.insert(Box::from(key.as_str()), id);
-                    }
-                }
-                Some(RouteTarget::Keyed(KeyedTarget {
-                    extractor: extractor?,
-                    table,
-                    default: default?,
-                    reject_missing: routing.on_missing_key == MissingKey::Reject,
-                }))
-            }
-        }
-    }
-
-    fn header_ops(&mut self, path: &KeyPath, rules: &config::HeaderRules) -> HeaderOps {
-        HeaderOps::compile(rules).unwrap_or_else(|errors| {
-            for error in errors {
-                let at = if error.list == "remove" {
-                    path.key("remove").index(error.key.parse().unwrap_or(0))
-                } else {
-                    path.key(error.list).key(&error.key)
-                };
-                self.error(at, error.message);
-            }
-            HeaderOps::default()
-        })
-    }
-}
-
-/// `"200"` or `"200-399"` → inclusive range.
-fn parse_status_range(text: &str) -> Option<(u16, u16)> {
-    let (low, high) = text.split_once('-').unwrap_or((text, text));
-    let (low, high) = (
-        low.trim().parse::<u16>().ok()?,
-        high.trim().parse::<u16>().ok()?,
-    );
-    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
-}
-
-/// Upstream timeouts of a placement.
-#[derive(Debug, Clone, Copy)]
-struct TimeoutSpec {
-    /// Connection establishment.
-    connect: Duration,
-    /// Between reads.
-    read: Duration,
-    /// Pooled connection idle time.
-    idle: Duration,
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::routing::RouteTarget;
+    use crate::tls::termination::MinTlsVersion;
 
     fn compile_text(text: &str) -> Result<Snapshot, ConfigErrors> {
         let loaded = crate::config::parse(text, "test.toml", &|_| None)?;

@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod certificates;
+pub mod compile;
 pub mod resolver;
 pub mod store;
 pub mod termination;

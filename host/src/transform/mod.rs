@@ -1,6 +1,7 @@
 //! Per-route request and response transforms: header rules, path rewrites and
 //! the forwarding headers every proxied request carries.
 
+pub mod compile;
 pub mod forwarding;
 pub mod headers;
 pub mod respond;

@@ -1,0 +1,217 @@
+//! Compiles the `[[routes]]` of a config: their matching into the route
+//! index, and each route's target, rules and plugins into a [`RouteSpec`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::key::KeyExtractor;
+use super::route::{KeyedTarget, RouteSpec, RouteTarget};
+use super::route_match::{HostPattern, RouteIndex};
+use crate::config::{self, Config, Diagnostics, KeyPath, MissingKey};
+use crate::transform::headers::HeaderOps;
+use crate::transform::rewrite::PathRewrite;
+
+/// The routes of `config` in order, and the index that matches a request to one.
+pub fn routes(
+    d: &mut Diagnostics,
+    config: &Config,
+    placements: &HashMap<&str, usize>,
+) -> (RouteIndex, Vec<RouteSpec>) {
+    let mut index = RouteIndex::default();
+    let mut routes = Vec::new();
+    let mut names = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let path = KeyPath::root().key("routes").index(i);
+        let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        if let Some(previous) = names.insert(name.clone(), i) {
+            d.error(
+                path.key("name"),
+                format!("route name {name:?} is already used by routes[{previous}]"),
+            );
+        }
+        if !route.path_prefix.starts_with('/') {
+            d.error(
+                path.key("path_prefix"),
+                format!("{:?} must start with '/'", route.path_prefix),
+            );
+        }
+        let hosts = if route.hosts.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            route.hosts.clone()
+        };
+        for (h, host) in hosts.iter().enumerate() {
+            let host_path = if route.hosts.is_empty() {
+                path.key("path_prefix")
+            } else {
+                path.key("hosts").index(h)
+            };
+            match HostPattern::parse(host) {
+                Ok(pattern) => {
+                    if let Err(previous) = index.insert(&pattern, &route.path_prefix, routes.len())
+                    {
+                        d.error(
+                            host_path,
+                            format!(
+                                "duplicate route match: host {host:?} with path prefix {:?} is already matched by routes[{previous}]",
+                                route.path_prefix
+                            ),
+                        );
+                    }
+                }
+                Err(message) => d.error(host_path, message),
+            }
+        }
+        let target = target(d, &path, route, placements);
+        let request_headers = crate::transform::compile::header_ops(
+            d,
+            &path.key("request_headers"),
+            &route.request_headers,
+        );
+        let response_headers = crate::transform::compile::header_ops(
+            d,
+            &path.key("response_headers"),
+            &route.response_headers,
+        );
+        let rewrite =
+            route
+                .rewrite
+                .as_ref()
+                .and_then(|rewrite| match PathRewrite::compile(rewrite) {
+                    Ok(compiled) => Some(compiled),
+                    Err((key, message)) => {
+                        d.error(path.key("rewrite").key(key), message);
+                        None
+                    }
+                });
+        let attachments = crate::plugins::compile::attachments(
+            d,
+            &path.key("plugins"),
+            &route.plugins,
+            config.plugins.is_some(),
+        );
+        if let Some(target) = target {
+            routes.push(RouteSpec {
+                name: Arc::from(name.as_str()),
+                target,
+                explain: route.explain,
+                redirect_https: route.redirect_https,
+                request_headers,
+                response_headers,
+                rewrite,
+                plugins: attachments,
+            });
+        } else {
+            // Keep route indexes aligned with the index even when broken;
+            // a snapshot with errors is never used.
+            routes.push(RouteSpec {
+                name: Arc::from(name.as_str()),
+                target: RouteTarget::Direct(usize::MAX),
+                explain: false,
+                redirect_https: false,
+                request_headers: HeaderOps::default(),
+                response_headers: HeaderOps::default(),
+                rewrite: None,
+                plugins: Vec::new(),
+            });
+        }
+    }
+    (index, routes)
+}
+
+/// Resolves a placement name. The key path is built only on failure:
+/// routing tables can hold many thousands of references.
+pub fn placement_ref(
+    d: &mut Diagnostics,
+    path: impl FnOnce() -> KeyPath,
+    name: &str,
+    placements: &HashMap<&str, usize>,
+) -> Option<usize> {
+    match placements.get(name) {
+        Some(id) => Some(*id),
+        None => {
+            let mut known: Vec<_> = placements.keys().copied().collect();
+            known.sort_unstable();
+            d.error(
+                path(),
+                format!("unknown placement {name:?} (defined: {})", known.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+/// Where a route sends its requests: one placement, a routing-key table, or its own answer.
+pub fn target(
+    d: &mut Diagnostics,
+    path: &KeyPath,
+    route: &config::Route,
+    placements: &HashMap<&str, usize>,
+) -> Option<RouteTarget> {
+    if let Some(respond) = &route.respond {
+        if route.placement.is_some() || route.routing.is_some() {
+            d.error(
+                path.key("respond"),
+                "set one of `placement`, `routing` and `respond`",
+            );
+            return None;
+        }
+        return match crate::transform::respond::Answer::compile(respond) {
+            Ok(answer) => Some(RouteTarget::Respond(answer)),
+            Err(errors) => {
+                for (key, message) in errors {
+                    let mut at = path.key("respond");
+                    for part in key.splitn(2, '.') {
+                        at = at.key(part);
+                    }
+                    d.error(at, message);
+                }
+                None
+            }
+        };
+    }
+    match (&route.placement, &route.routing) {
+        (Some(_), Some(_)) => {
+            d.error(
+                path.key("routing"),
+                "set either `placement` or `routing`, not both",
+            );
+            None
+        }
+        (None, None) => {
+            d.error(
+                path.clone(),
+                "a route needs `placement`, `routing` or `respond`",
+            );
+            None
+        }
+        (Some(name), None) => {
+            placement_ref(d, || path.key("placement"), name, placements).map(RouteTarget::Direct)
+        }
+        (None, Some(routing)) => {
+            let path = path.key("routing");
+            let extractor = match KeyExtractor::from_config(&routing.key) {
+                Ok(extractor) => Some(extractor),
+                Err((key, message)) => {
+                    d.error(path.key("key").key(key), message);
+                    None
+                }
+            };
+            let default = placement_ref(d, || path.key("default"), &routing.default, placements);
+            let mut table = HashMap::with_capacity(routing.table.len());
+            for (key, placement) in &routing.table {
+                if let Some(id) =
+                    placement_ref(d, || path.key("table").key(key), placement, placements)
+                {
+                    table.insert(Box::from(key.as_str()), id);
+                }
+            }
+            Some(RouteTarget::Keyed(KeyedTarget {
+                extractor: extractor?,
+                table,
+                default: default?,
+                reject_missing: routing.on_missing_key == MissingKey::Reject,
+            }))
+        }
+    }
+}
