@@ -50,12 +50,13 @@ use crate::control::Plugins;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::limits;
+use crate::resilience::placement::{self, EndpointSpec, PlacementSpec};
 use crate::resilience::state::{self, Slot};
-use crate::routing::{self, Decision, RequestView, RouteReason};
-use crate::snapshot::{EndpointSpec, PlacementId, PlacementSpec, RouteSpec, RouteTarget, Snapshot};
+use crate::routing::{self, Decision, PlacementId, RequestView, RouteSpec, RouteTarget};
+use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::{self, AccessRecord};
 use crate::telemetry::metrics::Metrics;
-use crate::tls::acme::{Http01Responses, CHALLENGE_PATH_PREFIX};
+use crate::tls::acme::Http01Responses;
 use crate::transform::forwarding;
 
 /// Response header naming the placement that served the request.
@@ -99,19 +100,6 @@ impl SluiceProxy {
     pub fn with_http01(mut self, answers: Http01Responses) -> Self {
         self.http01 = Some(answers);
         self
-    }
-
-    /// The answer to a pending HTTP-01 challenge, if `session` asks for one.
-    fn http01_answer(&self, session: &Session) -> Option<String> {
-        let answers = self.http01.as_ref()?;
-        let request = session.req_header();
-        if request.method != http::Method::GET
-            || !request.uri.path().starts_with(CHALLENGE_PATH_PREFIX)
-            || is_tls(session)
-        {
-            return None;
-        }
-        answers.response_for_path(request.uri.path())
     }
 
     fn transition(
@@ -233,6 +221,58 @@ impl RequestCtx {
         }
     }
 
+    /// Starts the request on `snapshot`: its id (the client's, or a new
+    /// one) and the host it asked for.
+    fn begin(&mut self, request: &RequestHeader, snapshot: Arc<Snapshot>) {
+        self.request_id = forwarding::request_id(
+            request
+                .headers
+                .get(forwarding::REQUEST_ID)
+                .map(|v| v.as_bytes()),
+        );
+        self.client_host = request_host(request).to_string();
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Takes what admission granted: the placement and endpoint, the
+    /// breaker's admission, and the in-flight slots, held until the context
+    /// drops.
+    fn admitted(&mut self, granted: admission::Granted<'_>) {
+        self.placement = Some(granted.placement);
+        self.endpoint = Some(granted.endpoint);
+        self.attempt = Some(granted.admission);
+        self.failover = granted.failover;
+        granted.placement_slot.detach();
+        granted.endpoint_slot.detach();
+        self.holds_placement_slot = true;
+        self.counted_endpoint = Some(granted.endpoint);
+    }
+
+    /// Notes why admission refused, for the explainability headers.
+    fn denied(&mut self, denied: Denied, placements: &[PlacementSpec]) {
+        match denied {
+            Denied::Full {
+                placement,
+                failover,
+            } => {
+                self.placement = Some(placement);
+                self.failover = failover;
+                self.circuit = placements
+                    .get(placement)
+                    .map(|p| admission::most_open_state(p, Instant::now()));
+            }
+            Denied::Unavailable {
+                placement,
+                reason,
+                circuit,
+            } => {
+                self.placement = Some(placement);
+                self.failover = Some(reason);
+                self.circuit = Some(circuit);
+            }
+        }
+    }
+
     /// Moves this request's endpoint slot to `endpoint` of its placement.
     fn count_endpoint(&mut self, endpoint: usize) {
         self.release_endpoint_slot();
@@ -323,22 +363,18 @@ fn failure_kind(e: &Error) -> FailureKind {
 }
 
 impl SluiceProxy {
+    /// Phase 1: route, run the request plugins, decide the placement and
+    /// admit the request. `Ok(true)` when the request was answered here.
     async fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.live.load_full();
+        ctx.begin(session.req_header(), snapshot.clone());
         let request = session.req_header();
-        ctx.request_id = forwarding::request_id(
-            request
-                .headers
-                .get(forwarding::REQUEST_ID)
-                .map(|v| v.as_bytes()),
-        );
-        ctx.client_host = request_host(request).to_string();
-        if let Some(answer) = self.http01_answer(session) {
-            ctx.snapshot = Some(snapshot.clone());
+        if let Some(answer) = self.http01.as_ref().and_then(|answers| {
+            answers.answer_for(&request.method, request.uri.path(), is_tls(session))
+        }) {
             respond::acme_challenge(session, answer).await?;
             return Ok(true);
         }
-        let request = session.req_header();
         let view = RequestView {
             host: &ctx.client_host,
             path: request.uri.path(),
@@ -346,17 +382,17 @@ impl SluiceProxy {
             headers: &request.headers,
         };
         let Some(route) = snapshot.index.find(view.host, view.path) else {
-            ctx.snapshot = Some(snapshot.clone());
-            respond::text(session, ctx, 404, "no route matches this host and path").await?;
+            let (status, message) = routing::Refusal::NoRoute.answer();
+            respond::text(session, ctx, status, message).await?;
             return Ok(true);
         };
-        let mut key = routing::routing_key(&snapshot.routes, route, &view);
-        let content_length = request
+        let key = routing::routing_key(&snapshot.routes, route, &view);
+        // As the client declared it, before plugins see the headers.
+        let declared_body = request
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        ctx.snapshot = Some(snapshot.clone());
         let route_spec = &snapshot.routes[route];
         if route_spec.redirect_https && !is_tls(session) {
             respond::redirect_to_https(session, ctx).await?;
@@ -366,6 +402,26 @@ impl SluiceProxy {
             respond::answer(session, ctx, answer, &route_spec.response_headers).await?;
             return Ok(true);
         }
+        let Some(decision) = self.decide(session, ctx, &snapshot, route, key).await? else {
+            return Ok(true);
+        };
+        self.admit(session, ctx, &snapshot, decision, declared_body)
+            .await
+    }
+
+    /// The routing decision for `route`: the request plugins may answer,
+    /// set the routing key or choose the placement, then the route's table
+    /// decides, then its placement-policy plugins. `None` when the request
+    /// was answered instead.
+    async fn decide(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        route: usize,
+        mut key: Option<String>,
+    ) -> Result<Option<Decision>> {
+        let route_spec = &snapshot.routes[route];
         let registry = if route_spec.plugins.is_empty() {
             None
         } else {
@@ -392,41 +448,31 @@ impl SluiceProxy {
                     routing_key,
                     placement,
                 } => {
-                    if routing_key.is_some() {
-                        key = routing_key;
-                    }
+                    key = routing_key.or(key);
                     chosen_placement = placement;
                 }
                 plugins::RequestOutcome::Respond(response) => {
                     respond::immediate(session, ctx, response).await?;
-                    return Ok(true);
+                    return Ok(None);
                 }
                 plugins::RequestOutcome::Fail(status) => {
                     // The failure's detail is in the log; the client learns only that it happened.
                     respond::text(session, ctx, status, "a plugin on this route failed").await?;
-                    return Ok(true);
+                    return Ok(None);
                 }
             }
         }
         let mut decision = match routing::resolve(&snapshot.routes, route, key) {
             Ok(decision) => decision,
-            Err(_) => {
-                respond::text(
-                    session,
-                    ctx,
-                    400,
-                    "this route needs a routing key and the request has none",
-                )
-                .await?;
-                return Ok(true);
+            Err(refusal) => {
+                let (status, message) = refusal.answer();
+                respond::text(session, ctx, status, message).await?;
+                return Ok(None);
             }
         };
         if let Some(name) = chosen_placement {
-            match snapshot.placements.iter().position(|p| *p.name == *name) {
-                Some(id) => {
-                    decision.placement = id;
-                    decision.reason = RouteReason::Policy;
-                }
+            match placement::find(&snapshot.placements, &name) {
+                Some(id) => decision.chosen_by_policy(id),
                 None => {
                     tracing::warn!(placement = %name, "a plugin chose an unknown placement; ignored")
                 }
@@ -444,111 +490,77 @@ impl SluiceProxy {
             let chosen = plugins::select_placement(
                 registry,
                 &self.metrics,
-                &snapshot,
+                snapshot,
                 route_spec,
                 &facts,
                 session.req_header(),
                 &candidates,
             );
             match chosen {
-                Ok(Some(id)) => {
-                    decision.placement = id;
-                    decision.reason = RouteReason::Policy;
-                }
+                Ok(Some(id)) => decision.chosen_by_policy(id),
                 Ok(None) => {}
                 Err(status) => {
                     respond::text(session, ctx, status, "a plugin on this route failed").await?;
-                    return Ok(true);
+                    return Ok(None);
                 }
             }
         }
-        let route_default = match &snapshot.routes[decision.route].target {
-            RouteTarget::Keyed(keyed) => Some(keyed.default),
-            RouteTarget::Direct(_) | RouteTarget::Respond(_) => None,
-        };
+        Ok(Some(decision))
+    }
+
+    /// Admission: the decided placement or its fallbacks take the request
+    /// under their breakers, health and limits, and the declared body must
+    /// fit. `Ok(true)` when the request was answered instead (429, 503, 413).
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        decision: Decision,
+        declared_body: Option<u64>,
+    ) -> Result<bool> {
         let routed = decision.placement;
-        let key = decision.key.as_deref().map(str::as_bytes);
         let admitted = admission::admit(
             &snapshot.placements,
             routed,
-            route_default,
-            key,
+            routing::route_default(&snapshot.routes, decision.route),
+            decision.key.as_deref().map(str::as_bytes),
             Instant::now(),
             &mut |p, e, t| self.transition(p, e, t),
         );
         ctx.decision = Some(decision);
         match admitted {
             Ok(granted) => {
-                ctx.placement = Some(granted.placement);
-                ctx.endpoint = Some(granted.endpoint);
-                ctx.attempt = Some(granted.admission);
-                ctx.failover = granted.failover;
-                granted.placement_slot.detach();
-                granted.endpoint_slot.detach();
-                ctx.holds_placement_slot = true;
-                ctx.counted_endpoint = Some(granted.endpoint);
                 if let Some(reason) = granted.failover {
-                    let (from, to) = (
-                        &*snapshot.placements[routed].name,
-                        &*snapshot.placements[granted.placement].name,
-                    );
+                    let name =
+                        |id: PlacementId| snapshot.placements.get(id).map_or("", |p| &*p.name);
                     self.metrics
                         .failovers
-                        .with_label_values(&[from, to, reason.as_str()])
+                        .with_label_values(&[
+                            name(routed),
+                            name(granted.placement),
+                            reason.as_str(),
+                        ])
                         .inc();
                 }
+                ctx.admitted(granted);
             }
-            Err(Denied::Full {
-                placement,
-                failover,
-            }) => {
-                ctx.failover = failover;
-                ctx.placement = Some(placement);
-                ctx.circuit = Some(admission::most_open_state(
-                    &snapshot.placements[placement],
-                    Instant::now(),
-                ));
-                let message = format!(
-                    "placement {} is at its concurrency limit",
-                    snapshot.placements[placement].name
-                );
-                respond::text(session, ctx, 429, &message).await?;
-                return Ok(true);
-            }
-            Err(Denied::Unavailable {
-                placement,
-                reason,
-                circuit,
-            }) => {
-                ctx.placement = Some(placement);
-                ctx.failover = Some(reason);
-                ctx.circuit = Some(circuit);
-                let message = format!(
-                    "no endpoint of placement {} or its fallbacks can serve ({})",
-                    snapshot.placements[placement].name,
-                    reason.as_str()
-                );
-                respond::text(session, ctx, 503, &message).await?;
+            Err(denied) => {
+                ctx.denied(denied, &snapshot.placements);
+                let message = denied.message(&snapshot.placements);
+                respond::text(session, ctx, denied.status(), &message).await?;
                 return Ok(true);
             }
         }
-        let limit = ctx.placement().and_then(|p| p.max_body);
-        if let (Some(limit), Some(length)) = (limit, content_length) {
-            if length > limit {
-                ctx.body_too_large = true;
-                self.release_attempt(ctx);
-                // No endpoint was used: the answer names none.
-                ctx.release_endpoint_slot();
-                ctx.endpoint = None;
-                respond::text(
-                    session,
-                    ctx,
-                    413,
-                    &format!("the request body is larger than {limit} bytes"),
-                )
-                .await?;
-                return Ok(true);
-            }
+        let max_body = ctx.placement().and_then(|p| p.max_body);
+        if let Err(refused) = limits::check_body(max_body, declared_body.unwrap_or(0)) {
+            ctx.body_too_large = true;
+            self.release_attempt(ctx);
+            // No endpoint was used: the answer names none.
+            ctx.release_endpoint_slot();
+            ctx.endpoint = None;
+            respond::text(session, ctx, 413, &refused).await?;
+            return Ok(true);
         }
         Ok(false)
     }
@@ -562,14 +574,10 @@ impl SluiceProxy {
     ) -> Result<()> {
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            if let Some(limit) = ctx.placement().and_then(|p| p.max_body) {
-                if ctx.body_bytes > limit {
-                    ctx.body_too_large = true;
-                    return Error::e_explain(
-                        HTTPStatus(413),
-                        format!("the request body is larger than {limit} bytes"),
-                    );
-                }
+            let max_body = ctx.placement().and_then(|p| p.max_body);
+            if let Err(refused) = limits::check_body(max_body, ctx.body_bytes) {
+                ctx.body_too_large = true;
+                return Error::e_explain(HTTPStatus(413), refused);
             }
         }
         Ok(())

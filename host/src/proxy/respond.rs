@@ -47,9 +47,7 @@ pub(super) async fn acme_challenge(session: &mut Session, answer: String) -> Res
 pub(super) async fn redirect_to_https(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
     let request = session.req_header();
     let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
-    // The client's Host without its port: HTTPS is on the default port.
-    let host = without_port(&ctx.client_host);
-    let location = format!("https://{host}{path}");
+    let location = crate::routing::https_location(&ctx.client_host, path);
     let mut response = ResponseHeader::build(308, Some(4))?;
     response.insert_header(http::header::LOCATION, location)?;
     response.insert_header(http::header::CONTENT_LENGTH, 0)?;
@@ -122,17 +120,6 @@ pub(super) async fn immediate(
         .await
 }
 
-/// `host` without a trailing `:port` (IPv6 literals keep their brackets).
-fn without_port(host: &str) -> &str {
-    if let Some(end) = host.strip_prefix('[').and_then(|rest| rest.find(']')) {
-        return &host[..end + 2];
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
-
 fn reason_phrase(status: u16) -> &'static str {
     http::StatusCode::from_u16(status)
         .ok()
@@ -193,19 +180,5 @@ pub(super) fn status_for(e: &Error, placement: Option<&str>) -> (u16, String) {
         ) => (0, String::new()),
         (_, ErrorSource::Downstream) => (400, "malformed request".into()),
         _ => (500, "internal error".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_port;
-
-    #[test]
-    fn ports_are_dropped_from_hosts() {
-        assert_eq!(without_port("shop.test:8080"), "shop.test");
-        assert_eq!(without_port("shop.test"), "shop.test");
-        assert_eq!(without_port("[::1]:8080"), "[::1]");
-        assert_eq!(without_port("[::1]"), "[::1]");
-        assert_eq!(without_port("127.0.0.1:80"), "127.0.0.1");
     }
 }

@@ -76,6 +76,34 @@ pub enum Denied {
     },
 }
 
+impl Denied {
+    /// The status the client gets: 429 for a full placement, 503 when
+    /// nothing in the chain could serve.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Full { .. } => 429,
+            Self::Unavailable { .. } => 503,
+        }
+    }
+
+    /// The text the client gets, naming the placement.
+    pub fn message(self, placements: &[PlacementSpec]) -> String {
+        let name = |id: PlacementId| placements.get(id).map_or("?", |p| &*p.name);
+        match self {
+            Self::Full { placement, .. } => {
+                format!("placement {} is at its concurrency limit", name(placement))
+            }
+            Self::Unavailable {
+                placement, reason, ..
+            } => format!(
+                "no endpoint of placement {} or its fallbacks can serve ({})",
+                name(placement),
+                reason.as_str()
+            ),
+        }
+    }
+}
+
 /// Admits a request routed to `routed`, following fallbacks and then
 /// `route_default`. `key` is the routing key, for consistent hashing.
 /// Breaker transitions caused along the way are passed to `transitions`.

@@ -1,8 +1,18 @@
-//! Size limits a placement sets on what its upstreams send back: the
-//! response head. (The request body's limit is checked where the body
-//! streams, in admission and the body phase.)
+//! Size limits a placement sets: on the request body a client sends, and
+//! on the response head its upstreams send back.
 
 use pingora::http::ResponseHeader;
+
+/// Refuses a request body of `length` bytes, declared or streamed so far,
+/// when it passes the placement's `max_body`, saying by how much.
+pub fn check_body(max_body: Option<u64>, length: u64) -> Result<(), String> {
+    match max_body {
+        Some(limit) if length > limit => {
+            Err(format!("the request body is larger than {limit} bytes"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The size of a response head as it crossed the wire: the status line,
 /// every header line with its `: ` and line end, and the blank line.
@@ -31,6 +41,16 @@ pub fn check_response_head(head: &ResponseHeader, limit: u64) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_past_the_limit_is_refused() {
+        assert!(check_body(None, u64::MAX).is_ok());
+        assert!(check_body(Some(10), 10).is_ok());
+        assert_eq!(
+            check_body(Some(10), 11).unwrap_err(),
+            "the request body is larger than 10 bytes"
+        );
+    }
 
     #[test]
     fn a_head_is_measured_as_it_was_sent() {

@@ -97,6 +97,11 @@ pub struct EndpointSpec {
     pub state: Arc<EndpointState>,
 }
 
+/// The id of the placement called `name`.
+pub fn find(placements: &[PlacementSpec], name: &str) -> Option<PlacementId> {
+    placements.iter().position(|p| *p.name == *name)
+}
+
 /// Applies each placement's settings to the live state it shares with
 /// older snapshots. Called once these placements are the ones serving.
 pub fn apply_settings(placements: &[PlacementSpec]) {

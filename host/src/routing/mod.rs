@@ -86,6 +86,44 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The status and text the client gets.
+    pub fn answer(self) -> (u16, &'static str) {
+        match self {
+            Self::NoRoute => (404, "no route matches this host and path"),
+            Self::MissingKey { .. } => (
+                400,
+                "this route needs a routing key and the request has none",
+            ),
+            Self::Answered { .. } => (500, "this route answers requests itself"),
+        }
+    }
+}
+
+impl Decision {
+    /// A plugin chose `placement` for this request.
+    pub fn chosen_by_policy(&mut self, placement: PlacementId) {
+        self.placement = placement;
+        self.reason = RouteReason::Policy;
+    }
+}
+
+/// Where a route with `redirect_https` sends a plain-HTTP request: the
+/// same host, without its port (HTTPS is on the default one), and the same
+/// path and query.
+pub fn https_location(host: &str, path_and_query: &str) -> String {
+    format!("https://{}{path_and_query}", route_match::strip_port(host))
+}
+
+/// The placement a keyed route falls back to when its routed one cannot
+/// serve; direct and answering routes have none.
+pub fn route_default(routes: &[RouteSpec], route: usize) -> Option<PlacementId> {
+    match &routes.get(route)?.target {
+        RouteTarget::Keyed(keyed) => Some(keyed.default),
+        RouteTarget::Direct(_) | RouteTarget::Respond(_) => None,
+    }
+}
+
 /// Matches a route through `index` and resolves its placement.
 pub fn decide(
     index: &RouteIndex,
@@ -176,6 +214,16 @@ mod tests {
     use super::*;
     use crate::config;
     use crate::snapshot::Snapshot;
+
+    #[test]
+    fn https_redirects_keep_the_host_without_its_port_and_the_path() {
+        assert_eq!(
+            https_location("shop.test:8080", "/a?b=1"),
+            "https://shop.test/a?b=1"
+        );
+        assert_eq!(https_location("[::1]:80", "/"), "https://[::1]/");
+        assert_eq!(https_location("shop.test", "/"), "https://shop.test/");
+    }
 
     fn snapshot() -> Snapshot {
         let text = r#"

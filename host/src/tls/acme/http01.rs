@@ -24,6 +24,15 @@ impl Http01Responses {
             .cloned()
     }
 
+    /// The answer to a request, when it asks for a pending challenge: a
+    /// `GET` of its path over plain HTTP, which is where the CA validates.
+    pub fn answer_for(&self, method: &http::Method, path: &str, over_tls: bool) -> Option<String> {
+        if method != http::Method::GET || over_tls {
+            return None;
+        }
+        self.response_for_path(path)
+    }
+
     /// The body to answer for a request `path`, if it is a challenge path
     /// whose challenge is pending.
     pub fn response_for_path(&self, path: &str) -> Option<String> {
