@@ -1,8 +1,7 @@
-//! Starts Sluice: the control runtime (config, reload triggers, health
-//! checks, ACME), then the Pingora server with the proxy and admin services.
+//! Starts Sluice: the control side ([`crate::control::start`]), then the
+//! Pingora server with the proxy and admin services on its listeners.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +13,10 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::api::AdminApi;
-use crate::control::{watch, ConfigSource, Reloader};
+use crate::control::{self, ConfigSource};
 use crate::proxy::SluiceProxy;
-use crate::resilience::checker::HealthSupervisor;
-use crate::resilience::state::Registry;
-use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::Metrics;
-use crate::tls::acme::{Acme, ChallengeKind};
 use crate::tls::resolver::SniResolver;
-use crate::tls::store::AcmeCertificates;
 use crate::tls::termination::{server_config, TlsTermination};
 
 /// How `sluice run` was asked to start.
@@ -40,32 +34,16 @@ pub struct RunOptions {
 
 /// Runs the proxy until a shutdown signal; returns only on a startup error.
 pub fn run(options: RunOptions) -> anyhow::Result<()> {
-    let control = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("sluice-control")
-        .enable_all()
-        .build()?;
-    let registry = Arc::new(Registry::default());
     let metrics = Arc::new(Metrics::new());
-    let health = HealthSupervisor::new(control.handle().clone());
-    let reloader = control.block_on(Reloader::start(
+    let control = control::start::start(
         options.source.clone(),
         options.state_dir.clone(),
-        registry,
         metrics.reload.clone(),
         metrics.plugins.clone(),
-        health,
-    ))?;
-    let snapshot = reloader.live().load_full();
-    // ACME runs if the snapshot the process starts on has routes with
-    // tls = "acme"; reloads that add such routes are then followed.
-    let acme_certificates = AcmeCertificates::default();
-    let acme = prepare_acme(
-        &snapshot,
-        options.state_dir.as_deref(),
-        &acme_certificates,
-        &metrics,
+        metrics.registry(),
     )?;
+    let (reloader, acme) = (&control.reloader, &control.acme);
+    let snapshot = reloader.live().load_full();
 
     let mut conf = ServerConf {
         threads: snapshot.threads,
@@ -129,7 +107,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             if listener.tls {
                 let certificates = Arc::new(SniResolver::new(
                     reloader.certificates(),
-                    acme_certificates.clone(),
+                    control.acme_certificates.clone(),
                 ));
                 app.add_https(
                     listener.address,
@@ -161,118 +139,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
-    control.block_on(async {
-        watch::spawn_triggers(reloader.clone(), options.poll_interval);
-        tokio::spawn(watch::reload_on_certificate_change(reloader.clone()));
-    });
-    if let Some(acme) = acme {
-        // HTTP-01 answers are served by the plain listeners, so orders wait
-        // until one accepts connections; DNS-01 orders start at once.
-        let plain: Vec<SocketAddr> = match acme_challenge(&snapshot) {
-            Some(ChallengeKind::Http01) => snapshot
-                .listeners
-                .iter()
-                .filter(|l| !l.tls)
-                .map(|l| l.address)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let names = reloader.acme_names();
-        control.spawn(async move {
-            wait_until_listening(&plain).await;
-            // The tasks live as long as this one, that is, the process.
-            let mut tasks = acme.start();
-            tasks.spawn(acme.follow(names));
-            while tasks.join_next().await.is_some() {}
-        });
-    }
+    control.spawn_background(options.poll_interval);
     server.run_forever()
-}
-
-fn acme_challenge(snapshot: &Snapshot) -> Option<ChallengeKind> {
-    snapshot.acme.as_ref().map(|config| config.challenge)
-}
-
-/// Creates the ACME manager for the snapshot's `tls = "acme"` routes, if
-/// any: loads the certificates already stored in `state_dir` into `served`,
-/// arranges for newly issued ones to go there too, and registers the ACME
-/// metrics. Nothing is ordered until [`Acme::start`].
-fn prepare_acme(
-    snapshot: &Snapshot,
-    state_dir: Option<&Path>,
-    served: &AcmeCertificates,
-    metrics: &Metrics,
-) -> anyhow::Result<Option<Acme>> {
-    if snapshot.acme_certificates.is_empty() {
-        if snapshot.acme.is_some() {
-            tracing::info!("[acme] is set but no route has tls = \"acme\"; nothing is ordered");
-        }
-        return Ok(None);
-    }
-    let Some(config) = snapshot.acme.clone() else {
-        anyhow::bail!("routes with tls = \"acme\" need an [acme] table");
-    };
-    let Some(state_dir) = state_dir else {
-        anyhow::bail!(
-            "routes with tls = \"acme\" need --state-dir: the ACME account and the certificates are kept there"
-        );
-    };
-    let store = served.clone();
-    let acme = Acme::new(
-        config,
-        state_dir,
-        snapshot.acme_certificates.clone(),
-        move |issued| match store.insert(&issued) {
-            Ok(()) => {
-                tracing::info!(names = ?issued.names, "serving a newly issued ACME certificate")
-            }
-            Err(error) => {
-                tracing::error!(names = ?issued.names, %error, "cannot serve the issued ACME certificate")
-            }
-        },
-    )?;
-    for issued in acme.certificates() {
-        match served.insert(&issued) {
-            Ok(()) => tracing::info!(names = ?issued.names, "serving a stored ACME certificate"),
-            Err(error) => {
-                tracing::warn!(names = ?issued.names, %error, "cannot serve the stored ACME certificate")
-            }
-        }
-    }
-    acme.metrics()
-        .register(metrics.registry())
-        .map_err(|e| anyhow::anyhow!("cannot register the ACME metrics: {e}"))?;
-    tracing::info!(
-        certificates = snapshot.acme_certificates.len(),
-        "ACME certificates are managed"
-    );
-    Ok(Some(acme))
-}
-
-/// Waits, for at most 10 s, until one of `addresses` accepts a connection
-/// (an unspecified address is tried on loopback); returns at once if there
-/// are none.
-async fn wait_until_listening(addresses: &[SocketAddr]) {
-    if addresses.is_empty() {
-        return;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        for address in addresses {
-            let mut address = *address;
-            if address.ip().is_unspecified() {
-                address.set_ip(match address {
-                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            if tokio::net::TcpStream::connect(address).await.is_ok() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tracing::warn!("no plain-HTTP listener accepts connections yet; ordering anyway");
 }
 
 /// A TCP listener whose accepted connections read straight from the socket.

@@ -1,11 +1,13 @@
 //! Control: where the configuration comes from ([`source`]), what makes it
 //! reload ([`watch`]), and the reloader that validates, compiles and
 //! publishes each snapshot, keeps the last known good and hands each
-//! service its part ([`reload`]); with the reload metrics ([`metrics`]).
+//! service its part ([`reload`]); with the reload metrics ([`metrics`]),
+//! and the start-up of it all with ACME ([`start`]).
 
 pub mod metrics;
 pub mod reload;
 pub mod source;
+pub mod start;
 pub mod watch;
 
 pub use reload::{compile_text, ConfigStatus, Plugins, ReloadOutcome, Reloader, StartupError};

@@ -393,7 +393,11 @@ impl SluiceProxy {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let route_spec = &snapshot.routes[route];
+        // The index only returns routes of its own snapshot.
+        let Some(route_spec) = snapshot.routes.get(route) else {
+            respond::text(session, ctx, 500, "the route index and its routes disagree").await?;
+            return Ok(true);
+        };
         if route_spec.redirect_https && !is_tls(session) {
             respond::redirect_to_https(session, ctx).await?;
             return Ok(true);
@@ -402,7 +406,10 @@ impl SluiceProxy {
             respond::answer(session, ctx, answer, &route_spec.response_headers).await?;
             return Ok(true);
         }
-        let Some(decision) = self.decide(session, ctx, &snapshot, route, key).await? else {
+        let Some(decision) = self
+            .decide(session, ctx, &snapshot, (route, route_spec), key)
+            .await?
+        else {
             return Ok(true);
         };
         self.admit(session, ctx, &snapshot, decision, declared_body)
@@ -418,10 +425,9 @@ impl SluiceProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
-        route: usize,
+        (route, route_spec): (usize, &RouteSpec),
         mut key: Option<String>,
     ) -> Result<Option<Decision>> {
-        let route_spec = &snapshot.routes[route];
         let registry = if route_spec.plugins.is_empty() {
             None
         } else {

@@ -227,10 +227,12 @@ pub(super) fn select_placement(
         let described = described.get_or_insert_with(|| describe(snapshot, candidates));
         match plugin.select_placement(&attachment.config, &context, described) {
             Ok(PlacementChoice::Placement(name)) => {
-                match candidates
-                    .iter()
-                    .find(|id| *snapshot.placements[**id].name == *name)
-                {
+                match candidates.iter().find(|id| {
+                    snapshot
+                        .placements
+                        .get(**id)
+                        .is_some_and(|placement| *placement.name == *name)
+                }) {
                     Some(id) => return Ok(Some(*id)),
                     None => {
                         tracing::warn!(plugin = %attachment.name, placement = %name, "plugin chose a placement that is not a candidate; ignored")
@@ -254,8 +256,8 @@ fn describe(snapshot: &Snapshot, candidates: &[PlacementId]) -> Vec<Candidate> {
     let now = Instant::now();
     candidates
         .iter()
-        .map(|id| {
-            let placement = &snapshot.placements[*id];
+        .filter_map(|id| snapshot.placements.get(*id))
+        .map(|placement| {
             let (mut open, mut half_open) = (0, 0);
             for endpoint in &placement.endpoints {
                 match endpoint.state.breaker.state(now) {

@@ -162,12 +162,9 @@ pub fn admit<'s>(
                     admission,
                     failover: first_reason,
                     placement_slot,
-                    endpoint_slot: Slot::acquire(
-                        &placement.endpoints[endpoint].state.in_flight,
-                        None,
-                    )
-                    .expect("an unlimited slot is always granted"),
-                })
+                    // The balancer picked `endpoint` among these endpoints.
+                    endpoint_slot: Slot::unlimited(&placement.endpoints[endpoint].state.in_flight),
+                });
             }
             Err(reason) => {
                 first_reason.get_or_insert(reason);
@@ -198,7 +195,9 @@ pub fn pick_endpoint(
         if exclude.contains(&i) {
             return false;
         }
-        let endpoint = &placement.endpoints[i];
+        let Some(endpoint) = placement.endpoints.get(i) else {
+            return false;
+        };
         if !endpoint.state.health.is_healthy(now) {
             return false;
         }

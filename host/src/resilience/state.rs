@@ -115,6 +115,12 @@ pub struct Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
+    /// Takes a slot of a counter that has no limit.
+    pub fn unlimited(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self { counter }
+    }
+
     /// Takes a slot when fewer than `limit` are taken (`None`: no limit).
     pub fn acquire(counter: &'a AtomicU32, limit: Option<u32>) -> Option<Self> {
         match limit {
