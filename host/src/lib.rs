@@ -10,16 +10,16 @@
 //! importer (`sluice-import`) and the demo's upstreams (`sluice-demo`) are
 //! crates of their own.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod config;
 pub mod control;
 pub mod plugins;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod resilience;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
-pub mod support;
-pub mod telemetry;
+pub(crate) mod support;
+pub(crate) mod telemetry;
 pub mod tls;
 pub mod transform;

@@ -6,8 +6,8 @@
 
 pub mod metrics;
 pub mod reload;
-pub mod source;
-pub mod start;
+pub(crate) mod source;
+pub(crate) mod start;
 pub mod watch;
 
 pub use reload::{compile_text, ConfigStatus, Plugins, ReloadOutcome, Reloader, StartupError};

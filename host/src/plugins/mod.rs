@@ -2,12 +2,12 @@
 //! warm instances, and the registry the plugin directory fills.
 
 pub mod bindings;
-pub mod compile;
+pub(crate) mod compile;
 pub mod engine;
 pub mod host;
 mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
-pub mod spec;
-pub mod validate;
+pub(crate) mod spec;
+pub(crate) mod validate;

@@ -4,8 +4,8 @@
 pub mod admission;
 pub mod breaker;
 pub mod checker;
-pub mod compile;
+pub(crate) mod compile;
 pub mod health;
-pub mod limits;
+pub(crate) mod limits;
 pub mod placement;
 pub mod state;

@@ -5,7 +5,7 @@
 //! [`balance::Balancer`], once the request is admitted.
 
 pub mod balance;
-pub mod compile;
+pub(crate) mod compile;
 pub mod key;
 pub mod route;
 pub mod route_match;

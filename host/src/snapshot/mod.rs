@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod compile;
+pub(crate) mod compile;
 
 pub use compile::compile;
 

@@ -5,7 +5,7 @@
 
 pub mod acme;
 pub mod certificates;
-pub mod compile;
-pub mod resolver;
-pub mod store;
-pub mod termination;
+pub(crate) mod compile;
+pub(crate) mod resolver;
+pub(crate) mod store;
+pub(crate) mod termination;

@@ -1,8 +1,8 @@
 //! Per-route request and response transforms: header rules, path rewrites and
 //! the forwarding headers every proxied request carries.
 
-pub mod compile;
-pub mod forwarding;
+pub(crate) mod compile;
+pub(crate) mod forwarding;
 pub mod headers;
 pub mod respond;
 pub mod rewrite;
