@@ -12,6 +12,8 @@ pub struct PluginMetrics {
     pub histogram: HistogramVec,
     /// `sluice_plugin_call_duration_seconds{plugin, hook}`.
     pub call_duration: HistogramVec,
+    /// `sluice_plugin_failures_total{plugin, hook, kind}`: failed calls.
+    pub failures: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -41,6 +43,14 @@ impl PluginMetrics {
                 &["plugin", "hook"],
             )
             .expect("valid metric"),
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "sluice_plugin_failures_total",
+                    "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
+                ),
+                &["plugin", "hook", "kind"],
+            )
+            .expect("valid metric"),
         }
     }
 
@@ -48,7 +58,8 @@ impl PluginMetrics {
     pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.counter.clone()))?;
         registry.register(Box::new(self.histogram.clone()))?;
-        registry.register(Box::new(self.call_duration.clone()))
+        registry.register(Box::new(self.call_duration.clone()))?;
+        registry.register(Box::new(self.failures.clone()))
     }
 }
 

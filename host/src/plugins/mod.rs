@@ -2,6 +2,7 @@
 //! warm instances, and the registry the plugin directory fills.
 
 pub mod bindings;
+pub(crate) mod chain;
 pub(crate) mod compile;
 pub mod engine;
 pub mod host;

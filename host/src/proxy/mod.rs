@@ -47,6 +47,7 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::config::{FailureKind, HostHeader};
 use crate::control::Plugins;
+use crate::plugins::chain;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::limits;
@@ -436,32 +437,32 @@ impl SluiceProxy {
         let client = client_ip(session);
         let mut chosen_placement = None;
         if let Some(registry) = &registry {
-            let facts = plugins::RequestFacts {
+            let facts = chain::RequestFacts {
                 authority: &ctx.client_host,
                 client,
                 route: &route_spec.name,
                 routing_key: key.as_deref(),
                 request_id: &ctx.request_id,
             };
-            match plugins::on_request(
+            match chain::on_request(
                 registry,
-                &self.metrics,
-                route_spec,
+                &self.metrics.plugins,
+                &route_spec.plugins,
                 &facts,
                 session.req_header_mut(),
             ) {
-                plugins::RequestOutcome::Continue {
+                chain::RequestOutcome::Continue {
                     routing_key,
                     placement,
                 } => {
                     key = routing_key.or(key);
                     chosen_placement = placement;
                 }
-                plugins::RequestOutcome::Respond(response) => {
+                chain::RequestOutcome::Respond(response) => {
                     respond::immediate(session, ctx, response).await?;
                     return Ok(None);
                 }
-                plugins::RequestOutcome::Fail(status) => {
+                chain::RequestOutcome::Fail(status) => {
                     // The failure's detail is in the log; the client learns only that it happened.
                     respond::text(session, ctx, status, "a plugin on this route failed").await?;
                     return Ok(None);
@@ -486,23 +487,31 @@ impl SluiceProxy {
         }
         if let Some(registry) = &registry {
             let candidates = routing::candidates(&snapshot.routes, route);
-            let facts = plugins::RequestFacts {
+            let facts = chain::RequestFacts {
                 authority: &ctx.client_host,
                 client,
                 route: &route_spec.name,
                 routing_key: decision.key.as_deref(),
                 request_id: &ctx.request_id,
             };
-            let chosen = plugins::select_placement(
+            let named = |name: &str| {
+                candidates.iter().copied().find(|id| {
+                    snapshot
+                        .placements
+                        .get(*id)
+                        .is_some_and(|placement| *placement.name == *name)
+                })
+            };
+            let chosen = chain::select_placement(
                 registry,
-                &self.metrics,
-                snapshot,
-                route_spec,
+                &self.metrics.plugins,
+                &route_spec.plugins,
                 &facts,
                 session.req_header(),
-                &candidates,
+                || plugins::describe(snapshot, &candidates),
+                |name| named(name).is_some(),
             );
-            match chosen {
+            match chosen.map(|name| name.and_then(|name| named(&name))) {
                 Ok(Some(id)) => decision.chosen_by_policy(id),
                 Ok(None) => {}
                 Err(status) => {
@@ -776,7 +785,7 @@ impl SluiceProxy {
         if let Some(route) = ctx.route() {
             if !route.plugins.is_empty() {
                 if let Some(registry) = self.plugins.load_full() {
-                    let facts = plugins::RequestFacts {
+                    let facts = chain::RequestFacts {
                         authority: &ctx.client_host,
                         client: client_ip(session),
                         route: &route.name,
@@ -788,10 +797,10 @@ impl SluiceProxy {
                         ctx.endpoint().map_or("", |e| &*e.id),
                     );
                     let request = session.req_header();
-                    plugins::on_response(
+                    chain::on_response(
                         &registry,
-                        &self.metrics,
-                        route,
+                        &self.metrics.plugins,
+                        &route.plugins,
                         &facts,
                         served_by,
                         request,

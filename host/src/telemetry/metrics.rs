@@ -49,8 +49,6 @@ pub struct Metrics {
     pub reload: ReloadMetrics,
     /// The metrics plugins keep and are measured by.
     pub plugins: Arc<PluginMetrics>,
-    /// `sluice_plugin_failures_total{plugin, hook, kind}`.
-    pub plugin_failures: IntCounterVec,
     /// `sluice_panics_total{phase}`: panics caught in a request's phase.
     pub panics: IntCounterVec,
     /// `sluice_responses_aborted_total{placement}`: responses cut short
@@ -156,11 +154,6 @@ impl Metrics {
         );
         let plugins = Arc::new(PluginMetrics::new());
         plugins.register(&registry).expect("unique metric");
-        let plugin_failures = counter(
-            "sluice_plugin_failures_total",
-            "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
-            &["plugin", "hook", "kind"],
-        );
         let panics = counter(
             "sluice_panics_total",
             "Panics caught in a request's phase; each failed its request with a 500 or a cut-short response.",
@@ -190,7 +183,6 @@ impl Metrics {
             failovers,
             reload,
             plugins,
-            plugin_failures,
             panics,
             aborted_responses,
             breaker_state,
