@@ -26,7 +26,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::common::{self, free_port, render, scratch_dir, upstreams, Proxy, Scratch};
+use super::common::{free_port, render, scratch_dir, upstreams, Proxy, Scratch};
 use super::tls::{connect, connector, presented, request};
 
 /// The token the Cloudflare stand-in accepts.
@@ -56,7 +56,26 @@ struct Ca {
 
 impl Ca {
     /// Starts both servers; Pebble issues certificates valid for `validity`.
+    /// When another process holds one of the ports chosen, both start
+    /// again on new ones.
     fn start(validity: Duration) -> Ca {
+        let mut attempts = 0;
+        loop {
+            match Self::try_start(validity) {
+                Ok(ca) => return ca,
+                Err(lost) if attempts < 3 => {
+                    attempts += 1;
+                    eprintln!("starting Pebble again on other ports: {lost}");
+                }
+                Err(lost) => panic!("{lost}"),
+            }
+        }
+    }
+
+    /// Starts both servers and waits until they accept connections. `Err`
+    /// when one exits because its port is taken; any other exit, or 30 s
+    /// without listening, fails the test.
+    fn try_start(validity: Duration) -> Result<Ca, String> {
         let dir = scratch_dir();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -147,39 +166,56 @@ impl Ca {
             pebble,
             challtestsrv,
         };
-        started.wait_accepting(listen);
-        started.wait_accepting(management);
-        started.wait_accepting(pebble_management);
-        started
+        for address in [listen, management, pebble_management] {
+            started.wait_accepting(address)?;
+        }
+        // A port another process holds also accepts connections; Pebble
+        // then exits at once, saying so.
+        std::thread::sleep(Duration::from_millis(100));
+        started.wait_accepting(listen)?;
+        Ok(started)
     }
 
-    /// Waits until `address` accepts connections; fails with both servers'
-    /// output if either exits first or 30 s pass.
-    fn wait_accepting(&mut self, address: SocketAddr) {
-        let (pebble, challtestsrv, dir) = (&mut self.pebble, &mut self.challtestsrv, &self.dir);
-        common::wait_accepting(
-            address,
-            Duration::from_secs(30),
-            || {
-                [
-                    ("pebble", &mut *pebble),
-                    ("pebble-challtestsrv", &mut *challtestsrv),
-                ]
-                .into_iter()
-                .find_map(|(name, child)| {
-                    let status = child.try_wait().ok().flatten()?;
-                    Some(format!("{name} exited with {status}"))
-                })
-            },
-            || {
-                let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-                format!(
-                    "pebble:\n{}\nchalltestsrv:\n{}",
-                    log("pebble.log"),
-                    log("challtestsrv.log")
-                )
-            },
-        );
+    /// Waits until `address` accepts connections. `Err` when a server
+    /// exited because its port is in use; the test fails with both servers'
+    /// output if one exits otherwise or 30 s pass.
+    fn wait_accepting(&mut self, address: SocketAddr) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(address).is_err() {
+            let exited = [
+                ("pebble", &mut self.pebble),
+                ("pebble-challtestsrv", &mut self.challtestsrv),
+            ]
+            .into_iter()
+            .find_map(|(name, child)| {
+                let status = child.try_wait().ok().flatten()?;
+                Some(format!("{name} exited with {status}"))
+            });
+            if let Some(exited) = exited {
+                let log = self.log();
+                if log.contains("address already in use") {
+                    return Err(format!("{exited}: a port it was given is in use"));
+                }
+                panic!("{exited} before listening on {address}:\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on {address} after 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Both servers' output so far.
+    fn log(&self) -> String {
+        let log = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "pebble:\n{}\nchalltestsrv:\n{}",
+            log("pebble.log"),
+            log("challtestsrv.log")
+        )
     }
 
     /// Stops Pebble, leaving challtestsrv running.
