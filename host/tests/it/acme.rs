@@ -181,7 +181,9 @@ impl Ca {
     /// output if one exits otherwise or 30 s pass.
     fn wait_accepting(&mut self, address: SocketAddr) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(address).is_err() {
+        loop {
+            // An exit is looked for first: a port another process holds
+            // accepts connections too.
             let exited = [
                 ("pebble", &mut self.pebble),
                 ("pebble-challtestsrv", &mut self.challtestsrv),
@@ -198,6 +200,9 @@ impl Ca {
                 }
                 panic!("{exited} before listening on {address}:\n{log}");
             }
+            if std::net::TcpStream::connect(address).is_ok() {
+                return Ok(());
+            }
             assert!(
                 Instant::now() < deadline,
                 "nothing listens on {address} after 30 s:\n{}",
@@ -205,7 +210,6 @@ impl Ca {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// Both servers' output so far.
