@@ -48,26 +48,34 @@ impl FaultProcess {
 
     /// Starts one on `listen` and waits until it accepts.
     fn start_on(name: &'static str, listen: &str) -> Self {
+        let (child, address) = Self::spawn(name, listen)
+            .unwrap_or_else(|line| panic!("fault-upstream {name} did not start: {line:?}"));
+        Self {
+            name,
+            address,
+            child: Some(child),
+        }
+    }
+
+    /// Spawns the process and reads the address it reports; `Err` with what
+    /// it said instead when it could not listen.
+    fn spawn(name: &str, listen: &str) -> Result<(Child, SocketAddr), String> {
         let mut child = Command::new(fault_upstream_binary())
             .args(["--listen", listen, "--name", name])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("fault-upstream {name} did not start: {line:?}"))
-            .parse()
-            .unwrap();
-        Self {
-            name,
-            address,
-            child: Some(child),
+        match line.trim().strip_prefix("listening on ") {
+            Some(address) => Ok((child, address.parse().unwrap())),
+            None => {
+                let _ = child.wait();
+                Err(line)
+            }
         }
     }
 
@@ -79,32 +87,23 @@ impl FaultProcess {
         }
     }
 
-    /// Starts it again on the same address.
+    /// Starts it again on the same address, retrying while the killed
+    /// process's sockets still hold the port.
     fn revive(&mut self) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut child = Command::new(fault_upstream_binary())
-                .args(["--listen", &self.address.to_string(), "--name", self.name])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            if line.starts_with("listening on ") {
-                self.child = Some(child);
-                return;
+            match Self::spawn(self.name, &self.address.to_string()) {
+                Ok((child, _)) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(said) => assert!(
+                    Instant::now() < deadline,
+                    "cannot listen on {} again: {said:?}",
+                    self.address
+                ),
             }
-            // The port is still held by the killed process's sockets.
-            let _ = child.wait();
-            assert!(
-                Instant::now() < deadline,
-                "cannot listen on {} again",
-                self.address
-            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
