@@ -1,4 +1,6 @@
-//! `sluice demo`: three demo upstreams and the proxy on `examples/demo.toml`.
+//! The upstreams of `sluice demo`: three echo servers and the control
+//! server that stops and starts them, for the proxy the binary runs on
+//! `examples/demo.toml`.
 //!
 //! The upstreams start first, on loopback; their addresses reach the config
 //! through the `DEMO_*` environment variables it interpolates. Once the proxy

@@ -371,7 +371,8 @@ impl Reloader {
         if let Err(e) = crate::support::files::write_atomically(
             &dir.join(LAST_KNOWN_GOOD),
             text.as_bytes(),
-            0o644,
+            // It may hold the admin token or other secrets.
+            0o600,
         ) {
             tracing::warn!(state_dir = %dir.display(), error = %e, "cannot persist the last known good config");
         }

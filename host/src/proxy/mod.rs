@@ -3,12 +3,15 @@
 //! This module only wires the phases of a request together, in the order the
 //! design gives; each decision is made by the module that owns it:
 //!
-//! 1. `request_filter`: pending ACME HTTP-01 challenges on plain HTTP are
-//!    answered first; then route match and routing key ([`crate::routing::decide`]),
-//!    request id; admission ([`crate::resilience::admission::admit`]): health,
-//!    breakers, fallback chain, concurrency permit; the body limit from
-//!    `Content-Length`. Requests that cannot go on are answered here (404,
-//!    400, 429, 413, 503).
+//! 1. `request_filter`, in three stages: `route_request` answers pending
+//!    ACME HTTP-01 challenges on plain HTTP, then matches a route and reads
+//!    its routing key ([`crate::routing`]); `decide` runs the route's
+//!    request plugins and placement policy ([`crate::plugins::chain`]) and
+//!    resolves the placement; `admit` takes the request under health,
+//!    breakers, the fallback chain and the concurrency permit
+//!    ([`crate::resilience::admission::admit`]), then checks the declared
+//!    body against the limit. Requests that cannot go on are answered here
+//!    (404, 400, 429, 413, 503, a plugin's answer or failure status).
 //! 2. `request_body_filter`: the body limit while the body streams.
 //! 3. `upstream_peer`: the admitted endpoint; after a failure that may be
 //!    retried, another endpoint of the same placement.
@@ -17,11 +20,13 @@
 //! 5. `upstream_response_filter`: a head past the placement's
 //!    `max_response_head` is refused; otherwise the outcome is recorded on
 //!    the breaker and passive health of the endpoint that answered.
-//! 6. `response_filter`: response header rules and explainability headers.
+//! 6. `response_filter`: the route's response plugins, response header
+//!    rules and explainability headers.
 //! 7. `fail_to_connect`, `error_while_proxy`: failed attempts are recorded and
 //!    retried within the placement's bounds.
 //! 8. `fail_to_proxy`: a short, explicit error response (502, 503, 504);
-//!    once a response head has gone out, the response is cut short instead.
+//!    once a final response head has gone out, the response is cut short
+//!    instead.
 //! 9. `logging`: metrics and the access log. The in-flight permit is released
 //!    when the context drops, after the response body has ended.
 //!
@@ -764,15 +769,18 @@ impl SluiceProxy {
                 return Err(Error::explain(InvalidHTTPHeader, refused).into_up());
             }
         }
+        // An interim answer (100 Continue, 103 Early Hints) settles
+        // nothing: the final head, or a failure, is still to come.
+        if !is_final_head(response) {
+            return Ok(());
+        }
         let outcome = if response.status.is_server_error() {
             Outcome::Failure(FailureKind::ServerError)
         } else {
             Outcome::Success
         };
         self.record(ctx, outcome);
-        if !response.status.is_informational() {
-            ctx.upstream_head_seen = true;
-        }
+        ctx.upstream_head_seen = true;
         Ok(())
     }
 
@@ -821,7 +829,7 @@ impl SluiceProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         self.release_attempt(ctx);
-        if session.response_written().is_some() {
+        if session.response_written().is_some_and(is_final_head) {
             self.abort_response(session, e, ctx).await;
             return FailToProxy {
                 error_code: 0,
@@ -1087,7 +1095,7 @@ impl SluiceProxy {
     /// see the response cut short instead. An HTTP/1 connection is closed,
     /// an HTTP/2 stream reset.
     async fn abort_response(&self, session: &mut Session, e: &Error, ctx: &RequestCtx) {
-        if e.esource() != &ErrorSource::Downstream {
+        if e.esource() == &ErrorSource::Upstream {
             let placement = ctx.placement().map_or("", |p| &*p.name);
             self.metrics
                 .aborted_responses
@@ -1143,6 +1151,12 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
+}
+
+/// Whether a response head is the final one: not an interim 1xx, except
+/// 101, after which the connection carries the upgraded protocol.
+fn is_final_head(head: &ResponseHeader) -> bool {
+    !head.status.is_informational() || head.status == http::StatusCode::SWITCHING_PROTOCOLS
 }
 
 /// Whether the client connection is TLS.

@@ -4,7 +4,7 @@
 use pingora::http::ResponseHeader;
 
 /// Refuses a request body of `length` bytes, declared or streamed so far,
-/// when it passes the placement's `max_body`, saying by how much.
+/// when it passes the placement's `max_body`, naming the limit.
 pub fn check_body(max_body: Option<u64>, length: u64) -> Result<(), String> {
     match max_body {
         Some(limit) if length > limit => {

@@ -9,8 +9,9 @@ pub fn unix_seconds(time: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Formats a request start time. A clock set outside what RFC 3339 can
-/// write (before 1970, after 9999) gives an empty string, not a panic.
+/// Formats a request start time. A clock set before 1970 gives the epoch,
+/// and one past what RFC 3339 can write (year 9999) an empty string: never
+/// a panic.
 pub fn timestamp(at: SystemTime) -> String {
     use std::fmt::Write as _;
     let mut text = String::new();

@@ -270,7 +270,6 @@ impl Default for Metrics {
     }
 }
 
-/// `time` as Unix seconds, 0 before the epoch.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,9 @@ fn documents() -> Vec<PathBuf> {
         root().join("README.md"),
         root().join("plugin-sdk/README.md"),
     ];
-    let mut pending = vec![root().join("docs")];
+    let docs = root().join("docs");
+    assert!(docs.join("SUMMARY.md").exists(), "no docs/SUMMARY.md");
+    let mut pending = vec![docs];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;

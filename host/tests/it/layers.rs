@@ -29,15 +29,26 @@ fn rank(module: &str) -> Option<u8> {
         .map(|(_, rank)| *rank)
 }
 
-/// Every `crate::MODULE` a source file names outside comments and before
-/// its test module, with the line.
+/// Every `crate::MODULE` a source file names outside comments and its test
+/// module, with the line.
 fn uses(text: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("#[cfg(test)]") {
+    let mut lines = text.lines().enumerate().peekable();
+    while let Some((number, line)) = lines.next() {
+        let trimmed = line.trim_start();
+        // The test module, which ends the file by convention.
+        if trimmed.starts_with("#[cfg(test)]")
+            && lines
+                .peek()
+                .is_some_and(|(_, next)| next.trim_start().starts_with("mod "))
+        {
             break;
         }
-        let code = line.split("//").next().unwrap_or("");
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        // A trailing comment, but not `//` inside a string such as a URL.
+        let code = line.split(" // ").next().unwrap_or("");
         for (at, _) in code.match_indices("crate::") {
             let module: String = code[at + "crate::".len()..]
                 .chars()
@@ -107,7 +118,7 @@ fn library_modules_use_only_the_layers_below_them() {
 
 #[test]
 fn uses_are_read_from_code_not_comments_or_tests() {
-    let text = "use crate::config::Config;\n// crate::proxy in a comment\nlet x = crate::routing::decide(); // crate::admin\n#[cfg(test)]\nuse crate::proxy::SluiceProxy;\n";
+    let text = "use crate::config::Config;\n// crate::proxy in a comment\nlet x = crate::routing::decide(); // crate::admin\nlet url = \"http://x\"; crate::tls::go();\n#[cfg(test)]\nfn helper() { crate::snapshot::compile(); }\n#[cfg(test)]\nmod tests {\nuse crate::proxy::SluiceProxy;\n}\n";
     let found: Vec<_> = uses(text).into_iter().map(|(_, m)| m).collect();
-    assert_eq!(found, ["config", "routing"]);
+    assert_eq!(found, ["config", "routing", "tls", "snapshot"]);
 }
