@@ -151,17 +151,30 @@ fn exchange(stream: &mut BufReader<TcpStream>, path: &str) -> Outcome {
 
 fn read_response(stream: &mut BufReader<TcpStream>) -> Outcome {
     let mut line = String::new();
-    if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
-        return Outcome::Aborted {
-            status: None,
-            body: Vec::new(),
+    // Interim 1xx heads come before the final one; 101 is final.
+    let status = loop {
+        line.clear();
+        if !matches!(stream.read_line(&mut line), Ok(n) if n > 0 && line.ends_with("\r\n")) {
+            return Outcome::Aborted {
+                status: None,
+                body: Vec::new(),
+            };
+        }
+        let Some(status) = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+            return Outcome::Aborted {
+                status: None,
+                body: Vec::new(),
+            };
         };
-    }
-    let Some(status) = line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
-        return Outcome::Aborted {
-            status: None,
-            body: Vec::new(),
-        };
+        if !(100..200).contains(&status) || status == 101 {
+            break status;
+        }
+        loop {
+            line.clear();
+            if !matches!(stream.read_line(&mut line), Ok(n) if n > 0) || line == "\r\n" {
+                break;
+            }
+        }
     };
     let aborted = |body: Vec<u8>| Outcome::Aborted {
         status: Some(status),
@@ -267,6 +280,8 @@ fn each_upstream_fault_gets_a_502_or_an_aborted_response() {
         ("nul-in-header", Expect::BadGateway),
         ("oversized-head", Expect::BadGateway),
         ("http09", Expect::BadGateway),
+        // An interim answer is not a response head: the 502 can still go out.
+        ("continue-then-close", Expect::BadGateway),
         ("close-mid-body", Expect::CutShort),
         ("chunked-close-mid-body", Expect::CutShort),
         ("bad-chunk", Expect::CutShort),

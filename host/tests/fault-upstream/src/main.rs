@@ -43,6 +43,8 @@ enum Fault {
     OversizedHead,
     /// Answer as HTTP/0.9 does: the body alone, no status line, then close.
     Http09,
+    /// Send an interim `100 Continue`, then close before the final head.
+    ContinueThenClose,
 }
 
 impl Fault {
@@ -58,6 +60,7 @@ impl Fault {
             "nul-in-header" => Self::NulInHeader,
             "oversized-head" => Self::OversizedHead,
             "http09" => Self::Http09,
+            "continue-then-close" => Self::ContinueThenClose,
             _ => return None,
         })
     }
@@ -88,6 +91,7 @@ impl Fault {
                 return head;
             }
             Self::Http09 => b"a body with no status line\n",
+            Self::ContinueThenClose => b"HTTP/1.1 100 Continue\r\n\r\n",
         };
         text.to_vec()
     }
