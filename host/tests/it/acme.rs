@@ -26,7 +26,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::common::{free_port, render, scratch_dir, upstreams, Proxy, Scratch};
+use super::common::{
+    self, free_port, render, scratch_dir, upstreams, NotListening, Proxy, Scratch,
+};
 use super::tls::{connect, connector, presented, request};
 
 /// The token the Cloudflare stand-in accepts.
@@ -180,46 +182,25 @@ impl Ca {
     /// exited because its port is in use; the test fails with both servers'
     /// output if one exits otherwise or 30 s pass.
     fn wait_accepting(&mut self, address: SocketAddr) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // An exit is looked for first: a port another process holds
-            // accepts connections too.
+        let (pebble, challtestsrv, dir) = (&mut self.pebble, &mut self.challtestsrv, &self.dir);
+        let log = || servers_log(dir);
+        let gone = || {
             let exited = [
-                ("pebble", &mut self.pebble),
-                ("pebble-challtestsrv", &mut self.challtestsrv),
+                ("pebble", &mut *pebble),
+                ("pebble-challtestsrv", &mut *challtestsrv),
             ]
             .into_iter()
             .find_map(|(name, child)| {
                 let status = child.try_wait().ok().flatten()?;
                 Some(format!("{name} exited with {status}"))
-            });
-            if let Some(exited) = exited {
-                let log = self.log();
-                if log.contains("address already in use") {
-                    return Err(format!("{exited}: a port it was given is in use"));
-                }
-                panic!("{exited} before listening on {address}:\n{log}");
-            }
-            if std::net::TcpStream::connect(address).is_ok() {
-                return Ok(());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing listens on {address} after 30 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Both servers' output so far.
-    fn log(&self) -> String {
-        let log = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!(
-            "pebble:\n{}\nchalltestsrv:\n{}",
-            log("pebble.log"),
-            log("challtestsrv.log")
-        )
+            })?;
+            Some(if servers_log(dir).contains("address already in use") {
+                NotListening::PortHeld(format!("{exited}: a port it was given is in use"))
+            } else {
+                NotListening::Exited(exited)
+            })
+        };
+        common::wait_until_accepting(address, Duration::from_secs(30), gone, log)
     }
 
     /// Stops Pebble, leaving challtestsrv running.
@@ -227,6 +208,16 @@ impl Ca {
         let _ = self.pebble.kill();
         let _ = self.pebble.wait();
     }
+}
+
+/// The output so far of the two servers a [`Ca`] runs in `dir`.
+fn servers_log(dir: &Path) -> String {
+    let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "pebble:\n{}\nchalltestsrv:\n{}",
+        log("pebble.log"),
+        log("challtestsrv.log")
+    )
 }
 
 impl Drop for Ca {

@@ -148,7 +148,8 @@ impl Proxy {
         state_dir: PathBuf,
         extra: &[&str],
     ) -> Proxy {
-        Self::spawn_with_env(address, admin, config_path, state_dir, extra, &[])
+        Self::launch(address, admin, config_path, state_dir, extra, &[])
+            .unwrap_or_else(|lost| panic!("{lost}"))
     }
 
     /// Starts the proxy on `body`, as [`Proxy::start`] does, with these
@@ -182,19 +183,6 @@ impl Proxy {
                 Err(lost) => panic!("{lost}"),
             }
         }
-    }
-
-    /// [`Proxy::spawn`], with these environment variables set.
-    pub fn spawn_with_env(
-        address: SocketAddr,
-        admin: SocketAddr,
-        config_path: PathBuf,
-        state_dir: PathBuf,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Proxy {
-        Self::launch(address, admin, config_path, state_dir, extra, env)
-            .unwrap_or_else(|lost| panic!("{lost}"))
     }
 
     /// Starts `sluice run` and waits until it accepts on `address`, and on
@@ -286,36 +274,24 @@ impl Proxy {
     /// test if the process exits first or `within` passes. `Err` when the
     /// process reports one of them in use by another.
     fn wait_listening(&mut self, addresses: &[SocketAddr], within: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + within;
-        let lost = |log: &str| {
-            addresses
-                .iter()
-                .find(|address| log.contains(&format!("{address} is in use")))
-                .map(|address| format!("another process holds {address}"))
-        };
         for &address in addresses {
-            loop {
-                if let Some(lost) = lost(&self.stderr_text()) {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Err(lost);
+            let (child, stderr) = (&mut self.child, &self.stderr);
+            let gone = || {
+                let log = stderr.lock().unwrap().join("\n");
+                if let Some(held) = addresses
+                    .iter()
+                    .find(|address| log.contains(&format!("{address} is in use")))
+                {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Some(NotListening::PortHeld(format!(
+                        "another process holds {held}"
+                    )));
                 }
-                if TcpStream::connect(address).is_ok() {
-                    break;
-                }
-                if let Some(how) = sluice_exited(&mut self.child) {
-                    panic!(
-                        "{how} before listening on {address}:\n{}",
-                        self.stderr_text()
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "nothing listens on {address} after {within:?}:\n{}",
-                    self.stderr_text()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+                sluice_exited(child).map(NotListening::Exited)
+            };
+            let log = || stderr.lock().unwrap().join("\n");
+            wait_until_accepting(address, within, gone, log)?;
         }
         Ok(())
     }
@@ -453,19 +429,38 @@ pub fn render(address: SocketAddr, admin: SocketAddr, body: &str) -> String {
     format!("[[listeners]]\naddress = \"{address}\"\n\n[admin]\naddress = \"{admin}\"\n\n{body}")
 }
 
-/// Waits up to `within` until `address` accepts connections. Between tries
-/// `exited` says whether the server that should listen there has gone, and
-/// how; the test then fails at once, with `log` (the server's output).
-pub fn wait_accepting(
+/// What a server that should listen did instead, as its check between
+/// tries sees it.
+pub enum NotListening {
+    /// It exited: the test fails, saying how.
+    Exited(String),
+    /// Another process holds one of its ports: the caller may start it
+    /// again elsewhere.
+    PortHeld(String),
+}
+
+/// Waits up to `within` until `address` accepts connections. Before each
+/// try, `gone` says whether the server that should listen there has given
+/// up; that is looked for first, since a port another process holds
+/// accepts connections too. An exit fails the test at once, with `log`
+/// (the server's output); a held port is `Err`.
+pub fn wait_until_accepting(
     address: SocketAddr,
     within: Duration,
-    mut exited: impl FnMut() -> Option<String>,
+    mut gone: impl FnMut() -> Option<NotListening>,
     log: impl Fn() -> String,
-) {
+) -> Result<(), String> {
     let deadline = Instant::now() + within;
-    while TcpStream::connect(address).is_err() {
-        if let Some(how) = exited() {
-            panic!("{how} before listening on {address}:\n{}", log());
+    loop {
+        match gone() {
+            Some(NotListening::Exited(how)) => {
+                panic!("{how} before listening on {address}:\n{}", log())
+            }
+            Some(NotListening::PortHeld(why)) => return Err(why),
+            None => {}
+        }
+        if TcpStream::connect(address).is_ok() {
+            return Ok(());
         }
         assert!(
             Instant::now() < deadline,
@@ -473,6 +468,20 @@ pub fn wait_accepting(
             log()
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`wait_until_accepting`] for a server whose ports are never held by
+/// another: `exited` says whether, and how, it has gone.
+pub fn wait_accepting(
+    address: SocketAddr,
+    within: Duration,
+    mut exited: impl FnMut() -> Option<String>,
+    log: impl Fn() -> String,
+) {
+    let gone = || exited().map(NotListening::Exited);
+    if let Err(why) = wait_until_accepting(address, within, gone, log) {
+        unreachable!("no port is reported held here: {why}");
     }
 }
 
