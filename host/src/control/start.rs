@@ -27,6 +27,9 @@ pub struct Control {
     pub acme: Option<Acme>,
     /// The ACME-issued certificates the TLS listeners serve.
     pub acme_certificates: AcmeCertificates,
+    /// The plain listeners ACME orders wait for, from the config ACME was
+    /// prepared on: HTTP-01 answers are served there.
+    acme_waits_for: Vec<SocketAddr>,
 }
 
 /// Starts the control runtime and loads the first config from `source`,
@@ -64,11 +67,23 @@ pub fn start(
         &acme_certificates,
         registry,
     )?;
+    // HTTP-01 answers are served by the plain listeners, so orders wait
+    // until one accepts connections; DNS-01 orders start at once.
+    let acme_waits_for = match acme_challenge(&snapshot) {
+        Some(ChallengeKind::Http01) => snapshot
+            .listeners
+            .iter()
+            .filter(|l| !l.tls)
+            .map(|l| l.address)
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Control {
         runtime,
         reloader,
         acme,
         acme_certificates,
+        acme_waits_for,
     })
 }
 
@@ -84,18 +99,7 @@ impl Control {
         let Some(acme) = self.acme.clone() else {
             return;
         };
-        let snapshot = self.reloader.live().load_full();
-        // HTTP-01 answers are served by the plain listeners, so orders wait
-        // until one accepts connections; DNS-01 orders start at once.
-        let plain: Vec<SocketAddr> = match acme_challenge(&snapshot) {
-            Some(ChallengeKind::Http01) => snapshot
-                .listeners
-                .iter()
-                .filter(|l| !l.tls)
-                .map(|l| l.address)
-                .collect(),
-            _ => Vec::new(),
-        };
+        let plain = self.acme_waits_for.clone();
         let names = self.reloader.acme_names();
         self.runtime.spawn(async move {
             wait_until_listening(&plain).await;
