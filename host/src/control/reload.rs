@@ -429,7 +429,7 @@ pub fn compile_text(
         }
     };
     let errors = crate::plugins::validate::validate(
-        &snapshot.attachments(),
+        snapshot.routes.iter().map(|route| route.plugins.as_slice()),
         &loaded.source,
         &current.current(),
     );

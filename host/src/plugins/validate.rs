@@ -5,7 +5,7 @@
 use super::bindings::sluice::plugin::types::Hook;
 use super::registry::{hook_name, PluginMap};
 use super::runtime::{CallError, LoadedPlugin};
-use super::spec::{AttachmentSpec, RouteAttachments};
+use super::spec::AttachmentSpec;
 use crate::config::{ConfigError, HookName, KeyPath, SourceMap};
 
 /// Why a plugin cannot serve one attachment.
@@ -50,16 +50,16 @@ pub fn hook_of(name: HookName) -> Hook {
     }
 }
 
-/// Every problem of `routes`' attachments (the routes of a config, in
-/// order), with its line in `source`.
-pub fn validate(
-    routes: &[RouteAttachments],
+/// Every problem of the attachments of a config's routes (each route's,
+/// in order), with its line in `source`.
+pub fn validate<'a>(
+    routes: impl IntoIterator<Item = &'a [AttachmentSpec]>,
     source: &SourceMap,
     plugins: &PluginMap,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (r, route) in routes.iter().enumerate() {
-        for (a, attachment) in route.plugins.iter().enumerate() {
+    for (r, attachments) in routes.into_iter().enumerate() {
+        for (a, attachment) in attachments.iter().enumerate() {
             let path = KeyPath::root()
                 .key("routes")
                 .index(r)
