@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pingora_http::RequestHeader;
-use sluice::plugins::bindings::sluice::plugin::types::Candidate;
+use sluice::plugins::bindings::sluice::plugin::types::CandidateState;
 use sluice::plugins::engine::PluginEngine;
-use sluice::plugins::host::RequestContext;
+use sluice::plugins::host::{Candidate, RequestContext};
 use sluice::plugins::metrics::PluginMetrics;
 use sluice::plugins::runtime::{LoadedPlugin, RuntimeLimits};
 
@@ -36,11 +36,11 @@ fn context(header: &RequestHeader) -> RequestContext<'_> {
 
 /// The runtime limits, with a deadline no scheduling hiccup on a busy
 /// machine reaches: the bench measures calls, not the deadline.
-fn limits() -> RuntimeLimits {
-    RuntimeLimits {
+fn limits() -> sluice::plugins::runtime::SharedLimits {
+    Arc::new(arc_swap::ArcSwap::from_pointee(RuntimeLimits {
         deadline: std::time::Duration::from_secs(1),
         ..RuntimeLimits::default()
-    }
+    }))
 }
 
 fn plugins(c: &mut Criterion) {
@@ -65,9 +65,13 @@ fn plugins(c: &mut Criterion) {
         b.iter(|| black_box(plugin.on_request(&config, &request).unwrap()))
     });
 
-    // The fixed cost of a call: a plugin that reads nothing and sets one
-    // header (the test plugin's harmless mode).
+    // The fixed cost of a call: a hook that reads nothing and changes
+    // nothing, then one that sets one header (the test plugin's modes).
     let fixed = load("sluice-test-hostile");
+    let nothing_config: Arc<str> = Arc::from(r#"{"mode":"nothing"}"#);
+    group.bench_function("hook_that_does_nothing", |b| {
+        b.iter(|| black_box(fixed.on_request(&nothing_config, &request).unwrap()))
+    });
     let fixed_config: Arc<str> = Arc::from(r#"{"mode":"ok"}"#);
     group.bench_function("fixed_cost_one_header_set", |b| {
         b.iter(|| black_box(fixed.on_request(&fixed_config, &request).unwrap()))
@@ -75,14 +79,16 @@ fn plugins(c: &mut Criterion) {
 
     let candidates: Vec<Candidate> = (0..8)
         .map(|i| Candidate {
-            name: format!("cell-{i}"),
-            healthy_endpoints: if i == 3 { 0 } else { 3 },
-            total_endpoints: 3,
-            open_breakers: 0,
-            half_open_breakers: 0,
-            in_flight: 10,
-            limit: Some(1000),
-            weight: 3,
+            name: Arc::from(format!("cell-{i}")),
+            state: CandidateState {
+                healthy_endpoints: if i == 3 { 0 } else { 3 },
+                total_endpoints: 3,
+                open_breakers: 0,
+                half_open_breakers: 0,
+                in_flight: 10,
+                limit: Some(1000),
+                weight: 3,
+            },
         })
         .collect();
     let shard_config: Arc<str> = Arc::from(r#"{"shard_size":2}"#);

@@ -52,8 +52,8 @@ impl<'a> HeaderView<'a> {
     /// Every value of `name` (any case), in order.
     pub fn get_all(&self, name: &str) -> Vec<String> {
         match self.0 {
-            Source::Request(request) => request.header(name),
-            Source::Response(response) => response.header(name),
+            Source::Request(request) => request.header_values(name),
+            Source::Response(response) => response.header_values(name),
             Source::Listed(list) => list
                 .iter()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -64,12 +64,19 @@ impl<'a> HeaderView<'a> {
 
     /// The first value of `name` (any case).
     pub fn get(&self, name: &str) -> Option<String> {
-        self.get_all(name).into_iter().next()
+        match self.0 {
+            Source::Request(request) => request.header(name),
+            Source::Response(response) => response.header(name),
+            Source::Listed(list) => list
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+        }
     }
 
     /// Whether there is a header `name` (any case).
     pub fn contains(&self, name: &str) -> bool {
-        !self.get_all(name).is_empty()
+        self.get(name).is_some()
     }
 
     /// A cookie's value from the `cookie` headers.

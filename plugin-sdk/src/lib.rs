@@ -48,6 +48,8 @@ use std::rc::Rc;
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
+#[doc(hidden)]
+pub mod glue;
 pub mod headers;
 pub mod host;
 pub mod testing;
@@ -65,10 +67,7 @@ pub mod bindings {
     });
 }
 
-pub use bindings::sluice::plugin::types::{
-    Candidate, HeaderChanges, Headers, Hook, ImmediateResponse, PlacementChoice, RequestAction,
-    RequestChanges, ResponseChanges,
-};
+pub use bindings::sluice::plugin::types::{Headers, Hook, ImmediateResponse};
 pub use headers::HeaderView;
 pub use view::{RequestView, ResponseView};
 
@@ -114,16 +113,110 @@ pub trait Plugin {
         let _ = (config, request, candidates);
         PlacementChoice::Defer
     }
+
+    /// Runs on the whole request body (buffered up to the attachment's
+    /// `body_limit`) before it goes upstream: a new body, or `None` to
+    /// keep it. Sluice fixes the framing headers.
+    fn on_request_body(
+        config: &Self::Config,
+        request: &RequestView,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        let _ = (config, request, body);
+        None
+    }
+
+    /// Runs on the whole response body (buffered up to the attachment's
+    /// `body_limit`) before it goes to the client: a new body, or `None`
+    /// to keep it. Sluice fixes the framing headers.
+    fn on_response_body(
+        config: &Self::Config,
+        request: &RequestView,
+        response: &ResponseView,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        let _ = (config, request, response, body);
+        None
+    }
+}
+
+/// Header changes, applied in the order remove, set, append.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderChanges {
+    /// Headers to remove.
+    pub remove: Vec<String>,
+    /// Headers to set, replacing their values.
+    pub set: Headers,
+    /// Header values to add.
+    pub append: Headers,
+}
+
+/// How a request continues: the changes `on_request` makes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestChanges {
+    /// Header changes.
+    pub headers: HeaderChanges,
+    /// A new path, optionally with `?query`, for the upstream request.
+    pub path: Option<String>,
+    /// A new routing key; the table lookup then uses it.
+    pub routing_key: Option<String>,
+    /// A placement to use instead of the routing decision; it must be one
+    /// of the route's placements.
+    pub placement: Option<String>,
+}
+
+/// What `on_request` decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestAction {
+    /// Go on, with these changes.
+    Continue(RequestChanges),
+    /// Answer the request now.
+    Respond(ImmediateResponse),
+}
+
+/// Changes to a response: what `on_response` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseChanges {
+    /// A new status, 200 to 599.
+    pub status: Option<u16>,
+    /// Header changes.
+    pub headers: HeaderChanges,
+}
+
+/// What a placement policy decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementChoice {
+    /// This placement, by name; it must be one of the candidates.
+    Placement(String),
+    /// No opinion: the routing table decides.
+    Defer,
+}
+
+/// A placement a policy may choose, with its live state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The placement's name.
+    pub name: String,
+    /// Endpoints that are healthy and whose breaker admits requests.
+    pub healthy_endpoints: u32,
+    /// All its endpoints.
+    pub total_endpoints: u32,
+    /// Endpoints whose breaker is open.
+    pub open_breakers: u32,
+    /// Endpoints whose breaker is half-open (admitting probes).
+    pub half_open_breakers: u32,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// The concurrency limit, if any.
+    pub limit: Option<u32>,
+    /// The sum of its endpoints' weights.
+    pub weight: u32,
 }
 
 impl HeaderChanges {
     /// No changes.
     pub fn new() -> Self {
-        Self {
-            remove: Vec::new(),
-            set: Vec::new(),
-            append: Vec::new(),
-        }
+        Self::default()
     }
 
     /// Sets a header, replacing any value.
@@ -149,21 +242,10 @@ impl HeaderChanges {
     }
 }
 
-impl Default for HeaderChanges {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl RequestChanges {
     /// Continue unchanged.
     pub fn new() -> Self {
-        Self {
-            headers: HeaderChanges::new(),
-            path: None,
-            routing_key: None,
-            placement: None,
-        }
+        Self::default()
     }
 
     /// Sets a request header, replacing any value.
@@ -203,12 +285,6 @@ impl RequestChanges {
     }
 }
 
-impl Default for RequestChanges {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl From<RequestChanges> for RequestAction {
     fn from(changes: RequestChanges) -> Self {
         RequestAction::Continue(changes)
@@ -242,10 +318,7 @@ impl ImmediateResponse {
 impl ResponseChanges {
     /// No changes.
     pub fn new() -> Self {
-        Self {
-            status: None,
-            headers: HeaderChanges::new(),
-        }
+        Self::default()
     }
 
     /// Sets a response header, replacing any value.
@@ -270,12 +343,6 @@ impl ResponseChanges {
     pub fn status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self
-    }
-}
-
-impl Default for ResponseChanges {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -372,9 +439,8 @@ macro_rules! export {
         }
 
         impl $crate::bindings::exports::sluice::plugin::request_hook::Guest for __SluicePluginExport {
-            fn on_request(request: &$crate::bindings::sluice::plugin::types::Request) -> $crate::RequestAction {
-                let request = $crate::RequestView::host(request);
-                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_request(config, &request))
+            fn on_request(request: &$crate::bindings::sluice::plugin::types::Request) {
+                $crate::glue::on_request::<$plugin>(request)
             }
         }
 
@@ -382,22 +448,36 @@ macro_rules! export {
             fn on_response(
                 request: &$crate::bindings::sluice::plugin::types::Request,
                 response: &$crate::bindings::sluice::plugin::types::Response,
-            ) -> $crate::ResponseChanges {
-                let request = $crate::RequestView::host(request);
-                let response = $crate::ResponseView::host(response);
-                $crate::with_config::<$plugin, _>(|config| <$plugin as $crate::Plugin>::on_response(config, &request, &response))
+            ) {
+                $crate::glue::on_response::<$plugin>(request, response)
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::placement_policy::Guest for __SluicePluginExport {
             fn select_placement(
                 request: &$crate::bindings::sluice::plugin::types::Request,
-                candidates: ::std::vec::Vec<$crate::Candidate>,
-            ) -> $crate::PlacementChoice {
-                let request = $crate::RequestView::host(request);
-                $crate::with_config::<$plugin, _>(|config| {
-                    <$plugin as $crate::Plugin>::select_placement(config, &request, &candidates)
-                })
+                candidates: &$crate::bindings::sluice::plugin::types::Candidates,
+            ) {
+                $crate::glue::select_placement::<$plugin>(request, candidates)
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::plugin::request_body_hook::Guest for __SluicePluginExport {
+            fn on_request_body(
+                request: &$crate::bindings::sluice::plugin::types::Request,
+                body: &$crate::bindings::sluice::plugin::types::Body,
+            ) {
+                $crate::glue::on_request_body::<$plugin>(request, body)
+            }
+        }
+
+        impl $crate::bindings::exports::sluice::plugin::response_body_hook::Guest for __SluicePluginExport {
+            fn on_response_body(
+                request: &$crate::bindings::sluice::plugin::types::Request,
+                response: &$crate::bindings::sluice::plugin::types::Response,
+                body: &$crate::bindings::sluice::plugin::types::Body,
+            ) {
+                $crate::glue::on_response_body::<$plugin>(request, response, body)
             }
         }
 
@@ -420,5 +500,11 @@ macro_rules! __hook {
     };
     (select_placement) => {
         $crate::Hook::SelectPlacement
+    };
+    (on_request_body) => {
+        $crate::Hook::OnRequestBody
+    };
+    (on_response_body) => {
+        $crate::Hook::OnResponseBody
     };
 }

@@ -82,6 +82,20 @@ pub fn on_response<P: Plugin>(request: &RequestView, response: &ResponseView) ->
     crate::with_config::<P, _>(|config| P::on_response(config, request, response))
 }
 
+/// Runs `on_request_body` with the configuration [`configure`] took.
+pub fn on_request_body<P: Plugin>(request: &RequestView, body: &[u8]) -> Option<Vec<u8>> {
+    crate::with_config::<P, _>(|config| P::on_request_body(config, request, body))
+}
+
+/// Runs `on_response_body` with the configuration [`configure`] took.
+pub fn on_response_body<P: Plugin>(
+    request: &RequestView,
+    response: &ResponseView,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    crate::with_config::<P, _>(|config| P::on_response_body(config, request, response, body))
+}
+
 /// Runs `select_placement` with the configuration [`configure`] took.
 pub fn select_placement<P: Plugin>(
     request: &RequestView,

@@ -107,6 +107,17 @@ pub struct Attachment {
     pub status: u16,
     /// The hooks it runs at; all the plugin declares by default.
     pub hooks: Option<Vec<HookName>>,
+    /// The largest body its body hooks buffer (1 MiB by default): a larger
+    /// request body is answered 413, and a larger response body gets the
+    /// failure policy.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: ByteSize,
+}
+
+/// 1 MiB: room for the JSON and HTML bodies a body hook rewrites, while
+/// a request buffered for a plugin stays a bounded cost.
+fn default_body_limit() -> ByteSize {
+    ByteSize(1 << 20)
 }
 
 /// What a failing plugin call does.
@@ -130,6 +141,10 @@ pub enum HookName {
     OnResponse,
     /// Choosing the placement.
     SelectPlacement,
+    /// On the whole request body.
+    OnRequestBody,
+    /// On the whole response body.
+    OnResponseBody,
 }
 
 /// `[admin]`: the status, config, reload and metrics API.
@@ -206,6 +221,11 @@ pub struct Route {
     pub placement: Option<String>,
     /// Two-level routing: routing key, then table, then placement.
     pub routing: Option<Routing>,
+    /// Further placements this route's plugins may send requests to (a
+    /// traffic split's targets, say). A plugin may choose the route's
+    /// `placement`, its table's placements and these, and no other.
+    #[serde(default)]
+    pub placements: Vec<String>,
     /// Add `X-Routed-To`, `X-Route-Reason` and `X-Upstream` to responses. On by default.
     #[serde(default = "default_true")]
     pub explain: bool,

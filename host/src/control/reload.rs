@@ -346,6 +346,9 @@ impl Reloader {
             .send_replace(snapshot.acme_certificates.clone());
         if let Some(plugins) = self.plugins.load_full() {
             plugins.set_attachments(snapshot.attachments());
+            if let Some(spec) = &snapshot.plugins {
+                plugins.set_limits(spec.limits);
+            }
         }
         // Checkers stop first, so none can mark an endpoint down after its
         // check was removed and its active state cleared.
@@ -429,7 +432,10 @@ pub fn compile_text(
         }
     };
     let errors = crate::plugins::validate::validate(
-        snapshot.routes.iter().map(|route| route.plugins.as_slice()),
+        snapshot
+            .routes
+            .iter()
+            .map(|route| (&*route.name, route.plugins.as_slice())),
         &loaded.source,
         &current.current(),
     );

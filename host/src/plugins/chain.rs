@@ -1,18 +1,18 @@
 //! A route's plugin chain: running its attachments at each hook, and
-//! applying what the plugins answer to the request and response.
+//! applying the changes the plugins made to the request and response.
 //!
 //! Attachments run in the order the route lists them; each sees the changes
 //! of those before it. A failing call (missing plugin, trap, deadline,
-//! memory cap) is counted and logged, then skipped for a fail-open
-//! attachment, or answered with the attachment's status for a fail-closed one.
+//! memory cap, a change the host refuses) is counted and logged, then
+//! skipped with none of its changes applied for a fail-open attachment, or
+//! answered with the attachment's status for a fail-closed one.
 
-use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use super::bindings::sluice::plugin::types::{
-    Candidate, HeaderChanges, Hook, ImmediateResponse, PlacementChoice, RequestAction,
+use super::bindings::sluice::plugin::types::Hook;
+use super::host::{
+    Answer, Candidate, Changes, HeaderChange, HeaderOp, RequestContext, ResponseContext,
 };
-use super::host::{RequestContext, ResponseContext};
 use super::metrics::PluginMetrics;
 use super::registry::{hook_name, PluginRegistry};
 use super::runtime::{CallError, LoadedPlugin};
@@ -30,7 +30,7 @@ pub enum RequestOutcome {
         placement: Option<String>,
     },
     /// A plugin answered the request.
-    Respond(ImmediateResponse),
+    Respond(Answer),
     /// A fail-closed plugin failed: answer this status.
     Fail(u16),
 }
@@ -78,13 +78,8 @@ fn attached(
         tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), "plugin is not loaded");
         return Err(NotLoaded);
     };
-    let config_hook = match hook {
-        Hook::OnRequest => HookName::OnRequest,
-        Hook::OnResponse => HookName::OnResponse,
-        Hook::SelectPlacement => HookName::SelectPlacement,
-    };
     Ok(attachment
-        .runs_at(config_hook, plugin.has(hook))
+        .runs_at(config_hook(hook), plugin.has(hook))
         .then_some(plugin))
 }
 
@@ -100,13 +95,33 @@ fn failed(metrics: &PluginMetrics, attachment: &AttachmentSpec, hook: Hook, erro
     tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), error = %error, fail_closed = attachment.fail_closed.is_some(), "plugin call failed");
 }
 
-/// Runs the route's `on-request` attachments on `request`.
+/// How configs name `hook`.
+fn config_hook(hook: Hook) -> HookName {
+    match hook {
+        Hook::OnRequest => HookName::OnRequest,
+        Hook::OnResponse => HookName::OnResponse,
+        Hook::SelectPlacement => HookName::SelectPlacement,
+        Hook::OnRequestBody => HookName::OnRequestBody,
+        Hook::OnResponseBody => HookName::OnResponseBody,
+    }
+}
+
+/// Whether `attachment` runs at `hook` with the plugins loaded now.
+fn runs(registry: &PluginRegistry, attachment: &AttachmentSpec, hook: Hook) -> bool {
+    registry
+        .get(&attachment.name)
+        .is_some_and(|plugin| attachment.runs_at(config_hook(hook), plugin.has(hook)))
+}
+
+/// Runs the route's `on-request` attachments on `request`. A placement a
+/// plugin chooses must be one `is_candidate` accepts.
 pub fn on_request(
     registry: &PluginRegistry,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     facts: &RequestFacts<'_>,
     request: &mut RequestHeader,
+    is_candidate: impl Fn(&str) -> bool,
 ) -> RequestOutcome {
     let (mut routing_key, mut placement): (Option<String>, Option<String>) = (None, None);
     for attachment in attachments {
@@ -122,21 +137,30 @@ pub fn on_request(
             routing_key: routing_key.as_deref().or(facts.routing_key),
             ..*facts
         };
-        match plugin.on_request(&attachment.config, &facts.context(request)) {
-            Ok(RequestAction::Respond(response)) => return RequestOutcome::Respond(response),
-            Ok(RequestAction::Continue(changes)) => {
-                apply_header_changes(request, &changes.headers);
-                if let Some(path) = changes.path {
-                    if !set_path(request, &path) {
-                        tracing::warn!(plugin = %attachment.name, %path, "plugin set an invalid path; ignored");
+        let called = plugin
+            .on_request(&attachment.config, &facts.context(request))
+            .and_then(|changes| match &changes.placement {
+                Some(name) if !is_candidate(name) => Err(CallError::Refused(format!(
+                    "placement {name:?} is not one of the route's"
+                ))),
+                _ => Ok(changes),
+            });
+        match called {
+            Ok(changes) => {
+                if let Some(answer) = changes.respond {
+                    return RequestOutcome::Respond(answer);
+                }
+                if let Err(error) = apply_header_changes(request, &changes.headers) {
+                    failed(metrics, attachment, Hook::OnRequest, &error);
+                    if let Some(status) = attachment.fail_closed {
+                        return RequestOutcome::Fail(status);
                     }
                 }
-                if changes.routing_key.is_some() {
-                    routing_key = changes.routing_key;
+                if let Some(path) = changes.path {
+                    set_path(request, path);
                 }
-                if changes.placement.is_some() {
-                    placement = changes.placement;
-                }
+                routing_key = changes.routing_key.or(routing_key);
+                placement = changes.placement.or(placement);
             }
             Err(error) => {
                 failed(metrics, attachment, Hook::OnRequest, &error);
@@ -152,54 +176,45 @@ pub fn on_request(
     }
 }
 
-/// Applies a plugin's header changes to the message, which the next plugin
-/// in the chain then reads. Names or values Pingora refuses are skipped.
-fn apply_header_changes(message: &mut impl HeaderMessage, changes: &HeaderChanges) {
-    for name in &changes.remove {
-        message.remove(name.as_str());
-    }
-    for (name, value) in &changes.set {
-        if let Some((header, parsed)) = header_pair(name, value) {
-            message.set(header, parsed);
+/// Applies a plugin's header changes to the message, in the order it made
+/// them; the next plugin in the chain then reads the result. A message
+/// with no room left refuses the rest.
+fn apply_header_changes(
+    message: &mut impl HeaderMessage,
+    changes: &[HeaderChange],
+) -> Result<(), CallError> {
+    for change in changes {
+        let applied = match (change.op, &change.value) {
+            (HeaderOp::Remove, _) => {
+                message.remove(change.name.as_str());
+                true
+            }
+            (HeaderOp::Set, Some(value)) => message.set(change.name.clone(), value.clone()),
+            (HeaderOp::Append, Some(value)) => message.append(change.name.clone(), value.clone()),
+            (_, None) => true,
+        };
+        if !applied {
+            return Err(CallError::Refused(format!(
+                "no room for header {} in the message",
+                change.name
+            )));
         }
     }
-    for (name, value) in &changes.append {
-        if let Some((header, parsed)) = header_pair(name, value) {
-            message.append(header, parsed);
-        }
-    }
+    Ok(())
 }
 
-fn header_pair(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-    Some((
-        HeaderName::from_bytes(name.as_bytes()).ok()?,
-        HeaderValue::from_str(value).ok()?,
-    ))
-}
-
-/// Sets the request's path and query from `path_and_query`, keeping scheme
-/// and authority; false when it is not a valid URI path.
-pub fn set_path(request: &mut RequestHeader, path_and_query: &str) -> bool {
-    let Ok(path_and_query) = path_and_query.parse::<http::uri::PathAndQuery>() else {
-        return false;
-    };
-    if !path_and_query.path().starts_with('/') {
-        return false;
-    }
+/// Sets the request's path and query, keeping scheme and authority.
+pub fn set_path(request: &mut RequestHeader, path_and_query: http::uri::PathAndQuery) {
     let mut parts = request.uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query);
-    match http::Uri::from_parts(parts) {
-        Ok(uri) => {
-            request.set_uri(uri);
-            true
-        }
-        Err(_) => false,
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        request.set_uri(uri);
     }
 }
 
 /// Runs the route's `select-placement` attachments over the candidates
-/// `describe` lists; the first that chooses one `is_candidate` accepts
-/// wins, and its name is returned. A fail-closed failure is its status.
+/// `describe` lists; the first that chooses one wins, and its name is
+/// returned. A fail-closed failure is its status.
 pub fn select_placement(
     registry: &PluginRegistry,
     metrics: &PluginMetrics,
@@ -207,7 +222,6 @@ pub fn select_placement(
     facts: &RequestFacts<'_>,
     request: &RequestHeader,
     describe: impl FnOnce() -> Vec<Candidate>,
-    is_candidate: impl Fn(&str) -> bool,
 ) -> Result<Option<String>, u16> {
     let context = facts.context(request);
     let mut describe = Some(describe);
@@ -224,13 +238,8 @@ pub fn select_placement(
         let described = described
             .get_or_insert_with(|| describe.take().map_or_else(Vec::new, |describe| describe()));
         match plugin.select_placement(&attachment.config, &context, described) {
-            Ok(PlacementChoice::Placement(name)) => {
-                if is_candidate(&name) {
-                    return Ok(Some(name));
-                }
-                tracing::warn!(plugin = %attachment.name, placement = %name, "plugin chose a placement that is not a candidate; ignored")
-            }
-            Ok(PlacementChoice::Defer) => {}
+            Ok(Some(name)) => return Ok(Some(name)),
+            Ok(None) => {}
             Err(error) => {
                 failed(metrics, attachment, Hook::SelectPlacement, &error);
                 if let Some(status) = attachment.fail_closed {
@@ -270,19 +279,103 @@ pub fn on_response(
             placement,
             endpoint,
         };
-        match plugin.on_response(&attachment.config, &facts.context(request), &served) {
-            Ok(changes) => {
-                apply_header_changes(response, &changes.headers);
+        let called = plugin
+            .on_response(&attachment.config, &facts.context(request), &served)
+            .and_then(|changes: Changes| {
+                apply_header_changes(response, &changes.headers)?;
                 if let Some(status) = changes.status {
                     let _ = response.set_status(status);
                 }
+                Ok(())
+            });
+        if let Err(error) = called {
+            failed(metrics, attachment, Hook::OnResponse, &error);
+            if let Some(status) = attachment.fail_closed {
+                let _ = response.set_status(status);
             }
+        }
+    }
+}
+
+/// What a body hook chain decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyOutcome {
+    /// Go on with the body as the plugins left it.
+    Continue,
+    /// A fail-closed plugin failed: answer (or end with) this status.
+    Fail(u16),
+}
+
+/// The largest body any attachment's body hook at `hook` buffers, or `None`
+/// when none runs there: the body then streams untouched.
+pub fn body_limit(
+    registry: &PluginRegistry,
+    attachments: &[AttachmentSpec],
+    hook: Hook,
+) -> Option<u64> {
+    attachments
+        .iter()
+        .filter(|attachment| runs(registry, attachment, hook))
+        .map(|attachment| attachment.body_limit)
+        .min()
+}
+
+/// The fail-closed status of the first attachment whose body hook at
+/// `hook` would get a body over its limit; `None` when each of them fails
+/// open, and the body then passes untouched.
+pub fn over_limit_status(
+    registry: &PluginRegistry,
+    attachments: &[AttachmentSpec],
+    hook: Hook,
+    length: u64,
+) -> Option<u16> {
+    attachments
+        .iter()
+        .filter(|attachment| attachment.body_limit < length && runs(registry, attachment, hook))
+        .find_map(|attachment| attachment.fail_closed)
+}
+
+/// Runs the route's body hook at `hook` (`on-request-body` or
+/// `on-response-body`) on the buffered `body`, replacing it with what
+/// each plugin makes of it.
+pub fn on_body(
+    registry: &PluginRegistry,
+    metrics: &PluginMetrics,
+    attachments: &[AttachmentSpec],
+    facts: &RequestFacts<'_>,
+    request: &RequestHeader,
+    response: Option<&ResponseContext<'_>>,
+    body: &mut Vec<u8>,
+) -> BodyOutcome {
+    let hook = if response.is_some() {
+        Hook::OnResponseBody
+    } else {
+        Hook::OnRequestBody
+    };
+    let context = facts.context(request);
+    for attachment in attachments {
+        let plugin = match attached(registry, metrics, attachment, hook) {
+            Ok(Some(plugin)) => plugin,
+            Ok(None) => continue,
+            Err(NotLoaded) => match attachment.fail_closed {
+                Some(status) => return BodyOutcome::Fail(status),
+                None => continue,
+            },
+        };
+        let called = match response {
+            Some(response) => plugin.on_response_body(&attachment.config, &context, response, body),
+            None => plugin.on_request_body(&attachment.config, &context, body),
+        };
+        match called {
+            Ok(Some(replaced)) => *body = replaced,
+            Ok(None) => {}
             Err(error) => {
-                failed(metrics, attachment, Hook::OnResponse, &error);
+                failed(metrics, attachment, hook, &error);
                 if let Some(status) = attachment.fail_closed {
-                    let _ = response.set_status(status);
+                    return BodyOutcome::Fail(status);
                 }
             }
         }
     }
+    BodyOutcome::Continue
 }

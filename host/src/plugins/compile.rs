@@ -71,6 +71,7 @@ pub fn attachments(
                 fail_closed: (attachment.failure == config::FailurePolicy::Closed)
                     .then_some(attachment.status),
                 hooks: attachment.hooks.clone(),
+                body_limit: attachment.body_limit.0,
             }
         })
         .collect()

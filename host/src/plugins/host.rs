@@ -1,23 +1,28 @@
 //! What the host gives a plugin instance: an empty WASI context (no
-//! preopened directories, no sockets, no environment), a memory cap, and
-//! the `sluice:plugin/host` imports (logging and metrics labelled with the
-//! plugin's name), and the `request` and `response` handles a hook reads.
+//! preopened directories, no sockets, no environment), a memory cap, the
+//! `sluice:plugin/host` imports (logging and metrics labelled with the
+//! plugin's name), and the `request`, `response`, `body` and `candidates`
+//! handles a hook reads and changes.
+//!
+//! A hook's changes are checked as it makes them and collected in
+//! [`Changes`]; the chain applies them once the call returns. A change the
+//! host refuses is remembered, and fails the call.
 
 use std::net::IpAddr;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
-use wasmtime::component::Resource;
-
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::sluice::plugin::host::{Host, Level};
-use super::bindings::sluice::plugin::types;
+use super::bindings::sluice::plugin::types::{self, CandidateState, Hook};
+use super::log::LogBudget;
 use super::metrics::PluginMetrics;
+use crate::transform::headers::MAX_MESSAGE_HEADERS;
 
 /// The state of one plugin instance's store.
 pub struct HostState {
@@ -28,14 +33,23 @@ pub struct HostState {
     plugin: Arc<str>,
     /// The configuration the instance last took through `configure`.
     pub config: Option<Arc<str>>,
-    /// The request and response of the call in progress.
+    /// What is lent to the call in progress.
     lent: LentContext,
+    /// What the call in progress asked to change.
+    pub(super) changes: Changes,
     metrics: Arc<PluginMetrics>,
+    logs: Arc<LogBudget>,
 }
 
 impl HostState {
-    /// State for an instance of `plugin`, with linear memory capped at `memory` bytes.
-    pub fn new(plugin: Arc<str>, memory: usize, metrics: Arc<PluginMetrics>) -> Self {
+    /// State for an instance of `plugin`, with linear memory capped at
+    /// `memory` bytes and log lines drawn from `logs`.
+    pub fn new(
+        plugin: Arc<str>,
+        memory: usize,
+        metrics: Arc<PluginMetrics>,
+        logs: Arc<LogBudget>,
+    ) -> Self {
         Self {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
@@ -46,18 +60,24 @@ impl HostState {
             plugin,
             config: None,
             lent: LentContext::default(),
+            changes: Changes::default(),
             metrics,
+            logs,
         }
     }
 
-    /// Lends the call's request and response to the instance, until
-    /// [`HostState::take_back`]. The caller must take them back before the
+    /// Lends the call's context to the instance, until
+    /// [`HostState::take_back`]. The caller must take it back before the
     /// borrows end, which [`super::runtime`] does around every call.
     pub(super) fn lend(&mut self, call: &CallContext<'_>) {
         self.lent = LentContext {
+            hook: call.hook,
             request: call.request.map(|r| NonNull::from(r).cast()),
             response: call.response.map(|r| NonNull::from(r).cast()),
+            body: call.body.map(NonNull::from),
+            candidates: call.candidates.map(NonNull::from),
         };
+        self.changes = Changes::default();
     }
 
     /// Ends the loan made by [`HostState::lend`].
@@ -65,15 +85,16 @@ impl HostState {
         self.lent = LentContext::default();
     }
 
-    /// The handles every call passes: one of each per instance, created
-    /// once, since they only name "the request (response) of this call".
-    pub(super) fn handles(
-        &mut self,
-    ) -> wasmtime::Result<(Resource<LentRequest>, Resource<LentResponse>)> {
-        Ok((
-            self.table.push(LentRequest)?,
-            self.table.push(LentResponse)?,
-        ))
+    /// The handles every call passes: one of each kind per instance,
+    /// created once, since each only names "the request (response, body,
+    /// candidates) of this call".
+    pub(super) fn handles(&mut self) -> wasmtime::Result<Handles> {
+        Ok(Handles {
+            request: self.table.push(LentRequest)?.rep(),
+            response: self.table.push(LentResponse)?.rep(),
+            body: self.table.push(LentBody)?.rep(),
+            candidates: self.table.push(LentCandidates)?.rep(),
+        })
     }
 
     fn request(&self) -> Option<&RequestContext<'_>> {
@@ -92,6 +113,93 @@ impl HostState {
             .response
             .map(|p| unsafe { p.cast::<ResponseContext<'_>>().as_ref() })
     }
+
+    fn body(&self) -> &[u8] {
+        // SAFETY: as for `request`.
+        self.lent
+            .body
+            .map(|p| unsafe { p.as_ref() })
+            .map_or(&[], |b| b)
+    }
+
+    fn candidates(&self) -> &[Candidate] {
+        // SAFETY: as for `request`.
+        self.lent
+            .candidates
+            .map(|p| unsafe { p.as_ref() })
+            .map_or(&[], |c| c)
+    }
+
+    /// Remembers the first change refused in this call.
+    fn refuse(&mut self, reason: impl FnOnce() -> String) {
+        if self.changes.refused.is_none() {
+            self.changes.refused = Some(reason());
+        }
+    }
+
+    /// Whether the call in progress is `hook`; otherwise the change named
+    /// `what` is refused.
+    fn in_hook(&mut self, hook: Hook, what: &str) -> bool {
+        if self.lent.hook == Some(hook) {
+            return true;
+        }
+        let (hook_name, during) = (super::registry::hook_name(hook), self.lent.hook);
+        self.refuse(|| {
+            format!(
+                "{what} is taken in {hook_name} only, not in {}",
+                during.map_or("configure", super::registry::hook_name)
+            )
+        });
+        false
+    }
+
+    /// Collects a header change, checking the name and value.
+    fn header_change(&mut self, hook: Hook, change: HeaderOp, name: &str, value: Option<&str>) {
+        if !self.in_hook(hook, "a header change") {
+            return;
+        }
+        let Some(name) = self.header_name(name) else {
+            return;
+        };
+        let value = match value.map(HeaderValue::from_str) {
+            None => None,
+            Some(Ok(value)) => Some(value),
+            Some(Err(_)) => {
+                let value = value.unwrap_or_default();
+                return self.refuse(|| format!("invalid value {value:?} for header {name}"));
+            }
+        };
+        if self.changes.headers.len() >= MAX_MESSAGE_HEADERS {
+            return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
+        }
+        self.changes.headers.push(HeaderChange {
+            op: change,
+            name,
+            value,
+        });
+    }
+
+    /// `name` as a header name the host lets a plugin change.
+    fn header_name(&mut self, name: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if is_framing(&header) => {
+                self.refuse(|| format!("header {header} belongs to the message's framing"));
+                None
+            }
+            Ok(header) => Some(header),
+            Err(_) => {
+                self.refuse(|| format!("invalid header name {name:?}"));
+                None
+            }
+        }
+    }
+}
+
+/// Headers that frame a message: the host keeps them right, and a plugin
+/// that could set them could make the proxy and the upstream disagree on
+/// where one message ends.
+fn is_framing(name: &HeaderName) -> bool {
+    name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING
 }
 
 /// What a hook call reads of the request, borrowed from the proxy for the
@@ -123,22 +231,40 @@ pub struct ResponseContext<'a> {
     pub endpoint: &'a str,
 }
 
-/// The request and response a call lends to the plugin.
-#[derive(Clone, Copy, Default)]
-pub struct CallContext<'a> {
-    /// The request, for every hook.
-    pub request: Option<&'a RequestContext<'a>>,
-    /// The response, for `on-response`.
-    pub response: Option<&'a ResponseContext<'a>>,
+/// A placement a policy may choose, with its live state.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The placement's name.
+    pub name: Arc<str>,
+    /// Its live state.
+    pub state: CandidateState,
 }
 
-/// The request and response lent to an instance for one call. Lending
-/// instead of copying keeps a call's cost independent of the message: a
-/// plugin pays only for the fields and headers it reads.
+/// What one call is lent: the hook it runs, and the messages it reads.
+#[derive(Clone, Copy, Default)]
+pub struct CallContext<'a> {
+    /// The hook called; `None` for `configure` and `hooks`.
+    pub hook: Option<Hook>,
+    /// The request, for every hook.
+    pub request: Option<&'a RequestContext<'a>>,
+    /// The response, for `on-response` and `on-response-body`.
+    pub response: Option<&'a ResponseContext<'a>>,
+    /// The buffered body, for the body hooks.
+    pub body: Option<&'a [u8]>,
+    /// The candidate placements, for `select-placement`.
+    pub candidates: Option<&'a [Candidate]>,
+}
+
+/// The context lent to an instance for one call. Lending instead of
+/// copying keeps a call's cost independent of the message: a plugin pays
+/// only for the fields and headers it reads.
 #[derive(Default)]
 struct LentContext {
+    hook: Option<Hook>,
     request: Option<NonNull<()>>,
     response: Option<NonNull<()>>,
+    body: Option<NonNull<[u8]>>,
+    candidates: Option<NonNull<[Candidate]>>,
 }
 
 // SAFETY: the pointers are only dereferenced during the call that lent
@@ -146,11 +272,102 @@ struct LentContext {
 // The store moves between threads only between calls (through the pool).
 unsafe impl Send for LentContext {}
 
+/// The table slots of an instance's handles.
+#[derive(Clone, Copy)]
+pub struct Handles {
+    request: u32,
+    response: u32,
+    body: u32,
+    candidates: u32,
+}
+
+impl Handles {
+    /// The `request` handle.
+    pub fn request(&self) -> Resource<LentRequest> {
+        Resource::new_borrow(self.request)
+    }
+
+    /// The `response` handle.
+    pub fn response(&self) -> Resource<LentResponse> {
+        Resource::new_borrow(self.response)
+    }
+
+    /// The `body` handle.
+    pub fn body(&self) -> Resource<LentBody> {
+        Resource::new_borrow(self.body)
+    }
+
+    /// The `candidates` handle.
+    pub fn candidates(&self) -> Resource<LentCandidates> {
+        Resource::new_borrow(self.candidates)
+    }
+}
+
 /// The `request` handle: always the request of the call in progress.
 pub struct LentRequest;
 
 /// The `response` handle: always the response of the call in progress.
 pub struct LentResponse;
+
+/// The `body` handle: always the body of the call in progress.
+pub struct LentBody;
+
+/// The `candidates` handle: always the candidates of the call in progress.
+pub struct LentCandidates;
+
+/// What one hook call asked to change, checked as it was asked.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Header changes, in the order they were made.
+    pub headers: Vec<HeaderChange>,
+    /// A new path and query for the upstream request.
+    pub path: Option<http::uri::PathAndQuery>,
+    /// A new routing key.
+    pub routing_key: Option<String>,
+    /// A placement for the request, not yet checked against the route's.
+    pub placement: Option<String>,
+    /// An answer instead of proxying.
+    pub respond: Option<Answer>,
+    /// A new response status.
+    pub status: Option<StatusCode>,
+    /// A new body.
+    pub body: Option<Vec<u8>>,
+    /// The first change the host refused, and why.
+    pub refused: Option<String>,
+}
+
+/// One header change.
+#[derive(Debug)]
+pub struct HeaderChange {
+    /// What to do.
+    pub op: HeaderOp,
+    /// The header.
+    pub name: HeaderName,
+    /// The value, for set and append.
+    pub value: Option<HeaderValue>,
+}
+
+/// What a header change does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Replace every value.
+    Set,
+    /// Add a value.
+    Append,
+    /// Remove every value.
+    Remove,
+}
+
+/// A response a plugin answered with, checked.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Its body.
+    pub body: Vec<u8>,
+}
 
 /// Caps an instance's linear memory. Growing past the cap traps (rather
 /// than failing the allocation quietly) and is remembered, so the host can
@@ -159,6 +376,13 @@ pub struct MemoryCap {
     max: usize,
     /// Set when a growth past the cap was refused.
     pub exceeded: bool,
+}
+
+impl MemoryCap {
+    /// The cap, in bytes.
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 /// The most table elements an instance may have.
@@ -202,6 +426,11 @@ impl WasiView for HostState {
 
 impl types::Host for HostState {}
 
+fn first_value(map: &HeaderMap, name: &str) -> Option<String> {
+    map.get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+}
+
 fn values(map: &HeaderMap, name: &str) -> Vec<String> {
     map.get_all(name)
         .iter()
@@ -218,6 +447,14 @@ fn entries(map: &HeaderMap) -> types::Headers {
             )
         })
         .collect()
+}
+
+/// Whether `status` may be a plugin's final answer.
+fn final_status(status: u16) -> Option<StatusCode> {
+    (200..=599)
+        .contains(&status)
+        .then(|| StatusCode::from_u16(status).ok())
+        .flatten()
 }
 
 impl types::HostRequest for HostState {
@@ -266,7 +503,11 @@ impl types::HostRequest for HostState {
             .unwrap_or_default()
     }
 
-    fn header(&mut self, _: Resource<LentRequest>, name: String) -> Vec<String> {
+    fn header(&mut self, _: Resource<LentRequest>, name: String) -> Option<String> {
+        first_value(&self.request()?.header.headers, &name)
+    }
+
+    fn header_values(&mut self, _: Resource<LentRequest>, name: String) -> Vec<String> {
         self.request()
             .map(|r| values(&r.header.headers, &name))
             .unwrap_or_default()
@@ -276,6 +517,69 @@ impl types::HostRequest for HostState {
         self.request()
             .map(|r| entries(&r.header.headers))
             .unwrap_or_default()
+    }
+
+    fn set_header(&mut self, _: Resource<LentRequest>, name: String, value: String) {
+        self.header_change(Hook::OnRequest, HeaderOp::Set, &name, Some(&value));
+    }
+
+    fn append_header(&mut self, _: Resource<LentRequest>, name: String, value: String) {
+        self.header_change(Hook::OnRequest, HeaderOp::Append, &name, Some(&value));
+    }
+
+    fn remove_header(&mut self, _: Resource<LentRequest>, name: String) {
+        self.header_change(Hook::OnRequest, HeaderOp::Remove, &name, None);
+    }
+
+    fn set_path(&mut self, _: Resource<LentRequest>, path: String) {
+        if !self.in_hook(Hook::OnRequest, "a new path") {
+            return;
+        }
+        match path.parse::<http::uri::PathAndQuery>() {
+            Ok(parsed) if parsed.path().starts_with('/') => self.changes.path = Some(parsed),
+            _ => self.refuse(|| format!("invalid path {path:?}")),
+        }
+    }
+
+    fn set_routing_key(&mut self, _: Resource<LentRequest>, key: String) {
+        if self.in_hook(Hook::OnRequest, "a routing key") {
+            self.changes.routing_key = Some(key);
+        }
+    }
+
+    fn set_placement(&mut self, _: Resource<LentRequest>, name: String) {
+        if self.in_hook(Hook::OnRequest, "a placement") {
+            self.changes.placement = Some(name);
+        }
+    }
+
+    fn respond(&mut self, _: Resource<LentRequest>, response: types::ImmediateResponse) {
+        if !self.in_hook(Hook::OnRequest, "an immediate response") {
+            return;
+        }
+        let Some(status) = final_status(response.status) else {
+            return self.refuse(|| format!("invalid status {}", response.status));
+        };
+        if response.headers.len() > MAX_MESSAGE_HEADERS {
+            return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} headers"));
+        }
+        let mut headers = Vec::with_capacity(response.headers.len());
+        for (name, value) in &response.headers {
+            let Some(header) = self.header_name(name) else {
+                return;
+            };
+            match HeaderValue::from_str(value) {
+                Ok(value) => headers.push((header, value)),
+                Err(_) => {
+                    return self.refuse(|| format!("invalid value {value:?} for header {header}"))
+                }
+            }
+        }
+        self.changes.respond = Some(Answer {
+            status,
+            headers,
+            body: response.body,
+        });
     }
 
     fn drop(&mut self, handle: Resource<LentRequest>) -> wasmtime::Result<()> {
@@ -303,7 +607,11 @@ impl types::HostResponse for HostState {
             .unwrap_or_default()
     }
 
-    fn header(&mut self, _: Resource<LentResponse>, name: String) -> Vec<String> {
+    fn header(&mut self, _: Resource<LentResponse>, name: String) -> Option<String> {
+        first_value(&self.response()?.header.headers, &name)
+    }
+
+    fn header_values(&mut self, _: Resource<LentResponse>, name: String) -> Vec<String> {
         self.response()
             .map(|r| values(&r.header.headers, &name))
             .unwrap_or_default()
@@ -315,7 +623,92 @@ impl types::HostResponse for HostState {
             .unwrap_or_default()
     }
 
+    fn set_status(&mut self, _: Resource<LentResponse>, status: u16) {
+        if !self.in_hook(Hook::OnResponse, "a status") {
+            return;
+        }
+        match final_status(status) {
+            Some(status) => self.changes.status = Some(status),
+            None => self.refuse(|| format!("invalid status {status}")),
+        }
+    }
+
+    fn set_header(&mut self, _: Resource<LentResponse>, name: String, value: String) {
+        self.header_change(Hook::OnResponse, HeaderOp::Set, &name, Some(&value));
+    }
+
+    fn append_header(&mut self, _: Resource<LentResponse>, name: String, value: String) {
+        self.header_change(Hook::OnResponse, HeaderOp::Append, &name, Some(&value));
+    }
+
+    fn remove_header(&mut self, _: Resource<LentResponse>, name: String) {
+        self.header_change(Hook::OnResponse, HeaderOp::Remove, &name, None);
+    }
+
     fn drop(&mut self, handle: Resource<LentResponse>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl types::HostBody for HostState {
+    fn len(&mut self, _: Resource<LentBody>) -> u64 {
+        self.body().len() as u64
+    }
+
+    fn bytes(&mut self, _: Resource<LentBody>) -> Vec<u8> {
+        self.body().to_vec()
+    }
+
+    fn replace(&mut self, _: Resource<LentBody>, bytes: Vec<u8>) {
+        if matches!(
+            self.lent.hook,
+            Some(Hook::OnRequestBody | Hook::OnResponseBody)
+        ) {
+            self.changes.body = Some(bytes);
+        } else {
+            self.refuse(|| "a body is replaced in the body hooks only".to_string());
+        }
+    }
+
+    fn drop(&mut self, handle: Resource<LentBody>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl types::HostCandidates for HostState {
+    fn len(&mut self, _: Resource<LentCandidates>) -> u32 {
+        self.candidates().len() as u32
+    }
+
+    fn names(&mut self, _: Resource<LentCandidates>) -> String {
+        let candidates = self.candidates();
+        let mut names =
+            String::with_capacity(candidates.iter().map(|c| c.name.len() + 1).sum::<usize>());
+        for candidate in candidates {
+            names.push_str(&candidate.name);
+            names.push('\n');
+        }
+        names
+    }
+
+    fn states(&mut self, _: Resource<LentCandidates>) -> Vec<CandidateState> {
+        self.candidates().iter().map(|c| c.state).collect()
+    }
+
+    fn choose(&mut self, _: Resource<LentCandidates>, name: String) {
+        if !self.in_hook(Hook::SelectPlacement, "a placement choice") {
+            return;
+        }
+        if self.candidates().iter().any(|c| *c.name == *name) {
+            self.changes.placement = Some(name);
+        } else {
+            self.refuse(|| format!("placement {name:?} is not a candidate"));
+        }
+    }
+
+    fn drop(&mut self, handle: Resource<LentCandidates>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
         Ok(())
     }
@@ -323,6 +716,9 @@ impl types::HostResponse for HostState {
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        let Some(message) = self.logs.admit(&self.metrics, &self.plugin, &message) else {
+            return;
+        };
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(%plugin, "{message}"),

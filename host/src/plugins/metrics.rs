@@ -14,6 +14,9 @@ pub struct PluginMetrics {
     pub call_duration: HistogramVec,
     /// `sluice_plugin_failures_total{plugin, hook, kind}`: failed calls.
     pub failures: IntCounterVec,
+    /// `sluice_plugin_log_lines_dropped_total{plugin}`: log lines over the
+    /// plugin's rate.
+    pub log_lines_dropped: IntCounterVec,
 }
 
 impl PluginMetrics {
@@ -46,9 +49,17 @@ impl PluginMetrics {
             failures: IntCounterVec::new(
                 Opts::new(
                     "sluice_plugin_failures_total",
-                    "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap.",
+                    "Plugin calls that failed, by kind: missing, instantiate, deadline, memory, trap, config, refused.",
                 ),
                 &["plugin", "hook", "kind"],
+            )
+            .expect("valid metric"),
+            log_lines_dropped: IntCounterVec::new(
+                Opts::new(
+                    "sluice_plugin_log_lines_dropped_total",
+                    "Plugin log lines dropped because the plugin logged faster than its rate.",
+                ),
+                &["plugin"],
             )
             .expect("valid metric"),
         }
@@ -59,7 +70,8 @@ impl PluginMetrics {
         registry.register(Box::new(self.counter.clone()))?;
         registry.register(Box::new(self.histogram.clone()))?;
         registry.register(Box::new(self.call_duration.clone()))?;
-        registry.register(Box::new(self.failures.clone()))
+        registry.register(Box::new(self.failures.clone()))?;
+        registry.register(Box::new(self.log_lines_dropped.clone()))
     }
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod chain;
 pub(crate) mod compile;
 pub mod engine;
 pub mod host;
+pub mod log;
 mod memory;
 pub mod metrics;
 pub mod registry;

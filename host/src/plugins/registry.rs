@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::bindings::sluice::plugin::types::Hook;
 use super::engine::PluginEngine;
 use super::metrics::PluginMetrics;
-use super::runtime::{LoadedPlugin, RuntimeLimits};
+use super::runtime::{LoadedPlugin, RuntimeLimits, SharedLimits};
 use super::spec::RouteAttachments;
 use super::validate::{attachment_problems, AttachmentProblem};
 
@@ -52,6 +52,8 @@ pub fn hook_name(hook: Hook) -> &'static str {
         Hook::OnRequest => "on_request",
         Hook::OnResponse => "on_response",
         Hook::SelectPlacement => "select_placement",
+        Hook::OnRequestBody => "on_request_body",
+        Hook::OnResponseBody => "on_response_body",
     }
 }
 
@@ -59,7 +61,7 @@ pub fn hook_name(hook: Hook) -> &'static str {
 pub struct PluginRegistry {
     engine: Arc<PluginEngine>,
     directory: PathBuf,
-    limits: RuntimeLimits,
+    limits: SharedLimits,
     metrics: Arc<PluginMetrics>,
     plugins: ArcSwap<PluginMap>,
     errors: Mutex<BTreeMap<String, String>>,
@@ -80,7 +82,7 @@ impl PluginRegistry {
         let registry = Arc::new(Self {
             engine,
             directory: directory.to_path_buf(),
-            limits,
+            limits: Arc::new(ArcSwap::from_pointee(limits)),
             metrics,
             plugins: ArcSwap::from_pointee(HashMap::new()),
             errors: Mutex::new(BTreeMap::new()),
@@ -112,6 +114,20 @@ impl PluginRegistry {
     /// One plugin, by name.
     pub fn get(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.load().get(name).cloned()
+    }
+
+    /// The limits calls run under from now on. An instance made under
+    /// another memory cap is replaced when it is next taken from its pool.
+    pub fn set_limits(&self, limits: RuntimeLimits) {
+        if **self.limits.load() != limits {
+            tracing::info!(?limits, "plugin runtime limits changed");
+            self.limits.store(Arc::new(limits));
+        }
+    }
+
+    /// The limits calls run under now.
+    pub fn limits(&self) -> RuntimeLimits {
+        **self.limits.load()
     }
 
     /// The attachments of the config now serving: from now on, a changed
@@ -178,7 +194,7 @@ impl PluginRegistry {
                     &self.engine,
                     &name,
                     &bytes,
-                    self.limits,
+                    self.limits.clone(),
                     self.metrics.clone(),
                 )
             })

@@ -12,19 +12,23 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use prometheus::Histogram;
-use wasmtime::component::{InstancePre, Resource};
+use wasmtime::component::InstancePre;
 use wasmtime::Store;
 
-use super::bindings::sluice::plugin::types::{
-    Candidate, Hook, PlacementChoice, RequestAction, ResponseChanges,
-};
-use super::bindings::{SluicePlugin, SluicePluginPre};
+use super::bindings::sluice::plugin::types::Hook;
+use super::bindings::{SluicePlugin, SluicePluginPre, CONTRACT};
 use super::engine::{PluginEngine, EPOCH_TICK};
 use super::host::{
-    CallContext, HostState, LentRequest, LentResponse, RequestContext, ResponseContext,
+    CallContext, Candidate, Changes, Handles, HostState, RequestContext, ResponseContext,
 };
+use super::log::LogBudget;
 use super::metrics::PluginMetrics;
+
+/// The limits every call and instance runs under, shared by the registry
+/// and its plugins so that a reload changes them for every plugin at once.
+pub type SharedLimits = Arc<ArcSwap<RuntimeLimits>>;
 
 /// Limits every call and instance runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub enum CallError {
     Trap(String),
     /// The plugin refused the attachment's configuration.
     Config(String),
+    /// The host refused a change the plugin made.
+    Refused(String),
 }
 
 impl CallError {
@@ -74,6 +80,7 @@ impl CallError {
             Self::Memory => "memory",
             Self::Trap(_) => "trap",
             Self::Config(_) => "config",
+            Self::Refused(_) => "refused",
         }
     }
 }
@@ -84,8 +91,9 @@ impl std::fmt::Display for CallError {
             Self::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
             Self::Deadline => f.write_str("ran past its deadline"),
             Self::Memory => f.write_str("hit its memory cap"),
-            Self::Trap(e) => write!(f, "trapped: {e}"),
-            Self::Config(e) => write!(f, "refused its configuration: {e}"),
+            Self::Trap(e) => write!(f, "trapped: {}", super::log::escape(e)),
+            Self::Config(e) => write!(f, "refused its configuration: {}", super::log::escape(e)),
+            Self::Refused(e) => write!(f, "made a change the host refuses: {e}"),
         }
     }
 }
@@ -95,23 +103,6 @@ struct Warm {
     bindings: SluicePlugin,
     handles: Handles,
     calls: u32,
-}
-
-/// The table slots of an instance's `request` and `response` handles.
-#[derive(Clone, Copy)]
-struct Handles {
-    request: u32,
-    response: u32,
-}
-
-impl Handles {
-    fn request(&self) -> Resource<LentRequest> {
-        Resource::new_borrow(self.request)
-    }
-
-    fn response(&self) -> Resource<LentResponse> {
-        Resource::new_borrow(self.response)
-    }
 }
 
 /// One loaded version of a plugin.
@@ -126,8 +117,9 @@ pub struct LoadedPlugin {
     pub from_cache: bool,
     pre: SluicePluginPre<HostState>,
     engine: Arc<PluginEngine>,
-    limits: RuntimeLimits,
+    limits: SharedLimits,
     metrics: Arc<PluginMetrics>,
+    logs: Arc<LogBudget>,
     /// Call durations per hook, resolved once instead of per call.
     durations: HookDurations,
     pool: Mutex<Vec<Warm>>,
@@ -138,17 +130,52 @@ struct HookDurations {
     on_request: Histogram,
     on_response: Histogram,
     select_placement: Histogram,
+    on_request_body: Histogram,
+    on_response_body: Histogram,
 }
 
 impl HookDurations {
     fn new(metrics: &PluginMetrics, plugin: &str) -> Self {
-        let series = |hook| metrics.call_duration.with_label_values(&[plugin, hook]);
+        let series = |hook| {
+            metrics
+                .call_duration
+                .with_label_values(&[plugin, super::registry::hook_name(hook)])
+        };
         Self {
-            on_request: series("on_request"),
-            on_response: series("on_response"),
-            select_placement: series("select_placement"),
+            on_request: series(Hook::OnRequest),
+            on_response: series(Hook::OnResponse),
+            select_placement: series(Hook::SelectPlacement),
+            on_request_body: series(Hook::OnRequestBody),
+            on_response_body: series(Hook::OnResponseBody),
         }
     }
+}
+
+/// Refuses a component built against another version of the contract,
+/// naming both: linking it would fail with a message about a missing
+/// import that does not say why.
+fn check_contract(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> anyhow::Result<()> {
+    let (package, ours) = CONTRACT.split_once('@').unwrap_or((CONTRACT, ""));
+    let ty = component.component_type();
+    let names = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name));
+    for name in names {
+        let Some(rest) = name.strip_prefix(package).and_then(|r| r.strip_prefix('/')) else {
+            continue;
+        };
+        let theirs = rest.split_once('@').map_or("", |(_, version)| version);
+        if theirs != ours {
+            anyhow::bail!(
+                "it was built against {package}@{theirs} and this Sluice provides {CONTRACT}: rebuild it with the SDK of this release"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl LoadedPlugin {
@@ -158,10 +185,11 @@ impl LoadedPlugin {
         engine: &Arc<PluginEngine>,
         name: &str,
         bytes: &[u8],
-        limits: RuntimeLimits,
+        limits: SharedLimits,
         metrics: Arc<PluginMetrics>,
     ) -> anyhow::Result<Self> {
         let compiled = engine.compile(bytes)?;
+        check_contract(engine.engine(), &compiled.component)?;
         let instance_pre: InstancePre<HostState> =
             engine.linker().instantiate_pre(&compiled.component)?;
         let pre = SluicePluginPre::new(instance_pre)?;
@@ -175,6 +203,7 @@ impl LoadedPlugin {
             engine: engine.clone(),
             limits,
             metrics,
+            logs: Arc::new(LogBudget::default()),
             durations,
             pool: Mutex::new(Vec::new()),
         };
@@ -182,6 +211,7 @@ impl LoadedPlugin {
             .call(None, CallContext::default(), |bindings, store, _| {
                 bindings.sluice_plugin_plugin().call_hooks(store)
             })
+            .map(|(hooks, _)| hooks)
             .map_err(|e| anyhow::anyhow!("asking which hooks it implements: {e}"))?;
         Ok(plugin)
     }
@@ -191,8 +221,13 @@ impl LoadedPlugin {
         self.hooks.contains(&hook)
     }
 
-    fn instantiate(&self) -> Result<Warm, CallError> {
-        let state = HostState::new(self.name.clone(), self.limits.memory, self.metrics.clone());
+    fn instantiate(&self, limits: &RuntimeLimits) -> Result<Warm, CallError> {
+        let state = HostState::new(
+            self.name.clone(),
+            limits.memory,
+            self.metrics.clone(),
+            self.logs.clone(),
+        );
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(u64::MAX / 2);
@@ -200,17 +235,14 @@ impl LoadedPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        let (request, response) = store
+        let handles = store
             .data_mut()
             .handles()
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Warm {
             store,
             bindings,
-            handles: Handles {
-                request: request.rep(),
-                response: response.rep(),
-            },
+            handles,
             calls: 0,
         })
     }
@@ -218,50 +250,68 @@ impl LoadedPlugin {
     /// Checks `config` on a fresh instance, as a route's attachment would
     /// hand it over: the plugin's own words when it refuses it.
     pub fn check_config(&self, config: &str) -> Result<(), CallError> {
-        let mut warm = self.instantiate()?;
-        self.guarded(&mut warm, CallContext::default(), |bindings, store, _| {
-            bindings
-                .sluice_plugin_plugin()
-                .call_configure(store, config)
-        })?
+        let limits = self.limits.load();
+        let mut warm = self.instantiate(&limits)?;
+        self.guarded(
+            &mut warm,
+            &limits,
+            CallContext::default(),
+            |bindings, store, _| {
+                bindings
+                    .sluice_plugin_plugin()
+                    .call_configure(store, config)
+            },
+        )?
         .map_err(CallError::Config)
     }
 
     /// Runs `f` on a warm instance under the deadline, after handing it
-    /// `config` if it last saw another one, with `context` lent to it.
+    /// `config` if it last saw another one, with `context` lent to it; the
+    /// changes the call made come back with its value.
     fn call<R>(
         &self,
         config: Option<&Arc<str>>,
         context: CallContext<'_>,
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<(R, Changes), CallError> {
+        let limits = self.limits.load();
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut warm = match pooled {
-            Some(warm) => warm,
-            None => self.instantiate()?,
+            // An instance made under another memory cap is replaced.
+            Some(warm) if warm.store.data().memory.max() == limits.memory => warm,
+            _ => self.instantiate(&limits)?,
         };
         if let Some(config) = config {
             let current = warm.store.data().config.as_ref();
             if !current.is_some_and(|c| Arc::ptr_eq(c, config) || **c == **config) {
                 warm.store.data_mut().config = None;
-                self.guarded(&mut warm, context, |bindings, store, _| {
-                    bindings
-                        .sluice_plugin_plugin()
-                        .call_configure(store, config)
-                })?
+                self.guarded(
+                    &mut warm,
+                    &limits,
+                    CallContext::default(),
+                    |bindings, store, _| {
+                        bindings
+                            .sluice_plugin_plugin()
+                            .call_configure(store, config)
+                    },
+                )?
                 .map_err(CallError::Config)?;
                 warm.store.data_mut().config = Some(config.clone());
             }
         }
-        let value = self.guarded(&mut warm, context, f)?;
+        let value = self.guarded(&mut warm, &limits, context, f)?;
+        let changes = std::mem::take(&mut warm.store.data_mut().changes);
         warm.calls += 1;
-        if warm.calls < self.limits.recycle_after {
+        if warm.calls < limits.recycle_after {
             let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < self.limits.pool_size {
+            if pool.len() < limits.pool_size {
                 pool.push(warm);
             }
         }
-        Ok(value)
+        match changes.refused {
+            Some(reason) => Err(CallError::Refused(reason)),
+            None => Ok((value, changes)),
+        }
     }
 
     /// Runs one guest call on `warm` under the deadline, with `context`
@@ -270,10 +320,11 @@ impl LoadedPlugin {
     fn guarded<R>(
         &self,
         warm: &mut Warm,
+        limits: &RuntimeLimits,
         context: CallContext<'_>,
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let ticks = (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let ticks = (limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         warm.store.set_epoch_deadline(ticks + 1);
         warm.store.data_mut().lend(&context);
         // A host function can panic under a guest call: WASI's blocking
@@ -301,16 +352,17 @@ impl LoadedPlugin {
         }
     }
 
-    /// Calls `on-request` with the attachment's `config`; the plugin reads
-    /// `request` through its handle.
+    /// Calls `on-request` with the attachment's `config`: the changes the
+    /// plugin made to `request`, or its answer.
     pub fn on_request(
         &self,
         config: &Arc<str>,
         request: &RequestContext<'_>,
-    ) -> Result<RequestAction, CallError> {
+    ) -> Result<Changes, CallError> {
         let context = CallContext {
+            hook: Some(Hook::OnRequest),
             request: Some(request),
-            response: None,
+            ..CallContext::default()
         };
         timed(&self.durations.on_request, || {
             self.call(Some(config), context, |bindings, store, handles| {
@@ -319,19 +371,21 @@ impl LoadedPlugin {
                     .call_on_request(store, handles.request())
             })
         })
+        .map(|((), changes)| changes)
     }
 
-    /// Calls `on-response`; the plugin reads `request` and `response`
-    /// through their handles.
+    /// Calls `on-response`: the changes the plugin made to `response`.
     pub fn on_response(
         &self,
         config: &Arc<str>,
         request: &RequestContext<'_>,
         response: &ResponseContext<'_>,
-    ) -> Result<ResponseChanges, CallError> {
+    ) -> Result<Changes, CallError> {
         let context = CallContext {
+            hook: Some(Hook::OnResponse),
             request: Some(request),
             response: Some(response),
+            ..CallContext::default()
         };
         timed(&self.durations.on_response, || {
             self.call(Some(config), context, |bindings, store, handles| {
@@ -342,27 +396,85 @@ impl LoadedPlugin {
                 )
             })
         })
+        .map(|((), changes)| changes)
     }
 
-    /// Calls `select-placement`; the plugin reads `request` through its
-    /// handle.
+    /// Calls `select-placement`: the candidate the plugin chose, if any.
     pub fn select_placement(
         &self,
         config: &Arc<str>,
         request: &RequestContext<'_>,
         candidates: &[Candidate],
-    ) -> Result<PlacementChoice, CallError> {
+    ) -> Result<Option<String>, CallError> {
         let context = CallContext {
+            hook: Some(Hook::SelectPlacement),
             request: Some(request),
-            response: None,
+            candidates: Some(candidates),
+            ..CallContext::default()
         };
         timed(&self.durations.select_placement, || {
             self.call(Some(config), context, |bindings, store, handles| {
                 bindings
                     .sluice_plugin_placement_policy()
-                    .call_select_placement(store, handles.request(), candidates)
+                    .call_select_placement(store, handles.request(), handles.candidates())
             })
         })
+        .map(|((), changes)| changes.placement)
+    }
+
+    /// Calls `on-request-body` on the buffered `body`: its replacement, if
+    /// the plugin made one.
+    pub fn on_request_body(
+        &self,
+        config: &Arc<str>,
+        request: &RequestContext<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let context = CallContext {
+            hook: Some(Hook::OnRequestBody),
+            request: Some(request),
+            body: Some(body),
+            ..CallContext::default()
+        };
+        timed(&self.durations.on_request_body, || {
+            self.call(Some(config), context, |bindings, store, handles| {
+                bindings
+                    .sluice_plugin_request_body_hook()
+                    .call_on_request_body(store, handles.request(), handles.body())
+            })
+        })
+        .map(|((), changes)| changes.body)
+    }
+
+    /// Calls `on-response-body` on the buffered `body`: its replacement, if
+    /// the plugin made one.
+    pub fn on_response_body(
+        &self,
+        config: &Arc<str>,
+        request: &RequestContext<'_>,
+        response: &ResponseContext<'_>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, CallError> {
+        let context = CallContext {
+            hook: Some(Hook::OnResponseBody),
+            request: Some(request),
+            response: Some(response),
+            body: Some(body),
+            ..CallContext::default()
+        };
+        timed(&self.durations.on_response_body, || {
+            self.call(Some(config), context, |bindings, store, handles| {
+                bindings
+                    .sluice_plugin_response_body_hook()
+                    .call_on_response_body(
+                        store,
+                        handles.request(),
+                        handles.response(),
+                        handles.body(),
+                    )
+            })
+        })
+        .map(|((), changes)| changes.body)
     }
 
     /// Warm instances currently pooled.

@@ -17,6 +17,8 @@ pub struct AttachmentSpec {
     pub fail_closed: Option<u16>,
     /// The hooks it runs at; `None` means all the plugin declares.
     pub hooks: Option<Vec<HookName>>,
+    /// The largest body its body hooks buffer, in bytes.
+    pub body_limit: u64,
 }
 
 impl AttachmentSpec {

@@ -47,18 +47,20 @@ pub fn hook_of(name: HookName) -> Hook {
         HookName::OnRequest => Hook::OnRequest,
         HookName::OnResponse => Hook::OnResponse,
         HookName::SelectPlacement => Hook::SelectPlacement,
+        HookName::OnRequestBody => Hook::OnRequestBody,
+        HookName::OnResponseBody => Hook::OnResponseBody,
     }
 }
 
-/// Every problem of the attachments of a config's routes (each route's,
-/// in order), with its line in `source`.
+/// Every problem of the attachments of a config's routes (each route's
+/// name and attachments, in order), with its line in `source`.
 pub fn validate<'a>(
-    routes: impl IntoIterator<Item = &'a [AttachmentSpec]>,
+    routes: impl IntoIterator<Item = (&'a str, &'a [AttachmentSpec])>,
     source: &SourceMap,
     plugins: &PluginMap,
 ) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for (r, attachments) in routes.into_iter().enumerate() {
+    for (r, (route, attachments)) in routes.into_iter().enumerate() {
         for (a, attachment) in attachments.iter().enumerate() {
             let path = KeyPath::root()
                 .key("routes")
@@ -85,7 +87,7 @@ pub fn validate<'a>(
                 let (path, message) = match problem {
                     AttachmentProblem::Refused(error) => (
                         path.key("config"),
-                        format!("plugin {}: {error}", attachment.name),
+                        format!("plugin {} on route {route:?}: {error}", attachment.name),
                     ),
                     AttachmentProblem::MissingHook { index, hook } => {
                         let declared: Vec<&str> =

@@ -56,7 +56,7 @@ use crate::plugins::chain;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::limits;
-use crate::resilience::placement::{self, EndpointSpec, PlacementSpec};
+use crate::resilience::placement::{EndpointSpec, PlacementSpec};
 use crate::resilience::state::{self, Slot};
 use crate::routing::{self, Decision, PlacementId, RequestView, RouteSpec, RouteTarget};
 use crate::snapshot::Snapshot;
@@ -440,6 +440,15 @@ impl SluiceProxy {
             self.plugins.load_full()
         };
         let client = client_ip(session);
+        let candidates = routing::candidates(&snapshot.routes, route);
+        let named = |name: &str| {
+            candidates.iter().copied().find(|id| {
+                snapshot
+                    .placements
+                    .get(*id)
+                    .is_some_and(|placement| *placement.name == *name)
+            })
+        };
         let mut chosen_placement = None;
         if let Some(registry) = &registry {
             let facts = chain::RequestFacts {
@@ -455,13 +464,14 @@ impl SluiceProxy {
                 &route_spec.plugins,
                 &facts,
                 session.req_header_mut(),
+                |name| named(name).is_some(),
             ) {
                 chain::RequestOutcome::Continue {
                     routing_key,
                     placement,
                 } => {
                     key = routing_key.or(key);
-                    chosen_placement = placement;
+                    chosen_placement = placement.and_then(|name| named(&name));
                 }
                 chain::RequestOutcome::Respond(response) => {
                     respond::immediate(session, ctx, response).await?;
@@ -482,30 +492,16 @@ impl SluiceProxy {
                 return Ok(None);
             }
         };
-        if let Some(name) = chosen_placement {
-            match placement::find(&snapshot.placements, &name) {
-                Some(id) => decision.chosen_by_policy(id),
-                None => {
-                    tracing::warn!(placement = %name, "a plugin chose an unknown placement; ignored")
-                }
-            }
+        if let Some(id) = chosen_placement {
+            decision.chosen_by_policy(id);
         }
         if let Some(registry) = &registry {
-            let candidates = routing::candidates(&snapshot.routes, route);
             let facts = chain::RequestFacts {
                 authority: &ctx.client_host,
                 client,
                 route: &route_spec.name,
                 routing_key: decision.key.as_deref(),
                 request_id: &ctx.request_id,
-            };
-            let named = |name: &str| {
-                candidates.iter().copied().find(|id| {
-                    snapshot
-                        .placements
-                        .get(*id)
-                        .is_some_and(|placement| *placement.name == *name)
-                })
             };
             let chosen = chain::select_placement(
                 registry,
@@ -514,7 +510,6 @@ impl SluiceProxy {
                 &facts,
                 session.req_header(),
                 || plugins::describe(snapshot, &candidates),
-                |name| named(name).is_some(),
             );
             match chosen.map(|name| name.and_then(|name| named(&name))) {
                 Ok(Some(id)) => decision.chosen_by_policy(id),

@@ -5,7 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::plugins::bindings::sluice::plugin::types::Candidate;
+use crate::plugins::bindings::sluice::plugin::types::CandidateState;
+use crate::plugins::host::Candidate;
 use crate::resilience::breaker::CircuitState;
 use crate::routing::PlacementId;
 use crate::snapshot::Snapshot;
@@ -31,14 +32,16 @@ pub(super) fn describe(snapshot: &Snapshot, candidates: &[PlacementId]) -> Vec<C
                 .filter(|e| e.state.health.is_healthy(now) && e.state.breaker.would_admit(now))
                 .count();
             Candidate {
-                name: placement.name.to_string(),
-                healthy_endpoints: healthy as u32,
-                total_endpoints: placement.endpoints.len() as u32,
-                open_breakers: open,
-                half_open_breakers: half_open,
-                in_flight: placement.state.in_flight.load(Ordering::Relaxed),
-                limit: placement.max_concurrency,
-                weight: placement.total_weight,
+                name: placement.name.clone(),
+                state: CandidateState {
+                    healthy_endpoints: healthy as u32,
+                    total_endpoints: placement.endpoints.len() as u32,
+                    open_breakers: open,
+                    half_open_breakers: half_open,
+                    in_flight: placement.state.in_flight.load(Ordering::Relaxed),
+                    limit: placement.max_concurrency,
+                    weight: placement.total_weight,
+                },
             }
         })
         .collect()

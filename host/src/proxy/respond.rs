@@ -7,7 +7,6 @@ use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
 use super::RequestCtx;
-use crate::transform::headers::MAX_MESSAGE_HEADERS;
 
 /// Writes `status` with a one-line text body, plus the request id and any
 /// explainability headers known so far.
@@ -91,24 +90,17 @@ pub(super) async fn answer(
         .await
 }
 
-/// Writes a response a plugin answered with, plus the request id.
+/// Writes a response a plugin answered with (the host checked its status
+/// and headers as the plugin made it), plus the request id.
 pub(super) async fn immediate(
     session: &mut Session,
     ctx: &RequestCtx,
-    answer: crate::plugins::bindings::sluice::plugin::types::ImmediateResponse,
+    answer: crate::plugins::host::Answer,
 ) -> Result<()> {
-    if answer.headers.len() > MAX_MESSAGE_HEADERS {
-        return Error::e_explain(
-            InternalError,
-            format!(
-                "a plugin answered with {} headers, more than {MAX_MESSAGE_HEADERS}",
-                answer.headers.len()
-            ),
-        );
-    }
-    let mut response = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
-    for (name, value) in &answer.headers {
-        response.append_header(name.clone(), value.as_str())?;
+    let mut response =
+        ResponseHeader::build(answer.status.as_u16(), Some(answer.headers.len() + 2))?;
+    for (name, value) in answer.headers {
+        response.append_header(name, value)?;
     }
     response.insert_header(http::header::CONTENT_LENGTH, answer.body.len())?;
     response.insert_header(super::forwarding::REQUEST_ID, ctx.request_id.as_str())?;

@@ -90,6 +90,14 @@ pub fn routes(
             &route.plugins,
             config.plugins.is_some(),
         );
+        let plugin_placements = route
+            .placements
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                placement_ref(d, || path.key("placements").index(i), name, placements)
+            })
+            .collect();
         if let Some(target) = target {
             routes.push(RouteSpec {
                 name: Arc::from(name.as_str()),
@@ -100,6 +108,7 @@ pub fn routes(
                 response_headers,
                 rewrite,
                 plugins: attachments,
+                plugin_placements,
             });
         } else {
             // Keep route indexes aligned with the index even when broken;
@@ -113,6 +122,7 @@ pub fn routes(
                 response_headers: HeaderOps::default(),
                 rewrite: None,
                 plugins: Vec::new(),
+                plugin_placements: Vec::new(),
             });
         }
     }

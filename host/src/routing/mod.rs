@@ -191,19 +191,24 @@ pub fn resolve(
 }
 
 /// The placements a route can send to: its direct placement, or its table's
-/// placements and default, each once, in order of first appearance.
+/// placements and default, then the further placements its plugins may
+/// choose, each once, in order of first appearance.
 pub fn candidates(routes: &[RouteSpec], route: usize) -> Vec<PlacementId> {
     let mut placements = Vec::new();
-    match routes.get(route).map(|spec| &spec.target) {
-        Some(RouteTarget::Direct(placement)) => placements.push(*placement),
-        Some(RouteTarget::Respond(_)) | None => {}
-        Some(RouteTarget::Keyed(keyed)) => {
+    let Some(spec) = routes.get(route) else {
+        return placements;
+    };
+    match &spec.target {
+        RouteTarget::Direct(placement) => placements.push(*placement),
+        RouteTarget::Respond(_) => {}
+        RouteTarget::Keyed(keyed) => {
             placements.push(keyed.default);
             let mut table: Vec<PlacementId> = keyed.table.values().copied().collect();
             table.sort_unstable();
             placements.extend(table);
         }
     }
+    placements.extend(&spec.plugin_placements);
     let mut seen = std::collections::HashSet::new();
     placements.retain(|p| seen.insert(*p));
     placements

@@ -30,6 +30,8 @@ pub struct RouteSpec {
     pub rewrite: Option<PathRewrite>,
     /// Plugins run for this route, in order.
     pub plugins: Vec<AttachmentSpec>,
+    /// Further placements its plugins may choose.
+    pub plugin_placements: Vec<PlacementId>,
 }
 
 /// Where a route sends requests.

@@ -395,7 +395,7 @@ fn unknown_plugins_undeclared_hooks_and_refused_configs_are_config_errors() {
         assert!(text.contains(":15: routes[0].plugins[1].hooks[0]: plugin headers does not export select_placement"), "{command}: {text}");
         // The plugin's own reason, at the line of its table.
         assert!(
-            text.contains(":18: routes[0].plugins[2].config: plugin rewrite: refused its configuration: rewrite rule `(`: invalid regex"),
+            text.contains(":18: routes[0].plugins[2].config: plugin rewrite on route \"route-0\": refused its configuration: rewrite rule `(`: invalid regex"),
             "{command}: {text}"
         );
     }
@@ -585,6 +585,7 @@ async fn traffic_split_is_weighted_and_sticky_by_header() {
 [[routes]]
 name = "shop"
 placement = "blue"
+placements = ["green"]
 [[routes.plugins]]
 name = "traffic-split"
 failure = "closed"
@@ -893,7 +894,8 @@ config = {{ keys = [{{ id = "ci", key = "{KEY}" }}], query = "api_key" }}
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{text}");
     assert!(
-        text.contains("routes[0].plugins[0].config: plugin api-key: refused its configuration"),
+        text.contains("routes[0].plugins[0].config: plugin api-key on route \"")
+            && text.contains("\": refused its configuration"),
         "{text}"
     );
     assert!(!text.contains(KEY), "{text}");

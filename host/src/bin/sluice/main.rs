@@ -251,7 +251,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
                         &engine,
                         &name,
                         &bytes,
-                        sluice::plugins::runtime::RuntimeLimits::default(),
+                        Default::default(),
                         std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new()),
                     )
                 });
@@ -263,9 +263,10 @@ fn plugin(command: PluginCommand) -> ExitCode {
                         .map(|h| sluice::plugins::registry::hook_name(*h))
                         .collect();
                     println!(
-                        "{}: plugin {name}, version {}, hooks: {}",
+                        "{}: plugin {name}, version {}, contract {}, hooks: {}",
                         file.display(),
                         plugin.version,
+                        sluice::plugins::bindings::CONTRACT,
                         hooks.join(", ")
                     );
                     ExitCode::SUCCESS

@@ -1,7 +1,8 @@
 //! A test-only plugin that misbehaves as its configuration says, so tests
 //! can check that the host contains it: `mode = "loop"` never returns,
 //! `mode = "memory"` allocates until something stops it, `mode = "trap"`
-//! panics, and `mode = "ok"` marks the request with `x-hostile: ok`.
+//! panics, `mode = "nothing"` returns at once with no change (the fixed
+//! cost of a call), and `mode = "ok"` marks the request with `x-hostile: ok`.
 
 use serde::Deserialize;
 use sluice_plugin_sdk::prelude::*;
@@ -9,7 +10,7 @@ use sluice_plugin_sdk::prelude::*;
 /// The misbehaviour to show.
 #[derive(Debug, Default, Deserialize)]
 pub struct Config {
-    /// `loop`, `memory`, `trap` or `ok`.
+    /// `loop`, `memory`, `trap`, `nothing` or `ok`.
     #[serde(default)]
     pub mode: String,
 }
@@ -36,6 +37,7 @@ impl Plugin for Hostile {
                 }
             }
             "trap" => panic!("the hostile plugin traps on purpose"),
+            "nothing" => RequestChanges::new().into(),
             _ => RequestChanges::new().set_header("x-hostile", "ok").into(),
         }
     }
