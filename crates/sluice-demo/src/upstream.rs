@@ -116,6 +116,8 @@ async fn handle(
         text(StatusCode::OK, "ok\n")
     } else if path == "/ws" {
         websocket(request)
+    } else if path == "/body" {
+        echo_body(request).await
     } else if let Some(size) = path
         .strip_prefix("/bytes/")
         .and_then(|n| n.parse::<u64>().ok())
@@ -134,6 +136,34 @@ async fn handle(
         response.headers_mut().insert("x-served-by", value);
     }
     Ok(response)
+}
+
+/// The request's body sent back as the response's, with its content type,
+/// and how it was framed on the way in (`x-request-framing`).
+async fn echo_body(request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let framing = match (
+        parts.headers.get("transfer-encoding"),
+        parts.headers.get("content-length"),
+    ) {
+        (Some(_), _) => "chunked".to_string(),
+        (None, Some(length)) => format!("length {}", String::from_utf8_lossy(length.as_bytes())),
+        (None, None) => "none".to_string(),
+    };
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return text(StatusCode::BAD_REQUEST, "body read failed\n"),
+    };
+    let mut response = Response::new(Full::new(bytes).map_err(|e| match e {}).boxed());
+    if let Some(content_type) = parts.headers.get("content-type") {
+        response
+            .headers_mut()
+            .insert("content-type", content_type.clone());
+    }
+    if let Ok(framing) = framing.parse() {
+        response.headers_mut().insert("x-request-framing", framing);
+    }
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

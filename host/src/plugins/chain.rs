@@ -320,19 +320,27 @@ pub fn body_limit(
         .min()
 }
 
-/// The fail-closed status of the first attachment whose body hook at
-/// `hook` would get a body over its limit; `None` when each of them fails
-/// open, and the body then passes untouched.
-pub fn over_limit_status(
+/// A body of `length` bytes is over the cap of some attachments running
+/// a body hook at `hook`: each of them is counted and logged as failing
+/// (kind `body_limit`), and the first fail-closed one's status is returned.
+/// `None` when each of them fails open: the body then passes untouched.
+pub fn body_over_limit(
     registry: &PluginRegistry,
+    metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     hook: Hook,
     length: u64,
 ) -> Option<u16> {
-    attachments
+    let mut status = None;
+    for attachment in attachments
         .iter()
         .filter(|attachment| attachment.body_limit < length && runs(registry, attachment, hook))
-        .find_map(|attachment| attachment.fail_closed)
+    {
+        let error = CallError::BodyLimit(attachment.body_limit);
+        failed(metrics, attachment, hook, &error);
+        status = status.or(attachment.fail_closed);
+    }
+    status
 }
 
 /// Runs the route's body hook at `hook` (`on-request-body` or

@@ -69,6 +69,8 @@ pub enum CallError {
     Config(String),
     /// The host refused a change the plugin made.
     Refused(String),
+    /// The body is larger than the attachment buffers, in bytes.
+    BodyLimit(u64),
 }
 
 impl CallError {
@@ -81,6 +83,7 @@ impl CallError {
             Self::Trap(_) => "trap",
             Self::Config(_) => "config",
             Self::Refused(_) => "refused",
+            Self::BodyLimit(_) => "body_limit",
         }
     }
 }
@@ -94,6 +97,10 @@ impl std::fmt::Display for CallError {
             Self::Trap(e) => write!(f, "trapped: {}", super::log::escape(e)),
             Self::Config(e) => write!(f, "refused its configuration: {}", super::log::escape(e)),
             Self::Refused(e) => write!(f, "made a change the host refuses: {e}"),
+            Self::BodyLimit(limit) => write!(
+                f,
+                "was not called: the body is over its limit of {limit} bytes"
+            ),
         }
     }
 }

@@ -33,6 +33,7 @@
 //! Each phase's body runs under the panic guard (`guard`): a panic fails
 //! only its own request.
 
+mod bodies;
 mod guard;
 mod plugins;
 mod respond;
@@ -173,6 +174,11 @@ pub struct RequestCtx {
     retries: u32,
     body_bytes: u64,
     body_too_large: bool,
+    /// How the request and response bodies are held for body hooks.
+    request_body: bodies::BodyHold,
+    response_body: bodies::BodyHold,
+    /// Whether a body hook's plugin failed the request: not the upstream's fault.
+    failed_by_plugin: bool,
     request_id: String,
     client_host: String,
     /// Whether this request holds a slot of its placement's in-flight count.
@@ -219,6 +225,9 @@ impl RequestCtx {
             retries: 0,
             body_bytes: 0,
             body_too_large: false,
+            request_body: bodies::BodyHold::Stream,
+            response_body: bodies::BodyHold::Stream,
+            failed_by_plugin: false,
             request_id: String::new(),
             client_host: String::new(),
             holds_placement_slot: false,
@@ -418,8 +427,33 @@ impl SluiceProxy {
         else {
             return Ok(true);
         };
+        if let Some(registry) = self.plugins_of(route_spec) {
+            match bodies::plan_request(&registry, &route_spec.plugins, session.req_header()) {
+                Ok(hold) => ctx.request_body = hold,
+                Err(limit) => {
+                    ctx.body_too_large = true;
+                    let message = format!(
+                        "the request body is larger than this route's plugins take ({limit} bytes)"
+                    );
+                    respond::text(session, ctx, 413, &message).await?;
+                    return Ok(true);
+                }
+            }
+        }
         self.admit(session, ctx, &snapshot, decision, declared_body)
             .await
+    }
+
+    /// The plugins loaded now, when `route` attaches any.
+    fn plugins_of(
+        &self,
+        route: &RouteSpec,
+    ) -> Option<Arc<crate::plugins::registry::PluginRegistry>> {
+        if route.plugins.is_empty() {
+            None
+        } else {
+            self.plugins.load_full()
+        }
     }
 
     /// The routing decision for `route`: the request plugins may answer,
@@ -582,9 +616,9 @@ impl SluiceProxy {
 
     async fn check_request_body(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(chunk) = body {
@@ -595,7 +629,50 @@ impl SluiceProxy {
                 return Error::e_explain(HTTPStatus(413), refused);
             }
         }
-        Ok(())
+        if matches!(ctx.request_body, bodies::BodyHold::Stream) {
+            return Ok(());
+        }
+        let (Some(snapshot), Some(decision)) = (ctx.snapshot.clone(), ctx.decision.as_ref()) else {
+            return Ok(());
+        };
+        let (Some(route), Some(registry)) = (
+            snapshot.routes.get(decision.route),
+            self.plugins.load_full(),
+        ) else {
+            return Ok(());
+        };
+        let facts = chain::RequestFacts {
+            authority: &ctx.client_host,
+            client: client_ip(session),
+            route: &route.name,
+            routing_key: decision.key.as_deref(),
+            request_id: &ctx.request_id,
+        };
+        let held = bodies::hold_request_chunk(
+            &mut ctx.request_body,
+            body,
+            end_of_stream,
+            (&registry, &self.metrics.plugins),
+            &route.plugins,
+            &facts,
+            session.req_header(),
+        );
+        match held {
+            bodies::Held::Continue => Ok(()),
+            bodies::Held::TooLarge(limit) => {
+                ctx.body_too_large = true;
+                Error::e_explain(
+                    HTTPStatus(413),
+                    format!(
+                        "the request body is larger than this route's plugins take ({limit} bytes)"
+                    ),
+                )
+            }
+            bodies::Held::Fail(status) => {
+                ctx.failed_by_plugin = true;
+                Error::e_explain(HTTPStatus(status), "a plugin on this route failed")
+            }
+        }
     }
 
     async fn pick_peer(
@@ -675,7 +752,8 @@ impl SluiceProxy {
         // Pingora leaves some errors' retry to depend on whether the
         // connection was a reused one; it must be decided before it is read.
         e.retry.decide_reuse(client_reused);
-        let upstream_failure = e.esource() == &ErrorSource::Upstream && !ctx.body_too_large;
+        let upstream_failure =
+            e.esource() == &ErrorSource::Upstream && !ctx.body_too_large && !ctx.failed_by_plugin;
         if ctx.upstream_head_seen {
             // The response is under way: its head has been judged and may
             // have gone out, so the request cannot be tried again, and the
@@ -729,6 +807,7 @@ impl SluiceProxy {
                 upstream.insert_header(HOST, endpoint.authority.clone())?;
             }
         }
+        bodies::reframe_request(&ctx.request_body, upstream);
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -785,6 +864,7 @@ impl SluiceProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let mut hold = bodies::BodyHold::Stream;
         if let Some(route) = ctx.route() {
             if !route.plugins.is_empty() {
                 if let Some(registry) = self.plugins.load_full() {
@@ -809,12 +889,75 @@ impl SluiceProxy {
                         request,
                         response,
                     );
+                    hold = bodies::plan_response(
+                        (&registry, &self.metrics.plugins),
+                        &route.plugins,
+                        request,
+                        response,
+                        !session.is_http2(),
+                    );
                 }
             }
             route.response_headers.apply(response);
         }
+        ctx.response_body = hold;
         ctx.explain(response);
         Ok(())
+    }
+
+    /// Holds a response body chunk for the route's body hooks.
+    fn hold_response_body(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if matches!(ctx.response_body, bodies::BodyHold::Stream) {
+            return Ok(());
+        }
+        let (Some(snapshot), Some(decision)) = (ctx.snapshot.clone(), ctx.decision.as_ref()) else {
+            return Ok(());
+        };
+        let (Some(route), Some(registry)) = (
+            snapshot.routes.get(decision.route),
+            self.plugins.load_full(),
+        ) else {
+            return Ok(());
+        };
+        let facts = chain::RequestFacts {
+            authority: &ctx.client_host,
+            client: client_ip(session),
+            route: &route.name,
+            routing_key: decision.key.as_deref(),
+            request_id: &ctx.request_id,
+        };
+        let placement = ctx.placement.and_then(|id| snapshot.placements.get(id));
+        let endpoint = placement.and_then(|p| p.endpoints.get(ctx.endpoint?));
+        let served_by = (
+            placement.map_or("", |p| &*p.name),
+            endpoint.map_or("", |e| &*e.id),
+        );
+        let held = bodies::hold_response_chunk(
+            &mut ctx.response_body,
+            body,
+            end_of_stream,
+            (&registry, &self.metrics.plugins),
+            &route.plugins,
+            &facts,
+            session.req_header(),
+            served_by,
+        );
+        match held {
+            bodies::Held::Continue => Ok(()),
+            bodies::Held::TooLarge(_) | bodies::Held::Fail(_) => {
+                ctx.failed_by_plugin = true;
+                Error::e_explain(
+                    InternalError,
+                    "a plugin on this route failed the response body; it is cut short",
+                )
+            }
+        }
     }
 
     async fn answer_failure(
@@ -1022,6 +1165,19 @@ impl ProxyHttp for SluiceProxy {
             "response_filter",
             self.prepare_response(session, response, ctx)
         )
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        match guard::catch_sync(|| self.hold_response_body(session, body, end_of_stream, ctx)) {
+            Ok(result) => result.map(|()| None),
+            Err(panic) => Err(self.panicked("response_body_filter", ctx, panic)),
+        }
     }
 
     async fn fail_to_proxy(

@@ -19,7 +19,7 @@ use crate::resilience::breaker::Transition;
 use crate::snapshot::Snapshot;
 
 /// The phases of a request, as `sluice_panics_total` labels them.
-pub const REQUEST_PHASES: [&str; 10] = [
+pub const REQUEST_PHASES: [&str; 11] = [
     "request_filter",
     "request_body_filter",
     "upstream_peer",
@@ -28,6 +28,7 @@ pub const REQUEST_PHASES: [&str; 10] = [
     "upstream_request_filter",
     "upstream_response_filter",
     "response_filter",
+    "response_body_filter",
     "fail_to_proxy",
     "logging",
 ];

@@ -539,6 +539,11 @@ pub async fn get(proxy: &Proxy, host: &str, path: &str, headers: &[(&str, &str)]
     Reply::from(request.send().await.unwrap()).await
 }
 
+/// Sends `request` and reads the whole response.
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    Reply::from(request.send().await.unwrap()).await
+}
+
 /// A response, read whole.
 pub struct Reply {
     /// The status code.

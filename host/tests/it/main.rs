@@ -4,6 +4,7 @@
 mod acme;
 mod admin;
 mod balancing;
+mod body_hooks;
 mod common;
 mod config_errors;
 mod demo;

@@ -37,6 +37,10 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "sluice-plugin-shuffle-shard",
                 "-p",
                 "sluice-plugin-api-key",
+                "-p",
+                "sluice-plugin-body-replace",
+                "-p",
+                "sluice-test-contract-0-1",
             ])
             // The components are looked up under this workspace's `target/`,
             // whatever CARGO_TARGET_DIR says, so a checkout never loads
@@ -128,7 +132,7 @@ async fn hostile_plugins_are_contained_and_the_proxy_keeps_serving() {
     ]);
     let route = |prefix: &str, plugin: &str, mode: &str, failure: &str| {
         format!(
-            "[[routes]]\npath_prefix = \"{prefix}\"\nplacement = \"o\"\n[[routes.plugins]]\nname = \"{plugin}\"\nconfig = {{ mode = \"{mode}\" }}\n{failure}\n"
+            "[[routes]]\npath_prefix = \"{prefix}\"\nplacement = \"o\"\n[[routes.plugins]]\nname = \"{plugin}\"\nhooks = [\"on_request\"]\nconfig = {{ mode = \"{mode}\" }}\n{failure}\n"
         )
     };
     let proxy = Proxy::start(&format!(
@@ -496,7 +500,7 @@ pub(crate) fn shared_cache() -> PathBuf {
 
 /// `[plugins]` on `dir` with the shared cache, and a deadline generous
 /// enough that a loaded test machine does not turn into deadline failures.
-fn plugins_section(dir: &Path) -> String {
+pub(crate) fn plugins_section(dir: &Path) -> String {
     format!(
         "[plugins]\ndirectory = \"{}\"\ncache_dir = \"{}\"\ndeadline = \"250ms\"\n",
         dir.display(),
@@ -505,12 +509,12 @@ fn plugins_section(dir: &Path) -> String {
 }
 
 /// `[placements.NAME]` with one endpoint and `settings` lines.
-fn placement(name: &str, address: std::net::SocketAddr, settings: &str) -> String {
+pub(crate) fn placement(name: &str, address: std::net::SocketAddr, settings: &str) -> String {
     format!("[placements.{name}]\nendpoints = [{{ address = \"{address}\" }}]\n{settings}\n")
 }
 
 /// The value of the counter `name` kept by `plugin`; 0 when never counted.
-fn plugin_counter(metrics: &str, plugin: &str, name: &str) -> u64 {
+pub(crate) fn plugin_counter(metrics: &str, plugin: &str, name: &str) -> u64 {
     let (plugin, name) = (format!("plugin=\"{plugin}\""), format!("name=\"{name}\""));
     metrics
         .lines()
@@ -1000,4 +1004,35 @@ async fn a_chain_runs_in_attachment_order_and_each_plugin_sees_the_last_changes(
     let reply = get(&proxy, "x.test", "/hooks", &[]).await;
     assert_eq!(reply.echo()["headers"]["x-req"], "yes");
     assert_eq!(reply.header("x-resp"), "", "on_response is not attached");
+}
+
+#[test]
+fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
+    let old = plugin_wasm("sluice-test-contract-0-1");
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["plugin", "check"])
+        .arg(&old)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "built against sluice:plugin@0.1.0 and this Sluice provides sluice:plugin@0.2.0"
+        ),
+        "{text}"
+    );
+    // A current one loads, and says which contract it was checked against.
+    let current = plugin_wasm("sluice-plugin-body-replace");
+    let output = std::process::Command::new(crate::common::sluice_binary())
+        .args(["plugin", "check"])
+        .arg(&current)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("contract sluice:plugin@0.2.0, hooks: on_request_body, on_response_body"),
+        "{text}"
+    );
 }

@@ -3,6 +3,10 @@
 //! `mode = "memory"` allocates until something stops it, `mode = "trap"`
 //! panics, `mode = "nothing"` returns at once with no change (the fixed
 //! cost of a call), and `mode = "ok"` marks the request with `x-hostile: ok`.
+//! Changes the host refuses: `bad-header`, `bad-status` (an answer with
+//! status 999), `bad-placement`. `log-flood` logs 1,000 lines in one call,
+//! `forged-log` a line with a CR/LF in it. In the body hooks, `body-trap`
+//! panics and every other mode leaves the body alone.
 
 use serde::Deserialize;
 use sluice_plugin_sdk::prelude::*;
@@ -10,7 +14,7 @@ use sluice_plugin_sdk::prelude::*;
 /// The misbehaviour to show.
 #[derive(Debug, Default, Deserialize)]
 pub struct Config {
-    /// `loop`, `memory`, `trap`, `nothing` or `ok`.
+    /// What to do; see the crate's documentation.
     #[serde(default)]
     pub mode: String,
 }
@@ -38,9 +42,38 @@ impl Plugin for Hostile {
             }
             "trap" => panic!("the hostile plugin traps on purpose"),
             "nothing" => RequestChanges::new().into(),
+            "bad-header" => RequestChanges::new().set_header("bad header", "x").into(),
+            "bad-status" => ImmediateResponse::text(999, "no such status").into(),
+            "bad-placement" => RequestChanges::new().placement("nowhere").into(),
+            "log-flood" => {
+                for line in 0..1000 {
+                    host::info(&format!("flood line {line}"));
+                }
+                RequestChanges::new().into()
+            }
+            "forged-log" => {
+                host::warn("ok\r\n2026-12-06T00:00:00Z  INFO sluice: forged line");
+                RequestChanges::new().into()
+            }
             _ => RequestChanges::new().set_header("x-hostile", "ok").into(),
         }
     }
+
+    fn on_request_body(config: &Config, _request: &RequestView, _body: &[u8]) -> Option<Vec<u8>> {
+        if config.mode == "body-trap" {
+            panic!("the hostile plugin traps on the body on purpose");
+        }
+        None
+    }
+
+    fn on_response_body(
+        config: &Config,
+        request: &RequestView,
+        _response: &ResponseView,
+        body: &[u8],
+    ) -> Option<Vec<u8>> {
+        Self::on_request_body(config, request, body)
+    }
 }
 
-sluice_plugin_sdk::export!(Hostile => on_request);
+sluice_plugin_sdk::export!(Hostile => on_request, on_request_body, on_response_body);
