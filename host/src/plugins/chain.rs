@@ -17,7 +17,7 @@ use super::metrics::PluginMetrics;
 use super::registry::{hook_name, PluginRegistry};
 use super::runtime::{CallError, LoadedPlugin};
 use super::spec::AttachmentSpec;
-use crate::config::HookName;
+use super::validate::config_hook;
 use crate::transform::headers::HeaderMessage;
 
 /// What the `on-request` chain decided.
@@ -93,17 +93,6 @@ fn failed(metrics: &PluginMetrics, attachment: &AttachmentSpec, hook: Hook, erro
         .with_label_values(&[&attachment.name, hook_name(hook), error.kind()])
         .inc();
     tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), error = %error, fail_closed = attachment.fail_closed.is_some(), "plugin call failed");
-}
-
-/// How configs name `hook`.
-fn config_hook(hook: Hook) -> HookName {
-    match hook {
-        Hook::OnRequest => HookName::OnRequest,
-        Hook::OnResponse => HookName::OnResponse,
-        Hook::SelectPlacement => HookName::SelectPlacement,
-        Hook::OnRequestBody => HookName::OnRequestBody,
-        Hook::OnResponseBody => HookName::OnResponseBody,
-    }
 }
 
 /// Whether `attachment` runs at `hook` with the plugins loaded now.

@@ -161,13 +161,12 @@ impl HostState {
         let Some(name) = self.header_name(name) else {
             return;
         };
-        let value = match value.map(HeaderValue::from_str) {
+        let value = match value {
             None => None,
-            Some(Ok(value)) => Some(value),
-            Some(Err(_)) => {
-                let value = value.unwrap_or_default();
-                return self.refuse(|| format!("invalid value {value:?} for header {name}"));
-            }
+            Some(value) => match self.header_value(&name, value) {
+                Some(value) => Some(value),
+                None => return,
+            },
         };
         if self.changes.headers.len() >= MAX_MESSAGE_HEADERS {
             return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
@@ -192,6 +191,15 @@ impl HostState {
                 None
             }
         }
+    }
+
+    /// `value` as a value of header `name`, or refused.
+    fn header_value(&mut self, name: &HeaderName, value: &str) -> Option<HeaderValue> {
+        let parsed = HeaderValue::from_str(value).ok();
+        if parsed.is_none() {
+            self.refuse(|| format!("invalid value {value:?} for header {name}"));
+        }
+        parsed
     }
 }
 
@@ -568,12 +576,10 @@ impl types::HostRequest for HostState {
             let Some(header) = self.header_name(name) else {
                 return;
             };
-            match HeaderValue::from_str(value) {
-                Ok(value) => headers.push((header, value)),
-                Err(_) => {
-                    return self.refuse(|| format!("invalid value {value:?} for header {header}"))
-                }
-            }
+            let Some(value) = self.header_value(&header, value) else {
+                return;
+            };
+            headers.push((header, value));
         }
         self.changes.respond = Some(Answer {
             status,

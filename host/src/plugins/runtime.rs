@@ -142,6 +142,17 @@ struct HookDurations {
 }
 
 impl HookDurations {
+    /// The series of `hook`.
+    fn of(&self, hook: Hook) -> &Histogram {
+        match hook {
+            Hook::OnRequest => &self.on_request,
+            Hook::OnResponse => &self.on_response,
+            Hook::SelectPlacement => &self.select_placement,
+            Hook::OnRequestBody => &self.on_request_body,
+            Hook::OnResponseBody => &self.on_response_body,
+        }
+    }
+
     fn new(metrics: &PluginMetrics, plugin: &str) -> Self {
         let series = |hook| {
             metrics
@@ -367,18 +378,19 @@ impl LoadedPlugin {
         request: &RequestContext<'_>,
     ) -> Result<Changes, CallError> {
         let context = CallContext {
-            hook: Some(Hook::OnRequest),
             request: Some(request),
             ..CallContext::default()
         };
-        timed(&self.durations.on_request, || {
-            self.call(Some(config), context, |bindings, store, handles| {
+        self.hook(
+            Hook::OnRequest,
+            config,
+            context,
+            |bindings, store, handles| {
                 bindings
                     .sluice_plugin_request_hook()
                     .call_on_request(store, handles.request())
-            })
-        })
-        .map(|((), changes)| changes)
+            },
+        )
     }
 
     /// Calls `on-response`: the changes the plugin made to `response`.
@@ -389,21 +401,22 @@ impl LoadedPlugin {
         response: &ResponseContext<'_>,
     ) -> Result<Changes, CallError> {
         let context = CallContext {
-            hook: Some(Hook::OnResponse),
             request: Some(request),
             response: Some(response),
             ..CallContext::default()
         };
-        timed(&self.durations.on_response, || {
-            self.call(Some(config), context, |bindings, store, handles| {
+        self.hook(
+            Hook::OnResponse,
+            config,
+            context,
+            |bindings, store, handles| {
                 bindings.sluice_plugin_response_hook().call_on_response(
                     store,
                     handles.request(),
                     handles.response(),
                 )
-            })
-        })
-        .map(|((), changes)| changes)
+            },
+        )
     }
 
     /// Calls `select-placement`: the candidate the plugin chose, if any.
@@ -414,19 +427,21 @@ impl LoadedPlugin {
         candidates: &[Candidate],
     ) -> Result<Option<String>, CallError> {
         let context = CallContext {
-            hook: Some(Hook::SelectPlacement),
             request: Some(request),
             candidates: Some(candidates),
             ..CallContext::default()
         };
-        timed(&self.durations.select_placement, || {
-            self.call(Some(config), context, |bindings, store, handles| {
+        self.hook(
+            Hook::SelectPlacement,
+            config,
+            context,
+            |bindings, store, handles| {
                 bindings
                     .sluice_plugin_placement_policy()
                     .call_select_placement(store, handles.request(), handles.candidates())
-            })
-        })
-        .map(|((), changes)| changes.placement)
+            },
+        )
+        .map(|changes| changes.placement)
     }
 
     /// Calls `on-request-body` on the buffered `body`: its replacement, if
@@ -438,19 +453,21 @@ impl LoadedPlugin {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, CallError> {
         let context = CallContext {
-            hook: Some(Hook::OnRequestBody),
             request: Some(request),
             body: Some(body),
             ..CallContext::default()
         };
-        timed(&self.durations.on_request_body, || {
-            self.call(Some(config), context, |bindings, store, handles| {
+        self.hook(
+            Hook::OnRequestBody,
+            config,
+            context,
+            |bindings, store, handles| {
                 bindings
                     .sluice_plugin_request_body_hook()
                     .call_on_request_body(store, handles.request(), handles.body())
-            })
-        })
-        .map(|((), changes)| changes.body)
+            },
+        )
+        .map(|changes| changes.body)
     }
 
     /// Calls `on-response-body` on the buffered `body`: its replacement, if
@@ -463,14 +480,16 @@ impl LoadedPlugin {
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, CallError> {
         let context = CallContext {
-            hook: Some(Hook::OnResponseBody),
             request: Some(request),
             response: Some(response),
             body: Some(body),
             ..CallContext::default()
         };
-        timed(&self.durations.on_response_body, || {
-            self.call(Some(config), context, |bindings, store, handles| {
+        self.hook(
+            Hook::OnResponseBody,
+            config,
+            context,
+            |bindings, store, handles| {
                 bindings
                     .sluice_plugin_response_body_hook()
                     .call_on_response_body(
@@ -479,26 +498,37 @@ impl LoadedPlugin {
                         handles.response(),
                         handles.body(),
                     )
-            })
-        })
-        .map(|((), changes)| changes.body)
+            },
+        )
+        .map(|changes| changes.body)
+    }
+
+    /// Calls `hook` through `f` with `context` lent and the attachment's
+    /// `config`, timing it in that hook's duration series: the changes the
+    /// plugin made.
+    fn hook(
+        &self,
+        hook: Hook,
+        config: &Arc<str>,
+        context: CallContext<'_>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<()>,
+    ) -> Result<Changes, CallError> {
+        let context = CallContext {
+            hook: Some(hook),
+            ..context
+        };
+        let started = Instant::now();
+        let result = self.call(Some(config), context, f);
+        self.durations
+            .of(hook)
+            .observe(started.elapsed().as_secs_f64());
+        result.map(|((), changes)| changes)
     }
 
     /// Warm instances currently pooled.
     pub fn pooled(&self) -> usize {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-}
-
-/// Runs `call`, recording its duration in `histogram`.
-fn timed<R>(
-    histogram: &Histogram,
-    call: impl FnOnce() -> Result<R, CallError>,
-) -> Result<R, CallError> {
-    let started = Instant::now();
-    let result = call();
-    histogram.observe(started.elapsed().as_secs_f64());
-    result
 }
 
 fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallError {

@@ -41,6 +41,17 @@ pub fn attachment_problems(
     problems
 }
 
+/// The config hook name of a WIT hook: [`hook_of`] the other way.
+pub fn config_hook(hook: Hook) -> HookName {
+    match hook {
+        Hook::OnRequest => HookName::OnRequest,
+        Hook::OnResponse => HookName::OnResponse,
+        Hook::SelectPlacement => HookName::SelectPlacement,
+        Hook::OnRequestBody => HookName::OnRequestBody,
+        Hook::OnResponseBody => HookName::OnResponseBody,
+    }
+}
+
 /// The WIT hook for a config hook name.
 pub fn hook_of(name: HookName) -> Hook {
     match name {

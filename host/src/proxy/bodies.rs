@@ -67,6 +67,11 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Why a request body over the body hooks' cap is refused.
+pub(super) fn too_large(limit: u64) -> String {
+    format!("the request body is larger than this route's plugins take ({limit} bytes)")
+}
+
 /// How the request body is held: gathered when an `on-request-body` hook
 /// runs and there is a body. A declared length over the cap is refused at
 /// once.
@@ -152,64 +157,33 @@ pub(super) fn plan_response(
     }))
 }
 
-/// Holds one chunk of the request body; at its end, runs the
-/// `on-request-body` hooks and lets the whole body go on.
-pub(super) fn hold_request_chunk(
-    hold: &mut BodyHold,
-    chunk: &mut Option<Bytes>,
-    end_of_stream: bool,
-    (registry, metrics): (&PluginRegistry, &PluginMetrics),
-    attachments: &[AttachmentSpec],
-    facts: &RequestFacts<'_>,
-    request: &RequestHeader,
-) -> Held {
-    let BodyHold::Buffer(buffered) = hold else {
-        return Held::Continue;
-    };
-    if let Some(bytes) = chunk.take() {
-        if (buffered.bytes.len() + bytes.len()) as u64 > buffered.limit {
-            return Held::TooLarge(buffered.limit);
-        }
-        buffered.bytes.extend_from_slice(&bytes);
-    }
-    if !end_of_stream {
-        return Held::Continue;
-    }
-    let mut body = std::mem::take(&mut buffered.bytes);
-    let outcome = chain::on_body(
-        registry,
-        metrics,
-        attachments,
-        facts,
-        request,
-        None,
-        &mut body,
-    );
-    *hold = BodyHold::Stream;
-    match outcome {
-        BodyOutcome::Continue => {
-            *chunk = Some(Bytes::from(body));
-            Held::Continue
-        }
-        BodyOutcome::Fail(status) => Held::Fail(status),
-    }
+/// What the hooks of a held body run with.
+pub(super) struct HookScope<'a> {
+    /// The plugins loaded, and their metrics.
+    pub plugins: (&'a PluginRegistry, &'a PluginMetrics),
+    /// The route's attachments.
+    pub attachments: &'a [AttachmentSpec],
+    /// What the hooks read of the request besides its header.
+    pub facts: RequestFacts<'a>,
+    /// The request's header.
+    pub request: &'a RequestHeader,
+    /// The placement and endpoint that served the response.
+    pub served_by: (&'a str, &'a str),
 }
 
-/// Holds one chunk of the response body; at its end, runs the
-/// `on-response-body` hooks and lets the whole body go on. A body that
-/// outgrows the cap gets the failure policy: it streams on untouched from
+/// Holds one chunk of a request or response body; at its end, runs the
+/// body hooks (`on-response-body` for a response, whose head was kept
+/// when it was planned, `on-request-body` otherwise) and lets the whole
+/// body go on. A request body over the cap is too large; a response body
+/// that outgrows it gets the failure policy: it streams on untouched from
 /// there, or, for a fail-closed attachment, is cut short.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn hold_response_chunk(
+pub(super) fn hold_chunk(
     hold: &mut BodyHold,
     chunk: &mut Option<Bytes>,
     end_of_stream: bool,
-    (registry, metrics): (&PluginRegistry, &PluginMetrics),
-    attachments: &[AttachmentSpec],
-    facts: &RequestFacts<'_>,
-    request: &RequestHeader,
-    served_by: (&str, &str),
+    scope: &HookScope<'_>,
 ) -> Held {
+    let (registry, metrics) = scope.plugins;
     let buffered = match hold {
         BodyHold::Stream => return Held::Continue,
         BodyHold::Discard => {
@@ -221,8 +195,12 @@ pub(super) fn hold_response_chunk(
     if let Some(bytes) = chunk.take() {
         let length = (buffered.bytes.len() + bytes.len()) as u64;
         if length > buffered.limit {
+            if buffered.head.is_none() {
+                return Held::TooLarge(buffered.limit);
+            }
+            let hook = Hook::OnResponseBody;
             if let Some(status) =
-                chain::body_over_limit(registry, metrics, attachments, Hook::OnResponseBody, length)
+                chain::body_over_limit(registry, metrics, scope.attachments, hook, length)
             {
                 *hold = BodyHold::Discard;
                 return Held::Fail(status);
@@ -239,27 +217,23 @@ pub(super) fn hold_response_chunk(
         return Held::Continue;
     }
     let mut body = std::mem::take(&mut buffered.bytes);
-    let Some(head) = buffered.head.take() else {
-        *chunk = Some(Bytes::from(body));
-        *hold = BodyHold::Stream;
-        return Held::Continue;
-    };
-    let (placement, endpoint) = served_by;
-    let response = ResponseContext {
-        header: &head,
+    let head = buffered.head.take();
+    *hold = BodyHold::Stream;
+    let (placement, endpoint) = scope.served_by;
+    let response = head.as_ref().map(|header| ResponseContext {
+        header,
         placement,
         endpoint,
-    };
+    });
     let outcome = chain::on_body(
         registry,
         metrics,
-        attachments,
-        facts,
-        request,
-        Some(&response),
+        scope.attachments,
+        &scope.facts,
+        scope.request,
+        response.as_ref(),
         &mut body,
     );
-    *hold = BodyHold::Stream;
     match outcome {
         BodyOutcome::Continue => {
             *chunk = Some(Bytes::from(body));

@@ -323,6 +323,38 @@ impl RequestCtx {
         self.placement()?.endpoints.get(self.endpoint?)
     }
 
+    /// The placement and endpoint serving the request, empty when none.
+    fn served_by(&self) -> (&str, &str) {
+        (
+            self.placement().map_or("", |p| &*p.name),
+            self.endpoint().map_or("", |e| &*e.id),
+        )
+    }
+
+    /// What `route`'s plugins read of the routed request besides its header.
+    fn plugin_facts<'a>(
+        &'a self,
+        route: &'a RouteSpec,
+        client: Option<std::net::IpAddr>,
+    ) -> chain::RequestFacts<'a> {
+        chain::RequestFacts {
+            authority: &self.client_host,
+            client,
+            route: &route.name,
+            routing_key: self.decision.as_ref().and_then(|d| d.key.as_deref()),
+            request_id: &self.request_id,
+        }
+    }
+
+    /// How the request's body, or the response's, is held for body hooks.
+    fn body_hold(&mut self, response: bool) -> &mut bodies::BodyHold {
+        if response {
+            &mut self.response_body
+        } else {
+            &mut self.request_body
+        }
+    }
+
     /// Adds `X-Request-Id` and, where the route allows, the explainability headers.
     fn explain(&self, response: &mut ResponseHeader) {
         let _ = response.insert_header(forwarding::REQUEST_ID, self.request_id.as_str());
@@ -432,10 +464,7 @@ impl SluiceProxy {
                 Ok(hold) => ctx.request_body = hold,
                 Err(limit) => {
                     ctx.body_too_large = true;
-                    let message = format!(
-                        "the request body is larger than this route's plugins take ({limit} bytes)"
-                    );
-                    respond::text(session, ctx, 413, &message).await?;
+                    respond::text(session, ctx, 413, &bodies::too_large(limit)).await?;
                     return Ok(true);
                 }
             }
@@ -468,13 +497,14 @@ impl SluiceProxy {
         (route, route_spec): (usize, &RouteSpec),
         mut key: Option<String>,
     ) -> Result<Option<Decision>> {
-        let registry = if route_spec.plugins.is_empty() {
-            None
-        } else {
-            self.plugins.load_full()
-        };
+        let registry = self.plugins_of(route_spec);
         let client = client_ip(session);
-        let candidates = routing::candidates(&snapshot.routes, route);
+        // Only plugins choose among the candidates: a route without any
+        // does not list them.
+        let candidates = match registry {
+            Some(_) => routing::candidates(&snapshot.routes, route),
+            None => Vec::new(),
+        };
         let named = |name: &str| {
             candidates.iter().copied().find(|id| {
                 snapshot
@@ -629,44 +659,12 @@ impl SluiceProxy {
                 return Error::e_explain(HTTPStatus(413), refused);
             }
         }
-        if matches!(ctx.request_body, bodies::BodyHold::Stream) {
-            return Ok(());
-        }
-        let (Some(snapshot), Some(decision)) = (ctx.snapshot.clone(), ctx.decision.as_ref()) else {
-            return Ok(());
-        };
-        let (Some(route), Some(registry)) = (
-            snapshot.routes.get(decision.route),
-            self.plugins.load_full(),
-        ) else {
-            return Ok(());
-        };
-        let facts = chain::RequestFacts {
-            authority: &ctx.client_host,
-            client: client_ip(session),
-            route: &route.name,
-            routing_key: decision.key.as_deref(),
-            request_id: &ctx.request_id,
-        };
-        let held = bodies::hold_request_chunk(
-            &mut ctx.request_body,
-            body,
-            end_of_stream,
-            (&registry, &self.metrics.plugins),
-            &route.plugins,
-            &facts,
-            session.req_header(),
-        );
+        let held = self.hold_body_chunk(session, ctx, false, body, end_of_stream);
         match held {
             bodies::Held::Continue => Ok(()),
             bodies::Held::TooLarge(limit) => {
                 ctx.body_too_large = true;
-                Error::e_explain(
-                    HTTPStatus(413),
-                    format!(
-                        "the request body is larger than this route's plugins take ({limit} bytes)"
-                    ),
-                )
+                Error::e_explain(HTTPStatus(413), bodies::too_large(limit))
             }
             bodies::Held::Fail(status) => {
                 ctx.failed_by_plugin = true;
@@ -866,43 +864,64 @@ impl SluiceProxy {
     ) -> Result<()> {
         let mut hold = bodies::BodyHold::Stream;
         if let Some(route) = ctx.route() {
-            if !route.plugins.is_empty() {
-                if let Some(registry) = self.plugins.load_full() {
-                    let facts = chain::RequestFacts {
-                        authority: &ctx.client_host,
-                        client: client_ip(session),
-                        route: &route.name,
-                        routing_key: ctx.decision.as_ref().and_then(|d| d.key.as_deref()),
-                        request_id: &ctx.request_id,
-                    };
-                    let served_by = (
-                        ctx.placement().map_or("", |p| &*p.name),
-                        ctx.endpoint().map_or("", |e| &*e.id),
-                    );
-                    let request = session.req_header();
-                    chain::on_response(
-                        &registry,
-                        &self.metrics.plugins,
-                        &route.plugins,
-                        &facts,
-                        served_by,
-                        request,
-                        response,
-                    );
-                    hold = bodies::plan_response(
-                        (&registry, &self.metrics.plugins),
-                        &route.plugins,
-                        request,
-                        response,
-                        !session.is_http2(),
-                    );
-                }
+            if let Some(registry) = self.plugins_of(route) {
+                let request = session.req_header();
+                chain::on_response(
+                    &registry,
+                    &self.metrics.plugins,
+                    &route.plugins,
+                    &ctx.plugin_facts(route, client_ip(session)),
+                    ctx.served_by(),
+                    request,
+                    response,
+                );
+                hold = bodies::plan_response(
+                    (&registry, &self.metrics.plugins),
+                    &route.plugins,
+                    request,
+                    response,
+                    !session.is_http2(),
+                );
             }
             route.response_headers.apply(response);
         }
         ctx.response_body = hold;
         ctx.explain(response);
         Ok(())
+    }
+
+    /// Runs one chunk of the request's (or the response's) body through
+    /// its hold, with the route and plugins it is held for. A body that is
+    /// not held costs one check.
+    fn hold_body_chunk(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        response: bool,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> bodies::Held {
+        if matches!(ctx.body_hold(response), bodies::BodyHold::Stream) {
+            return bodies::Held::Continue;
+        }
+        let mut hold = std::mem::take(ctx.body_hold(response));
+        let held = match (ctx.route(), self.plugins.load_full()) {
+            (Some(route), Some(registry)) => bodies::hold_chunk(
+                &mut hold,
+                body,
+                end_of_stream,
+                &bodies::HookScope {
+                    plugins: (&registry, &self.metrics.plugins),
+                    attachments: &route.plugins,
+                    facts: ctx.plugin_facts(route, client_ip(session)),
+                    request: session.req_header(),
+                    served_by: ctx.served_by(),
+                },
+            ),
+            _ => bodies::Held::Continue,
+        };
+        *ctx.body_hold(response) = hold;
+        held
     }
 
     /// Holds a response body chunk for the route's body hooks.
@@ -913,41 +932,7 @@ impl SluiceProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if matches!(ctx.response_body, bodies::BodyHold::Stream) {
-            return Ok(());
-        }
-        let (Some(snapshot), Some(decision)) = (ctx.snapshot.clone(), ctx.decision.as_ref()) else {
-            return Ok(());
-        };
-        let (Some(route), Some(registry)) = (
-            snapshot.routes.get(decision.route),
-            self.plugins.load_full(),
-        ) else {
-            return Ok(());
-        };
-        let facts = chain::RequestFacts {
-            authority: &ctx.client_host,
-            client: client_ip(session),
-            route: &route.name,
-            routing_key: decision.key.as_deref(),
-            request_id: &ctx.request_id,
-        };
-        let placement = ctx.placement.and_then(|id| snapshot.placements.get(id));
-        let endpoint = placement.and_then(|p| p.endpoints.get(ctx.endpoint?));
-        let served_by = (
-            placement.map_or("", |p| &*p.name),
-            endpoint.map_or("", |e| &*e.id),
-        );
-        let held = bodies::hold_response_chunk(
-            &mut ctx.response_body,
-            body,
-            end_of_stream,
-            (&registry, &self.metrics.plugins),
-            &route.plugins,
-            &facts,
-            session.req_header(),
-            served_by,
-        );
+        let held = self.hold_body_chunk(session, ctx, true, body, end_of_stream);
         match held {
             bodies::Held::Continue => Ok(()),
             bodies::Held::TooLarge(_) | bodies::Held::Fail(_) => {

@@ -1008,12 +1008,14 @@ async fn a_chain_runs_in_attachment_order_and_each_plugin_sees_the_last_changes(
 
 #[test]
 fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
-    let old = plugin_wasm("sluice-test-contract-0-1");
-    let output = std::process::Command::new(crate::common::sluice_binary())
-        .args(["plugin", "check"])
-        .arg(&old)
-        .output()
-        .unwrap();
+    let check = |package: &str| {
+        std::process::Command::new(crate::common::sluice_binary())
+            .args(["plugin", "check"])
+            .arg(plugin_wasm(package))
+            .output()
+            .unwrap()
+    };
+    let output = check("sluice-test-contract-0-1");
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{text}");
     assert!(
@@ -1023,12 +1025,7 @@ fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
         "{text}"
     );
     // A current one loads, and says which contract it was checked against.
-    let current = plugin_wasm("sluice-plugin-body-replace");
-    let output = std::process::Command::new(crate::common::sluice_binary())
-        .args(["plugin", "check"])
-        .arg(&current)
-        .output()
-        .unwrap();
+    let output = check("sluice-plugin-body-replace");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
