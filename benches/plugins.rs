@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use sluice::plugins::bindings::sluice::plugin::types::CandidateState;
 use sluice::plugins::engine::PluginEngine;
-use sluice::plugins::host::{Candidate, RequestContext};
+use sluice::plugins::host::{Candidate, RequestContext, ResponseContext};
 use sluice::plugins::metrics::PluginMetrics;
 use sluice::plugins::runtime::{LoadedPlugin, RuntimeLimits};
 
@@ -99,6 +99,69 @@ fn plugins(c: &mut Criterion) {
                     .select_placement(&shard_config, &request, &candidates)
                     .unwrap(),
             )
+        })
+    });
+
+    // The load benchmark's chain, call for call: headers and rewrite on the
+    // request, headers on the response, with the same configurations.
+    let rewrite = load("sluice-plugin-rewrite");
+    let chain_headers: Arc<str> = Arc::from(
+        r#"{"request":{"set":{"x-real-host":"{host}"},"add":{"via":"sluice"},"remove":["x-debug"]},"response":{"set":{"x-served-by":"{upstream}"},"remove":["server"]}}"#,
+    );
+    let chain_rewrite: Arc<str> = Arc::from(r#"{"rules":[{"regex":"^/acme/(.*)$","to":"/$1"}]}"#);
+    let mut wrk_request = RequestHeader::build("GET", b"/acme/hello", None).unwrap();
+    wrk_request
+        .insert_header("host", "127.0.0.1:18080")
+        .unwrap();
+    let wrk_context = context(&wrk_request);
+    let mut origin_response = ResponseHeader::build(200, None).unwrap();
+    for (name, value) in [
+        ("server", "nginx"),
+        ("content-type", "text/plain"),
+        ("content-length", "22"),
+        ("connection", "keep-alive"),
+    ] {
+        origin_response.insert_header(name, value).unwrap();
+    }
+    let served = ResponseContext {
+        header: &origin_response,
+        placement: "origin",
+        endpoint: "127.0.0.1:18000",
+    };
+    group.bench_function("load_benchmark_chain_three_calls", |b| {
+        b.iter(|| {
+            black_box(plugin.on_request(&chain_headers, &wrk_context).unwrap());
+            black_box(rewrite.on_request(&chain_rewrite, &wrk_context).unwrap());
+            black_box(
+                plugin
+                    .on_response(&chain_headers, &wrk_context, &served)
+                    .unwrap(),
+            );
+        })
+    });
+
+    // A string replaced in a 4 KiB text body: the whole body crosses into
+    // the plugin and the rewritten one back.
+    let replace = load("sluice-plugin-body-replace");
+    let replace_config: Arc<str> = Arc::from(r#"{"rules":[{"find":"origin","replace":"edge"}]}"#);
+    let mut text_response = ResponseHeader::build(200, None).unwrap();
+    text_response
+        .insert_header("content-type", "text/html; charset=utf-8")
+        .unwrap();
+    let text = ResponseContext {
+        header: &text_response,
+        placement: "origin",
+        endpoint: "127.0.0.1:18000",
+    };
+    let line = "<p>served by the origin, one line of many</p>\n";
+    let mut body = line.repeat(4096 / line.len() + 1).into_bytes();
+    body.truncate(4096);
+    group.bench_function("body_replace_4k_body", |b| {
+        b.iter(|| {
+            let replaced = replace
+                .on_response_body(&replace_config, &request, &text, &body)
+                .unwrap();
+            black_box(replaced.expect("the body had matches"))
         })
     });
 

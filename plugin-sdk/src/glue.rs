@@ -1,74 +1,85 @@
-//! The export glue's side of each hook: a host handle in, the plugin's
-//! hook called with its configuration, and what it decided handed back to
-//! Sluice through the handle's methods. `export!` calls these.
+//! The export glue's side of each hook: the plugin's hook called with its
+//! configuration and views of what the host lent the call, and what it
+//! decided handed back to Sluice in one call per message. `export!` calls
+//! these.
 
-use crate::bindings::sluice::plugin::types;
+use crate::bindings::sluice::plugin::types::{HeaderChange, HeaderOp};
+use crate::bindings::sluice::plugin::{body, candidates, request, response, types};
 use crate::{
-    with_config, Candidate, PlacementChoice, Plugin, RequestAction, RequestChanges, RequestView,
+    with_config, Candidate, HeaderChanges, PlacementChoice, Plugin, RequestAction, RequestView,
     ResponseView,
 };
 
+/// `changes` as the contract's list, in the order the SDK documents:
+/// remove, set, append. The strings are moved, not copied.
+fn header_changes(changes: HeaderChanges) -> Vec<HeaderChange> {
+    let HeaderChanges {
+        remove,
+        set,
+        append,
+    } = changes;
+    let mut list = Vec::with_capacity(remove.len() + set.len() + append.len());
+    list.extend(remove.into_iter().map(|name| HeaderChange {
+        op: HeaderOp::Remove,
+        name,
+        value: String::new(),
+    }));
+    list.extend(set.into_iter().map(|(name, value)| HeaderChange {
+        op: HeaderOp::Set,
+        name,
+        value,
+    }));
+    list.extend(append.into_iter().map(|(name, value)| HeaderChange {
+        op: HeaderOp::Append,
+        name,
+        value,
+    }));
+    list
+}
+
 /// `on-request`.
-pub fn on_request<P: Plugin>(request: &types::Request) {
-    let view = RequestView::host(request);
+pub fn on_request<P: Plugin>() {
+    let view = RequestView::host();
     match with_config::<P, _>(|config| P::on_request(config, &view)) {
         RequestAction::Continue(changes) => {
-            let RequestChanges {
-                headers,
-                path,
-                routing_key,
-                placement,
-            } = changes;
-            for name in &headers.remove {
-                request.remove_header(name);
-            }
-            for (name, value) in &headers.set {
-                request.set_header(name, value);
-            }
-            for (name, value) in &headers.append {
-                request.append_header(name, value);
-            }
-            if let Some(path) = &path {
-                request.set_path(path);
-            }
-            if let Some(key) = &routing_key {
-                request.set_routing_key(key);
-            }
-            if let Some(placement) = &placement {
-                request.set_placement(placement);
+            let unchanged = changes.headers.is_empty()
+                && changes.path.is_none()
+                && changes.routing_key.is_none()
+                && changes.placement.is_none();
+            if !unchanged {
+                request::apply(&types::RequestChanges {
+                    headers: header_changes(changes.headers),
+                    path: changes.path,
+                    routing_key: changes.routing_key,
+                    placement: changes.placement,
+                });
             }
         }
-        RequestAction::Respond(response) => request.respond(&response),
+        RequestAction::Respond(response) => request::respond(&response),
     }
 }
 
 /// `on-response`.
-pub fn on_response<P: Plugin>(request: &types::Request, response: &types::Response) {
-    let (request_view, response_view) = (RequestView::host(request), ResponseView::host(response));
+pub fn on_response<P: Plugin>() {
+    let (request_view, response_view) = (RequestView::host(), ResponseView::host());
     let changes =
         with_config::<P, _>(|config| P::on_response(config, &request_view, &response_view));
-    for name in &changes.headers.remove {
-        response.remove_header(name);
-    }
-    for (name, value) in &changes.headers.set {
-        response.set_header(name, value);
-    }
-    for (name, value) in &changes.headers.append {
-        response.append_header(name, value);
-    }
-    if let Some(status) = changes.status {
-        response.set_status(status);
+    if !changes.headers.is_empty() || changes.status.is_some() {
+        response::apply(&types::ResponseChanges {
+            headers: header_changes(changes.headers),
+            status: changes.status,
+        });
     }
 }
 
 /// `select-placement`: the candidates are read in two calls, their names
 /// in one string and their states in one list.
-pub fn select_placement<P: Plugin>(request: &types::Request, candidates: &types::Candidates) {
-    let view = RequestView::host(request);
-    let names = candidates.names();
+pub fn select_placement<P: Plugin>() {
+    let view = RequestView::host();
+    let names = candidates::names();
     let listed: Vec<Candidate> = names
         .split_terminator('\n')
-        .zip(candidates.states())
+        .zip(candidates::states())
         .map(|(name, state)| Candidate {
             name: name.to_string(),
             healthy_endpoints: state.healthy_endpoints,
@@ -83,31 +94,27 @@ pub fn select_placement<P: Plugin>(request: &types::Request, candidates: &types:
     if let PlacementChoice::Placement(name) =
         with_config::<P, _>(|config| P::select_placement(config, &view, &listed))
     {
-        candidates.choose(&name);
+        candidates::choose(&name);
     }
 }
 
 /// `on-request-body`.
-pub fn on_request_body<P: Plugin>(request: &types::Request, body: &types::Body) {
-    let view = RequestView::host(request);
-    let bytes = body.bytes();
+pub fn on_request_body<P: Plugin>() {
+    let view = RequestView::host();
+    let bytes = body::bytes();
     if let Some(replaced) = with_config::<P, _>(|config| P::on_request_body(config, &view, &bytes))
     {
-        body.replace(&replaced);
+        body::replace(&replaced);
     }
 }
 
 /// `on-response-body`.
-pub fn on_response_body<P: Plugin>(
-    request: &types::Request,
-    response: &types::Response,
-    body: &types::Body,
-) {
-    let (request_view, response_view) = (RequestView::host(request), ResponseView::host(response));
-    let bytes = body.bytes();
+pub fn on_response_body<P: Plugin>() {
+    let (request_view, response_view) = (RequestView::host(), ResponseView::host());
+    let bytes = body::bytes();
     if let Some(replaced) = with_config::<P, _>(|config| {
         P::on_response_body(config, &request_view, &response_view, &bytes)
     }) {
-        body.replace(&replaced);
+        body::replace(&replaced);
     }
 }

@@ -17,7 +17,7 @@
 //! assert_eq!(with_query("/users", Some("page=2")), "/users?page=2");
 //! ```
 
-use crate::bindings::sluice::plugin::types;
+use crate::bindings::sluice::plugin::{request as host_request, response as host_response};
 use crate::Headers;
 
 /// The headers of a request or response.
@@ -30,18 +30,20 @@ pub struct HeaderView<'a>(Source<'a>);
 
 #[derive(Debug, Clone, Copy)]
 enum Source<'a> {
-    Request(&'a types::Request),
-    Response(&'a types::Response),
+    Request,
+    Response,
     Listed(&'a [(String, String)]),
 }
 
 impl<'a> HeaderView<'a> {
-    pub(crate) fn request(request: &'a types::Request) -> Self {
-        Self(Source::Request(request))
+    /// The headers of the host's request in the call in progress.
+    pub(crate) fn request() -> Self {
+        Self(Source::Request)
     }
 
-    pub(crate) fn response(response: &'a types::Response) -> Self {
-        Self(Source::Response(response))
+    /// The headers of the host's response in the call in progress.
+    pub(crate) fn response() -> Self {
+        Self(Source::Response)
     }
 
     /// A view of `headers`. Names are matched in any case.
@@ -52,8 +54,8 @@ impl<'a> HeaderView<'a> {
     /// Every value of `name` (any case), in order.
     pub fn get_all(&self, name: &str) -> Vec<String> {
         match self.0 {
-            Source::Request(request) => request.header_values(name),
-            Source::Response(response) => response.header_values(name),
+            Source::Request => host_request::header_values(name),
+            Source::Response => host_response::header_values(name),
             Source::Listed(list) => list
                 .iter()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -65,8 +67,8 @@ impl<'a> HeaderView<'a> {
     /// The first value of `name` (any case).
     pub fn get(&self, name: &str) -> Option<String> {
         match self.0 {
-            Source::Request(request) => request.header(name),
-            Source::Response(response) => response.header(name),
+            Source::Request => host_request::header(name),
+            Source::Response => host_response::header(name),
             Source::Listed(list) => list
                 .iter()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -93,8 +95,8 @@ impl<'a> HeaderView<'a> {
     /// Every header, in order, names lowercase.
     pub fn entries(&self) -> Headers {
         match self.0 {
-            Source::Request(request) => request.headers(),
-            Source::Response(response) => response.headers(),
+            Source::Request => host_request::all_headers(),
+            Source::Response => host_response::all_headers(),
             Source::Listed(list) => list
                 .iter()
                 .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))

@@ -23,7 +23,7 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and drop the
 //! `.wasm` file into Sluice's plugin directory. The types come from the WIT
-//! contract in `wit/` through `wit-bindgen`; this crate adds constructors and
+//! contract in `wit/plugin.wit` through `wit-bindgen`; this crate adds constructors and
 //! helpers on them, typed configuration (parsed once per configuration, not
 //! per call), headers read on demand through [`HeaderView`], host logging
 //! and metrics, and [`testing`], which runs hooks natively under plain
@@ -59,7 +59,7 @@ mod view;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "sluice-plugin",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "export_sluice_plugin",
         default_bindings_module: "sluice_plugin_sdk::bindings",
@@ -439,45 +439,32 @@ macro_rules! export {
         }
 
         impl $crate::bindings::exports::sluice::plugin::request_hook::Guest for __SluicePluginExport {
-            fn on_request(request: &$crate::bindings::sluice::plugin::types::Request) {
-                $crate::glue::on_request::<$plugin>(request)
+            fn on_request() {
+                $crate::glue::on_request::<$plugin>()
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::response_hook::Guest for __SluicePluginExport {
-            fn on_response(
-                request: &$crate::bindings::sluice::plugin::types::Request,
-                response: &$crate::bindings::sluice::plugin::types::Response,
-            ) {
-                $crate::glue::on_response::<$plugin>(request, response)
+            fn on_response() {
+                $crate::glue::on_response::<$plugin>()
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::placement_policy::Guest for __SluicePluginExport {
-            fn select_placement(
-                request: &$crate::bindings::sluice::plugin::types::Request,
-                candidates: &$crate::bindings::sluice::plugin::types::Candidates,
-            ) {
-                $crate::glue::select_placement::<$plugin>(request, candidates)
+            fn select_placement() {
+                $crate::glue::select_placement::<$plugin>()
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::request_body_hook::Guest for __SluicePluginExport {
-            fn on_request_body(
-                request: &$crate::bindings::sluice::plugin::types::Request,
-                body: &$crate::bindings::sluice::plugin::types::Body,
-            ) {
-                $crate::glue::on_request_body::<$plugin>(request, body)
+            fn on_request_body() {
+                $crate::glue::on_request_body::<$plugin>()
             }
         }
 
         impl $crate::bindings::exports::sluice::plugin::response_body_hook::Guest for __SluicePluginExport {
-            fn on_response_body(
-                request: &$crate::bindings::sluice::plugin::types::Request,
-                response: &$crate::bindings::sluice::plugin::types::Response,
-                body: &$crate::bindings::sluice::plugin::types::Body,
-            ) {
-                $crate::glue::on_response_body::<$plugin>(request, response, body)
+            fn on_response_body() {
+                $crate::glue::on_response_body::<$plugin>()
             }
         }
 

@@ -206,7 +206,7 @@ impl RequestBuilder {
     }
 
     /// The view.
-    pub fn build(self) -> RequestView<'static> {
+    pub fn build(self) -> RequestView {
         RequestView::owned(self.0)
     }
 }
@@ -247,7 +247,7 @@ impl ResponseBuilder {
     }
 
     /// The view.
-    pub fn build(self) -> ResponseView<'static> {
+    pub fn build(self) -> ResponseView {
         ResponseView::owned(self.0)
     }
 }

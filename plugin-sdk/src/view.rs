@@ -1,7 +1,7 @@
 //! What a hook sees of a request or response.
 //!
-//! Inside Sluice a view wraps the host's handle and reads each field the
-//! first time a hook asks for it, so a hook pays only for what it reads. In
+//! Inside Sluice a view reads each field from the host the first time a
+//! hook asks for it, so a hook pays only for what it reads. In
 //! native tests ([`crate::testing`]) a view holds every field itself.
 //!
 //! ```
@@ -24,14 +24,15 @@
 
 use std::cell::OnceCell;
 
-use crate::bindings::sluice::plugin::types;
+use crate::bindings::sluice::plugin::{request as host_request, response as host_response};
 use crate::headers::HeaderView;
 use crate::Headers;
 
 /// What a plugin sees of a request, as earlier plugins in the chain left it.
 #[derive(Debug)]
-pub struct RequestView<'a> {
-    host: Option<&'a types::Request>,
+pub struct RequestView {
+    /// Whether the fields are read from the host, or are all set (tests).
+    from_host: bool,
     pub(crate) fields: RequestFields,
 }
 
@@ -47,44 +48,57 @@ pub(crate) struct RequestFields {
     pub route: OnceCell<String>,
     pub routing_key: OnceCell<Option<String>>,
     pub request_id: OnceCell<String>,
-    /// A test request's headers; the host's are read through the handle.
+    /// A test request's headers; the host's are read one name at a time.
     pub headers: Headers,
 }
 
-impl<'a> RequestView<'a> {
-    /// A view of the host's request: the export glue's.
+impl RequestView {
+    /// A view of the request of the host's call in progress: the export
+    /// glue's.
     #[doc(hidden)]
-    pub fn host(request: &'a types::Request) -> Self {
+    pub fn host() -> Self {
         Self {
-            host: Some(request),
+            from_host: true,
             fields: RequestFields::default(),
         }
     }
 
     /// A view holding `fields` (tests).
     pub(crate) fn owned(fields: RequestFields) -> Self {
-        Self { host: None, fields }
+        Self {
+            from_host: false,
+            fields,
+        }
+    }
+
+    /// `read()` from the host, or the default in a test view.
+    fn read<T: Default>(&self, read: impl FnOnce() -> T) -> T {
+        if self.from_host {
+            read()
+        } else {
+            T::default()
+        }
     }
 
     /// The method, e.g. `GET`.
     pub fn method(&self) -> &str {
         self.fields
             .method
-            .get_or_init(|| self.host.map(|h| h.method()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::method))
     }
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
         self.fields
             .path
-            .get_or_init(|| self.host.map(|h| h.path()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::path))
     }
 
     /// The raw query string, without `?`.
     pub fn query(&self) -> Option<&str> {
         self.fields
             .query
-            .get_or_init(|| self.host.map(|h| h.query()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::query))
             .as_deref()
     }
 
@@ -92,28 +106,28 @@ impl<'a> RequestView<'a> {
     pub fn authority(&self) -> &str {
         self.fields
             .authority
-            .get_or_init(|| self.host.map(|h| h.authority()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::authority))
     }
 
     /// The client's IP address.
     pub fn client_address(&self) -> &str {
         self.fields
             .client_address
-            .get_or_init(|| self.host.map(|h| h.client_address()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::client_address))
     }
 
     /// The name of the matched route.
     pub fn route(&self) -> &str {
         self.fields
             .route
-            .get_or_init(|| self.host.map(|h| h.route()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::route))
     }
 
     /// The routing key, when the route uses one and the request has it.
     pub fn routing_key(&self) -> Option<&str> {
         self.fields
             .routing_key
-            .get_or_init(|| self.host.map(|h| h.routing_key()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::routing_key))
             .as_deref()
     }
 
@@ -121,22 +135,24 @@ impl<'a> RequestView<'a> {
     pub fn request_id(&self) -> &str {
         self.fields
             .request_id
-            .get_or_init(|| self.host.map(|h| h.request_id()).unwrap_or_default())
+            .get_or_init(|| self.read(host_request::request_id))
     }
 
     /// The request's headers.
     pub fn headers(&self) -> HeaderView<'_> {
-        match self.host {
-            Some(request) => HeaderView::request(request),
-            None => HeaderView::listed(&self.fields.headers),
+        if self.from_host {
+            HeaderView::request()
+        } else {
+            HeaderView::listed(&self.fields.headers)
         }
     }
 }
 
 /// What a plugin sees of a response, as earlier plugins in the chain left it.
 #[derive(Debug)]
-pub struct ResponseView<'a> {
-    host: Option<&'a types::Response>,
+pub struct ResponseView {
+    /// Whether the fields are read from the host, or are all set (tests).
+    from_host: bool,
     pub(crate) fields: ResponseFields,
 }
 
@@ -147,23 +163,36 @@ pub(crate) struct ResponseFields {
     pub status: OnceCell<u16>,
     pub placement: OnceCell<String>,
     pub endpoint: OnceCell<String>,
-    /// A test response's headers; the host's are read through the handle.
+    /// A test response's headers; the host's are read one name at a time.
     pub headers: Headers,
 }
 
-impl<'a> ResponseView<'a> {
-    /// A view of the host's response: the export glue's.
+impl ResponseView {
+    /// A view of the response of the host's call in progress: the export
+    /// glue's.
     #[doc(hidden)]
-    pub fn host(response: &'a types::Response) -> Self {
+    pub fn host() -> Self {
         Self {
-            host: Some(response),
+            from_host: true,
             fields: ResponseFields::default(),
         }
     }
 
     /// A view holding `fields` (tests).
     pub(crate) fn owned(fields: ResponseFields) -> Self {
-        Self { host: None, fields }
+        Self {
+            from_host: false,
+            fields,
+        }
+    }
+
+    /// `read()` from the host, or the default in a test view.
+    fn read<T: Default>(&self, read: impl FnOnce() -> T) -> T {
+        if self.from_host {
+            read()
+        } else {
+            T::default()
+        }
     }
 
     /// The status code.
@@ -171,28 +200,29 @@ impl<'a> ResponseView<'a> {
         *self
             .fields
             .status
-            .get_or_init(|| self.host.map(|h| h.status()).unwrap_or_default())
+            .get_or_init(|| self.read(host_response::status))
     }
 
     /// The placement that served it (empty if none).
     pub fn placement(&self) -> &str {
         self.fields
             .placement
-            .get_or_init(|| self.host.map(|h| h.placement()).unwrap_or_default())
+            .get_or_init(|| self.read(host_response::placement))
     }
 
     /// The endpoint that served it (empty if none).
     pub fn endpoint(&self) -> &str {
         self.fields
             .endpoint
-            .get_or_init(|| self.host.map(|h| h.endpoint()).unwrap_or_default())
+            .get_or_init(|| self.read(host_response::endpoint))
     }
 
     /// The response's headers.
     pub fn headers(&self) -> HeaderView<'_> {
-        match self.host {
-            Some(response) => HeaderView::response(response),
-            None => HeaderView::listed(&self.fields.headers),
+        if self.from_host {
+            HeaderView::response()
+        } else {
+            HeaderView::listed(&self.fields.headers)
         }
     }
 }

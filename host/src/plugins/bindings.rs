@@ -1,16 +1,10 @@
-//! Host bindings generated from the WIT contract in `wit/`.
+//! Host bindings generated from the WIT contract in `plugin-sdk/wit/`.
 
 wasmtime::component::bindgen!({
     world: "sluice-plugin",
-    path: "../wit",
-    with: {
-        "sluice:plugin/types.request": super::host::LentRequest,
-        "sluice:plugin/types.response": super::host::LentResponse,
-        "sluice:plugin/types.body": super::host::LentBody,
-        "sluice:plugin/types.candidates": super::host::LentCandidates,
-    },
+    path: "../plugin-sdk/wit",
 });
 
 /// The contract's package and version, as components name it in their
 /// imports and exports.
-pub const CONTRACT: &str = "sluice:plugin@0.2.0";
+pub const CONTRACT: &str = "sluice:plugin@0.3.0";

@@ -2,9 +2,9 @@
 //! preopened directories, no sockets, no environment), a memory cap, the
 //! `sluice:plugin/host` imports (logging and metrics labelled with the
 //! plugin's name), and the `request`, `response`, `body` and `candidates`
-//! handles a hook reads and changes.
+//! imports through which a hook reads and changes what its call was lent.
 //!
-//! A hook's changes are checked as it makes them and collected in
+//! A hook's changes are checked as it hands them over and collected in
 //! [`Changes`]; the chain applies them once the call returns. A change the
 //! host refuses is remembered, and fails the call.
 
@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::sluice::plugin::host::{Host, Level};
 use super::bindings::sluice::plugin::types::{self, CandidateState, Hook};
+use super::bindings::sluice::plugin::{body, candidates, request, response};
 use super::log::LogBudget;
 use super::metrics::PluginMetrics;
 use crate::transform::headers::MAX_MESSAGE_HEADERS;
@@ -85,18 +86,6 @@ impl HostState {
         self.lent = LentContext::default();
     }
 
-    /// The handles every call passes: one of each kind per instance,
-    /// created once, since each only names "the request (response, body,
-    /// candidates) of this call".
-    pub(super) fn handles(&mut self) -> wasmtime::Result<Handles> {
-        Ok(Handles {
-            request: self.table.push(LentRequest)?.rep(),
-            response: self.table.push(LentResponse)?.rep(),
-            body: self.table.push(LentBody)?.rep(),
-            candidates: self.table.push(LentCandidates)?.rep(),
-        })
-    }
-
     fn request(&self) -> Option<&RequestContext<'_>> {
         // SAFETY: the pointer is set by `lend` from a reference the runtime
         // holds for the whole synchronous call, and cleared by `take_back`
@@ -153,29 +142,27 @@ impl HostState {
         false
     }
 
-    /// Collects a header change, checking the name and value.
-    fn header_change(&mut self, hook: Hook, change: HeaderOp, name: &str, value: Option<&str>) {
-        if !self.in_hook(hook, "a header change") {
-            return;
-        }
-        let Some(name) = self.header_name(name) else {
-            return;
-        };
-        let value = match value {
-            None => None,
-            Some(value) => match self.header_value(&name, value) {
-                Some(value) => Some(value),
-                None => return,
-            },
-        };
-        if self.changes.headers.len() >= MAX_MESSAGE_HEADERS {
+    /// Collects header changes, checking each name and value.
+    fn header_changes(&mut self, changes: Vec<types::HeaderChange>) {
+        if self.changes.headers.len() + changes.len() > MAX_MESSAGE_HEADERS {
             return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
         }
-        self.changes.headers.push(HeaderChange {
-            op: change,
-            name,
-            value,
-        });
+        for change in changes {
+            let Some(name) = self.header_name(&change.name) else {
+                return;
+            };
+            let (op, value) = match change.op {
+                types::HeaderOp::Remove => (HeaderOp::Remove, None),
+                types::HeaderOp::Set => (HeaderOp::Set, self.header_value(&name, &change.value)),
+                types::HeaderOp::Append => {
+                    (HeaderOp::Append, self.header_value(&name, &change.value))
+                }
+            };
+            if op != HeaderOp::Remove && value.is_none() {
+                return;
+            }
+            self.changes.headers.push(HeaderChange { op, name, value });
+        }
     }
 
     /// `name` as a header name the host lets a plugin change.
@@ -279,49 +266,6 @@ struct LentContext {
 // them, on the thread that holds the borrows; between calls they are None.
 // The store moves between threads only between calls (through the pool).
 unsafe impl Send for LentContext {}
-
-/// The table slots of an instance's handles.
-#[derive(Clone, Copy)]
-pub struct Handles {
-    request: u32,
-    response: u32,
-    body: u32,
-    candidates: u32,
-}
-
-impl Handles {
-    /// The `request` handle.
-    pub fn request(&self) -> Resource<LentRequest> {
-        Resource::new_borrow(self.request)
-    }
-
-    /// The `response` handle.
-    pub fn response(&self) -> Resource<LentResponse> {
-        Resource::new_borrow(self.response)
-    }
-
-    /// The `body` handle.
-    pub fn body(&self) -> Resource<LentBody> {
-        Resource::new_borrow(self.body)
-    }
-
-    /// The `candidates` handle.
-    pub fn candidates(&self) -> Resource<LentCandidates> {
-        Resource::new_borrow(self.candidates)
-    }
-}
-
-/// The `request` handle: always the request of the call in progress.
-pub struct LentRequest;
-
-/// The `response` handle: always the response of the call in progress.
-pub struct LentResponse;
-
-/// The `body` handle: always the body of the call in progress.
-pub struct LentBody;
-
-/// The `candidates` handle: always the candidates of the call in progress.
-pub struct LentCandidates;
 
 /// What one hook call asked to change, checked as it was asked.
 #[derive(Debug, Default)]
@@ -465,103 +409,88 @@ fn final_status(status: u16) -> Option<StatusCode> {
         .flatten()
 }
 
-impl types::HostRequest for HostState {
-    fn method(&mut self, _: Resource<LentRequest>) -> String {
+impl request::Host for HostState {
+    fn method(&mut self) -> String {
         self.request()
             .map(|r| r.header.method.as_str().to_string())
             .unwrap_or_default()
     }
 
-    fn path(&mut self, _: Resource<LentRequest>) -> String {
+    fn path(&mut self) -> String {
         self.request()
             .map(|r| r.header.uri.path().to_string())
             .unwrap_or_default()
     }
 
-    fn query(&mut self, _: Resource<LentRequest>) -> Option<String> {
+    fn query(&mut self) -> Option<String> {
         self.request()?.header.uri.query().map(str::to_string)
     }
 
-    fn authority(&mut self, _: Resource<LentRequest>) -> String {
+    fn authority(&mut self) -> String {
         self.request()
             .map(|r| r.authority.to_string())
             .unwrap_or_default()
     }
 
-    fn client_address(&mut self, _: Resource<LentRequest>) -> String {
+    fn client_address(&mut self) -> String {
         self.request()
             .and_then(|r| r.client)
             .map(|ip| ip.to_string())
             .unwrap_or_default()
     }
 
-    fn route(&mut self, _: Resource<LentRequest>) -> String {
+    fn route(&mut self) -> String {
         self.request()
             .map(|r| r.route.to_string())
             .unwrap_or_default()
     }
 
-    fn routing_key(&mut self, _: Resource<LentRequest>) -> Option<String> {
+    fn routing_key(&mut self) -> Option<String> {
         self.request()?.routing_key.map(str::to_string)
     }
 
-    fn request_id(&mut self, _: Resource<LentRequest>) -> String {
+    fn request_id(&mut self) -> String {
         self.request()
             .map(|r| r.request_id.to_string())
             .unwrap_or_default()
     }
 
-    fn header(&mut self, _: Resource<LentRequest>, name: String) -> Option<String> {
+    fn header(&mut self, name: String) -> Option<String> {
         first_value(&self.request()?.header.headers, &name)
     }
 
-    fn header_values(&mut self, _: Resource<LentRequest>, name: String) -> Vec<String> {
+    fn header_values(&mut self, name: String) -> Vec<String> {
         self.request()
             .map(|r| values(&r.header.headers, &name))
             .unwrap_or_default()
     }
 
-    fn headers(&mut self, _: Resource<LentRequest>) -> types::Headers {
+    fn all_headers(&mut self) -> types::Headers {
         self.request()
             .map(|r| entries(&r.header.headers))
             .unwrap_or_default()
     }
 
-    fn set_header(&mut self, _: Resource<LentRequest>, name: String, value: String) {
-        self.header_change(Hook::OnRequest, HeaderOp::Set, &name, Some(&value));
-    }
-
-    fn append_header(&mut self, _: Resource<LentRequest>, name: String, value: String) {
-        self.header_change(Hook::OnRequest, HeaderOp::Append, &name, Some(&value));
-    }
-
-    fn remove_header(&mut self, _: Resource<LentRequest>, name: String) {
-        self.header_change(Hook::OnRequest, HeaderOp::Remove, &name, None);
-    }
-
-    fn set_path(&mut self, _: Resource<LentRequest>, path: String) {
-        if !self.in_hook(Hook::OnRequest, "a new path") {
+    fn apply(&mut self, changes: types::RequestChanges) {
+        if !self.in_hook(Hook::OnRequest, "a request change") {
             return;
         }
-        match path.parse::<http::uri::PathAndQuery>() {
-            Ok(parsed) if parsed.path().starts_with('/') => self.changes.path = Some(parsed),
-            _ => self.refuse(|| format!("invalid path {path:?}")),
+        self.header_changes(changes.headers);
+        if let Some(path) = changes.path {
+            match path.parse::<http::uri::PathAndQuery>() {
+                Ok(parsed) if parsed.path().starts_with('/') => self.changes.path = Some(parsed),
+                _ => self.refuse(|| format!("invalid path {path:?}")),
+            }
         }
-    }
-
-    fn set_routing_key(&mut self, _: Resource<LentRequest>, key: String) {
-        if self.in_hook(Hook::OnRequest, "a routing key") {
+        if let Some(key) = changes.routing_key {
             self.changes.routing_key = Some(key);
         }
-    }
-
-    fn set_placement(&mut self, _: Resource<LentRequest>, name: String) {
-        if self.in_hook(Hook::OnRequest, "a placement") {
-            self.changes.placement = Some(name);
+        if let Some(placement) = changes.placement {
+            self.changes.placement = Some(placement);
         }
     }
 
-    fn respond(&mut self, _: Resource<LentRequest>, response: types::ImmediateResponse) {
+    fn respond(&mut self, response: types::ImmediateResponse) {
         if !self.in_hook(Hook::OnRequest, "an immediate response") {
             return;
         }
@@ -587,86 +516,67 @@ impl types::HostRequest for HostState {
             body: response.body,
         });
     }
-
-    fn drop(&mut self, handle: Resource<LentRequest>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        Ok(())
-    }
 }
 
-impl types::HostResponse for HostState {
-    fn status(&mut self, _: Resource<LentResponse>) -> u16 {
+impl response::Host for HostState {
+    fn status(&mut self) -> u16 {
         self.response()
             .map(|r| r.header.status.as_u16())
             .unwrap_or_default()
     }
 
-    fn placement(&mut self, _: Resource<LentResponse>) -> String {
+    fn placement(&mut self) -> String {
         self.response()
             .map(|r| r.placement.to_string())
             .unwrap_or_default()
     }
 
-    fn endpoint(&mut self, _: Resource<LentResponse>) -> String {
+    fn endpoint(&mut self) -> String {
         self.response()
             .map(|r| r.endpoint.to_string())
             .unwrap_or_default()
     }
 
-    fn header(&mut self, _: Resource<LentResponse>, name: String) -> Option<String> {
+    fn header(&mut self, name: String) -> Option<String> {
         first_value(&self.response()?.header.headers, &name)
     }
 
-    fn header_values(&mut self, _: Resource<LentResponse>, name: String) -> Vec<String> {
+    fn header_values(&mut self, name: String) -> Vec<String> {
         self.response()
             .map(|r| values(&r.header.headers, &name))
             .unwrap_or_default()
     }
 
-    fn headers(&mut self, _: Resource<LentResponse>) -> types::Headers {
+    fn all_headers(&mut self) -> types::Headers {
         self.response()
             .map(|r| entries(&r.header.headers))
             .unwrap_or_default()
     }
 
-    fn set_status(&mut self, _: Resource<LentResponse>, status: u16) {
-        if !self.in_hook(Hook::OnResponse, "a status") {
+    fn apply(&mut self, changes: types::ResponseChanges) {
+        if !self.in_hook(Hook::OnResponse, "a response change") {
             return;
         }
-        match final_status(status) {
-            Some(status) => self.changes.status = Some(status),
-            None => self.refuse(|| format!("invalid status {status}")),
+        self.header_changes(changes.headers);
+        if let Some(status) = changes.status {
+            match final_status(status) {
+                Some(status) => self.changes.status = Some(status),
+                None => self.refuse(|| format!("invalid status {status}")),
+            }
         }
-    }
-
-    fn set_header(&mut self, _: Resource<LentResponse>, name: String, value: String) {
-        self.header_change(Hook::OnResponse, HeaderOp::Set, &name, Some(&value));
-    }
-
-    fn append_header(&mut self, _: Resource<LentResponse>, name: String, value: String) {
-        self.header_change(Hook::OnResponse, HeaderOp::Append, &name, Some(&value));
-    }
-
-    fn remove_header(&mut self, _: Resource<LentResponse>, name: String) {
-        self.header_change(Hook::OnResponse, HeaderOp::Remove, &name, None);
-    }
-
-    fn drop(&mut self, handle: Resource<LentResponse>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        Ok(())
     }
 }
 
-impl types::HostBody for HostState {
-    fn len(&mut self, _: Resource<LentBody>) -> u64 {
+impl body::Host for HostState {
+    fn len(&mut self) -> u64 {
         self.body().len() as u64
     }
 
-    fn bytes(&mut self, _: Resource<LentBody>) -> Vec<u8> {
+    fn bytes(&mut self) -> Vec<u8> {
         self.body().to_vec()
     }
 
-    fn replace(&mut self, _: Resource<LentBody>, bytes: Vec<u8>) {
+    fn replace(&mut self, bytes: Vec<u8>) {
         if matches!(
             self.lent.hook,
             Some(Hook::OnRequestBody | Hook::OnResponseBody)
@@ -676,19 +586,14 @@ impl types::HostBody for HostState {
             self.refuse(|| "a body is replaced in the body hooks only".to_string());
         }
     }
-
-    fn drop(&mut self, handle: Resource<LentBody>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        Ok(())
-    }
 }
 
-impl types::HostCandidates for HostState {
-    fn len(&mut self, _: Resource<LentCandidates>) -> u32 {
+impl candidates::Host for HostState {
+    fn len(&mut self) -> u32 {
         self.candidates().len() as u32
     }
 
-    fn names(&mut self, _: Resource<LentCandidates>) -> String {
+    fn names(&mut self) -> String {
         let candidates = self.candidates();
         let mut names =
             String::with_capacity(candidates.iter().map(|c| c.name.len() + 1).sum::<usize>());
@@ -699,11 +604,11 @@ impl types::HostCandidates for HostState {
         names
     }
 
-    fn states(&mut self, _: Resource<LentCandidates>) -> Vec<CandidateState> {
+    fn states(&mut self) -> Vec<CandidateState> {
         self.candidates().iter().map(|c| c.state).collect()
     }
 
-    fn choose(&mut self, _: Resource<LentCandidates>, name: String) {
+    fn choose(&mut self, name: String) {
         if !self.in_hook(Hook::SelectPlacement, "a placement choice") {
             return;
         }
@@ -712,11 +617,6 @@ impl types::HostCandidates for HostState {
         } else {
             self.refuse(|| format!("placement {name:?} is not a candidate"));
         }
-    }
-
-    fn drop(&mut self, handle: Resource<LentCandidates>) -> wasmtime::Result<()> {
-        self.table.delete(handle)?;
-        Ok(())
     }
 }
 

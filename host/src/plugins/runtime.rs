@@ -20,9 +20,7 @@ use wasmtime::Store;
 use super::bindings::sluice::plugin::types::Hook;
 use super::bindings::{SluicePlugin, SluicePluginPre, CONTRACT};
 use super::engine::{PluginEngine, EPOCH_TICK};
-use super::host::{
-    CallContext, Candidate, Changes, Handles, HostState, RequestContext, ResponseContext,
-};
+use super::host::{CallContext, Candidate, Changes, HostState, RequestContext, ResponseContext};
 use super::log::LogBudget;
 use super::metrics::PluginMetrics;
 
@@ -108,7 +106,6 @@ impl std::fmt::Display for CallError {
 struct Warm {
     store: Store<HostState>,
     bindings: SluicePlugin,
-    handles: Handles,
     calls: u32,
 }
 
@@ -226,7 +223,7 @@ impl LoadedPlugin {
             pool: Mutex::new(Vec::new()),
         };
         plugin.hooks = plugin
-            .call(None, CallContext::default(), |bindings, store, _| {
+            .call(None, CallContext::default(), |bindings, store| {
                 bindings.sluice_plugin_plugin().call_hooks(store)
             })
             .map(|(hooks, _)| hooks)
@@ -253,14 +250,9 @@ impl LoadedPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        let handles = store
-            .data_mut()
-            .handles()
-            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Warm {
             store,
             bindings,
-            handles,
             calls: 0,
         })
     }
@@ -274,7 +266,7 @@ impl LoadedPlugin {
             &mut warm,
             &limits,
             CallContext::default(),
-            |bindings, store, _| {
+            |bindings, store| {
                 bindings
                     .sluice_plugin_plugin()
                     .call_configure(store, config)
@@ -290,7 +282,7 @@ impl LoadedPlugin {
         &self,
         config: Option<&Arc<str>>,
         context: CallContext<'_>,
-        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<(R, Changes), CallError> {
         let limits = self.limits.load();
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
@@ -307,7 +299,7 @@ impl LoadedPlugin {
                     &mut warm,
                     &limits,
                     CallContext::default(),
-                    |bindings, store, _| {
+                    |bindings, store| {
                         bindings
                             .sluice_plugin_plugin()
                             .call_configure(store, config)
@@ -340,7 +332,7 @@ impl LoadedPlugin {
         warm: &mut Warm,
         limits: &RuntimeLimits,
         context: CallContext<'_>,
-        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<R>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let ticks = (limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
         warm.store.set_epoch_deadline(ticks + 1);
@@ -349,8 +341,7 @@ impl LoadedPlugin {
         // stdio, for one, cannot run on a Tokio worker thread. The panic is
         // caught here and treated as a trap, so a plugin writing to stdout
         // fails its own call instead of the request's task.
-        let handles = warm.handles;
-        let call = std::panic::AssertUnwindSafe(|| f(&warm.bindings, &mut warm.store, handles));
+        let call = std::panic::AssertUnwindSafe(|| f(&warm.bindings, &mut warm.store));
         let result = std::panic::catch_unwind(call);
         warm.store.data_mut().take_back();
         warm.store.set_epoch_deadline(u64::MAX / 2);
@@ -381,16 +372,9 @@ impl LoadedPlugin {
             request: Some(request),
             ..CallContext::default()
         };
-        self.hook(
-            Hook::OnRequest,
-            config,
-            context,
-            |bindings, store, handles| {
-                bindings
-                    .sluice_plugin_request_hook()
-                    .call_on_request(store, handles.request())
-            },
-        )
+        self.hook(Hook::OnRequest, config, context, |bindings, store| {
+            bindings.sluice_plugin_request_hook().call_on_request(store)
+        })
     }
 
     /// Calls `on-response`: the changes the plugin made to `response`.
@@ -405,18 +389,11 @@ impl LoadedPlugin {
             response: Some(response),
             ..CallContext::default()
         };
-        self.hook(
-            Hook::OnResponse,
-            config,
-            context,
-            |bindings, store, handles| {
-                bindings.sluice_plugin_response_hook().call_on_response(
-                    store,
-                    handles.request(),
-                    handles.response(),
-                )
-            },
-        )
+        self.hook(Hook::OnResponse, config, context, |bindings, store| {
+            bindings
+                .sluice_plugin_response_hook()
+                .call_on_response(store)
+        })
     }
 
     /// Calls `select-placement`: the candidate the plugin chose, if any.
@@ -431,16 +408,11 @@ impl LoadedPlugin {
             candidates: Some(candidates),
             ..CallContext::default()
         };
-        self.hook(
-            Hook::SelectPlacement,
-            config,
-            context,
-            |bindings, store, handles| {
-                bindings
-                    .sluice_plugin_placement_policy()
-                    .call_select_placement(store, handles.request(), handles.candidates())
-            },
-        )
+        self.hook(Hook::SelectPlacement, config, context, |bindings, store| {
+            bindings
+                .sluice_plugin_placement_policy()
+                .call_select_placement(store)
+        })
         .map(|changes| changes.placement)
     }
 
@@ -457,16 +429,11 @@ impl LoadedPlugin {
             body: Some(body),
             ..CallContext::default()
         };
-        self.hook(
-            Hook::OnRequestBody,
-            config,
-            context,
-            |bindings, store, handles| {
-                bindings
-                    .sluice_plugin_request_body_hook()
-                    .call_on_request_body(store, handles.request(), handles.body())
-            },
-        )
+        self.hook(Hook::OnRequestBody, config, context, |bindings, store| {
+            bindings
+                .sluice_plugin_request_body_hook()
+                .call_on_request_body(store)
+        })
         .map(|changes| changes.body)
     }
 
@@ -485,21 +452,11 @@ impl LoadedPlugin {
             body: Some(body),
             ..CallContext::default()
         };
-        self.hook(
-            Hook::OnResponseBody,
-            config,
-            context,
-            |bindings, store, handles| {
-                bindings
-                    .sluice_plugin_response_body_hook()
-                    .call_on_response_body(
-                        store,
-                        handles.request(),
-                        handles.response(),
-                        handles.body(),
-                    )
-            },
-        )
+        self.hook(Hook::OnResponseBody, config, context, |bindings, store| {
+            bindings
+                .sluice_plugin_response_body_hook()
+                .call_on_response_body(store)
+        })
         .map(|changes| changes.body)
     }
 
@@ -511,7 +468,7 @@ impl LoadedPlugin {
         hook: Hook,
         config: &Arc<str>,
         context: CallContext<'_>,
-        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>, Handles) -> wasmtime::Result<()>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<()>,
     ) -> Result<Changes, CallError> {
         let context = CallContext {
             hook: Some(hook),

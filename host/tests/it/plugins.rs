@@ -41,6 +41,8 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "sluice-plugin-body-replace",
                 "-p",
                 "sluice-test-contract-0-1",
+                "-p",
+                "sluice-test-contract-0-2",
             ])
             // The components are looked up under this workspace's `target/`,
             // whatever CARGO_TARGET_DIR says, so a checkout never loads
@@ -1015,21 +1017,26 @@ fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
             .output()
             .unwrap()
     };
-    let output = check("sluice-test-contract-0-1");
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{text}");
-    assert!(
-        text.contains(
-            "built against sluice:plugin@0.1.0 and this Sluice provides sluice:plugin@0.2.0"
-        ),
-        "{text}"
-    );
+    for (package, version) in [
+        ("sluice-test-contract-0-1", "0.1.0"),
+        ("sluice-test-contract-0-2", "0.2.0"),
+    ] {
+        let output = check(package);
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{text}");
+        assert!(
+            text.contains(&format!(
+                "built against sluice:plugin@{version} and this Sluice provides sluice:plugin@0.3.0"
+            )),
+            "{text}"
+        );
+    }
     // A current one loads, and says which contract it was checked against.
     let output = check("sluice-plugin-body-replace");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.contains("contract sluice:plugin@0.2.0, hooks: on_request_body, on_response_body"),
+        text.contains("contract sluice:plugin@0.3.0, hooks: on_request_body, on_response_body"),
         "{text}"
     );
 }
