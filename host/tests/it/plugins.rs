@@ -411,7 +411,13 @@ fn unknown_plugins_undeclared_hooks_and_refused_configs_are_config_errors() {
 fn a_scaffolded_plugin_builds_tests_and_loads() {
     let scratch = scratch_dir();
     let crate_dir = scratch.join("greeter");
-    let output = std::process::Command::new(crate::common::sluice_binary())
+    // Run as an installed binary would be: a copy outside the source tree,
+    // which carries the SDK it writes into the crate.
+    let installed = scratch.join("bin/sluice");
+    std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
+    std::fs::copy(crate::common::sluice_binary(), &installed).unwrap();
+    let output = std::process::Command::new(&installed)
+        .current_dir(&scratch)
         .args(["plugin", "new", "greeter", "--path"])
         .arg(&crate_dir)
         .output()
@@ -421,6 +427,9 @@ fn a_scaffolded_plugin_builds_tests_and_loads() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(crate_dir
+        .join("vendor/sluice-plugin-sdk/wit/plugin.wit")
+        .exists());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // A target directory of its own: the scaffold is its own workspace.
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");

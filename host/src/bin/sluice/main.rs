@@ -62,7 +62,8 @@ enum PluginCommand {
         /// Where to create it; `./NAME` by default.
         #[arg(long)]
         path: Option<PathBuf>,
-        /// The plugin SDK to depend on; the one this binary was built from by default.
+        /// The plugin SDK to depend on; by default, a copy of the one this
+        /// binary was built with, written into the crate.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -220,8 +221,7 @@ fn plugin(command: PluginCommand) -> ExitCode {
     match command {
         PluginCommand::New { name, path, sdk } => {
             let directory = path.unwrap_or_else(|| PathBuf::from(&name));
-            let sdk = sdk.unwrap_or_else(scaffold::bundled_sdk);
-            match scaffold::create(&name, &directory, &sdk) {
+            match scaffold::create(&name, &directory, sdk.as_deref()) {
                 Ok(()) => {
                     println!("created {} ({name})", directory.display());
                     println!(
