@@ -39,7 +39,38 @@ pub struct HostState {
     /// What the call in progress asked to change.
     pub(super) changes: Changes,
     metrics: Arc<PluginMetrics>,
+    /// The series `counter-add` and `histogram-observe` reached, by name,
+    /// so a plugin counting on every call pays for one label lookup.
+    series: Series,
     logs: Arc<LogBudget>,
+}
+
+/// A plugin's counter and histogram series, resolved once per instance.
+#[derive(Default)]
+struct Series {
+    counters: Vec<(Box<str>, prometheus::IntCounter)>,
+    histograms: Vec<(Box<str>, prometheus::Histogram)>,
+}
+
+/// How many names an instance keeps resolved: a plugin with more (or one
+/// that makes names up per call) still counts, at a lookup per call.
+const RESOLVED_SERIES: usize = 32;
+
+/// The series named `name` in `resolved`, resolved with `resolve` the first
+/// time it is asked for.
+fn resolved<T: Clone>(
+    resolved: &mut Vec<(Box<str>, T)>,
+    name: &str,
+    resolve: impl FnOnce() -> T,
+) -> T {
+    if let Some((_, series)) = resolved.iter().find(|(known, _)| **known == *name) {
+        return series.clone();
+    }
+    let series = resolve();
+    if resolved.len() < RESOLVED_SERIES {
+        resolved.push((name.into(), series.clone()));
+    }
+    series
 }
 
 impl HostState {
@@ -63,6 +94,7 @@ impl HostState {
             lent: LentContext::default(),
             changes: Changes::default(),
             metrics,
+            series: Series::default(),
             logs,
         }
     }
@@ -636,16 +668,18 @@ impl Host for HostState {
     }
 
     fn counter_add(&mut self, name: String, value: u64) {
-        self.metrics
-            .counter
-            .with_label_values(&[&self.plugin, &name])
-            .inc_by(value);
+        let (metrics, plugin) = (&self.metrics, &self.plugin);
+        resolved(&mut self.series.counters, &name, || {
+            metrics.counter.with_label_values(&[plugin, &name])
+        })
+        .inc_by(value);
     }
 
     fn histogram_observe(&mut self, name: String, value: f64) {
-        self.metrics
-            .histogram
-            .with_label_values(&[&self.plugin, &name])
-            .observe(value);
+        let (metrics, plugin) = (&self.metrics, &self.plugin);
+        resolved(&mut self.series.histograms, &name, || {
+            metrics.histogram.with_label_values(&[plugin, &name])
+        })
+        .observe(value);
     }
 }
