@@ -179,16 +179,20 @@ impl HostState {
         if self.changes.headers.len() + changes.len() > MAX_MESSAGE_HEADERS {
             return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
         }
+        self.changes.headers.reserve(changes.len());
         for change in changes {
             let Some(name) = self.header_name(&change.name) else {
                 return;
             };
             let (op, value) = match change.op {
                 types::HeaderOp::Remove => (HeaderOp::Remove, None),
-                types::HeaderOp::Set => (HeaderOp::Set, self.header_value(&name, &change.value)),
-                types::HeaderOp::Append => {
-                    (HeaderOp::Append, self.header_value(&name, &change.value))
+                types::HeaderOp::Set => {
+                    (HeaderOp::Set, self.owned_header_value(&name, change.value))
                 }
+                types::HeaderOp::Append => (
+                    HeaderOp::Append,
+                    self.owned_header_value(&name, change.value),
+                ),
             };
             if op != HeaderOp::Remove && value.is_none() {
                 return;
@@ -219,6 +223,24 @@ impl HostState {
             self.refuse(|| format!("invalid value {value:?} for header {name}"));
         }
         parsed
+    }
+
+    /// `value` as a value of header `name`, or refused: as
+    /// [`HostState::header_value`], keeping the string's allocation rather
+    /// than copying it.
+    fn owned_header_value(&mut self, name: &HeaderName, value: String) -> Option<HeaderValue> {
+        // What `HeaderValue::from_str` accepts: tab, and every byte from
+        // space up but DEL.
+        let valid = value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+        match valid {
+            true => HeaderValue::from_maybe_shared(bytes::Bytes::from(value.into_bytes())).ok(),
+            false => {
+                self.refuse(|| format!("invalid value {value:?} for header {name}"));
+                None
+            }
+        }
     }
 }
 
@@ -681,5 +703,68 @@ impl Host for HostState {
             metrics.histogram.with_label_values(&[plugin, &name])
         })
         .observe(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> HostState {
+        HostState::new(
+            Arc::from("test"),
+            1 << 20,
+            Arc::new(PluginMetrics::new()),
+            Arc::new(LogBudget::default()),
+        )
+    }
+
+    #[test]
+    fn a_changed_value_is_checked_as_a_header_value_from_a_string_is() {
+        let name = HeaderName::from_static("x-test");
+        for value in [
+            "plain",
+            "with\ttab",
+            "",
+            " spaced ",
+            "a\r\nforged: yes",
+            "caf\u{e9}",
+            "\u{7f}",
+        ] {
+            let mut owned = state();
+            let mut borrowed = state();
+            assert_eq!(
+                owned.owned_header_value(&name, value.to_string()),
+                borrowed.header_value(&name, value),
+                "{value:?}"
+            );
+            assert_eq!(owned.changes.refused, borrowed.changes.refused, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn header_changes_refuse_framing_headers_and_bad_values() {
+        let change = |op, name: &str, value: &str| types::HeaderChange {
+            op,
+            name: name.to_string(),
+            value: value.to_string(),
+        };
+        let mut host = state();
+        host.header_changes(vec![
+            change(types::HeaderOp::Set, "x-a", "1"),
+            change(types::HeaderOp::Remove, "x-b", "ignored\r\n"),
+        ]);
+        assert_eq!(host.changes.refused, None);
+        assert_eq!(host.changes.headers.len(), 2);
+        host.header_changes(vec![change(types::HeaderOp::Set, "content-length", "1")]);
+        assert!(host.changes.refused.as_deref().unwrap().contains("framing"));
+        let mut host = state();
+        host.header_changes(vec![change(types::HeaderOp::Append, "x-a", "a\nb")]);
+        assert!(host
+            .changes
+            .refused
+            .as_deref()
+            .unwrap()
+            .contains("invalid value"));
     }
 }

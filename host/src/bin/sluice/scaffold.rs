@@ -12,40 +12,27 @@ use std::path::Path;
 /// Where the new crate keeps its copy of the SDK.
 const VENDORED_SDK: &str = "vendor/sluice-plugin-sdk";
 
+/// An SDK file by its path in the SDK, with its text.
+macro_rules! sdk_file {
+    ($path:literal) => {
+        (
+            $path,
+            include_str!(concat!("../../../../plugin-sdk/", $path)),
+        )
+    };
+}
+
 /// The SDK's files, as this binary was built with them.
 const SDK_FILES: &[(&str, &str)] = &[
-    (
-        "README.md",
-        include_str!("../../../../plugin-sdk/README.md"),
-    ),
-    (
-        "src/lib.rs",
-        include_str!("../../../../plugin-sdk/src/lib.rs"),
-    ),
-    (
-        "src/glue.rs",
-        include_str!("../../../../plugin-sdk/src/glue.rs"),
-    ),
-    (
-        "src/headers.rs",
-        include_str!("../../../../plugin-sdk/src/headers.rs"),
-    ),
-    (
-        "src/host.rs",
-        include_str!("../../../../plugin-sdk/src/host.rs"),
-    ),
-    (
-        "src/testing.rs",
-        include_str!("../../../../plugin-sdk/src/testing.rs"),
-    ),
-    (
-        "src/view.rs",
-        include_str!("../../../../plugin-sdk/src/view.rs"),
-    ),
-    (
-        "wit/plugin.wit",
-        include_str!("../../../../plugin-sdk/wit/plugin.wit"),
-    ),
+    sdk_file!("README.md"),
+    sdk_file!("src/lib.rs"),
+    sdk_file!("src/allocator.rs"),
+    sdk_file!("src/glue.rs"),
+    sdk_file!("src/headers.rs"),
+    sdk_file!("src/host.rs"),
+    sdk_file!("src/testing.rs"),
+    sdk_file!("src/view.rs"),
+    sdk_file!("wit/plugin.wit"),
 ];
 
 /// The SDK's manifest, whose `[package]` inherits fields from the workspace.
