@@ -27,7 +27,11 @@ use super::validate::{attachment_problems, AttachmentProblem};
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// The loaded plugins, by name.
-pub type PluginMap = HashMap<String, Arc<LoadedPlugin>>;
+///
+/// Requests look plugins up by name several times each (every attachment
+/// at every hook), so the map hashes with foldhash rather than SipHash: the
+/// names come from the operator's plugin directory, not from clients.
+pub type PluginMap = HashMap<String, Arc<LoadedPlugin>, foldhash::fast::RandomState>;
 
 /// What the admin API shows of a plugin file.
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +88,7 @@ impl PluginRegistry {
             directory: directory.to_path_buf(),
             limits: Arc::new(ArcSwap::from_pointee(limits)),
             metrics,
-            plugins: ArcSwap::from_pointee(HashMap::new()),
+            plugins: ArcSwap::from_pointee(PluginMap::default()),
             errors: Mutex::new(BTreeMap::new()),
             attachments: ArcSwap::from_pointee(Vec::new()),
         });

@@ -126,7 +126,8 @@ pub struct LoadedPlugin {
     logs: Arc<LogBudget>,
     /// Call durations per hook, resolved once instead of per call.
     durations: HookDurations,
-    pool: Mutex<Vec<Warm>>,
+    /// Boxed, so taking one out and putting it back moves a pointer.
+    pool: Mutex<Vec<Box<Warm>>>,
 }
 
 /// The `sluice_plugin_call_duration_seconds` series of one plugin.
@@ -222,11 +223,20 @@ impl LoadedPlugin {
             durations,
             pool: Mutex::new(Vec::new()),
         };
+        // Asked on an instance of its own, which is then dropped: warm
+        // instances are made by the first calls that need them, so a plugin
+        // loaded but not attached holds none.
+        let limits = plugin.limits.load();
         plugin.hooks = plugin
-            .call(None, CallContext::default(), |bindings, store| {
-                bindings.sluice_plugin_plugin().call_hooks(store)
+            .instantiate(&limits)
+            .and_then(|mut instance| {
+                plugin.guarded(
+                    &mut instance,
+                    &limits,
+                    CallContext::default(),
+                    |bindings, store| bindings.sluice_plugin_plugin().call_hooks(store),
+                )
             })
-            .map(|(hooks, _)| hooks)
             .map_err(|e| anyhow::anyhow!("asking which hooks it implements: {e}"))?;
         Ok(plugin)
     }
@@ -236,7 +246,7 @@ impl LoadedPlugin {
         self.hooks.contains(&hook)
     }
 
-    fn instantiate(&self, limits: &RuntimeLimits) -> Result<Warm, CallError> {
+    fn instantiate(&self, limits: &RuntimeLimits) -> Result<Box<Warm>, CallError> {
         let state = HostState::new(
             self.name.clone(),
             limits.memory,
@@ -250,11 +260,11 @@ impl LoadedPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        Ok(Warm {
+        Ok(Box::new(Warm {
             store,
             bindings,
             calls: 0,
-        })
+        }))
     }
 
     /// Checks `config` on a fresh instance, as a route's attachment would
