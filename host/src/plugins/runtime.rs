@@ -126,8 +126,7 @@ pub struct LoadedPlugin {
     logs: Arc<LogBudget>,
     /// Call durations per hook, resolved once instead of per call.
     durations: HookDurations,
-    /// Boxed, so taking one out and putting it back moves a pointer.
-    pool: Mutex<Vec<Box<Warm>>>,
+    pool: Mutex<Vec<Warm>>,
 }
 
 /// The `sluice_plugin_call_duration_seconds` series of one plugin.
@@ -246,7 +245,7 @@ impl LoadedPlugin {
         self.hooks.contains(&hook)
     }
 
-    fn instantiate(&self, limits: &RuntimeLimits) -> Result<Box<Warm>, CallError> {
+    fn instantiate(&self, limits: &RuntimeLimits) -> Result<Warm, CallError> {
         let state = HostState::new(
             self.name.clone(),
             limits.memory,
@@ -260,11 +259,11 @@ impl LoadedPlugin {
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        Ok(Box::new(Warm {
+        Ok(Warm {
             store,
             bindings,
             calls: 0,
-        }))
+        })
     }
 
     /// Checks `config` on a fresh instance, as a route's attachment would
