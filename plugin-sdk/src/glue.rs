@@ -72,23 +72,27 @@ pub fn on_response<P: Plugin>() {
     }
 }
 
+/// The numbers `candidates.states` gives for each candidate.
+const STATE_FIELDS: usize = 8;
+
 /// `select-placement`: the candidates are read in two calls, their names
-/// in one string and their states in one list.
+/// in one string and their states in one list of numbers.
 pub fn select_placement<P: Plugin>() {
     let view = RequestView::host();
     let names = candidates::names();
+    let states = candidates::states();
     let listed: Vec<Candidate> = names
         .split_terminator('\n')
-        .zip(candidates::states())
+        .zip(states.chunks_exact(STATE_FIELDS))
         .map(|(name, state)| Candidate {
             name: name.to_string(),
-            healthy_endpoints: state.healthy_endpoints,
-            total_endpoints: state.total_endpoints,
-            open_breakers: state.open_breakers,
-            half_open_breakers: state.half_open_breakers,
-            in_flight: state.in_flight,
-            limit: state.limit,
-            weight: state.weight,
+            healthy_endpoints: state[0],
+            total_endpoints: state[1],
+            open_breakers: state[2],
+            half_open_breakers: state[3],
+            in_flight: state[4],
+            limit: (state[5] != 0).then_some(state[6]),
+            weight: state[7],
         })
         .collect();
     if let PlacementChoice::Placement(name) =

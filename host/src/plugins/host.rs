@@ -455,6 +455,24 @@ fn entries(map: &HeaderMap) -> types::Headers {
         .collect()
 }
 
+/// The numbers `candidates.states` gives for each candidate.
+const STATE_FIELDS: usize = 8;
+
+/// `state` as `candidates.states` lists it: its fields in order, the
+/// optional limit as a flag and a value.
+fn state_fields(state: &CandidateState) -> [u32; STATE_FIELDS] {
+    [
+        state.healthy_endpoints,
+        state.total_endpoints,
+        state.open_breakers,
+        state.half_open_breakers,
+        state.in_flight,
+        u32::from(state.limit.is_some()),
+        state.limit.unwrap_or(0),
+        state.weight,
+    ]
+}
+
 /// Whether `status` may be a plugin's final answer.
 fn final_status(status: u16) -> Option<StatusCode> {
     (200..=599)
@@ -658,8 +676,12 @@ impl candidates::Host for HostState {
         names
     }
 
-    fn states(&mut self) -> Vec<CandidateState> {
-        self.candidates().iter().map(|c| c.state).collect()
+    fn states(&mut self) -> Vec<u32> {
+        let mut states = Vec::with_capacity(self.candidates().len() * STATE_FIELDS);
+        for candidate in self.candidates() {
+            states.extend(state_fields(&candidate.state));
+        }
+        states
     }
 
     fn choose(&mut self, name: String) {
@@ -740,6 +762,25 @@ mod tests {
             );
             assert_eq!(owned.changes.refused, borrowed.changes.refused, "{value:?}");
         }
+    }
+
+    #[test]
+    fn candidate_states_list_each_field_in_the_contract_order() {
+        let state = CandidateState {
+            healthy_endpoints: 1,
+            total_endpoints: 2,
+            open_breakers: 3,
+            half_open_breakers: 4,
+            in_flight: 5,
+            limit: Some(6),
+            weight: 7,
+        };
+        assert_eq!(state_fields(&state), [1, 2, 3, 4, 5, 1, 6, 7]);
+        let unlimited = CandidateState {
+            limit: None,
+            ..state
+        };
+        assert_eq!(state_fields(&unlimited), [1, 2, 3, 4, 5, 0, 0, 7]);
     }
 
     #[test]

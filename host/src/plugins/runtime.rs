@@ -105,7 +105,9 @@ impl std::fmt::Display for CallError {
 
 struct Warm {
     store: Store<HostState>,
-    bindings: SluicePlugin,
+    /// Boxed: the exports' handles are a few hundred bytes, and a warm
+    /// instance moves out of its pool and back on every call.
+    bindings: Box<SluicePlugin>,
     calls: u32,
 }
 
@@ -261,7 +263,7 @@ impl LoadedPlugin {
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Warm {
             store,
-            bindings,
+            bindings: Box::new(bindings),
             calls: 0,
         })
     }
@@ -343,7 +345,7 @@ impl LoadedPlugin {
         context: CallContext<'_>,
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let ticks = (limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let ticks = (limits.deadline.as_nanos() as u64 / EPOCH_TICK.as_nanos() as u64).max(1);
         warm.store.set_epoch_deadline(ticks + 1);
         warm.store.data_mut().lend(&context);
         // A host function can panic under a guest call: WASI's blocking
