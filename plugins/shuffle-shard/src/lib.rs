@@ -102,9 +102,10 @@ pub fn is_healthy(candidate: &Candidate) -> bool {
 /// The candidates ranked for `key`, best first, one per name. The key's
 /// shard is the first `shard_size` of them.
 pub fn rank<'a>(key: &str, candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
+    let keyed = keyed_hash(key);
     let mut ranked: Vec<(u64, &Candidate)> = candidates
         .iter()
-        .map(|c| (score(key, &c.name), c))
+        .map(|c| (score(&keyed, &c.name), c))
         .collect();
     // Ties (and duplicate names) are broken by name, never by input order.
     ranked.sort_by(|(a, x), (b, y)| {
@@ -116,17 +117,25 @@ pub fn rank<'a>(key: &str, candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
     ranked.into_iter().map(|(_, c)| c).collect()
 }
 
-/// The rendezvous score of `placement` for `key`.
-fn score(key: &str, placement: &str) -> u64 {
+/// The hash state after `key` and its separator, shared by every
+/// candidate's score.
+fn keyed_hash(key: &str) -> Fnv1a {
     let mut hash = Fnv1a::new();
     hash.write(key.as_bytes());
     // 0xff never occurs in UTF-8, so ("ab", "c") and ("a", "bc") differ.
     hash.write(&[0xff]);
+    hash
+}
+
+/// The rendezvous score of `placement` for the key `keyed` was made from.
+fn score(keyed: &Fnv1a, placement: &str) -> u64 {
+    let mut hash = keyed.clone();
     hash.write(placement.as_bytes());
     hash.finish()
 }
 
 /// FNV-1a 64, finished with the murmur3 64-bit finalizer.
+#[derive(Clone)]
 struct Fnv1a(u64);
 
 impl Fnv1a {
