@@ -28,6 +28,16 @@ use crate::bindings::sluice::plugin::{request as host_request, response as host_
 use crate::headers::HeaderView;
 use crate::Headers;
 
+/// `read()` when a view reads from the host, the default when it is a test
+/// view whose fields are all set.
+fn read_from_host<T: Default>(from_host: bool, read: impl FnOnce() -> T) -> T {
+    if from_host {
+        read()
+    } else {
+        T::default()
+    }
+}
+
 /// What a plugin sees of a request, as earlier plugins in the chain left it.
 #[derive(Debug)]
 pub struct RequestView {
@@ -73,11 +83,7 @@ impl RequestView {
 
     /// `read()` from the host, or the default in a test view.
     fn read<T: Default>(&self, read: impl FnOnce() -> T) -> T {
-        if self.from_host {
-            read()
-        } else {
-            T::default()
-        }
+        read_from_host(self.from_host, read)
     }
 
     /// The method, e.g. `GET`.
@@ -188,11 +194,7 @@ impl ResponseView {
 
     /// `read()` from the host, or the default in a test view.
     fn read<T: Default>(&self, read: impl FnOnce() -> T) -> T {
-        if self.from_host {
-            read()
-        } else {
-            T::default()
-        }
+        read_from_host(self.from_host, read)
     }
 
     /// The status code.
