@@ -383,9 +383,7 @@ impl LoadedPlugin {
             request: Some(request),
             ..CallContext::default()
         };
-        self.hook(Hook::OnRequest, config, context, |bindings, store| {
-            bindings.sluice_plugin_request_hook().call_on_request(store)
-        })
+        self.hook(Hook::OnRequest, config, context)
     }
 
     /// Calls `on-response`: the changes the plugin made to `response`.
@@ -400,11 +398,7 @@ impl LoadedPlugin {
             response: Some(response),
             ..CallContext::default()
         };
-        self.hook(Hook::OnResponse, config, context, |bindings, store| {
-            bindings
-                .sluice_plugin_response_hook()
-                .call_on_response(store)
-        })
+        self.hook(Hook::OnResponse, config, context)
     }
 
     /// Calls `select-placement`: the candidate the plugin chose, if any.
@@ -419,12 +413,8 @@ impl LoadedPlugin {
             candidates: Some(candidates),
             ..CallContext::default()
         };
-        self.hook(Hook::SelectPlacement, config, context, |bindings, store| {
-            bindings
-                .sluice_plugin_placement_policy()
-                .call_select_placement(store)
-        })
-        .map(|changes| changes.placement)
+        self.hook(Hook::SelectPlacement, config, context)
+            .map(|changes| changes.placement)
     }
 
     /// Calls `on-request-body` on the buffered `body`: its replacement, if
@@ -440,12 +430,8 @@ impl LoadedPlugin {
             body: Some(body),
             ..CallContext::default()
         };
-        self.hook(Hook::OnRequestBody, config, context, |bindings, store| {
-            bindings
-                .sluice_plugin_request_body_hook()
-                .call_on_request_body(store)
-        })
-        .map(|changes| changes.body)
+        self.hook(Hook::OnRequestBody, config, context)
+            .map(|changes| changes.body)
     }
 
     /// Calls `on-response-body` on the buffered `body`: its replacement, if
@@ -463,30 +449,39 @@ impl LoadedPlugin {
             body: Some(body),
             ..CallContext::default()
         };
-        self.hook(Hook::OnResponseBody, config, context, |bindings, store| {
-            bindings
-                .sluice_plugin_response_body_hook()
-                .call_on_response_body(store)
-        })
-        .map(|changes| changes.body)
+        self.hook(Hook::OnResponseBody, config, context)
+            .map(|changes| changes.body)
     }
 
-    /// Calls `hook` through `f` with `context` lent and the attachment's
-    /// `config`, timing it in that hook's duration series: the changes the
-    /// plugin made.
+    /// Calls the plugin's export for `hook` with `context` lent and the
+    /// attachment's `config`, timing it in that hook's duration series: the
+    /// changes the plugin made.
     fn hook(
         &self,
         hook: Hook,
         config: &Arc<str>,
         context: CallContext<'_>,
-        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<()>,
     ) -> Result<Changes, CallError> {
         let context = CallContext {
             hook: Some(hook),
             ..context
         };
         let started = Instant::now();
-        let result = self.call(Some(config), context, f);
+        let result = self.call(Some(config), context, |bindings, store| match hook {
+            Hook::OnRequest => bindings.sluice_plugin_request_hook().call_on_request(store),
+            Hook::OnResponse => bindings
+                .sluice_plugin_response_hook()
+                .call_on_response(store),
+            Hook::SelectPlacement => bindings
+                .sluice_plugin_placement_policy()
+                .call_select_placement(store),
+            Hook::OnRequestBody => bindings
+                .sluice_plugin_request_body_hook()
+                .call_on_request_body(store),
+            Hook::OnResponseBody => bindings
+                .sluice_plugin_response_body_hook()
+                .call_on_response_body(store),
+        });
         self.durations
             .of(hook)
             .observe(started.elapsed().as_secs_f64());
