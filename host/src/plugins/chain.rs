@@ -63,28 +63,41 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-/// The plugin an attachment names, when it runs at `hook`.
+/// What an attachment does at a hook, with the plugins loaded now.
+enum Attached {
+    /// Call this plugin.
+    Call(std::sync::Arc<LoadedPlugin>),
+    /// Nothing: the attachment does not run at this hook, or its plugin is
+    /// not loaded and it fails open.
+    Skip,
+    /// Its plugin is not loaded and it fails closed with this status.
+    Fail(u16),
+}
+
+/// What `attachment` does at `hook`. A plugin that is not loaded is counted
+/// and logged as missing, and the attachment's failure policy decides.
 fn attached(
     registry: &PluginRegistry,
     metrics: &PluginMetrics,
     attachment: &AttachmentSpec,
     hook: Hook,
-) -> Result<Option<std::sync::Arc<LoadedPlugin>>, NotLoaded> {
+) -> Attached {
     let Some(plugin) = registry.get(&attachment.name) else {
         metrics
             .failures
             .with_label_values(&[&attachment.name, hook_name(hook), "missing"])
             .inc();
         tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), "plugin is not loaded");
-        return Err(NotLoaded);
+        return attachment
+            .fail_closed
+            .map_or(Attached::Skip, Attached::Fail);
     };
-    Ok(attachment
-        .runs_at(config_hook(hook), plugin.has(hook))
-        .then_some(plugin))
+    if attachment.runs_at(config_hook(hook), plugin.has(hook)) {
+        Attached::Call(plugin)
+    } else {
+        Attached::Skip
+    }
 }
-
-/// An attachment names a plugin that is not loaded.
-struct NotLoaded;
 
 /// Counts and logs a failed call.
 fn failed(metrics: &PluginMetrics, attachment: &AttachmentSpec, hook: Hook, error: &CallError) {
@@ -115,12 +128,9 @@ pub fn on_request(
     let (mut routing_key, mut placement): (Option<String>, Option<String>) = (None, None);
     for attachment in attachments {
         let plugin = match attached(registry, metrics, attachment, Hook::OnRequest) {
-            Ok(Some(plugin)) => plugin,
-            Ok(None) => continue,
-            Err(NotLoaded) => match attachment.fail_closed {
-                Some(status) => return RequestOutcome::Fail(status),
-                None => continue,
-            },
+            Attached::Call(plugin) => plugin,
+            Attached::Skip => continue,
+            Attached::Fail(status) => return RequestOutcome::Fail(status),
         };
         let facts = RequestFacts {
             routing_key: routing_key.as_deref().or(facts.routing_key),
@@ -217,12 +227,9 @@ pub fn select_placement(
     let mut described: Option<Vec<Candidate>> = None;
     for attachment in attachments {
         let plugin = match attached(registry, metrics, attachment, Hook::SelectPlacement) {
-            Ok(Some(plugin)) => plugin,
-            Ok(None) => continue,
-            Err(NotLoaded) => match attachment.fail_closed {
-                Some(status) => return Err(status),
-                None => continue,
-            },
+            Attached::Call(plugin) => plugin,
+            Attached::Skip => continue,
+            Attached::Fail(status) => return Err(status),
         };
         let described = described
             .get_or_insert_with(|| describe.take().map_or_else(Vec::new, |describe| describe()));
@@ -254,12 +261,10 @@ pub fn on_response(
     let (placement, endpoint) = served_by;
     for attachment in attachments {
         let plugin = match attached(registry, metrics, attachment, Hook::OnResponse) {
-            Ok(Some(plugin)) => plugin,
-            Ok(None) => continue,
-            Err(_) => {
-                if let Some(status) = attachment.fail_closed {
-                    let _ = response.set_status(status);
-                }
+            Attached::Call(plugin) => plugin,
+            Attached::Skip => continue,
+            Attached::Fail(status) => {
+                let _ = response.set_status(status);
                 continue;
             }
         };
@@ -352,12 +357,9 @@ pub fn on_body(
     let context = facts.context(request);
     for attachment in attachments {
         let plugin = match attached(registry, metrics, attachment, hook) {
-            Ok(Some(plugin)) => plugin,
-            Ok(None) => continue,
-            Err(NotLoaded) => match attachment.fail_closed {
-                Some(status) => return BodyOutcome::Fail(status),
-                None => continue,
-            },
+            Attached::Call(plugin) => plugin,
+            Attached::Skip => continue,
+            Attached::Fail(status) => return BodyOutcome::Fail(status),
         };
         let called = match response {
             Some(response) => plugin.on_response_body(&attachment.config, &context, response, body),
