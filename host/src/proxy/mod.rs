@@ -331,19 +331,32 @@ impl RequestCtx {
         )
     }
 
-    /// What `route`'s plugins read of the routed request besides its header.
+    /// What `route`'s plugins read of the request besides its header, with
+    /// `routing_key` as the request has it at that point.
     fn plugin_facts<'a>(
         &'a self,
         route: &'a RouteSpec,
         client: Option<std::net::IpAddr>,
+        routing_key: Option<&'a str>,
     ) -> chain::RequestFacts<'a> {
         chain::RequestFacts {
             authority: &self.client_host,
             client,
             route: &route.name,
-            routing_key: self.decision.as_ref().and_then(|d| d.key.as_deref()),
+            routing_key,
             request_id: &self.request_id,
         }
+    }
+
+    /// What `route`'s plugins read of the routed request, once its routing
+    /// decision is made.
+    fn routed_facts<'a>(
+        &'a self,
+        route: &'a RouteSpec,
+        client: Option<std::net::IpAddr>,
+    ) -> chain::RequestFacts<'a> {
+        let key = self.decision.as_ref().and_then(|d| d.key.as_deref());
+        self.plugin_facts(route, client, key)
     }
 
     /// How the request's body, or the response's, is held for body hooks.
@@ -515,13 +528,7 @@ impl SluiceProxy {
         };
         let mut chosen_placement = None;
         if let Some(registry) = &registry {
-            let facts = chain::RequestFacts {
-                authority: &ctx.client_host,
-                client,
-                route: &route_spec.name,
-                routing_key: key.as_deref(),
-                request_id: &ctx.request_id,
-            };
+            let facts = ctx.plugin_facts(route_spec, client, key.as_deref());
             match chain::on_request(
                 registry,
                 &self.metrics.plugins,
@@ -560,13 +567,7 @@ impl SluiceProxy {
             decision.chosen_by_policy(id);
         }
         if let Some(registry) = &registry {
-            let facts = chain::RequestFacts {
-                authority: &ctx.client_host,
-                client,
-                route: &route_spec.name,
-                routing_key: decision.key.as_deref(),
-                request_id: &ctx.request_id,
-            };
+            let facts = ctx.plugin_facts(route_spec, client, decision.key.as_deref());
             let chosen = chain::select_placement(
                 registry,
                 &self.metrics.plugins,
@@ -870,7 +871,7 @@ impl SluiceProxy {
                     &registry,
                     &self.metrics.plugins,
                     &route.plugins,
-                    &ctx.plugin_facts(route, client_ip(session)),
+                    &ctx.routed_facts(route, client_ip(session)),
                     ctx.served_by(),
                     request,
                     response,
@@ -913,7 +914,7 @@ impl SluiceProxy {
                 &bodies::HookScope {
                     plugins: (&registry, &self.metrics.plugins),
                     attachments: &route.plugins,
-                    facts: ctx.plugin_facts(route, client_ip(session)),
+                    facts: ctx.routed_facts(route, client_ip(session)),
                     request: session.req_header(),
                     served_by: ctx.served_by(),
                 },
