@@ -440,6 +440,8 @@ fn a_scaffolded_plugin_builds_tests_and_loads() {
         let status = std::process::Command::new(&cargo)
             .current_dir(&crate_dir)
             .env("CARGO_TARGET_DIR", &target)
+            // The crate a user gets must build without a warning.
+            .env("RUSTFLAGS", "-D warnings")
             .args(args)
             .status()
             .unwrap();

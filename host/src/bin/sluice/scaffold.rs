@@ -190,8 +190,6 @@ sluice_plugin_sdk::export!(Greeter => on_request);
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use sluice_plugin_sdk::testing::{clear, configure, expect_continue, on_request, recorded, request};
 
