@@ -227,17 +227,8 @@ impl LoadedPlugin {
         // Asked on an instance of its own, which is then dropped: warm
         // instances are made by the first calls that need them, so a plugin
         // loaded but not attached holds none.
-        let limits = plugin.limits.load();
         plugin.hooks = plugin
-            .instantiate(&limits)
-            .and_then(|mut instance| {
-                plugin.guarded(
-                    &mut instance,
-                    &limits,
-                    CallContext::default(),
-                    |bindings, store| bindings.sluice_plugin_plugin().call_hooks(store),
-                )
-            })
+            .on_fresh_instance(|bindings, store| bindings.sluice_plugin_plugin().call_hooks(store))
             .map_err(|e| anyhow::anyhow!("asking which hooks it implements: {e}"))?;
         Ok(plugin)
     }
@@ -271,30 +262,34 @@ impl LoadedPlugin {
     /// Checks `config` on a fresh instance, as a route's attachment would
     /// hand it over: the plugin's own words when it refuses it.
     pub fn check_config(&self, config: &str) -> Result<(), CallError> {
-        let limits = self.limits.load();
-        let mut warm = self.instantiate(&limits)?;
-        self.guarded(
-            &mut warm,
-            &limits,
-            CallContext::default(),
-            |bindings, store| {
-                bindings
-                    .sluice_plugin_plugin()
-                    .call_configure(store, config)
-            },
-        )?
+        self.on_fresh_instance(|bindings, store| {
+            bindings
+                .sluice_plugin_plugin()
+                .call_configure(store, config)
+        })?
         .map_err(CallError::Config)
     }
 
-    /// Runs `f` on a warm instance under the deadline, after handing it
-    /// `config` if it last saw another one, with `context` lent to it; the
-    /// changes the call made come back with its value.
-    fn call<R>(
+    /// Runs `f` under the deadline on an instance of its own, dropped
+    /// afterwards, with nothing lent to it.
+    fn on_fresh_instance<R>(
         &self,
-        config: Option<&Arc<str>>,
-        context: CallContext<'_>,
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<(R, Changes), CallError> {
+    ) -> Result<R, CallError> {
+        let limits = self.limits.load();
+        let mut instance = self.instantiate(&limits)?;
+        self.guarded(&mut instance, &limits, CallContext::default(), f)
+    }
+
+    /// Runs `f` on a warm instance under the deadline, after handing it
+    /// `config` if it last saw another one, with `context` lent to it: the
+    /// changes the call made.
+    fn call(
+        &self,
+        config: &Arc<str>,
+        context: CallContext<'_>,
+        f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<()>,
+    ) -> Result<Changes, CallError> {
         let limits = self.limits.load();
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut warm = match pooled {
@@ -302,25 +297,23 @@ impl LoadedPlugin {
             Some(warm) if warm.store.data().memory.max() == limits.memory => warm,
             _ => self.instantiate(&limits)?,
         };
-        if let Some(config) = config {
-            let current = warm.store.data().config.as_ref();
-            if !current.is_some_and(|c| Arc::ptr_eq(c, config) || **c == **config) {
-                warm.store.data_mut().config = None;
-                self.guarded(
-                    &mut warm,
-                    &limits,
-                    CallContext::default(),
-                    |bindings, store| {
-                        bindings
-                            .sluice_plugin_plugin()
-                            .call_configure(store, config)
-                    },
-                )?
-                .map_err(CallError::Config)?;
-                warm.store.data_mut().config = Some(config.clone());
-            }
+        let current = warm.store.data().config.as_ref();
+        if !current.is_some_and(|c| Arc::ptr_eq(c, config) || **c == **config) {
+            warm.store.data_mut().config = None;
+            self.guarded(
+                &mut warm,
+                &limits,
+                CallContext::default(),
+                |bindings, store| {
+                    bindings
+                        .sluice_plugin_plugin()
+                        .call_configure(store, config)
+                },
+            )?
+            .map_err(CallError::Config)?;
+            warm.store.data_mut().config = Some(config.clone());
         }
-        let value = self.guarded(&mut warm, &limits, context, f)?;
+        self.guarded(&mut warm, &limits, context, f)?;
         let changes = std::mem::take(&mut warm.store.data_mut().changes);
         warm.calls += 1;
         if warm.calls < limits.recycle_after {
@@ -331,7 +324,7 @@ impl LoadedPlugin {
         }
         match changes.refused {
             Some(reason) => Err(CallError::Refused(reason)),
-            None => Ok((value, changes)),
+            None => Ok(changes),
         }
     }
 
@@ -467,7 +460,7 @@ impl LoadedPlugin {
             ..context
         };
         let started = Instant::now();
-        let result = self.call(Some(config), context, |bindings, store| match hook {
+        let result = self.call(config, context, |bindings, store| match hook {
             Hook::OnRequest => bindings.sluice_plugin_request_hook().call_on_request(store),
             Hook::OnResponse => bindings
                 .sluice_plugin_response_hook()
@@ -485,7 +478,7 @@ impl LoadedPlugin {
         self.durations
             .of(hook)
             .observe(started.elapsed().as_secs_f64());
-        result.map(|((), changes)| changes)
+        result
     }
 
     /// Warm instances currently pooled.
