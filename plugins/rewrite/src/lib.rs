@@ -15,7 +15,9 @@
 //!
 //! # Matching
 //!
-//! Each rule's `regex` (the [`regex`] crate's syntax) is matched against the
+//! Each rule's `regex` (the [`regex_lite`] crate's syntax: the `regex`
+//! crate's, with ASCII-only classes such as `\w` and `\d` and no Unicode
+//! classes, which keeps the compiled plugin small) is matched against the
 //! path, or against `path?query` when the rule sets `match_query = true`.
 //! The first match of the regex is replaced by `to`; text before and after
 //! the match is kept, as in the host's own `rewrite` and pingap's. Anchor the
@@ -68,7 +70,7 @@
 //! and a reload with one keeps the previous config. A broken rule never
 //! half applies.
 
-use regex::{Captures, Regex};
+use regex_lite::{Captures, Regex};
 use serde::Deserialize;
 use sluice_plugin_sdk::headers::with_query;
 use sluice_plugin_sdk::prelude::*;
