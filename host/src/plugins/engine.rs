@@ -48,11 +48,14 @@ pub struct Compiled {
     pub version: String,
     /// Whether it was loaded from the cache rather than compiled.
     pub from_cache: bool,
+    /// The cached artifact its code is mapped from, if it was cached.
+    pub artifact: Option<PathBuf>,
 }
 
 impl PluginEngine {
     /// A new engine with epoch interruption, its ticker thread, and the
-    /// WASI (given nothing) and Sluice host imports linked.
+    /// WASI interfaces plugins may use (given nothing) and Sluice host imports
+    /// linked.
     pub fn new(cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -72,7 +75,7 @@ impl PluginEngine {
         config.enable_compiler(false);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        link_wasi(&mut linker)?;
         super::bindings::SluicePlugin::add_to_linker::<
             HostState,
             wasmtime::component::HasSelf<HostState>,
@@ -119,14 +122,15 @@ impl PluginEngine {
             .cache_dir
             .as_ref()
             .map(|dir| dir.join(format!("{hash}-{}.cwasm", self.compatibility)));
-        let compiled = |component, from_cache| Compiled {
+        let compiled = |component, from_cache, artifact: Option<&PathBuf>| Compiled {
             component,
             version: version.clone(),
             from_cache,
+            artifact: artifact.cloned(),
         };
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
-            match self.load_cached(path) {
-                Ok(component) => return Ok(compiled(component, true)),
+            match self.load_artifact(path) {
+                Ok(component) => return Ok(compiled(component, true, Some(path))),
                 Err(e) => {
                     tracing::warn!(cache = %path.display(), error = %e, "ignoring an unusable cached plugin artifact")
                 }
@@ -138,8 +142,8 @@ impl PluginEngine {
             // its code is then mapped from the file, shared with the page
             // cache, instead of copied into memory of the proxy's own.
             match write_cache(path, &artifact) {
-                Ok(()) => match self.load_cached(path) {
-                    Ok(component) => return Ok(compiled(component, false)),
+                Ok(()) => match self.load_artifact(path) {
+                    Ok(component) => return Ok(compiled(component, false, Some(path))),
                     Err(e) => {
                         tracing::warn!(cache = %path.display(), error = %e, "cannot load the plugin just cached; loading it from memory")
                     }
@@ -153,7 +157,7 @@ impl PluginEngine {
         // engine of the same configuration.
         let component = unsafe { Component::deserialize(&self.engine, &artifact) }
             .map_err(|e| anyhow::anyhow!("loading the compiled plugin: {e:#}"))?;
-        Ok(compiled(component, false))
+        Ok(compiled(component, false, None))
     }
 
     /// An engine that compiles for `engine`: the same configuration, with
@@ -162,8 +166,9 @@ impl PluginEngine {
         Ok(Engine::new(&self.compiling_config)?)
     }
 
-    /// Maps the compiled component cached at `path`.
-    fn load_cached(&self, path: &Path) -> wasmtime::Result<Component> {
+    /// Maps the compiled component cached at `path`, which must be the
+    /// [`Compiled::artifact`] of an earlier `compile`.
+    pub(super) fn load_artifact(&self, path: &Path) -> wasmtime::Result<Component> {
         // SAFETY: files in the cache directory are written only by
         // `compile`, from `precompile_component` of an engine with the same
         // compatibility hash (part of the file's name), under the content
@@ -174,4 +179,55 @@ impl PluginEngine {
 
 fn write_cache(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::support::files::write_atomically(path, bytes, 0o644)
+}
+
+/// Links the WASI interfaces a plugin may import: the command-line world's
+/// (an empty environment, exit, stdio and terminals), I/O streams, clocks
+/// and random numbers. Plugins get no files and no network, so a component
+/// importing the filesystem or sockets is refused when it loads instead of
+/// failing its calls.
+fn link_wasi(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::sync::io as sync_io;
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::WasiView;
+
+    let l = linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, IoTable>(l, |t| t.ctx().table)?;
+    sync_io::poll::add_to_linker::<_, IoTable>(l, |t| t.ctx().table)?;
+    sync_io::streams::add_to_linker::<_, IoTable>(l, |t| t.ctx().table)?;
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, <HostState as WasiClocksView>::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(
+        l,
+        <HostState as WasiClocksView>::clocks,
+    )?;
+    random::random::add_to_linker::<_, WasiRandom>(l, random_ctx)?;
+    random::insecure::add_to_linker::<_, WasiRandom>(l, random_ctx)?;
+    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, random_ctx)?;
+    cli::exit::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::environment::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::stdin::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::stdout::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::stderr::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::terminal_input::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::terminal_output::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, <HostState as WasiCliView>::cli)?;
+    Ok(())
+}
+
+fn random_ctx(state: &mut HostState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+    use wasmtime_wasi::WasiView;
+    state.ctx().ctx.random()
+}
+
+/// What the WASI I/O interfaces reach of a plugin's state: its resource
+/// table.
+struct IoTable;
+
+impl wasmtime::component::HasData for IoTable {
+    type Data<'a> = &'a mut wasmtime::component::ResourceTable;
 }

@@ -46,6 +46,9 @@ pub struct PluginStatus {
     pub from_cache: bool,
     /// Warm instances pooled.
     pub pooled: usize,
+    /// Whether its compiled code is mapped: a version no route attaches is
+    /// parked, unmapped, when its code can be mapped again from the cache.
+    pub mapped: bool,
     /// The last error loading this file, if the last attempt failed.
     pub last_error: Option<String>,
 }
@@ -136,8 +139,25 @@ impl PluginRegistry {
 
     /// The attachments of the config now serving: from now on, a changed
     /// file is swapped in only if every one of them accepts it.
+    ///
+    /// The versions no attachment names are parked: an idle proxy then
+    /// holds none of their code. One attached again maps it again when
+    /// the new config is checked against it.
     pub fn set_attachments(&self, attachments: Vec<RouteAttachments>) {
         self.attachments.store(Arc::new(attachments));
+        for (name, plugin) in self.current().iter() {
+            if !self.is_attached(name) {
+                plugin.park();
+            }
+        }
+    }
+
+    /// Whether an attachment of the config serving names `name`.
+    fn is_attached(&self, name: &str) -> bool {
+        self.attachments
+            .load()
+            .iter()
+            .any(|route| route.plugins.iter().any(|a| &*a.name == name))
     }
 
     /// Why the attachments of the config serving cannot use `plugin` as
@@ -228,6 +248,9 @@ impl PluginRegistry {
                         from_cache = plugin.from_cache,
                         "plugin loaded"
                     );
+                    if !self.is_attached(&name) {
+                        plugin.park();
+                    }
                     let plugin = Arc::new(plugin);
                     self.swap(|plugins| {
                         plugins.insert(name.clone(), plugin);
@@ -278,6 +301,7 @@ impl PluginRegistry {
                         .unwrap_or_default(),
                     from_cache: plugin.is_some_and(|p| p.from_cache),
                     pooled: plugin.map_or(0, |p| p.pooled()),
+                    mapped: plugin.is_some_and(|p| p.is_mapped()),
                     last_error: errors.get(name).cloned(),
                 }
             })

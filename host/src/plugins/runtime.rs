@@ -8,7 +8,13 @@
 //! discarded, since its state can no longer be trusted; a healthy one is
 //! also retired after `recycle_after` calls, which bounds what a leaking
 //! plugin can accumulate.
+//!
+//! A version whose compiled code came from the on-disk cache can be
+//! parked while no route attaches it: its code is unmapped and its warm
+//! instances dropped, and the next instance it is asked for maps the code
+//! again from the cache, in about a millisecond.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -121,14 +127,23 @@ pub struct LoadedPlugin {
     pub hooks: Vec<Hook>,
     /// Whether the compiled artifact came from the cache.
     pub from_cache: bool,
-    pre: SluicePluginPre<HostState>,
+    /// The cached artifact its code can be mapped from again once parked.
+    artifact: Option<PathBuf>,
+    code: Mutex<Code>,
     engine: Arc<PluginEngine>,
     limits: SharedLimits,
     metrics: Arc<PluginMetrics>,
     logs: Arc<LogBudget>,
     /// Call durations per hook, resolved once instead of per call.
     durations: HookDurations,
-    pool: Mutex<Vec<Warm>>,
+}
+
+/// A version's compiled code, when mapped, and the warm instances made
+/// from it: under one lock, so that no instance goes back to the pool of a
+/// version parked while it ran.
+struct Code {
+    pre: Option<SluicePluginPre<HostState>>,
+    pool: Vec<Warm>,
 }
 
 /// The `sluice_plugin_call_duration_seconds` series of one plugin.
@@ -166,6 +181,24 @@ impl HookDurations {
             on_response_body: series(Hook::OnResponseBody),
         }
     }
+}
+
+/// Refuses a component that imports WASI's filesystem or sockets, naming
+/// the interface: plugins get no files and no network, so the engine does
+/// not link them, and the linker's own message would not say why.
+fn check_sandbox(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> anyhow::Result<()> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if name.starts_with("wasi:filesystem/") || name.starts_with("wasi:sockets/") {
+            anyhow::bail!(
+                "it imports {name}, and plugins get no files and no network: Sluice does not provide WASI's filesystem or sockets"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a component built against another version of the contract,
@@ -207,6 +240,7 @@ impl LoadedPlugin {
     ) -> anyhow::Result<Self> {
         let compiled = engine.compile(bytes)?;
         check_contract(engine.engine(), &compiled.component)?;
+        check_sandbox(engine.engine(), &compiled.component)?;
         let instance_pre: InstancePre<HostState> =
             engine.linker().instantiate_pre(&compiled.component)?;
         let pre = SluicePluginPre::new(instance_pre)?;
@@ -216,13 +250,16 @@ impl LoadedPlugin {
             version: compiled.version,
             hooks: Vec::new(),
             from_cache: compiled.from_cache,
-            pre,
+            artifact: compiled.artifact,
+            code: Mutex::new(Code {
+                pre: Some(pre),
+                pool: Vec::new(),
+            }),
             engine: engine.clone(),
             limits,
             metrics,
             logs: Arc::new(LogBudget::default()),
             durations,
-            pool: Mutex::new(Vec::new()),
         };
         // Asked on an instance of its own, which is then dropped: warm
         // instances are made by the first calls that need them, so a plugin
@@ -238,6 +275,53 @@ impl LoadedPlugin {
         self.hooks.contains(&hook)
     }
 
+    /// Unmaps the compiled code and drops the warm instances, if the code
+    /// can be mapped again from the cache; the next instance asked for maps
+    /// it again. The registry parks a version no route attaches.
+    pub fn park(&self) {
+        if self.artifact.is_none() {
+            return;
+        }
+        let mut code = self.lock_code();
+        if code.pre.take().is_some() {
+            code.pool.clear();
+            tracing::debug!(plugin = %self.name, version = %self.version, "plugin code parked: no route attaches it");
+        }
+    }
+
+    /// Whether the compiled code is mapped (not parked).
+    pub fn is_mapped(&self) -> bool {
+        self.lock_code().pre.is_some()
+    }
+
+    fn lock_code(&self) -> std::sync::MutexGuard<'_, Code> {
+        self.code.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pre-instantiated component, mapping the code again from the
+    /// cache if it was parked.
+    fn pre(&self) -> Result<SluicePluginPre<HostState>, CallError> {
+        let mut code = self.lock_code();
+        if let Some(pre) = &code.pre {
+            return Ok(pre.clone());
+        }
+        let unmappable =
+            |e: wasmtime::Error| CallError::Instantiate(format!("mapping its parked code: {e:#}"));
+        let path = self.artifact.as_deref().ok_or_else(|| {
+            CallError::Instantiate("its code was parked without a cached artifact".into())
+        })?;
+        let component = self.engine.load_artifact(path).map_err(unmappable)?;
+        let instance_pre = self
+            .engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(unmappable)?;
+        let pre = SluicePluginPre::new(instance_pre).map_err(unmappable)?;
+        tracing::debug!(plugin = %self.name, version = %self.version, "plugin code mapped again");
+        code.pre = Some(pre.clone());
+        Ok(pre)
+    }
+
     fn instantiate(&self, limits: &RuntimeLimits) -> Result<Warm, CallError> {
         let state = HostState::new(
             self.name.clone(),
@@ -249,7 +333,7 @@ impl LoadedPlugin {
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(u64::MAX / 2);
         let bindings = self
-            .pre
+            .pre()?
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(Warm {
@@ -291,7 +375,7 @@ impl LoadedPlugin {
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<()>,
     ) -> Result<Changes, CallError> {
         let limits = self.limits.load();
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self.lock_code().pool.pop();
         let mut warm = match pooled {
             // An instance made under another memory cap is replaced.
             Some(warm) if warm.store.data().memory.max() == limits.memory => warm,
@@ -317,9 +401,9 @@ impl LoadedPlugin {
         let changes = std::mem::take(&mut warm.store.data_mut().changes);
         warm.calls += 1;
         if warm.calls < limits.recycle_after {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.len() < limits.pool_size {
-                pool.push(warm);
+            let mut code = self.lock_code();
+            if code.pre.is_some() && code.pool.len() < limits.pool_size {
+                code.pool.push(warm);
             }
         }
         match changes.refused {
@@ -483,7 +567,7 @@ impl LoadedPlugin {
 
     /// Warm instances currently pooled.
     pub fn pooled(&self) -> usize {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock_code().pool.len()
     }
 }
 

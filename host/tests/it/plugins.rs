@@ -43,6 +43,8 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "sluice-test-contract-0-1",
                 "-p",
                 "sluice-test-contract-0-2",
+                "-p",
+                "sluice-test-reads-files",
             ])
             // The components are looked up under this workspace's `target/`,
             // whatever CARGO_TARGET_DIR says, so a checkout never loads
@@ -367,6 +369,50 @@ async fn compiled_plugins_are_cached_across_restarts() {
     let second = Proxy::start(&body);
     assert_eq!(plugin_status(&second, "headers").await["from_cache"], true);
     assert_eq!(get(&second, "x.test", "/", &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_no_route_attaches_is_parked_until_a_reload_attaches_it() {
+    let up = upstreams(&["origin"]).await;
+    let dir = plugin_dir(&[
+        ("headers", "sluice-plugin-headers"),
+        ("api-key", "sluice-plugin-api-key"),
+    ]);
+    let base = format!(
+        "{}{}",
+        plugins_section(&dir),
+        placement("o", up[0].address, "")
+    );
+    let headers_only = format!(
+        "{base}[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"headers\"\nconfig.request = {{ set = {{ \"x-tag\" = \"on\" }} }}\n"
+    );
+    let proxy = Proxy::start(&headers_only);
+    assert_eq!(get(&proxy, "x.test", "/", &[]).await.status, 200);
+    assert_eq!(plugin_status(&proxy, "headers").await["mapped"], true);
+    let parked = plugin_status(&proxy, "api-key").await;
+    assert_eq!(parked["mapped"], false, "{parked}");
+    assert_eq!(parked["pooled"], 0, "{parked}");
+    assert!(parked["version"].is_string(), "still loaded: {parked}");
+
+    // Attaching it maps its code again: the new config is checked against
+    // it, and it answers.
+    let (_, config) = proxy.admin("GET", "/config").await;
+    let version = config["version"].as_str().unwrap().to_string();
+    proxy.rewrite(&format!(
+        "{base}[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"api-key\"\nfailure = \"closed\"\nconfig = {{ keys = [{{ id = \"ci\", key = \"sk_test_parked_1234\" }}] }}\n"
+    ));
+    proxy.wait_version_change(&version).await;
+    assert_eq!(get(&proxy, "x.test", "/", &[]).await.status, 401);
+    let reply = get(
+        &proxy,
+        "x.test",
+        "/",
+        &[("x-api-key", "sk_test_parked_1234")],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(plugin_status(&proxy, "api-key").await["mapped"], true);
+    assert_eq!(plugin_status(&proxy, "headers").await["mapped"], false);
 }
 
 #[test]
@@ -1020,7 +1066,7 @@ async fn a_chain_runs_in_attachment_order_and_each_plugin_sees_the_last_changes(
 }
 
 #[test]
-fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
+fn a_plugin_built_against_the_old_contract_or_reading_files_is_refused_by_name() {
     let check = |package: &str| {
         std::process::Command::new(crate::common::sluice_binary())
             .args(["plugin", "check"])
@@ -1042,6 +1088,15 @@ fn a_plugin_built_against_the_old_contract_is_refused_naming_both_versions() {
             "{text}"
         );
     }
+    // One that reads files is refused by name: plugins get no files.
+    let output = check("sluice-test-reads-files");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{text}");
+    assert!(
+        text.contains("it imports wasi:filesystem/")
+            && text.contains("plugins get no files and no network"),
+        "{text}"
+    );
     // A current one loads, and says which contract it was checked against.
     let output = check("sluice-plugin-body-replace");
     let text = String::from_utf8_lossy(&output.stdout);
