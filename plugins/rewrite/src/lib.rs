@@ -15,10 +15,10 @@
 //!
 //! # Matching
 //!
-//! Each rule's `regex` (the [`regex_lite`] crate's syntax: the `regex`
-//! crate's, with ASCII-only classes such as `\w` and `\d` and no Unicode
-//! classes, which keeps the compiled plugin small) is matched against the
-//! path, or against `path?query` when the rule sets `match_query = true`.
+//! Each rule's `regex` (the [`regex`] crate's syntax, without `\p{...}`
+//! Unicode classes, which keeps the compiled plugin small) is matched
+//! against the path, or against `path?query` when the rule sets
+//! `match_query = true`.
 //! The first match of the regex is replaced by `to`; text before and after
 //! the match is kept, as in the host's own `rewrite` and pingap's. Anchor the
 //! regex (`^...$`) to replace the whole path.
@@ -70,7 +70,7 @@
 //! and a reload with one keeps the previous config. A broken rule never
 //! half applies.
 
-use regex_lite::{Captures, Regex};
+use regex::{Captures, Regex};
 use serde::Deserialize;
 use sluice_plugin_sdk::headers::with_query;
 use sluice_plugin_sdk::prelude::*;
@@ -532,6 +532,21 @@ mod tests {
         assert!(error.contains("unknown field `contnue`"), "{error}");
         let error = parse_error(r#"{"rule": []}"#);
         assert!(error.contains("unknown field `rule`"), "{error}");
+        // Unicode classes are left out of the plugin; the rule says so.
+        let error = parse_error(r#"{"rules": [{"regex": "^/\\p{Greek}+$", "to": "/x"}]}"#);
+        assert!(
+            error.contains("rewrite rule `^/\\p{Greek}+$`: invalid regex"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn perl_classes_and_case_folding_are_unicode_aware() {
+        let config: Config = serde_json::from_str(
+            r#"{"rules": [{"regex": "^/(?i)caf\u00c9/(\\w+)/(\\d+)$", "to": "/$1-$2"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(run(&config, "/café/naïve/٣").as_deref(), Some("/naïve-٣"));
     }
 
     #[test]
