@@ -14,7 +14,7 @@ use super::host::{
     Answer, Candidate, Changes, HeaderChange, HeaderOp, RequestContext, ResponseContext,
 };
 use super::metrics::PluginMetrics;
-use super::registry::{hook_name, PluginRegistry};
+use super::registry::{hook_name, PluginMap};
 use super::runtime::{CallError, LoadedPlugin};
 use super::spec::AttachmentSpec;
 use super::validate::config_hook;
@@ -63,10 +63,10 @@ impl<'a> RequestFacts<'a> {
     }
 }
 
-/// What an attachment does at a hook, with the plugins loaded now.
-enum Attached {
+/// What an attachment does at a hook, with the plugins the request runs on.
+enum Attached<'a> {
     /// Call this plugin.
-    Call(std::sync::Arc<LoadedPlugin>),
+    Call(&'a LoadedPlugin),
     /// Nothing: the attachment does not run at this hook, or its plugin is
     /// not loaded and it fails open.
     Skip,
@@ -76,13 +76,13 @@ enum Attached {
 
 /// What `attachment` does at `hook`. A plugin that is not loaded is counted
 /// and logged as missing, and the attachment's failure policy decides.
-fn attached(
-    registry: &PluginRegistry,
+fn attached<'a>(
+    plugins: &'a PluginMap,
     metrics: &PluginMetrics,
     attachment: &AttachmentSpec,
     hook: Hook,
-) -> Attached {
-    let Some(plugin) = registry.get(&attachment.name) else {
+) -> Attached<'a> {
+    let Some(plugin) = plugins.get(&*attachment.name) else {
         metrics
             .failures
             .with_label_values(&[&attachment.name, hook_name(hook), "missing"])
@@ -108,17 +108,17 @@ fn failed(metrics: &PluginMetrics, attachment: &AttachmentSpec, hook: Hook, erro
     tracing::warn!(plugin = %attachment.name, hook = hook_name(hook), error = %error, fail_closed = attachment.fail_closed.is_some(), "plugin call failed");
 }
 
-/// Whether `attachment` runs at `hook` with the plugins loaded now.
-fn runs(registry: &PluginRegistry, attachment: &AttachmentSpec, hook: Hook) -> bool {
-    registry
-        .get(&attachment.name)
+/// Whether `attachment` runs at `hook` with the plugins the request runs on.
+fn runs(plugins: &PluginMap, attachment: &AttachmentSpec, hook: Hook) -> bool {
+    plugins
+        .get(&*attachment.name)
         .is_some_and(|plugin| attachment.runs_at(config_hook(hook), plugin.has(hook)))
 }
 
 /// Runs the route's `on-request` attachments on `request`. A placement a
 /// plugin chooses must be one `is_candidate` accepts.
 pub fn on_request(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     facts: &RequestFacts<'_>,
@@ -127,7 +127,7 @@ pub fn on_request(
 ) -> RequestOutcome {
     let (mut routing_key, mut placement): (Option<String>, Option<String>) = (None, None);
     for attachment in attachments {
-        let plugin = match attached(registry, metrics, attachment, Hook::OnRequest) {
+        let plugin = match attached(plugins, metrics, attachment, Hook::OnRequest) {
             Attached::Call(plugin) => plugin,
             Attached::Skip => continue,
             Attached::Fail(status) => return RequestOutcome::Fail(status),
@@ -215,7 +215,7 @@ pub fn set_path(request: &mut RequestHeader, path_and_query: http::uri::PathAndQ
 /// `describe` lists; the first that chooses one wins, and its name is
 /// returned. A fail-closed failure is its status.
 pub fn select_placement(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     facts: &RequestFacts<'_>,
@@ -226,7 +226,7 @@ pub fn select_placement(
     let mut describe = Some(describe);
     let mut described: Option<Vec<Candidate>> = None;
     for attachment in attachments {
-        let plugin = match attached(registry, metrics, attachment, Hook::SelectPlacement) {
+        let plugin = match attached(plugins, metrics, attachment, Hook::SelectPlacement) {
             Attached::Call(plugin) => plugin,
             Attached::Skip => continue,
             Attached::Fail(status) => return Err(status),
@@ -250,7 +250,7 @@ pub fn select_placement(
 /// Runs the route's `on-response` attachments on `response`. A failing
 /// fail-closed attachment replaces the status with its own.
 pub fn on_response(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     facts: &RequestFacts<'_>,
@@ -260,7 +260,7 @@ pub fn on_response(
 ) {
     let (placement, endpoint) = served_by;
     for attachment in attachments {
-        let plugin = match attached(registry, metrics, attachment, Hook::OnResponse) {
+        let plugin = match attached(plugins, metrics, attachment, Hook::OnResponse) {
             Attached::Call(plugin) => plugin,
             Attached::Skip => continue,
             Attached::Fail(status) => {
@@ -302,14 +302,10 @@ pub enum BodyOutcome {
 
 /// The largest body any attachment's body hook at `hook` buffers, or `None`
 /// when none runs there: the body then streams untouched.
-pub fn body_limit(
-    registry: &PluginRegistry,
-    attachments: &[AttachmentSpec],
-    hook: Hook,
-) -> Option<u64> {
+pub fn body_limit(plugins: &PluginMap, attachments: &[AttachmentSpec], hook: Hook) -> Option<u64> {
     attachments
         .iter()
-        .filter(|attachment| runs(registry, attachment, hook))
+        .filter(|attachment| runs(plugins, attachment, hook))
         .map(|attachment| attachment.body_limit)
         .min()
 }
@@ -319,7 +315,7 @@ pub fn body_limit(
 /// (kind `body_limit`), and the first fail-closed one's status is returned.
 /// `None` when each of them fails open: the body then passes untouched.
 pub fn body_over_limit(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     hook: Hook,
@@ -328,7 +324,7 @@ pub fn body_over_limit(
     let mut status = None;
     for attachment in attachments
         .iter()
-        .filter(|attachment| attachment.body_limit < length && runs(registry, attachment, hook))
+        .filter(|attachment| attachment.body_limit < length && runs(plugins, attachment, hook))
     {
         let error = CallError::BodyLimit(attachment.body_limit);
         failed(metrics, attachment, hook, &error);
@@ -341,7 +337,7 @@ pub fn body_over_limit(
 /// `on-response-body`) on the buffered `body`, replacing it with what
 /// each plugin makes of it.
 pub fn on_body(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     metrics: &PluginMetrics,
     attachments: &[AttachmentSpec],
     facts: &RequestFacts<'_>,
@@ -356,7 +352,7 @@ pub fn on_body(
     };
     let context = facts.context(request);
     for attachment in attachments {
-        let plugin = match attached(registry, metrics, attachment, hook) {
+        let plugin = match attached(plugins, metrics, attachment, hook) {
             Attached::Call(plugin) => plugin,
             Attached::Skip => continue,
             Attached::Fail(status) => return BodyOutcome::Fail(status),

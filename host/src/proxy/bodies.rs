@@ -12,7 +12,7 @@ use crate::plugins::bindings::sluice::plugin::types::Hook;
 use crate::plugins::chain::{self, BodyOutcome, RequestFacts};
 use crate::plugins::host::ResponseContext;
 use crate::plugins::metrics::PluginMetrics;
-use crate::plugins::registry::PluginRegistry;
+use crate::plugins::registry::PluginMap;
 use crate::plugins::spec::AttachmentSpec;
 
 /// What happens to one body of a request.
@@ -76,11 +76,11 @@ pub(super) fn too_large(limit: u64) -> String {
 /// runs and there is a body. A declared length over the cap is refused at
 /// once.
 pub(super) fn plan_request(
-    registry: &PluginRegistry,
+    plugins: &PluginMap,
     attachments: &[AttachmentSpec],
     request: &RequestHeader,
 ) -> Result<BodyHold, u64> {
-    let Some(limit) = chain::body_limit(registry, attachments, Hook::OnRequestBody) else {
+    let Some(limit) = chain::body_limit(plugins, attachments, Hook::OnRequestBody) else {
         return Ok(BodyHold::Stream);
     };
     if !has_body(&request.headers) {
@@ -111,13 +111,13 @@ pub(super) fn reframe_request(hold: &BodyHold, upstream: &mut RequestHeader) {
 /// response (whose body is then dropped), and otherwise it streams
 /// untouched.
 pub(super) fn plan_response(
-    (registry, metrics): (&PluginRegistry, &PluginMetrics),
+    (plugins, metrics): (&PluginMap, &PluginMetrics),
     attachments: &[AttachmentSpec],
     request: &RequestHeader,
     response: &mut ResponseHeader,
     http1: bool,
 ) -> BodyHold {
-    let Some(limit) = chain::body_limit(registry, attachments, Hook::OnResponseBody) else {
+    let Some(limit) = chain::body_limit(plugins, attachments, Hook::OnResponseBody) else {
         return BodyHold::Stream;
     };
     let status = response.status.as_u16();
@@ -131,7 +131,7 @@ pub(super) fn plan_response(
     }
     if let Some(length) = declared_length(&response.headers).filter(|l| *l > limit) {
         return match chain::body_over_limit(
-            registry,
+            plugins,
             metrics,
             attachments,
             Hook::OnResponseBody,
@@ -160,7 +160,7 @@ pub(super) fn plan_response(
 /// What the hooks of a held body run with.
 pub(super) struct HookScope<'a> {
     /// The plugins loaded, and their metrics.
-    pub plugins: (&'a PluginRegistry, &'a PluginMetrics),
+    pub plugins: (&'a PluginMap, &'a PluginMetrics),
     /// The route's attachments.
     pub attachments: &'a [AttachmentSpec],
     /// What the hooks read of the request besides its header.
@@ -183,7 +183,7 @@ pub(super) fn hold_chunk(
     end_of_stream: bool,
     scope: &HookScope<'_>,
 ) -> Held {
-    let (registry, metrics) = scope.plugins;
+    let (plugins, metrics) = scope.plugins;
     let buffered = match hold {
         BodyHold::Stream => return Held::Continue,
         BodyHold::Discard => {
@@ -200,7 +200,7 @@ pub(super) fn hold_chunk(
             }
             let hook = Hook::OnResponseBody;
             if let Some(status) =
-                chain::body_over_limit(registry, metrics, scope.attachments, hook, length)
+                chain::body_over_limit(plugins, metrics, scope.attachments, hook, length)
             {
                 *hold = BodyHold::Discard;
                 return Held::Fail(status);
@@ -226,7 +226,7 @@ pub(super) fn hold_chunk(
         endpoint,
     });
     let outcome = chain::on_body(
-        registry,
+        plugins,
         metrics,
         scope.attachments,
         &scope.facts,

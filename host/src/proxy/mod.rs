@@ -54,6 +54,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::config::{FailureKind, HostHeader};
 use crate::control::Plugins;
 use crate::plugins::chain;
+use crate::plugins::registry::PluginMap;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::limits;
@@ -188,6 +189,10 @@ pub struct RequestCtx {
     /// Whether the upstream's final response head was accepted: from then
     /// on the response is under way and cannot be retried or replaced.
     upstream_head_seen: bool,
+    /// The plugin versions loaded when the request was routed, if its
+    /// route attaches any: every hook of the request runs on them, even if
+    /// a plugin file is swapped meanwhile.
+    plugins: Option<Arc<PluginMap>>,
 }
 
 impl Drop for RequestCtx {
@@ -233,6 +238,7 @@ impl RequestCtx {
             holds_placement_slot: false,
             counted_endpoint: None,
             upstream_head_seen: false,
+            plugins: None,
         }
     }
 
@@ -472,8 +478,8 @@ impl SluiceProxy {
         else {
             return Ok(true);
         };
-        if let Some(registry) = self.plugins_of(route_spec) {
-            match bodies::plan_request(&registry, &route_spec.plugins, session.req_header()) {
+        if let Some(plugins) = ctx.plugins.clone() {
+            match bodies::plan_request(&plugins, &route_spec.plugins, session.req_header()) {
                 Ok(hold) => ctx.request_body = hold,
                 Err(limit) => {
                     ctx.body_too_large = true;
@@ -486,15 +492,17 @@ impl SluiceProxy {
             .await
     }
 
-    /// The plugins loaded now, when `route` attaches any.
-    fn plugins_of(
-        &self,
-        route: &RouteSpec,
-    ) -> Option<Arc<crate::plugins::registry::PluginRegistry>> {
+    /// The plugins loaded now, when `route` attaches any: one snapshot, so
+    /// that a request's hooks look plugins up without going through the
+    /// registry each time.
+    fn plugins_of(&self, route: &RouteSpec) -> Option<Arc<PluginMap>> {
         if route.plugins.is_empty() {
             None
         } else {
-            self.plugins.load_full()
+            self.plugins
+                .load()
+                .as_ref()
+                .map(|registry| registry.current())
         }
     }
 
@@ -510,7 +518,8 @@ impl SluiceProxy {
         (route, route_spec): (usize, &RouteSpec),
         mut key: Option<String>,
     ) -> Result<Option<Decision>> {
-        let registry = self.plugins_of(route_spec);
+        ctx.plugins = self.plugins_of(route_spec);
+        let registry = ctx.plugins.clone();
         let client = client_ip(session);
         // Only plugins choose among the candidates: a route without any
         // does not list them.
@@ -865,7 +874,7 @@ impl SluiceProxy {
     ) -> Result<()> {
         let mut hold = bodies::BodyHold::Stream;
         if let Some(route) = ctx.route() {
-            if let Some(registry) = self.plugins_of(route) {
+            if let Some(registry) = ctx.plugins.clone() {
                 let request = session.req_header();
                 chain::on_response(
                     &registry,
@@ -906,7 +915,7 @@ impl SluiceProxy {
             return bodies::Held::Continue;
         }
         let mut hold = std::mem::take(ctx.body_hold(response));
-        let held = match (ctx.route(), self.plugins.load_full()) {
+        let held = match (ctx.route(), ctx.plugins.clone()) {
             (Some(route), Some(registry)) => bodies::hold_chunk(
                 &mut hold,
                 body,
