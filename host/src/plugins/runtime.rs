@@ -578,11 +578,44 @@ fn classify(error: &wasmtime::Error, store: &Store<HostState>) -> CallError {
     if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         return CallError::Deadline;
     }
-    CallError::Trap(
-        format!("{error:?}")
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or_default()
-            .to_string(),
-    )
+    CallError::Trap(trap_reason(error))
+}
+
+/// What trapped, and in which of the plugin's functions: the trap itself
+/// (`wasm \`unreachable\` instruction executed` is how a Rust panic ends)
+/// and the innermost frame of its backtrace outside the standard library
+/// and its panic and abort machinery, demangled.
+fn trap_reason(error: &wasmtime::Error) -> String {
+    const RUNTIME: [&str; 7] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "panic_abort::",
+        "__rust",
+        "rust_panic",
+        "abort",
+    ];
+    let reason = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => {
+            let text = trap.to_string();
+            text.strip_prefix("wasm trap: ")
+                .unwrap_or(&text)
+                .to_string()
+        }
+        None => error.root_cause().to_string(),
+    };
+    let function = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|trace| {
+            trace
+                .frames()
+                .iter()
+                .filter_map(|frame| frame.func_name())
+                .map(|name| format!("{:#}", rustc_demangle::demangle(name)))
+                .find(|name| !RUNTIME.iter().any(|prefix| name.starts_with(prefix)))
+        });
+    match function {
+        Some(function) => format!("{reason}, in {function}"),
+        None => reason,
+    }
 }

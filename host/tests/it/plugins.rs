@@ -168,6 +168,15 @@ async fn hostile_plugins_are_contained_and_the_proxy_keeps_serving() {
     for _ in 0..3 {
         assert_eq!(get(&proxy, "x.test", "/trap", &[]).await.status, 200);
     }
+    // The log says what trapped and where, not only that it did.
+    let log = proxy.stderr_text();
+    assert!(
+        log.lines().any(|line| line.contains("plugin call failed")
+            && line.contains(
+                "trapped: wasm `unreachable` instruction executed, in <sluice_test_hostile::Hostile as sluice_plugin_sdk::Plugin>::on_request"
+            )),
+        "{log}"
+    );
     let ok = get(&proxy, "x.test", "/ok", &[]).await;
     assert_eq!(
         ok.echo()["headers"]["x-hostile"],
