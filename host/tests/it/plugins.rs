@@ -435,7 +435,7 @@ fn unknown_plugins_undeclared_hooks_and_refused_configs_are_config_errors() {
     std::fs::write(
         &config,
         format!(
-            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[plugins]\ndirectory = \"{}\"\n# Generous: a loaded test machine must not turn into deadline failures.\ndeadline = \"250ms\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"nope\"\n[[routes.plugins]]\nname = \"headers\"\nhooks = [\"select_placement\"]\n[[routes.plugins]]\nname = \"rewrite\"\nconfig.rules = [{{ regex = \"(\", to = \"/\" }}]\n",
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[plugins]\ndirectory = \"{}\"\n# Generous: a loaded test machine must not turn into deadline failures.\ndeadline = \"250ms\"\n[placements.o]\nendpoints = [{{ address = \"127.0.0.1:2\" }}]\n[[routes]]\nplacement = \"o\"\n[[routes.plugins]]\nname = \"nope\"\n[[routes.plugins]]\nname = \"headers\"\nhooks = [\"select_placement\"]\n[[routes.plugins]]\nname = \"rewrite\"\nconfig.rules = [{{ regex = \"(\", to = \"/\" }}]\n[[routes.plugins]]\nname = \"rewrite\"\nconfig.rules = [{{ regex = '^/\\p{{Greek}}+$', to = \"/\" }}]\n",
             dir.display()
         ),
     )
@@ -457,6 +457,11 @@ fn unknown_plugins_undeclared_hooks_and_refused_configs_are_config_errors() {
         // The plugin's own reason, at the line of its table.
         assert!(
             text.contains(":18: routes[0].plugins[2].config: plugin rewrite on route \"route-0\": refused its configuration: rewrite rule `(`: invalid regex"),
+            "{command}: {text}"
+        );
+        // The component is built without Unicode class tables.
+        assert!(
+            text.contains(":21: routes[0].plugins[3].config: plugin rewrite on route \"route-0\": refused its configuration: rewrite rule `^/\\p{Greek}+$`: invalid regex"),
             "{command}: {text}"
         );
     }

@@ -532,12 +532,6 @@ mod tests {
         assert!(error.contains("unknown field `contnue`"), "{error}");
         let error = parse_error(r#"{"rule": []}"#);
         assert!(error.contains("unknown field `rule`"), "{error}");
-        // Unicode classes are left out of the plugin; the rule says so.
-        let error = parse_error(r#"{"rules": [{"regex": "^/\\p{Greek}+$", "to": "/x"}]}"#);
-        assert!(
-            error.contains("rewrite rule `^/\\p{Greek}+$`: invalid regex"),
-            "{error}"
-        );
     }
 
     #[test]
