@@ -78,6 +78,7 @@ impl AdminApi {
                         let state = &endpoint.state;
                         json!({
                             "address": &*endpoint.id,
+                            "peer": endpoint.address.to_string(),
                             "healthy": state.health.is_healthy(now),
                             "down_reason": state.health.down_reason(now).map(|d| match d {
                                 Down::Active => "active_check",
@@ -118,9 +119,25 @@ impl AdminApi {
                 value
             }));
         }
+        let time = |at: Option<std::time::SystemTime>| at.map(crate::support::time::timestamp);
+        let names: Vec<_> = self
+            .reloader
+            .names()
+            .into_iter()
+            .map(|(name, state)| {
+                json!({
+                    "name": name,
+                    "addresses": state.addresses,
+                    "resolved_at": time(state.resolved_at),
+                    "attempted_at": time(state.attempted_at),
+                    "last_error": state.last_error,
+                })
+            })
+            .collect();
         json!({
             "version": snapshot.version,
             "placements": placements,
+            "upstream_names": names,
             "plugins": plugins,
             "certificates": certificates,
         })
@@ -188,7 +205,9 @@ impl ServeHttp for AdminApi {
                 ),
             },
             (Method::GET, "/metrics") => {
-                let body = self.metrics.render(&self.reloader.live().load_full());
+                let body = self
+                    .metrics
+                    .render(&self.reloader.live().load_full(), &self.reloader.names());
                 respond(StatusCode::OK, "text/plain; version=0.0.4", body)
             }
             (_, "/status" | "/config" | "/metrics" | "/reload") => respond_json(

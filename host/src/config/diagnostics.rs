@@ -1,5 +1,9 @@
 //! The problems found while a config is checked, each under the key path
 //! it belongs to, and the checks shared by every section: durations.
+//!
+//! An error rejects the config. A warning does not: it names something the
+//! config asks for that cannot be had yet, such as an upstream name that
+//! does not resolve, and the config is applied with it.
 
 use std::time::Duration;
 
@@ -14,12 +18,19 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     errors: Vec<(KeyPath, String)>,
+    warnings: Vec<(KeyPath, String)>,
 }
 
 impl Diagnostics {
     /// Records a problem with the value at `path`.
     pub fn error(&mut self, path: KeyPath, message: impl Into<String>) {
         self.errors.push((path, message.into()));
+    }
+
+    /// Records something the config asks for that cannot be had now, and
+    /// does not stop the config from being applied.
+    pub fn warning(&mut self, path: KeyPath, message: impl Into<String>) {
+        self.warnings.push((path, message.into()));
     }
 
     /// How many problems were found so far: a check compares counts to
@@ -55,20 +66,21 @@ impl Diagnostics {
         }
     }
 
-    /// `Ok` when nothing was found; otherwise every problem with its line
-    /// in `loaded`, named after `origin`.
-    pub fn into_result(self, loaded: &LoadedConfig, origin: &str) -> Result<(), ConfigErrors> {
+    /// The warnings, each with its line in `loaded`, when no problem was
+    /// found; otherwise every problem with its line, named after `origin`.
+    pub fn into_result(
+        self,
+        loaded: &LoadedConfig,
+        origin: &str,
+    ) -> Result<Vec<ConfigError>, ConfigErrors> {
+        let located = |(path, message): (KeyPath, String)| {
+            let line = loaded.source.line_of(&path);
+            ConfigError::new(path, line, message)
+        };
         if self.errors.is_empty() {
-            return Ok(());
+            return Ok(self.warnings.into_iter().map(located).collect());
         }
-        let errors = self
-            .errors
-            .into_iter()
-            .map(|(path, message)| {
-                let line = loaded.source.line_of(&path);
-                ConfigError::new(path, line, message)
-            })
-            .collect();
+        let errors = self.errors.into_iter().map(located).collect();
         Err(ConfigErrors::new(origin.to_string(), errors))
     }
 }

@@ -35,6 +35,60 @@ pub struct Config {
     /// The certificate a TLS listener serves when no route's matches the
     /// client's server name; absent means such handshakes fail.
     pub default_certificate: Option<CertificateFiles>,
+    /// How endpoint host names are resolved.
+    #[serde(default)]
+    pub resolver: ResolverSettings,
+}
+
+/// `[resolver]`: how endpoint addresses written as `name:port` are resolved,
+/// in the background, while the proxy runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSettings {
+    /// DNS servers as `ip` or `ip:port`; those of `/etc/resolv.conf` when empty.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// The shortest time an answer is kept, whatever its TTL.
+    #[serde(default = "default_resolver_min_ttl")]
+    pub min_ttl: String,
+    /// The longest time an answer is kept, whatever its TTL.
+    #[serde(default = "default_resolver_max_ttl")]
+    pub max_ttl: String,
+    /// How soon a name that did not resolve is asked again.
+    #[serde(default = "default_resolver_retry")]
+    pub retry: String,
+    /// The longest one lookup may take.
+    #[serde(default = "default_resolver_timeout")]
+    pub timeout: String,
+    /// Which address families a name contributes.
+    #[serde(default)]
+    pub family: AddressFamily,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            min_ttl: default_resolver_min_ttl(),
+            max_ttl: default_resolver_max_ttl(),
+            retry: default_resolver_retry(),
+            timeout: default_resolver_timeout(),
+            family: AddressFamily::default(),
+        }
+    }
+}
+
+/// The address records a name's endpoints come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressFamily {
+    /// A and AAAA records.
+    #[default]
+    Both,
+    /// A records only.
+    Ipv4,
+    /// AAAA records only.
+    Ipv6,
 }
 
 /// A PEM certificate chain and its PEM private key.
@@ -853,6 +907,22 @@ fn default_max_response_head() -> ByteSize {
 
 fn default_connect_attempts() -> u32 {
     3
+}
+
+fn default_resolver_min_ttl() -> String {
+    "5s".into()
+}
+
+fn default_resolver_max_ttl() -> String {
+    "5m".into()
+}
+
+fn default_resolver_retry() -> String {
+    "2s".into()
+}
+
+fn default_resolver_timeout() -> String {
+    "2s".into()
 }
 
 fn default_plugin_deadline() -> String {

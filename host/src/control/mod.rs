@@ -10,5 +10,7 @@ pub(crate) mod source;
 pub(crate) mod start;
 pub mod watch;
 
-pub use reload::{compile_text, ConfigStatus, Plugins, ReloadOutcome, Reloader, StartupError};
+pub use reload::{
+    compile_text, resolve_names, ConfigStatus, Plugins, ReloadOutcome, Reloader, StartupError,
+};
 pub use source::ConfigSource;

@@ -10,6 +10,12 @@
 //! admin API. Each applied config's text is persisted in the state
 //! directory, and a start whose source is broken or unreachable falls back to
 //! it.
+//!
+//! Upstream names a config adds are looked up before it is compiled, within
+//! the resolver's timeout; a name that does not resolve is a warning, not a
+//! failure. While a config is in force its names are kept fresh, and when
+//! one's addresses change, the config in force is compiled again and
+//! published, so endpoints follow DNS without a reload.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,7 @@ use crate::plugins::registry::PluginRegistry;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::placement;
 use crate::resilience::state::Registry;
+use crate::routing::names::NameResolver;
 use crate::snapshot::compile;
 use crate::snapshot::Snapshot;
 use crate::tls::resolver::LiveCertificates;
@@ -80,6 +87,11 @@ pub struct Reloader {
     certificates: LiveCertificates,
     /// The ACME certificates the config serving asks for, by their names.
     acme_names: tokio::sync::watch::Sender<Vec<Vec<String>>>,
+    /// Looks up the upstream names configs use.
+    resolver: Arc<NameResolver>,
+    /// The text of the config in force and where it came from: what is
+    /// compiled again when upstream names change.
+    in_force: Mutex<(String, String)>,
 }
 
 /// The plugin registry slot shared by the reloader, the proxy and the admin API.
@@ -111,8 +123,10 @@ impl Reloader {
     ) -> Result<Arc<Self>, StartupError> {
         let origin = source.to_string();
         let plugins: Plugins = Arc::new(ArcSwapOption::empty());
+        let resolver = Arc::new(NameResolver::new(registry.names().clone()));
         let attempt = match fetch(&source, None).await {
             Ok(Some(fetched)) => {
+                resolve_names(&resolver, &fetched.text).await;
                 compile_text(&fetched.text, &origin, &registry, &plugins, &plugin_metrics)
                     .map(|snapshot| (snapshot, fetched))
                     .map_err(|e| e.to_string())
@@ -136,6 +150,7 @@ impl Reloader {
                         path.display()
                     ))
                 })?;
+                resolve_names(&resolver, &text).await;
                 let snapshot = compile_text(
                     &text,
                     &path.display().to_string(),
@@ -174,6 +189,7 @@ impl Reloader {
         let certificates = Arc::new(ArcSwap::new(snapshot.certificates.clone()));
         let (acme_names, _) = tokio::sync::watch::channel(snapshot.acme_certificates.clone());
         let live = Arc::new(ArcSwap::from_pointee(snapshot));
+        let in_force = Mutex::new((fetched.text.clone(), origin.clone()));
         let reloader = Arc::new(Self {
             source,
             state_dir,
@@ -188,8 +204,19 @@ impl Reloader {
             plugins,
             certificates,
             acme_names,
+            resolver: resolver.clone(),
+            in_force,
         });
         reloader.after_publish(&reloader.live.load_full());
+        let follower = Arc::downgrade(&reloader);
+        tokio::spawn(resolver.refresh(move || {
+            let follower = follower.clone();
+            async move {
+                if let Some(reloader) = follower.upgrade() {
+                    reloader.follow_names().await;
+                }
+            }
+        }));
         if !from_lkg {
             reloader.persist(&fetched.text);
         }
@@ -252,7 +279,10 @@ impl Reloader {
         let etag = if even_unchanged { None } else { etag };
         let result = match fetch(&self.source, etag.as_deref()).await {
             Ok(None) => Ok(ReloadOutcome::Unchanged),
-            Ok(Some(fetched)) => self.apply(fetched, &origin, even_unchanged),
+            Ok(Some(fetched)) => {
+                resolve_names(&self.resolver, &fetched.text).await;
+                self.apply(fetched, &origin, even_unchanged)
+            }
             Err(e) => Err(e),
         };
         let now = access_time();
@@ -336,11 +366,54 @@ impl Reloader {
         self.metrics.config_applied(&snapshot.version, origin);
         *self.etag.lock().unwrap_or_else(|p| p.into_inner()) = fetched.etag;
         self.persist(&fetched.text);
+        *self.in_force.lock().unwrap_or_else(|p| p.into_inner()) =
+            (fetched.text, origin.to_string());
         Ok(ReloadOutcome::Applied)
+    }
+
+    /// Compiles the config in force again, against the addresses its
+    /// upstream names resolve to now, and publishes it.
+    async fn follow_names(&self) {
+        let _serialised = self.reloading.lock().await;
+        let (text, origin) = self
+            .in_force
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match compile_text(
+            &text,
+            &origin,
+            &self.registry,
+            &self.plugins,
+            &self.plugin_metrics,
+        ) {
+            Ok(snapshot) => {
+                let snapshot = Arc::new(snapshot);
+                self.live.store(snapshot.clone());
+                self.after_publish(&snapshot);
+                tracing::info!(
+                    endpoints = placement::endpoints(&snapshot.placements).count(),
+                    "upstream names resolve to new addresses; endpoints updated"
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "the config in force no longer compiles with the new addresses; the endpoints stay as they were");
+            }
+        }
+    }
+
+    /// What is known of the upstream names the config in force uses.
+    pub fn names(&self) -> Vec<(String, crate::routing::names::NameState)> {
+        self.resolver.names().all()
     }
 
     /// Hands each service its part of a snapshot that was just published.
     fn after_publish(&self, snapshot: &Snapshot) {
+        for warning in &snapshot.warnings {
+            tracing::warn!(%warning, "configuration warning");
+        }
+        self.resolver.configure(&snapshot.resolver);
+        self.resolver.keep_fresh(&snapshot.upstream_names);
         self.certificates.store(snapshot.certificates.clone());
         self.acme_names
             .send_replace(snapshot.acme_certificates.clone());
@@ -444,6 +517,21 @@ pub fn compile_text(
     } else {
         Err(ConfigErrors::new(origin.to_string(), errors))
     }
+}
+
+/// Looks up the upstream names `text` adds, with its `[resolver]`
+/// settings, before it is compiled. A text that does not parse has none:
+/// compiling it reports why.
+pub async fn resolve_names(resolver: &NameResolver, text: &str) {
+    let Ok(loaded) = parse(text, "", &|name| std::env::var(name).ok()) else {
+        return;
+    };
+    let spec = crate::routing::compile::resolver(
+        &mut crate::config::Diagnostics::default(),
+        &loaded.config.resolver,
+    );
+    let names = crate::resilience::compile::upstream_names(&loaded.config);
+    resolver.resolve_new(&spec, &names).await;
 }
 
 fn access_time() -> String {

@@ -25,6 +25,8 @@ pub enum FailoverReason {
     Unhealthy,
     /// The placement is at its concurrency limit and fails over on it.
     ConcurrencyLimit,
+    /// None of the names its endpoints are written with resolves.
+    Unresolved,
 }
 
 impl FailoverReason {
@@ -34,6 +36,7 @@ impl FailoverReason {
             Self::CircuitOpen => "circuit_open",
             Self::Unhealthy => "unhealthy",
             Self::ConcurrencyLimit => "concurrency_limit",
+            Self::Unresolved => "unresolved",
         }
     }
 }
@@ -189,6 +192,11 @@ pub fn pick_endpoint(
     exclude: &[usize],
     transitions: &mut dyn FnMut(&EndpointSpec, Transition),
 ) -> Result<(usize, Admission), FailoverReason> {
+    // Every placement is written with endpoints; it has none only while
+    // their names do not resolve.
+    if placement.endpoints.is_empty() {
+        return Err(FailoverReason::Unresolved);
+    }
     let mut admission = Admission::Normal;
     let mut any_healthy = false;
     let picked = placement.balancer.pick(key, |i| {

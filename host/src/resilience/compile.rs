@@ -3,7 +3,7 @@
 //! health, limit and retry settings, and fallback chains.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,21 +106,26 @@ pub fn placement(
     }
     let mut endpoints = Vec::new();
     let mut seen = HashSet::new();
+    let mut written_addresses = HashSet::new();
     for (i, written) in placement.endpoints.iter().enumerate() {
         let path = path.key("endpoints").index(i);
         if written.weight == 0 {
             d.error(path.key("weight"), "weight must be at least 1");
         }
-        let Some(spec) = endpoint(d, registry, &path, name, written, timeouts, breaker) else {
-            continue;
-        };
-        if !seen.insert(spec.address) {
-            d.error(
-                path.key("address"),
-                format!("duplicate endpoint {} in this placement", spec.address),
-            );
+        for spec in endpoint(d, registry, &path, name, written, timeouts, breaker) {
+            // Names may come to share an address while the proxy runs, so
+            // only an address written twice is a mistake; otherwise the
+            // first endpoint with an address serves it.
+            if !spec.named && !written_addresses.insert(spec.address) {
+                d.error(
+                    path.key("address"),
+                    format!("duplicate endpoint {} in this placement", spec.address),
+                );
+            }
+            if seen.insert(spec.address) {
+                endpoints.push((spec, written.weight));
+            }
         }
-        endpoints.push((spec, written.weight));
     }
     if d.error_count() > errors_before {
         return None;
@@ -245,16 +250,22 @@ pub fn timeouts(d: &mut Diagnostics, path: &KeyPath, timeouts: &config::Timeouts
     }
 }
 
-/// One endpoint: its address resolved, its peer built, and its live state taken from `registry`.
-pub fn endpoint(
+/// Where an endpoint points, as written: checked, not yet resolved.
+struct Target<'a> {
+    /// `host:port` as written, without scheme or trailing slash.
+    authority: &'a str,
+    /// The host, without IPv6 brackets.
+    host: &'a str,
+    port: u16,
+    tls: bool,
+}
+
+/// Reads an endpoint's address, or records why it cannot be read.
+fn target<'a>(
     d: &mut Diagnostics,
-    registry: &Registry,
     path: &KeyPath,
-    placement: &str,
-    endpoint: &config::Endpoint,
-    timeouts: TimeoutSpec,
-    breaker: BreakerSettings,
-) -> Option<EndpointSpec> {
+    endpoint: &'a config::Endpoint,
+) -> Option<Target<'a>> {
     let (scheme_tls, rest) = if let Some(rest) = endpoint.address.strip_prefix("https://") {
         (Some(true), rest)
     } else if let Some(rest) = endpoint.address.strip_prefix("http://") {
@@ -301,12 +312,51 @@ pub fn endpoint(
         );
         return None;
     }
-    let address = match (host, port).to_socket_addrs().map(|mut addrs| addrs.next()) {
-        Ok(Some(address)) => address,
-        Ok(None) | Err(_) => {
-            d.error(path.key("address"), format!("cannot resolve {host:?}"));
-            return None;
-        }
+    Some(Target {
+        authority,
+        host,
+        port,
+        tls,
+    })
+}
+
+/// The host names (not IP addresses) the endpoints of `config` are written
+/// with: what has to be resolved before it is compiled.
+pub fn upstream_names(config: &Config) -> Vec<String> {
+    let mut scratch = Diagnostics::default();
+    let mut names: Vec<String> = config
+        .placements
+        .values()
+        .flat_map(|placement| &placement.endpoints)
+        .filter_map(|endpoint| target(&mut scratch, &KeyPath::root(), endpoint))
+        .filter(|target| target.host.parse::<IpAddr>().is_err())
+        .map(|target| target.host.to_ascii_lowercase())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// One written endpoint: an endpoint for its address, or for each address
+/// its name resolves to (none while it does not resolve, with a warning),
+/// each with its peer built and its live state taken from `registry`.
+pub fn endpoint(
+    d: &mut Diagnostics,
+    registry: &Registry,
+    path: &KeyPath,
+    placement: &str,
+    endpoint: &config::Endpoint,
+    timeouts: TimeoutSpec,
+    breaker: BreakerSettings,
+) -> Vec<EndpointSpec> {
+    let Some(Target {
+        authority,
+        host,
+        port,
+        tls,
+    }) = target(d, path, endpoint)
+    else {
+        return Vec::new();
     };
     if endpoint.sni.is_some() && !tls {
         d.error(
@@ -314,39 +364,68 @@ pub fn endpoint(
             "sni applies only to TLS endpoints (set tls = true)",
         );
     }
+    let Ok(authority_header) = HeaderValue::from_str(authority) else {
+        d.error(path.key("address"), "not a valid authority");
+        return Vec::new();
+    };
+    let (addresses, named) = match host.parse::<IpAddr>() {
+        Ok(ip) => (vec![ip], false),
+        Err(_) => match registry.names().get(host) {
+            Some(state) if !state.addresses.is_empty() => (state.addresses, true),
+            state => {
+                let why = state
+                    .and_then(|s| s.last_error)
+                    .unwrap_or_else(|| "not looked up yet".into());
+                d.warning(
+                    path.key("address"),
+                    format!(
+                        "{host:?} does not resolve ({why}); placement {placement:?} has no \
+                         endpoint from it until it does"
+                    ),
+                );
+                return Vec::new();
+            }
+        },
+    };
     let sni = endpoint.sni.clone().unwrap_or_else(|| {
-        if host.parse::<std::net::IpAddr>().is_ok() {
-            String::new()
-        } else {
+        if named {
             host.to_string()
+        } else {
+            String::new()
         }
     });
-    let mut peer = HttpPeer::new(address, tls, sni);
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.idle_timeout = Some(timeouts.idle);
-    peer.options.verify_cert = endpoint.verify;
-    peer.options.verify_hostname = endpoint.verify;
-    let authority = match HeaderValue::from_str(authority) {
-        Ok(value) => value,
-        Err(_) => {
-            d.error(path.key("address"), "not a valid authority");
-            return None;
-        }
-    };
-    let id: Arc<str> = Arc::from(authority.to_str().unwrap_or_default());
-    let key = EndpointKey {
-        placement: placement.to_string(),
-        address: id.to_string(),
-        tls,
-    };
-    Some(EndpointSpec {
-        id,
-        authority,
-        address,
-        peer,
-        state: registry.endpoint(key, breaker),
-    })
+    addresses
+        .into_iter()
+        .map(|ip| {
+            let address = SocketAddr::new(ip, port);
+            let mut peer = HttpPeer::new(address, tls, sni.clone());
+            peer.options.connection_timeout = Some(timeouts.connect);
+            peer.options.read_timeout = Some(timeouts.read);
+            peer.options.idle_timeout = Some(timeouts.idle);
+            peer.options.verify_cert = endpoint.verify;
+            peer.options.verify_hostname = endpoint.verify;
+            // A named endpoint's addresses each have their own identity, so
+            // each keeps its breaker and health while the others change.
+            let id: Arc<str> = if named {
+                Arc::from(format!("{authority}@{ip}"))
+            } else {
+                Arc::from(authority)
+            };
+            let key = EndpointKey {
+                placement: placement.to_string(),
+                address: id.to_string(),
+                tls,
+            };
+            EndpointSpec {
+                id,
+                authority: authority_header.clone(),
+                address,
+                named,
+                peer,
+                state: registry.endpoint(key, breaker),
+            }
+        })
+        .collect()
 }
 
 /// `"200"` or `"200-399"` → inclusive range.

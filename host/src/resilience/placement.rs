@@ -89,8 +89,10 @@ pub struct EndpointSpec {
     pub id: Arc<str>,
     /// `X-Upstream` and `Host` (with the `endpoint` policy) value, prepared once.
     pub authority: HeaderValue,
-    /// The resolved address.
+    /// The address: as written, or one its name resolved to.
     pub address: SocketAddr,
+    /// Whether the address came from resolving a name.
+    pub named: bool,
     /// A ready peer, cloned per request; connection pooling keys on it.
     pub peer: HttpPeer,
     /// Breaker, health and in-flight count, shared across snapshots.

@@ -4,7 +4,9 @@
 //! endpoint and placement identity. Compiling a snapshot looks each one up (or
 //! creates it), so a reload keeps the state of every endpoint that did not
 //! change, and the request path reaches its state through the snapshot,
-//! never through the registry's map.
+//! never through the registry's map. The addresses upstream names resolve
+//! to are kept here too, for the same reason: they outlive snapshots, and a
+//! snapshot is compiled from them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::health::Health;
+use crate::routing::names::Names;
 
 /// What identifies an endpoint's state across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -49,9 +52,16 @@ pub struct PlacementState {
 pub struct Registry {
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
     placements: Mutex<HashMap<String, Arc<PlacementState>>>,
+    names: Arc<Names>,
 }
 
 impl Registry {
+    /// What is known of the upstream names configs use: the addresses a
+    /// named endpoint's endpoints are compiled from.
+    pub fn names(&self) -> &Arc<Names> {
+        &self.names
+    }
+
     /// The state of `key`, created closed and healthy when new. Settings of an
     /// existing breaker are not touched here: they change only when the
     /// snapshot that carries them is published.

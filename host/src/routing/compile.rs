@@ -1,15 +1,58 @@
 //! Compiles the `[[routes]]` of a config: their matching into the route
-//! index, and each route's target, rules and plugins into a [`RouteSpec`].
+//! index, and each route's target, rules and plugins into a [`RouteSpec`];
+//! and the `[resolver]` table upstream names are looked up with.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::key::KeyExtractor;
+use super::names::ResolverSpec;
 use super::route::{KeyedTarget, RouteSpec, RouteTarget};
 use super::route_match::{HostPattern, RouteIndex};
 use crate::config::{self, Config, Diagnostics, KeyPath, MissingKey};
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
+
+/// The `[resolver]` table.
+pub fn resolver(d: &mut Diagnostics, settings: &config::ResolverSettings) -> ResolverSpec {
+    let path = KeyPath::root().key("resolver");
+    let nameservers = settings
+        .nameservers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, server)| {
+            let parsed = server.parse::<SocketAddr>().or_else(|_| {
+                server
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    d.error(
+                        path.key("nameservers").index(i),
+                        format!("{server:?} is not an IP address or ip:port, e.g. \"10.0.0.2\""),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    let min_ttl = d.duration(path.key("min_ttl"), &settings.min_ttl);
+    let max_ttl = d.duration(path.key("max_ttl"), &settings.max_ttl);
+    if max_ttl < min_ttl {
+        d.error(path.key("max_ttl"), "must not be shorter than min_ttl");
+    }
+    ResolverSpec {
+        nameservers,
+        min_ttl,
+        max_ttl,
+        retry: d.duration(path.key("retry"), &settings.retry),
+        timeout: d.duration(path.key("timeout"), &settings.timeout),
+        family: settings.family,
+    }
+}
 
 /// The routes of `config` in order, and the index that matches a request to one.
 pub fn routes(

@@ -7,6 +7,7 @@
 pub mod balance;
 pub(crate) mod compile;
 pub mod key;
+pub mod names;
 pub mod route;
 pub mod route_match;
 

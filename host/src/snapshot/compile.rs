@@ -27,7 +27,7 @@ pub fn compile(
     };
     let mut snapshot = compiler.snapshot(&loaded.config);
     snapshot.version = crate::support::files::content_version(loaded.source.text().as_bytes());
-    compiler.d.into_result(loaded, origin)?;
+    snapshot.warnings = compiler.d.into_result(loaded, origin)?;
     Ok(snapshot)
 }
 
@@ -157,6 +157,9 @@ impl Compiler<'_> {
             certificates: Arc::new(certificates),
             certificate_files,
             acme_certificates,
+            resolver: crate::routing::compile::resolver(&mut self.d, &config.resolver),
+            upstream_names: crate::resilience::compile::upstream_names(config),
+            warnings: Vec::new(),
         }
     }
 
@@ -521,15 +524,77 @@ routing = { key = { source = "header", name = "x-tenant" }, default = "a", table
 placement = "a"
 "#;
 
+    /// Compiles `text` with `names` resolved to their addresses.
+    fn compile_resolved(text: &str, names: &[(&str, &[&str])]) -> Result<Snapshot, ConfigErrors> {
+        let registry = Registry::default();
+        for (name, addresses) in names {
+            let addresses = addresses.iter().map(|a| a.parse().unwrap()).collect();
+            registry
+                .names()
+                .insert(name, addresses, Duration::from_secs(60));
+        }
+        let loaded = config::parse(text, "test.toml", &|_| None).unwrap();
+        compile(&loaded, "test.toml", &registry)
+    }
+
     #[test]
     fn compiles_a_good_config() {
-        let snapshot = compile_text(GOOD).unwrap();
+        let snapshot = compile_resolved(GOOD, &[("localhost", &["127.0.0.1", "::1"])]).unwrap();
+        assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
         assert_eq!(snapshot.placements.len(), 2);
         assert_eq!(snapshot.routes.len(), 2);
+        assert_eq!(snapshot.upstream_names, vec!["localhost".to_string()]);
         let b = &snapshot.placements[1];
-        assert_eq!(&*b.endpoints[0].id, "localhost:9443");
-        assert!(b.endpoints[0].peer.is_tls());
-        assert!(!b.endpoints[0].peer.options.verify_cert);
+        let ids: Vec<&str> = b.endpoints.iter().map(|e| &*e.id).collect();
+        assert_eq!(ids, ["localhost:9443@127.0.0.1", "localhost:9443@::1"]);
+        for endpoint in &b.endpoints {
+            assert_eq!(endpoint.authority, "localhost:9443");
+            assert!(endpoint.peer.is_tls());
+            assert_eq!(endpoint.peer.sni, "localhost");
+            assert!(!endpoint.peer.options.verify_cert);
+        }
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_a_warning_by_line_and_leaves_its_placement_empty() {
+        let snapshot = compile_resolved(GOOD, &[]).unwrap();
+        assert!(snapshot.placements[1].endpoints.is_empty());
+        assert_eq!(snapshot.placements[0].endpoints.len(), 2);
+        let warnings: Vec<String> = snapshot.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "line 10: placements.b.endpoints[0].address: \"localhost\" does not resolve"
+            ),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn names_sharing_an_address_are_one_endpoint_and_a_literal_written_twice_is_an_error() {
+        let text = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+[placements.a]
+endpoints = [{ address = "one.internal:80" }, { address = "two.internal:80" }]
+[[routes]]
+placement = "a"
+"#;
+        let shared = &["10.0.0.7"][..];
+        let snapshot =
+            compile_resolved(text, &[("one.internal", shared), ("two.internal", shared)]).unwrap();
+        assert_eq!(snapshot.placements[0].endpoints.len(), 1);
+        let twice = text
+            .replace("one.internal:80", "10.0.0.7:80")
+            .replace("two.internal:80", "10.0.0.7:80");
+        let rendered = compile_resolved(&twice, &[])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            rendered.contains("duplicate endpoint 10.0.0.7:80"),
+            "{rendered}"
+        );
     }
 
     #[test]

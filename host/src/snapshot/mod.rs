@@ -14,6 +14,7 @@ pub use compile::compile;
 
 use crate::plugins::spec::{PluginSpec, RouteAttachments};
 pub use crate::resilience::placement::{EndpointSpec, FailureSet, PlacementSpec};
+use crate::routing::names::ResolverSpec;
 pub use crate::routing::route::{KeyedTarget, RouteSpec, RouteTarget};
 use crate::routing::route_match::RouteIndex;
 pub use crate::routing::PlacementId;
@@ -57,6 +58,14 @@ pub struct Snapshot {
     /// on had some); lists it removes or changes keep being renewed until a
     /// restart.
     pub acme_certificates: Vec<Vec<String>>,
+    /// How upstream names are looked up.
+    pub resolver: ResolverSpec,
+    /// The host names endpoints are written with, kept resolved while this
+    /// snapshot serves.
+    pub upstream_names: Vec<String>,
+    /// What the config asks for that cannot be had now (names that do not
+    /// resolve), with their lines: reported, not refused.
+    pub warnings: Vec<crate::config::ConfigError>,
 }
 
 impl Snapshot {

@@ -16,6 +16,7 @@ use prometheus::{
 use crate::control::metrics::ReloadMetrics;
 use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::breaker::Transition;
+use crate::routing::names::NameState;
 use crate::snapshot::Snapshot;
 
 /// The phases of a request, as `sluice_panics_total` labels them.
@@ -61,6 +62,9 @@ pub struct Metrics {
     placement_in_flight: IntGaugeVec,
     breaker_open_seconds: GaugeVec,
     certificate_expiry: IntGaugeVec,
+    name_address: IntGaugeVec,
+    name_resolved_at: IntGaugeVec,
+    name_failing: IntGaugeVec,
 }
 
 impl Metrics {
@@ -148,6 +152,21 @@ impl Metrics {
         registry
             .register(Box::new(breaker_open_seconds.clone()))
             .expect("unique metric");
+        let name_address = gauge(
+            "sluice_upstream_name_address",
+            "1 for each address an upstream name resolves to.",
+            &["name", "address"],
+        );
+        let name_resolved_at = gauge(
+            "sluice_upstream_name_resolved_timestamp_seconds",
+            "When an upstream name last resolved (0: never).",
+            &["name"],
+        );
+        let name_failing = gauge(
+            "sluice_upstream_name_failing",
+            "1 when the last lookup of an upstream name failed.",
+            &["name"],
+        );
         let certificate_expiry = gauge(
             "sluice_certificate_expiry_timestamp_seconds",
             "When each certificate loaded from a file expires (Unix time).",
@@ -192,6 +211,9 @@ impl Metrics {
             placement_in_flight,
             breaker_open_seconds,
             certificate_expiry,
+            name_address,
+            name_resolved_at,
+            name_failing,
         }
     }
 
@@ -209,8 +231,27 @@ impl Metrics {
         &self.registry
     }
 
-    /// The Prometheus text exposition, with live gauges read from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot) -> Vec<u8> {
+    /// The Prometheus text exposition, with live gauges read from
+    /// `snapshot` and the upstream `names` it uses.
+    pub fn render(&self, snapshot: &Snapshot, names: &[(String, NameState)]) -> Vec<u8> {
+        self.name_address.reset();
+        self.name_resolved_at.reset();
+        self.name_failing.reset();
+        for (name, state) in names {
+            for address in &state.addresses {
+                self.name_address
+                    .with_label_values(&[name, &address.to_string()])
+                    .set(1);
+            }
+            self.name_resolved_at.with_label_values(&[name]).set(
+                state
+                    .resolved_at
+                    .map_or(0, crate::support::time::unix_seconds),
+            );
+            self.name_failing
+                .with_label_values(&[name])
+                .set(i64::from(state.last_error.is_some()));
+        }
         self.breaker_state.reset();
         self.endpoint_healthy.reset();
         self.endpoint_in_flight.reset();
@@ -305,7 +346,7 @@ placement = "a"
     fn breaker_gauges_follow_the_breaker_of_each_endpoint() {
         let metrics = Metrics::new();
         let snapshot = snapshot();
-        let closed = String::from_utf8(metrics.render(&snapshot)).unwrap();
+        let closed = String::from_utf8(metrics.render(&snapshot, &[])).unwrap();
         let series = |name: &str, placement: &str, port: u16| {
             format!("{name}{{endpoint=\"127.0.0.1:{port}\",placement=\"{placement}\"}}")
         };
@@ -319,7 +360,7 @@ placement = "a"
         let opened_at = Instant::now() - std::time::Duration::from_secs(2);
         breaker.record(Admission::Normal, false, opened_at);
         assert_eq!(breaker.state(Instant::now()), CircuitState::Open);
-        let open = String::from_utf8(metrics.render(&snapshot)).unwrap();
+        let open = String::from_utf8(metrics.render(&snapshot, &[])).unwrap();
         assert!(sample(&open, &series("sluice_breaker_state", "a", 1)).ends_with(" 1"));
         let seconds: f64 = sample(&open, &series("sluice_breaker_open_seconds", "a", 1))
             .rsplit(' ')
@@ -348,7 +389,7 @@ placement = "a"
             .insert(certificate);
         std::fs::remove_dir_all(&dir).unwrap();
 
-        let text = String::from_utf8(Metrics::new().render(&snapshot)).unwrap();
+        let text = String::from_utf8(Metrics::new().render(&snapshot, &[])).unwrap();
         let series = format!(
             "sluice_certificate_expiry_timestamp_seconds{{file=\"{}\"}}",
             cert.display()
@@ -362,7 +403,7 @@ placement = "a"
     #[cfg(target_os = "linux")]
     #[test]
     fn process_cpu_and_memory_are_exported() {
-        let text = String::from_utf8(Metrics::new().render(&snapshot())).unwrap();
+        let text = String::from_utf8(Metrics::new().render(&snapshot(), &[])).unwrap();
         let resident: f64 = sample(&text, "process_resident_memory_bytes")
             .rsplit(' ')
             .next()
@@ -375,7 +416,7 @@ placement = "a"
 
     #[test]
     fn reload_results_are_exported_before_any_reload() {
-        let text = String::from_utf8(Metrics::new().render(&snapshot())).unwrap();
+        let text = String::from_utf8(Metrics::new().render(&snapshot(), &[])).unwrap();
         for result in ["applied", "unchanged", "failed"] {
             let series = format!("sluice_config_reloads_total{{result=\"{result}\"}}");
             assert_eq!(sample(&text, &series), format!("{series} 0"));

@@ -16,6 +16,7 @@ mod import;
 mod layers;
 mod lifecycle;
 mod monitoring;
+mod names;
 mod plugins;
 mod reload;
 mod resilience;

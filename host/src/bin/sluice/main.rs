@@ -163,6 +163,9 @@ fn main() -> ExitCode {
         }),
         Command::Check { config } => match load(&config) {
             Ok(snapshot) => {
+                for warning in &snapshot.warnings {
+                    eprintln!("{}: warning: {warning}", config.display());
+                }
                 println!(
                     "{}: ok ({} listeners, {} routes, {} placements)",
                     config.display(),
@@ -214,7 +217,18 @@ fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
     })?;
     let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let metrics = std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new());
-    sluice::control::compile_text(&text, &origin, &Registry::default(), &plugins, &metrics)
+    let registry = Registry::default();
+    // Upstream names are looked up as `run` would: a name that does not
+    // resolve is reported as a warning, not an error.
+    let resolver = sluice::routing::names::NameResolver::new(registry.names().clone());
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(sluice::control::resolve_names(&resolver, &text)),
+        Err(e) => eprintln!("warning: cannot start the runtime to resolve upstream names: {e}"),
+    }
+    sluice::control::compile_text(&text, &origin, &registry, &plugins, &metrics)
 }
 
 fn plugin(command: PluginCommand) -> ExitCode {
