@@ -20,6 +20,7 @@ fn routing_decision(c: &mut Criterion) {
                 path: black_box("/api/v1/items"),
                 query: None,
                 headers: &headers,
+                listener: None,
             };
             let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             let placement = &snapshot.placements[decision.placement];
@@ -36,6 +37,7 @@ fn routing_decision(c: &mut Criterion) {
                 path: black_box("/v1/orders/42"),
                 query: None,
                 headers: &empty,
+                listener: None,
             };
             let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             black_box(
@@ -53,6 +55,7 @@ fn routing_decision(c: &mut Criterion) {
                 path: black_box("/"),
                 query: None,
                 headers: &empty,
+                listener: None,
             };
             let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             black_box(

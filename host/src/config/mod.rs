@@ -160,7 +160,7 @@ placement = "web"
         let web = &loaded.config.placements["web"];
         assert_eq!(web.endpoints[0].address, "10.0.0.1:80");
         assert_eq!(web.endpoints[1].address, "10.0.0.2:80");
-        assert_eq!(loaded.config.routes[0].path_prefix, "/");
+        assert_eq!(loaded.config.routes[0].path_prefix, None);
     }
 
     #[test]

@@ -245,6 +245,8 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    /// A name routes can bind to with `listeners`.
+    pub name: Option<String>,
     /// `ip:port` to bind, e.g. `0.0.0.0:8080`.
     pub address: String,
     /// Accept HTTP/2 with prior knowledge (h2c) besides HTTP/1.1. On by default.
@@ -269,8 +271,13 @@ pub struct Route {
     #[serde(default)]
     pub hosts: Vec<String>,
     /// The path prefix this route answers; `/` by default.
-    #[serde(default = "default_path_prefix")]
-    pub path_prefix: String,
+    pub path_prefix: Option<String>,
+    /// The one path this route answers, exactly (instead of `path_prefix`).
+    pub path: Option<String>,
+    /// The listeners this route answers on, by name or address; all of
+    /// them by default.
+    #[serde(default)]
+    pub listeners: Vec<String>,
     /// Send every request to this one placement (direct routing).
     pub placement: Option<String>,
     /// Two-level routing: routing key, then table, then placement.
@@ -795,10 +802,6 @@ fn default_respond_status() -> u16 {
 
 fn default_weight() -> u32 {
     1
-}
-
-fn default_path_prefix() -> String {
-    "/".to_string()
 }
 
 fn default_connect_timeout() -> String {

@@ -441,13 +441,23 @@ impl SluiceProxy {
             respond::acme_challenge(session, answer).await?;
             return Ok(true);
         }
+        // Only routes bound to listeners need to know which one this is.
+        let listener = snapshot
+            .index
+            .is_scoped()
+            .then(|| session.server_addr().and_then(|a| a.as_inet()).copied())
+            .flatten()
+            .and_then(|local| {
+                crate::support::net::listening_on(snapshot.listeners.iter().map(|l| l.address), local)
+            });
         let view = RequestView {
             host: &ctx.client_host,
             path: request.uri.path(),
             query: request.uri.query(),
             headers: &request.headers,
+            listener,
         };
-        let Some(route) = snapshot.index.find(view.host, view.path) else {
+        let Some(route) = snapshot.index.find(view.host, view.path, view.listener) else {
             let (status, message) = routing::Refusal::NoRoute.answer();
             respond::text(session, ctx, status, message).await?;
             return Ok(true);

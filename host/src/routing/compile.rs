@@ -9,10 +9,74 @@ use std::sync::Arc;
 use super::key::KeyExtractor;
 use super::names::ResolverSpec;
 use super::route::{KeyedTarget, RouteSpec, RouteTarget};
-use super::route_match::{HostPattern, RouteIndex};
+use super::route_match::{HostPattern, ListenerSet, PathMatch, RouteIndex};
 use crate::config::{self, Config, Diagnostics, KeyPath, MissingKey};
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::PathRewrite;
+
+/// A route's `path` (exact) or `path_prefix`.
+fn path_match(d: &mut Diagnostics, path: &KeyPath, route: &config::Route) -> PathMatch {
+    if route.path.is_some() && route.path_prefix.is_some() {
+        d.error(
+            path.key("path"),
+            "set path (one exact path) or path_prefix, not both",
+        );
+    }
+    let (key, matched) = match (&route.path, &route.path_prefix) {
+        (Some(exact), _) => ("path", PathMatch::Exact(exact.clone())),
+        (None, Some(prefix)) => ("path_prefix", PathMatch::Prefix(prefix.clone())),
+        (None, None) => ("path_prefix", PathMatch::Prefix("/".into())),
+    };
+    let written = matched.text();
+    if !written.starts_with('/') {
+        d.error(path.key(key), format!("{written:?} must start with '/'"));
+    }
+    matched
+}
+
+/// The listeners a route names, by name or address; all when it names none.
+fn listener_set(
+    d: &mut Diagnostics,
+    path: &KeyPath,
+    named: &[String],
+    listeners: &[config::Listener],
+) -> ListenerSet {
+    if named.is_empty() {
+        return ListenerSet::ALL;
+    }
+    let indexes: Vec<usize> = named
+        .iter()
+        .enumerate()
+        .filter_map(|(i, wanted)| {
+            let found = listeners.iter().position(|listener| {
+                listener.name.as_deref() == Some(wanted.as_str())
+                    || listener.address == *wanted
+                    || matches!(
+                        (listener.address.parse::<SocketAddr>(), wanted.parse::<SocketAddr>()),
+                        (Ok(a), Ok(b)) if a == b
+                    )
+            });
+            match found {
+                Some(index) if index < ListenerSet::MAX => Some(index),
+                Some(_) => {
+                    d.error(
+                        path.index(i),
+                        format!("routes can be bound to the first {} listeners only", ListenerSet::MAX),
+                    );
+                    None
+                }
+                None => {
+                    d.error(
+                        path.index(i),
+                        format!("no listener is named {wanted:?} or has that address"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    ListenerSet::of(indexes)
+}
 
 /// The `[resolver]` table.
 pub fn resolver(d: &mut Diagnostics, settings: &config::ResolverSettings) -> ResolverSpec {
@@ -72,12 +136,8 @@ pub fn routes(
                 format!("route name {name:?} is already used by routes[{previous}]"),
             );
         }
-        if !route.path_prefix.starts_with('/') {
-            d.error(
-                path.key("path_prefix"),
-                format!("{:?} must start with '/'", route.path_prefix),
-            );
-        }
+        let path_match = path_match(d, &path, route);
+        let listeners = listener_set(d, &path.key("listeners"), &route.listeners, &config.listeners);
         let hosts = if route.hosts.is_empty() {
             vec!["*".to_string()]
         } else {
@@ -85,19 +145,24 @@ pub fn routes(
         };
         for (h, host) in hosts.iter().enumerate() {
             let host_path = if route.hosts.is_empty() {
-                path.key("path_prefix")
+                match path_match {
+                    PathMatch::Exact(_) => path.key("path"),
+                    PathMatch::Prefix(_) => path.key("path_prefix"),
+                }
             } else {
                 path.key("hosts").index(h)
             };
             match HostPattern::parse(host) {
                 Ok(pattern) => {
-                    if let Err(previous) = index.insert(&pattern, &route.path_prefix, routes.len())
-                    {
+                    if let Err(previous) = index.insert(&pattern, &path_match, listeners, routes.len()) {
+                        let what = match &path_match {
+                            PathMatch::Exact(_) => format!("path {:?}", path_match.text()),
+                            PathMatch::Prefix(_) => format!("path prefix {:?}", path_match.text()),
+                        };
                         d.error(
                             host_path,
                             format!(
-                                "duplicate route match: host {host:?} with path prefix {:?} is already matched by routes[{previous}]",
-                                route.path_prefix
+                                "duplicate route match: host {host:?} with {what} is already matched by routes[{previous}]"
                             ),
                         );
                     }

@@ -106,6 +106,7 @@ mod tests {
             path,
             query,
             headers,
+            listener: None,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// The index of the listener the request arrived on, when routes are
+    /// bound to listeners and it is known.
+    pub listener: Option<usize>,
 }
 
 /// Why a request went to its placement, as reported in `X-Route-Reason`.
@@ -132,7 +135,7 @@ pub fn decide(
     request: &RequestView<'_>,
 ) -> Result<Decision, Refusal> {
     let route = index
-        .find(request.host, request.path)
+        .find(request.host, request.path, request.listener)
         .ok_or(Refusal::NoRoute)?;
     resolve(routes, route, routing_key(routes, route, request))
 }
@@ -260,6 +263,7 @@ routing = { key = { source = "header", name = "x-tenant" }, default = "a", table
             path,
             query: None,
             headers,
+            listener: None,
         }
     }
 

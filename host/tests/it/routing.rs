@@ -152,3 +152,41 @@ placement = "p1"
         assert_eq!(reply.header("x-route-reason"), "direct");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_bound_to_a_listener_answer_only_there_and_exact_paths_match_only_themselves() {
+    let up = upstreams(&["site"]).await;
+    let health_port = crate::common::free_port();
+    let config = format!(
+        r#"[[listeners]]
+name = "health"
+address = "127.0.0.1:{health_port}"
+
+{}
+[[routes]]
+listeners = ["health"]
+path = "/health"
+respond = {{ body = "OK" }}
+
+[[routes]]
+placement = "p0"
+"#,
+        placements(&[up[0].address])
+    );
+    let mut proxy = Proxy::start(&config);
+    let health: std::net::SocketAddr = format!("127.0.0.1:{health_port}").parse().unwrap();
+    proxy.wait_accepting(health, std::time::Duration::from_secs(10));
+    let on_health = |path: &str| {
+        crate::common::client()
+            .get(format!("http://{health}{path}"))
+            .send()
+    };
+    let reply = on_health("/health").await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.text().await.unwrap(), "OK");
+    // Neither a longer path nor the main listener reach the health route.
+    let reply = on_health("/health/x").await.unwrap();
+    assert_eq!(reply.headers()["x-served-by"], "site");
+    let reply = get(&proxy, "any.test", "/health", &[]).await;
+    assert_eq!(reply.served_by(), "site");
+}
