@@ -136,6 +136,12 @@ enum Rewrite {
         regex: String,
         to: String,
     },
+    /// Occurrences of `find`, the first `limit` or all.
+    Replace {
+        find: String,
+        to: String,
+        limit: Option<usize>,
+    },
     /// Through the `rewrite` plugin: the target changes the query too.
     Plugin {
         to: String,
@@ -196,7 +202,7 @@ struct Matcher {
     /// `None`: the site's hosts.
     hosts: Option<Vec<String>>,
     prefix: String,
-    /// Caddy matched the path exactly; Sluice matches it as a prefix.
+    /// Caddy matched the path exactly.
     exact: bool,
     header: Option<(String, String)>,
 }
@@ -229,6 +235,9 @@ struct Rule {
 struct HandleBlock {
     matcher: Matcher,
     order: usize,
+    /// A `route` block: tried only when no `handle` block matches, and
+    /// requests nothing inside it answers go on to the site's handlers.
+    falls_through: bool,
 }
 
 /// Caddy's directive order, for the directives the converter maps.
@@ -276,6 +285,10 @@ struct RouteOut {
     name: String,
     hosts: Vec<String>,
     prefix: String,
+    /// `prefix` is the one path the route answers.
+    exact: bool,
+    /// The listeners the site was served on.
+    listeners: Vec<String>,
     action: Action,
     /// Keyed routing on a request header: value → placement.
     header_table: Option<(String, Vec<(String, String)>)>,
@@ -485,10 +498,12 @@ impl<'a> Converter<'a> {
             self.directive(directive, &mut scope, &mut context, None, &mut site_gaps);
         }
 
-        // Listeners: the site's ports, on the bound address.
+        // Listeners: the site's ports, on the bound address. The site's
+        // routes answer there only, as the site does in Caddy.
         let ip = bind.unwrap_or_else(|| "0.0.0.0".to_string());
+        let mut site_listeners = Vec::new();
         for (port, tls) in &addresses.ports {
-            self.listen(&ip, port, *tls);
+            site_listeners.push(self.listen(&ip, port, *tls));
         }
         let (tls, tls_comments) = self.site_tls(&addresses, tls_directive, &mut site_gaps);
         // Caddy redirects HTTP to HTTPS on the HTTP port; Sluice's redirect
@@ -508,8 +523,10 @@ impl<'a> Converter<'a> {
         if redirect_https || http01 {
             // Port 80 also answers ACME's HTTP-01 challenge.
             let port = self.http_port.clone();
-            self.listen(&ip, &port, false);
+            site_listeners.push(self.listen(&ip, &port, false));
         }
+        site_listeners.sort();
+        site_listeners.dedup();
         let mut routes = scope.routes(&addresses.hosts, &base, &site_name, &at);
         if let Some(first) = routes.first_mut() {
             first.gaps.splice(0..0, site_gaps);
@@ -538,14 +555,17 @@ impl<'a> Converter<'a> {
                 ));
             }
             route.redirect_https = redirect_https;
+            route.listeners = site_listeners.clone();
         }
         self.add_routes(routes);
     }
 
-    fn listen(&mut self, ip: &str, port: &str, tls: bool) {
+    /// Adds the listener `ip:port`; returns its address.
+    fn listen(&mut self, ip: &str, port: &str, tls: bool) -> String {
         let address = format!("{ip}:{port}");
-        let entry = self.listeners.entry(address).or_insert(tls);
+        let entry = self.listeners.entry(address.clone()).or_insert(tls);
         *entry |= tls;
+        address
     }
 
     /// Reads one site address: `[scheme://]host[:port][/path]`.
@@ -846,7 +866,7 @@ impl<'a> Converter<'a> {
             "redir" => (rank::REDIR, directive.args.len() > 1),
             "rewrite" => (rank::REWRITE, directive.args.len() > 1),
             "uri" => (rank::REWRITE, true),
-            "handle" | "handle_path" => (rank::HANDLE, true),
+            "handle" | "handle_path" | "route" => (rank::HANDLE, true),
             "respond" => (rank::RESPOND, true),
             "reverse_proxy" => (rank::REVERSE_PROXY, true),
             "encode" => {
@@ -893,7 +913,7 @@ impl<'a> Converter<'a> {
         };
         let handler = matches!(
             name,
-            "redir" | "respond" | "reverse_proxy" | "handle" | "handle_path"
+            "redir" | "respond" | "reverse_proxy" | "handle" | "handle_path" | "route"
         );
         if !handler && matchers.iter().any(|m| m.header.is_some()) {
             gaps.push(gap(
@@ -918,11 +938,13 @@ impl<'a> Converter<'a> {
             "reverse_proxy" => self
                 .reverse_proxy(directive, &args, site, gaps)
                 .map(|p| vec![Effect::Handle(Action::Proxy(Box::new(p)))]),
-            "handle" | "handle_path" => {
+            "handle" | "handle_path" | "route" => {
                 if !args.is_empty() {
-                    Err("handle takes a matcher and a block".into())
+                    Err(format!("{name} takes a matcher and a block"))
                 } else if handle.is_some() {
-                    Err("handle blocks nested in handle blocks are not supported".into())
+                    Err(format!(
+                        "{name} blocks nested in handle or route blocks are not supported"
+                    ))
                 } else {
                     self.handle(directive, scope, site, &matchers, gaps);
                     return;
@@ -963,12 +985,14 @@ impl<'a> Converter<'a> {
         gaps: &mut Vec<Gap>,
     ) {
         let strip = directive.name.text == "handle_path";
+        let falls_through = directive.name.text == "route";
         for matcher in matchers {
             self.order += 1;
             let id = scope.handles.len();
             scope.handles.push(HandleBlock {
                 matcher: matcher.clone(),
                 order: self.order,
+                falls_through,
             });
             let stripped = matcher.prefix.trim_end_matches('/').to_string();
             let site_base = site.base.clone();
@@ -988,6 +1012,9 @@ impl<'a> Converter<'a> {
                 self.directive(inner, scope, site, Some((id, matcher)), gaps);
             }
             site.base = site_base;
+            if falls_through {
+                continue;
+            }
             // A handle block that matched answers even when nothing inside
             // does, with Caddy's empty 200.
             self.order += 1;
@@ -1045,7 +1072,8 @@ impl<'a> Converter<'a> {
                     Ok(changes) => proxy.response.extend(&changes),
                     Err(reason) => gaps.push(sub_gap(&reason)),
                 },
-                ("rewrite", [to]) => match rewrite_to(to) {
+                // `rewrite * <to>`: the matcher `*` is every request.
+                ("rewrite", [to] | ["*", to]) => match rewrite_to(to) {
                     Ok(rewrite) => proxy.rewrite = Some(rewrite),
                     Err(reason) => gaps.push(sub_gap(&reason)),
                 },
@@ -1197,11 +1225,14 @@ impl<'a> Converter<'a> {
             let taken = self.routes.iter().find(|r| {
                 let mut other = r.hosts.clone();
                 other.sort();
-                other == hosts && r.prefix == route.prefix
+                other == hosts
+                    && r.prefix == route.prefix
+                    && r.exact == route.exact
+                    && r.listeners.iter().any(|l| route.listeners.contains(l))
             });
             if let Some(taken) = taken {
                 let reason = format!(
-                    "route {} already answers these hosts and path (Sluice routes by host and path on every listener, not by port); this site's route is left out",
+                    "route {} already answers these hosts and path on the same listener; this site's route is left out",
                     taken.name
                 );
                 let mut gaps = std::mem::take(&mut route.gaps);
@@ -1350,7 +1381,11 @@ impl<'a> Converter<'a> {
             }
             write_placement(&mut out, placement);
         }
-        for route in &self.routes {
+        for route in &mut self.routes {
+            // A route served on every listener needs no binding.
+            if self.listeners.keys().all(|l| route.listeners.contains(l)) {
+                route.listeners.clear();
+            }
             write_route(&mut out, route);
         }
         let mut gaps = std::mem::take(&mut self.global_gaps);
@@ -1449,59 +1484,65 @@ impl Scope {
         at: &Location,
     ) -> Vec<RouteOut> {
         let mut host_sets: Vec<Option<Vec<String>>> = vec![None];
-        let mut prefixes: Vec<String> = vec![base.to_string()];
+        // Each path the rules match, with whether they match it exactly.
+        let mut paths: Vec<(String, bool)> = vec![(base.to_string(), false)];
         for rule in &self.rules {
             if rule.matcher.hosts.is_some() && !host_sets.contains(&rule.matcher.hosts) {
                 host_sets.push(rule.matcher.hosts.clone());
             }
-            if !prefixes.contains(&rule.matcher.prefix) {
-                prefixes.push(rule.matcher.prefix.clone());
+            let path = (rule.matcher.prefix.clone(), rule.matcher.exact);
+            if !paths.contains(&path) {
+                paths.push(path);
             }
         }
-        prefixes.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        paths.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.cmp(b)));
         let mut routes = Vec::new();
         for hosts in &host_sets {
-            let mut resolved: Vec<(String, Resolved)> = Vec::new();
-            for prefix in &prefixes {
-                let slot = self.resolve(hosts.as_ref(), prefix);
-                // The longest prefix already resolved that this one extends:
-                // Sluice sends these requests there when no route is written.
+            let mut resolved: Vec<(String, bool, Resolved)> = Vec::new();
+            for (path, exact) in &paths {
+                let slot = self.resolve(hosts.as_ref(), path, *exact);
+                // The longest prefix already resolved that this path
+                // extends: Sluice sends these requests there when no route
+                // is written.
                 let parent = resolved
                     .iter()
                     .rev()
-                    .find(|(p, _)| prefix.starts_with(p.as_str()));
-                if let Some((_, parent)) = parent {
+                    .find(|(p, parent_exact, _)| !parent_exact && path.starts_with(p.as_str()));
+                if let Some((_, _, parent)) = parent {
                     if parent.same_answer(&slot) {
                         continue;
                     }
                 }
-                resolved.push((prefix.clone(), slot));
+                resolved.push((path.clone(), *exact, slot));
             }
-            for (prefix, slot) in resolved {
+            for (path, exact, slot) in resolved {
                 let route_hosts = hosts.clone().unwrap_or_else(|| site_hosts.to_vec());
                 let mut name = route_hosts
                     .first()
                     .cloned()
                     .unwrap_or_else(|| site_name.to_string());
-                if prefix != "/" {
-                    name.push_str(&prefix);
+                if path != "/" || exact {
+                    name.push_str(&path);
                 }
-                routes.push(slot.into_route(name, route_hosts, prefix, at));
+                routes.push(slot.into_route(name, route_hosts, path, exact, at));
             }
         }
         routes
     }
 
     /// What Caddy does with requests for `hosts` under `prefix`.
-    fn resolve(&self, hosts: Option<&Vec<String>>, prefix: &str) -> Resolved {
+    /// What Caddy does with requests for `hosts` under `prefix`, or for
+    /// the path `prefix` alone when `exact`.
+    fn resolve(&self, hosts: Option<&Vec<String>>, prefix: &str, exact: bool) -> Resolved {
         let covers = |matcher: &Matcher, prefix: &str| -> bool {
             let hosts_ok = match (&matcher.hosts, hosts) {
                 (None, _) => true,
                 (Some(m), Some(h)) => h.iter().all(|host| m.contains(host)),
                 (Some(_), None) => false,
             };
+            // An exact matcher covers only a route for that one path.
             let path_ok = if matcher.exact {
-                prefix == matcher.prefix
+                exact && prefix == matcher.prefix
             } else {
                 prefix.starts_with(matcher.prefix.as_str())
             };
@@ -1528,25 +1569,20 @@ impl Scope {
             if let Effect::Rewrite(rewrite) = &rule.effect {
                 rewritten = rewrite.apply_to_prefix(prefix).unwrap_or(rewritten);
                 slot.rewrite = Some(rewrite.clone());
-                if rule.matcher.exact {
-                    slot.comments.push(format!(
-                        "Caddy rewrote only the path {} exactly; this route rewrites under it",
-                        rule.matcher.prefix
-                    ));
-                }
             }
         }
         // At most one handle block answers: the most specific that matches.
+        // `route` blocks come after `handle` blocks in Caddy's order, so one
+        // is chosen only when no handle block matches.
         let chosen_handle = self
             .handles
             .iter()
             .enumerate()
             .filter(|(_, block)| covers(&block.matcher, &rewritten))
             .min_by(|(_, a), (_, b)| {
-                b.matcher
-                    .prefix
-                    .len()
-                    .cmp(&a.matcher.prefix.len())
+                a.falls_through
+                    .cmp(&b.falls_through)
+                    .then(b.matcher.prefix.len().cmp(&a.matcher.prefix.len()))
                     .then(a.order.cmp(&b.order))
             })
             .map(|(id, _)| id);
@@ -1632,12 +1668,6 @@ impl Scope {
                 }
                 continue;
             }
-            if rule.matcher.exact {
-                slot.comments.push(format!(
-                    "Caddy matched the path {} exactly; Sluice matches it as a prefix",
-                    rule.matcher.prefix
-                ));
-            }
             slot.action = Some(action.clone());
             break;
         }
@@ -1695,6 +1725,7 @@ impl Resolved {
         name: String,
         hosts: Vec<String>,
         prefix: String,
+        exact: bool,
         at: &Location,
     ) -> RouteOut {
         let action = self
@@ -1725,6 +1756,8 @@ impl Resolved {
             name,
             hosts,
             prefix,
+            exact,
+            listeners: Vec::new(),
             action,
             header_table,
             request,
@@ -2236,11 +2269,26 @@ fn uri(args: &[Token]) -> Result<Rewrite, String> {
             };
             Ok(Rewrite::StripPrefix(prefix))
         }
+        ["replace", find, replacement] | ["replace", find, replacement, _] => {
+            let limit = match texts.get(3) {
+                None => None,
+                Some(limit) => match limit.parse::<i64>() {
+                    Ok(n) if n > 0 => Some(n as usize),
+                    Ok(_) => None,
+                    Err(_) => return Err(format!("uri replace: {limit:?} is not a number")),
+                },
+            };
+            Ok(Rewrite::Replace {
+                find: placeholders::convert_plain(find)?,
+                to: placeholders::convert_plain(replacement)?,
+                limit,
+            })
+        }
         ["path_regexp", regex, replacement] => Ok(Rewrite::Regex {
             regex: placeholders::convert_plain(regex)?,
             to: placeholders::convert_plain(replacement)?.replace("$$", "$$$$"),
         }),
-        _ => Err("Sluice maps uri strip_prefix and uri path_regexp only".into()),
+        _ => Err("Sluice maps uri strip_prefix, uri replace and uri path_regexp only".into()),
     }
 }
 
@@ -2394,8 +2442,14 @@ fn write_route(out: &mut String, route: &RouteOut) {
         let hosts: Vec<String> = route.hosts.iter().map(|h| quote(h)).collect();
         let _ = writeln!(out, "hosts = [{}]", hosts.join(", "));
     }
-    if route.prefix != "/" {
+    if route.exact {
+        let _ = writeln!(out, "path = {}", quote(&route.prefix));
+    } else if route.prefix != "/" {
         let _ = writeln!(out, "path_prefix = {}", quote(&route.prefix));
+    }
+    if !route.listeners.is_empty() {
+        let listeners: Vec<String> = route.listeners.iter().map(|l| quote(l)).collect();
+        let _ = writeln!(out, "listeners = [{}]", listeners.join(", "));
     }
     match &route.action {
         Action::Proxy(proxy) => match (&route.header_table, &proxy.key) {
@@ -2466,6 +2520,15 @@ fn write_route(out: &mut String, route: &RouteOut) {
                 out,
                 "rewrite = {{ regex = {}, to = {} }}",
                 quote(regex),
+                quote(to)
+            );
+        }
+        Some(Rewrite::Replace { find, to, limit }) => {
+            let limit = limit.map(|n| format!(", limit = {n}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "rewrite = {{ replace = {}, to = {}{limit} }}",
+                quote(find),
                 quote(to)
             );
         }
@@ -3048,7 +3111,9 @@ mod tests {
             route(&table, "a.test")["respond"]["body"].as_str(),
             Some("{\"up\": true}")
         );
-        assert!(conversion.toml.contains("matched the path /health exactly"));
+        // Caddy's path matchers without `*` are exact, and so are the routes.
+        assert_eq!(health["path"].as_str(), Some("/health"));
+        assert!(health.get("path_prefix").is_none());
         let snapshot = compiled(&conversion, &[]);
         assert!(snapshot
             .routes
@@ -3199,12 +3264,7 @@ mod tests {
             "{\n debug\n}\n:8080 {\n @post method POST\n respond @post 405\n reverse_proxy unix//run/a.sock 127.0.0.1:9000 {\n  lb_policy least_conn\n  header_up ?X-A b\n }\n header ?X-B c\n log {\n  output file /var/log/a.log\n }\n tls internal\n}\n:8081 {\n respond b\n}\n",
         );
         let lines: Vec<usize> = conversion.gaps.iter().map(|g| g.at.line).collect();
-        assert_eq!(
-            lines,
-            [2, 6, 7, 8, 9, 11, 13, 15, 17],
-            "{:#?}",
-            conversion.gaps
-        );
+        assert_eq!(lines, [2, 6, 7, 8, 9, 11, 13, 15], "{:#?}", conversion.gaps);
         for gap in &conversion.gaps {
             let comment = format!("# UNSUPPORTED {}: {}", gap.at, gap.directive);
             assert!(
@@ -3228,11 +3288,33 @@ mod tests {
     }
 
     #[test]
-    fn sites_told_apart_only_by_port_collide() {
+    fn sites_on_different_ports_answer_each_on_its_own_listener() {
         let conversion = convert_text(":8080 {\n respond a\n}\n:8081 {\n respond b\n}\n");
-        assert_eq!(conversion.gaps.len(), 1);
-        assert_eq!(conversion.gaps[0].at.line, 4);
-        assert!(conversion.gaps[0].reason.contains("not by port"));
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let table = table(&conversion);
+        let bound = |name: &str| route(&table, name)["listeners"].clone();
+        assert_eq!(bound("port-8080"), toml::Value::from(vec!["0.0.0.0:8080"]));
+        assert_eq!(bound("port-8081"), toml::Value::from(vec!["0.0.0.0:8081"]));
+        compiled(&conversion, &[]);
+    }
+
+    #[test]
+    fn route_blocks_run_after_handle_blocks_and_uri_replace_replaces_every_occurrence() {
+        let conversion = convert_text(
+            "http://a.test {\n handle /api/* {\n  respond \"api\"\n }\n route /old/* {\n  uri replace /old/ /new/\n  reverse_proxy 127.0.0.1:9000\n }\n route /api/x* {\n  respond \"never\"\n }\n}\n",
+        );
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let table = table(&conversion);
+        let old = route(&table, "a.test/old/");
+        assert_eq!(old["rewrite"]["replace"].as_str(), Some("/old/"));
+        assert_eq!(old["rewrite"]["to"].as_str(), Some("/new/"));
+        assert!(old.get("placement").is_some());
+        // The handle block matches /api/x too, so the route block never runs.
+        assert!(table["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("respond").and_then(|a| a.get("body")) != Some(&"never".into())));
         compiled(&conversion, &[]);
     }
 

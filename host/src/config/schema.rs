@@ -423,7 +423,11 @@ pub struct Rewrite {
     /// captures (`$${name}` for the braced form, since `${...}` is an
     /// environment placeholder).
     pub regex: Option<String>,
-    /// The replacement for `prefix` or `regex`.
+    /// Replace occurrences of this text, anywhere in the path, with `to`.
+    pub replace: Option<String>,
+    /// With `replace`: how many occurrences, from the left; all by default.
+    pub limit: Option<usize>,
+    /// The replacement for `prefix`, `regex` or `replace`.
     pub to: Option<String>,
 }
 

@@ -448,7 +448,10 @@ impl SluiceProxy {
             .then(|| session.server_addr().and_then(|a| a.as_inet()).copied())
             .flatten()
             .and_then(|local| {
-                crate::support::net::listening_on(snapshot.listeners.iter().map(|l| l.address), local)
+                crate::support::net::listening_on(
+                    snapshot.listeners.iter().map(|l| l.address),
+                    local,
+                )
             });
         let view = RequestView {
             host: &ctx.client_host,

@@ -61,7 +61,10 @@ fn listener_set(
                 Some(_) => {
                     d.error(
                         path.index(i),
-                        format!("routes can be bound to the first {} listeners only", ListenerSet::MAX),
+                        format!(
+                            "routes can be bound to the first {} listeners only",
+                            ListenerSet::MAX
+                        ),
                     );
                     None
                 }
@@ -137,7 +140,12 @@ pub fn routes(
             );
         }
         let path_match = path_match(d, &path, route);
-        let listeners = listener_set(d, &path.key("listeners"), &route.listeners, &config.listeners);
+        let listeners = listener_set(
+            d,
+            &path.key("listeners"),
+            &route.listeners,
+            &config.listeners,
+        );
         let hosts = if route.hosts.is_empty() {
             vec!["*".to_string()]
         } else {
@@ -154,7 +162,9 @@ pub fn routes(
             };
             match HostPattern::parse(host) {
                 Ok(pattern) => {
-                    if let Err(previous) = index.insert(&pattern, &path_match, listeners, routes.len()) {
+                    if let Err(previous) =
+                        index.insert(&pattern, &path_match, listeners, routes.len())
+                    {
                         let what = match &path_match {
                             PathMatch::Exact(_) => format!("path {:?}", path_match.text()),
                             PathMatch::Prefix(_) => format!("path prefix {:?}", path_match.text()),

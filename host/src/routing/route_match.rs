@@ -87,7 +87,12 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn insert(&mut self, path: &PathMatch, listeners: ListenerSet, route: usize) -> Result<(), usize> {
+    fn insert(
+        &mut self,
+        path: &PathMatch,
+        listeners: ListenerSet,
+        route: usize,
+    ) -> Result<(), usize> {
         if let Some(existing) = self
             .entries
             .iter()
@@ -188,7 +193,9 @@ impl RouteIndex {
         self.scoped |= listeners != ListenerSet::ALL;
         let bucket = match host {
             HostPattern::Exact(name) => self.exact.entry(name.as_str().into()).or_default(),
-            HostPattern::Wildcard(suffix) => self.wildcard.entry(suffix.as_str().into()).or_default(),
+            HostPattern::Wildcard(suffix) => {
+                self.wildcard.entry(suffix.as_str().into()).or_default()
+            }
             HostPattern::Any => &mut self.any_host,
         };
         bucket.insert(path, listeners, route)
@@ -254,7 +261,12 @@ mod tests {
         let mut index = RouteIndex::default();
         for (i, (host, path)) in routes.iter().enumerate() {
             index
-                .insert(&HostPattern::parse(host).unwrap(), &prefix(path), ListenerSet::ALL, i)
+                .insert(
+                    &HostPattern::parse(host).unwrap(),
+                    &prefix(path),
+                    ListenerSet::ALL,
+                    i,
+                )
                 .unwrap();
         }
         index
@@ -264,12 +276,22 @@ mod tests {
     fn an_exact_path_beats_any_prefix_and_matches_only_itself() {
         let mut idx = index(&[("a.com", "/"), ("a.com", "/health/")]);
         let host = HostPattern::parse("a.com").unwrap();
-        idx.insert(&host, &PathMatch::Exact("/health".into()), ListenerSet::ALL, 2)
-            .unwrap();
+        idx.insert(
+            &host,
+            &PathMatch::Exact("/health".into()),
+            ListenerSet::ALL,
+            2,
+        )
+        .unwrap();
         assert_eq!(idx.find("a.com", "/health", None), Some(2));
         assert_eq!(idx.find("a.com", "/health/x", None), Some(1));
         assert_eq!(idx.find("a.com", "/healthz", None), Some(0));
-        let both = idx.insert(&host, &PathMatch::Exact("/health".into()), ListenerSet::ALL, 3);
+        let both = idx.insert(
+            &host,
+            &PathMatch::Exact("/health".into()),
+            ListenerSet::ALL,
+            3,
+        );
         assert_eq!(both, Err(2));
     }
 
@@ -277,11 +299,18 @@ mod tests {
     fn a_route_bound_to_listeners_exists_only_on_them() {
         let mut idx = RouteIndex::default();
         let any = HostPattern::Any;
-        idx.insert(&any, &PathMatch::Exact("/health".into()), ListenerSet::of([1]), 0)
+        idx.insert(
+            &any,
+            &PathMatch::Exact("/health".into()),
+            ListenerSet::of([1]),
+            0,
+        )
+        .unwrap();
+        idx.insert(&any, &prefix("/"), ListenerSet::of([0]), 1)
             .unwrap();
-        idx.insert(&any, &prefix("/"), ListenerSet::of([0]), 1).unwrap();
         // The same match on another listener is no duplicate.
-        idx.insert(&any, &prefix("/"), ListenerSet::of([1]), 2).unwrap();
+        idx.insert(&any, &prefix("/"), ListenerSet::of([1]), 2)
+            .unwrap();
         assert!(idx.is_scoped());
         assert_eq!(idx.find("x.test", "/health", Some(1)), Some(0));
         assert_eq!(idx.find("x.test", "/health", Some(0)), Some(1));
@@ -337,8 +366,12 @@ mod tests {
     fn duplicates_are_reported() {
         let mut idx = RouteIndex::default();
         let host = HostPattern::parse("a.com").unwrap();
-        idx.insert(&host, &prefix("/x"), ListenerSet::ALL, 0).unwrap();
-        assert_eq!(idx.insert(&host, &prefix("/x"), ListenerSet::ALL, 1), Err(0));
+        idx.insert(&host, &prefix("/x"), ListenerSet::ALL, 0)
+            .unwrap();
+        assert_eq!(
+            idx.insert(&host, &prefix("/x"), ListenerSet::ALL, 1),
+            Err(0)
+        );
     }
 
     #[test]

@@ -238,12 +238,17 @@ mod tests {
             .contains("not a valid header name"));
         assert!(error("path_prefix = \"/x\"")
             .contains("a route needs `placement`, `routing` or `respond`"));
-        assert!(error("placement = \"a\"\npath = \"/x\"\npath_prefix = \"/x\"")
-            .contains("routes[0].path: set path (one exact path) or path_prefix, not both"));
+        assert!(
+            error("placement = \"a\"\npath = \"/x\"\npath_prefix = \"/x\"")
+                .contains("routes[0].path: set path (one exact path) or path_prefix, not both")
+        );
         assert!(error("placement = \"a\"\npath = \"x\"")
             .contains("routes[0].path: \"x\" must start with '/'"));
-        assert!(error("placement = \"a\"\nlisteners = [\"public\"]")
-            .contains("routes[0].listeners[0]: no listener is named \"public\" or has that address"));
+        assert!(
+            error("placement = \"a\"\nlisteners = [\"public\"]").contains(
+                "routes[0].listeners[0]: no listener is named \"public\" or has that address"
+            )
+        );
     }
 
     #[test]

@@ -134,7 +134,8 @@ impl<A> TlsTermination<A> {
 
     /// The listener a connection to `local` arrived on.
     fn listener_for(&self, local: SocketAddr) -> Option<&Listener> {
-        crate::support::net::listening_on(self.listeners.iter().map(|l| l.address), local).map(|i| &self.listeners[i])
+        crate::support::net::listening_on(self.listeners.iter().map(|l| l.address), local)
+            .map(|i| &self.listeners[i])
     }
 
     /// `stream` ready for HTTP: after a TLS handshake if it arrived on an

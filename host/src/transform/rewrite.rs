@@ -1,4 +1,5 @@
-//! Path rewrites: strip a prefix, replace a prefix, or a regex with captures.
+//! Path rewrites: strip a prefix, replace a prefix, replace a text, or a
+//! regex with captures.
 //! Only the path changes; the query string is kept.
 
 use regex::Regex;
@@ -17,6 +18,15 @@ pub enum PathRewrite {
         /// Its replacement.
         to: String,
     },
+    /// Replace occurrences of `find` with `to`: the first `limit`, or all.
+    Replace {
+        /// The text replaced.
+        find: String,
+        /// Its replacement.
+        to: String,
+        /// How many occurrences, from the left; `None` for all.
+        limit: Option<usize>,
+    },
     /// Replace the first match of `regex` with `to` (which may use `$1`, `${name}`).
     Regex {
         /// The pattern.
@@ -33,18 +43,22 @@ impl PathRewrite {
             rewrite.strip_prefix.is_some(),
             rewrite.prefix.is_some(),
             rewrite.regex.is_some(),
+            rewrite.replace.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err((
                 "strip_prefix",
-                "set exactly one of `strip_prefix`, `prefix` or `regex`".into(),
+                "set exactly one of `strip_prefix`, `prefix`, `regex` or `replace`".into(),
             ));
         }
+        if rewrite.limit.is_some() && rewrite.replace.is_none() {
+            return Err(("limit", "`limit` goes with `replace`".into()));
+        }
         let to = || {
-            rewrite
-                .to
-                .clone()
-                .ok_or(("to", "a `prefix` or `regex` rewrite needs `to`".to_string()))
+            rewrite.to.clone().ok_or((
+                "to",
+                "a `prefix`, `regex` or `replace` rewrite needs `to`".to_string(),
+            ))
         };
         if let Some(prefix) = &rewrite.strip_prefix {
             if rewrite.to.is_some() {
@@ -61,6 +75,19 @@ impl PathRewrite {
                 to: to()?,
             });
         }
+        if let Some(find) = &rewrite.replace {
+            if find.is_empty() {
+                return Err(("replace", "must not be empty".into()));
+            }
+            if rewrite.limit == Some(0) {
+                return Err(("limit", "must be at least 1".into()));
+            }
+            return Ok(Self::Replace {
+                find: find.clone(),
+                to: to()?,
+                limit: rewrite.limit,
+            });
+        }
         let pattern = rewrite.regex.as_deref().unwrap_or_default();
         let regex = Regex::new(pattern).map_err(|e| ("regex", format!("invalid regex: {e}")))?;
         Ok(Self::Regex { regex, to: to()? })
@@ -72,6 +99,15 @@ impl PathRewrite {
             Self::StripPrefix(prefix) => path.strip_prefix(prefix.as_str())?.to_string(),
             Self::ReplacePrefix { from, to } => {
                 format!("{to}{}", path.strip_prefix(from.as_str())?)
+            }
+            Self::Replace { find, to, limit } => {
+                if !path.contains(find.as_str()) {
+                    return None;
+                }
+                match limit {
+                    Some(limit) => path.replacen(find.as_str(), to, *limit),
+                    None => path.replace(find.as_str(), to),
+                }
             }
             Self::Regex { regex, to } => {
                 if !regex.is_match(path) {
@@ -94,6 +130,19 @@ mod tests {
 
     fn rewrite(text: &str) -> PathRewrite {
         PathRewrite::compile(&crate::config::fragment(text)).unwrap()
+    }
+
+    #[test]
+    fn replaces_every_occurrence_or_the_first_few() {
+        let all = rewrite("replace = \"/old/\"\nto = \"/new/\"");
+        assert_eq!(all.apply("/old/a/old/b").as_deref(), Some("/new/a/new/b"));
+        assert_eq!(all.apply("/other"), None);
+        let first = rewrite("replace = \"/old/\"\nto = \"/new/\"\nlimit = 1");
+        assert_eq!(first.apply("/old/a/old/b").as_deref(), Some("/new/a/old/b"));
+        let refused = PathRewrite::compile(&crate::config::fragment(
+            "regex = \"a\"\nto = \"b\"\nlimit = 1",
+        ));
+        assert!(refused.is_err());
     }
 
     #[test]
