@@ -2256,7 +2256,7 @@ fn rewrite_to(to: &str) -> Result<Rewrite, String> {
     Ok(Rewrite::Plugin { to: target })
 }
 
-/// `uri strip_prefix`, `uri path_regexp`.
+/// `uri strip_prefix`, `uri replace`, `uri path_regexp`.
 fn uri(args: &[Token]) -> Result<Rewrite, String> {
     let texts: Vec<&str> = args.iter().map(|t| t.text.as_str()).collect();
     match texts.as_slice() {
@@ -2284,9 +2284,12 @@ fn uri(args: &[Token]) -> Result<Rewrite, String> {
                 limit,
             })
         }
+        // The replacement is in Go's expansion syntax, which Sluice's
+        // shares (`$1`, `${name}`, `$$` for a dollar): only the config's
+        // own `$` escaping is added.
         ["path_regexp", regex, replacement] => Ok(Rewrite::Regex {
             regex: placeholders::convert_plain(regex)?,
-            to: placeholders::convert_plain(replacement)?.replace("$$", "$$$$"),
+            to: placeholders::convert_plain(replacement)?,
         }),
         _ => Err("Sluice maps uri strip_prefix, uri replace and uri path_regexp only".into()),
     }
@@ -3296,6 +3299,20 @@ mod tests {
         assert_eq!(bound("port-8080"), toml::Value::from(vec!["0.0.0.0:8080"]));
         assert_eq!(bound("port-8081"), toml::Value::from(vec!["0.0.0.0:8081"]));
         compiled(&conversion, &[]);
+    }
+
+    #[test]
+    fn path_regexp_captures_reach_the_rewritten_path() {
+        let conversion = convert_text(
+            "http://a.test {\n uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2\n reverse_proxy 127.0.0.1:9000\n}\n",
+        );
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let snapshot = compiled(&conversion, &[]);
+        let rewrite = snapshot.routes[0].rewrite.as_ref().unwrap();
+        assert_eq!(
+            rewrite.apply("/v2/users/7").as_deref(),
+            Some("/version/2/users/7")
+        );
     }
 
     #[test]

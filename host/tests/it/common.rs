@@ -152,6 +152,19 @@ impl Proxy {
             .unwrap_or_else(|lost| panic!("{lost}"))
     }
 
+    /// Starts `sluice run` on an existing config file and state directory,
+    /// with these environment variables set.
+    pub fn spawn_with_env(
+        address: SocketAddr,
+        admin: SocketAddr,
+        config_path: PathBuf,
+        state_dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        Self::launch(address, admin, config_path, state_dir, &[], env)
+            .unwrap_or_else(|lost| panic!("{lost}"))
+    }
+
     /// Starts the proxy on `body`, as [`Proxy::start`] does, with these
     /// environment variables set. When another process holds one of the
     /// ports chosen, the proxy is started again on new ones.
@@ -202,7 +215,10 @@ impl Proxy {
         // config asks for one at `admin`, the proxy is ready once both are.
         let serves_admin = std::fs::read_to_string(&config_path)
             .is_ok_and(|text| text.contains(&format!("\"{admin}\"")));
+        // Run from the config's directory, as an operator would: relative
+        // paths in it (a plugin directory, certificates) are found there.
         let mut child = Command::new(sluice_binary())
+            .current_dir(config_path.parent().unwrap_or(Path::new("/")))
             .args(["run", "--config"])
             .arg(&config_path)
             .arg("--state-dir")

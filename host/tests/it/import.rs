@@ -29,6 +29,12 @@ fn import(dir: &Path, caddyfile: &str, extra: &[&str]) -> Output {
 /// Imports `caddyfile` into `dir/sluice.toml`, insisting on success, and
 /// checks the result with `sluice check`.
 fn import_and_check(dir: &Path, caddyfile: &str) -> PathBuf {
+    import_and_check_with_env(dir, caddyfile, &[])
+}
+
+/// As [`import_and_check`], with `sluice check` run in `dir` with these
+/// environment variables, as `sluice run` will be.
+fn import_and_check_with_env(dir: &Path, caddyfile: &str, env: &[(&str, &str)]) -> PathBuf {
     let output = import(dir, caddyfile, &["-o", "sluice.toml"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "import failed: {stderr}");
@@ -36,8 +42,10 @@ fn import_and_check(dir: &Path, caddyfile: &str) -> PathBuf {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.starts_with("# Imported from Caddyfile"), "{text}");
     let check = Command::new(sluice_binary())
+        .current_dir(dir)
         .args(["check", "--config"])
         .arg(&config)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -329,6 +337,18 @@ impl Caddy {
     /// Starts Caddy with its home and data in a scratch directory, and
     /// waits until `probe` (a path on `host`) answers.
     async fn start(caddyfile: &Path, address: SocketAddr, host: &str, probe: &str) -> Caddy {
+        Self::start_with_env(caddyfile, address, host, probe, &[]).await
+    }
+
+    /// As [`Caddy::start`], with these environment variables set: the
+    /// Caddyfile's `{$VAR}` placeholders read them.
+    async fn start_with_env(
+        caddyfile: &Path,
+        address: SocketAddr,
+        host: &str,
+        probe: &str,
+        env: &[(&str, &str)],
+    ) -> Caddy {
         let home = scratch_dir();
         let log = home.join("caddy.log");
         let child = Command::new("caddy")
@@ -337,6 +357,7 @@ impl Caddy {
             .env("HOME", &home)
             .env("XDG_DATA_HOME", home.join("data"))
             .env("XDG_CONFIG_HOME", home.join("config"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -431,6 +452,9 @@ type Exchange<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
 fn comparable(answer: &Answer) -> Value {
     let headers = [
         "x-frame-options",
+        "x-content-type-options",
+        "x-site",
+        "x-gateway",
         "x-served-by",
         "x-proxy",
         "location",
@@ -452,6 +476,8 @@ fn comparable(answer: &Answer) -> Value {
             "host",
             "x-env",
             "x-debug",
+            "x-real-ip",
+            "x-original-host",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
@@ -532,4 +558,311 @@ async fn caddy_and_sluice_serve_one_caddyfile_alike() {
     assert_eq!(answer.header("x-frame-options"), Some("DENY"));
     let answer = send(sluice.address, "GET", "vhost.test", "/", &[]).await;
     assert_eq!(answer.echo()["headers"]["host"], upstream.to_string());
+}
+
+/// A Caddyfile shaped like the deployments Sluice replaces: snippets with
+/// arguments, upstreams named by environment variables with defaults, a
+/// gateway site mapping its host onto a content path, an API site with
+/// `handle`, `handle_path` and `route` blocks, `uri` rewrites, exact and
+/// prefix `respond`, a `redir` with placeholders, and a status site bound to
+/// a port of its own. Both proxies read it unchanged; only the environment
+/// differs.
+const DEPLOYMENT_CADDYFILE: &str = r#"{
+	admin off
+	auto_https off
+}
+
+(secure-headers) {
+	header {
+		-X-Served-By
+		+X-Frame-Options DENY
+		X-Content-Type-Options nosniff
+		X-Site {args.0}
+	}
+}
+
+(json-log) {
+	log {
+		output stdout
+		format json
+	}
+}
+
+http://gateway.test:{$SITE_PORT} {
+	bind 127.0.0.1
+	import secure-headers gateway
+	import json-log
+	reverse_proxy {$GATEWAY_UPSTREAM:127.0.0.1:9} {
+		rewrite /ipfs/bafybeicid{path}
+		header_up X-Real-IP {remote_host}
+		header_up X-Original-Host {host}
+		header_down X-Gateway ipfs
+	}
+}
+
+http://api.test:{$SITE_PORT} {
+	bind 127.0.0.1
+	import secure-headers api
+	handle_path /auth/* {
+		reverse_proxy {$AUTH_UPSTREAM}
+	}
+	handle /api/* {
+		uri strip_prefix /api
+		reverse_proxy {$API_UPSTREAM}
+	}
+	route /old/* {
+		uri replace /old/ /new/
+		reverse_proxy {$API_UPSTREAM}
+	}
+	route /v1/* {
+		uri path_regexp ^/v1/(.*)$ /version-one/$1
+		reverse_proxy {$API_UPSTREAM}
+	}
+	respond /health "api healthy" 200
+	respond /static/* "static" 200
+	redir /moved https://{host}{uri} 308
+	reverse_proxy {$API_UPSTREAM}
+}
+
+http://:{$STATUS_PORT} {
+	bind 127.0.0.1
+	respond /health "OK" 200
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
+    let up = upstreams(&["gateway", "auth", "api"]).await;
+    let upstream = |i: usize| up[i].address.to_string();
+    let (gateway, auth, api) = (upstream(0), upstream(1), upstream(2));
+    let env = |site: u16, status: u16| -> Vec<(String, String)> {
+        vec![
+            ("SITE_PORT".into(), site.to_string()),
+            ("STATUS_PORT".into(), status.to_string()),
+            ("GATEWAY_UPSTREAM".into(), gateway.clone()),
+            ("AUTH_UPSTREAM".into(), auth.clone()),
+            ("API_UPSTREAM".into(), api.clone()),
+        ]
+    };
+
+    let (caddy_site, caddy_status) = (free_port(), free_port());
+    let caddy_env = env(caddy_site, caddy_status);
+    let caddy_dir = scratch_dir();
+    let caddy_file = caddy_dir.join("Caddyfile");
+    std::fs::write(&caddy_file, DEPLOYMENT_CADDYFILE).unwrap();
+    let caddy = Caddy::start_with_env(
+        &caddy_file,
+        SocketAddr::from(([127, 0, 0, 1], caddy_site)),
+        "api.test",
+        "/health",
+        &borrowed(&caddy_env),
+    )
+    .await;
+
+    let (sluice_site, sluice_status) = (free_port(), free_port());
+    let sluice_env = env(sluice_site, sluice_status);
+    let dir = scratch_dir();
+    // The gateway's header_up placeholders need the headers plugin, which
+    // the import asks to be copied next to the config.
+    let plugins = crate::plugins::plugin_dir(&[("headers", "sluice-plugin-headers")]);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(
+        plugins.join("headers.wasm"),
+        dir.join("plugins/headers.wasm"),
+    )
+    .unwrap();
+    let config = import_and_check_with_env(&dir, DEPLOYMENT_CADDYFILE, &borrowed(&sluice_env));
+    let mut sluice = Proxy::spawn_with_env(
+        SocketAddr::from(([127, 0, 0, 1], sluice_site)),
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        config,
+        dir.join("state"),
+        &borrowed(&sluice_env),
+    );
+    let sluice_status_address = SocketAddr::from(([127, 0, 0, 1], sluice_status));
+    sluice.wait_accepting(sluice_status_address, Duration::from_secs(10));
+    let caddy_status_address = SocketAddr::from(([127, 0, 0, 1], caddy_status));
+
+    // (on the site port rather than the status port, method, host, path, headers)
+    type Case<'a> = (bool, &'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
+        (true, "GET", "gateway.test", "/docs/index.html?v=2", &[]),
+        (true, "GET", "gateway.test", "/", &[]),
+        (true, "GET", "api.test", "/auth/login?next=/home", &[]),
+        (true, "GET", "api.test", "/auth/", &[]),
+        (true, "GET", "api.test", "/api/users?page=2", &[]),
+        (true, "POST", "api.test", "/api/orders", &[]),
+        (true, "GET", "api.test", "/old/a/old/b", &[]),
+        (true, "GET", "api.test", "/v1/items/7", &[]),
+        (true, "GET", "api.test", "/health", &[]),
+        (true, "GET", "api.test", "/healthz", &[]),
+        (true, "GET", "api.test", "/health/deep", &[]),
+        (true, "GET", "api.test", "/static/app.js", &[]),
+        (true, "GET", "api.test", "/moved?q=1", &[]),
+        (
+            true,
+            "GET",
+            "api.test",
+            "/anything/else",
+            &[("x-debug", "1")],
+        ),
+        (false, "GET", "status.test", "/health", &[]),
+        (false, "GET", "status.test", "/health/x", &[]),
+        // The API site is not served on the status port, whatever the Host.
+        (false, "GET", "api.test", "/api/users", &[]),
+        (false, "GET", "api.test", "/health", &[]),
+    ];
+    for (on_site, method, host, path, headers) in cases {
+        let (to_caddy, to_sluice) = if *on_site {
+            (caddy.address, sluice.address)
+        } else {
+            (caddy_status_address, sluice_status_address)
+        };
+        let from_caddy = send(to_caddy, method, host, path, headers).await;
+        let from_sluice = send(to_sluice, method, host, path, headers).await;
+        assert_eq!(
+            comparable(&from_sluice),
+            comparable(&from_caddy),
+            "{method} {host}{path} on the {} port: Sluice (left) and Caddy (right) differ",
+            if *on_site { "site" } else { "status" }
+        );
+    }
+    // The comparison saw what the Caddyfile asks for, not two equal failures.
+    let answer = send(sluice.address, "GET", "gateway.test", "/docs/a?v=2", &[]).await;
+    let echo = answer.echo();
+    assert_eq!(echo["upstream"], "gateway");
+    assert_eq!(echo["path"], "/ipfs/bafybeicid/docs/a");
+    assert_eq!(echo["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(answer.header("x-site"), Some("gateway"));
+    let answer = send(sluice.address, "GET", "api.test", "/old/a/old/b", &[]).await;
+    assert_eq!(answer.echo()["path"], "/new/a/new/b");
+    let answer = send(sluice_status_address, "GET", "api.test", "/api/users", &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, ""));
+}
+
+/// `env` as the string pairs a command takes.
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Every construct of a real deployment the import maps, TLS and globals
+/// included, with upstreams named by DNS inside a container network.
+const EVERY_CONSTRUCT: &str = r#"{
+	email ops@example.com
+	acme_ca https://acme-staging-v02.api.letsencrypt.org/directory
+	admin 127.0.0.1:2099
+}
+
+(common) {
+	header {
+		-Server
+		+X-Frame-Options DENY
+		X-Content-Type-Options nosniff
+	}
+	log {
+		output stdout
+		format json
+	}
+}
+
+gateway.example.com {
+	import common
+	tls {
+		dns cloudflare {env.CF_API_TOKEN}
+	}
+	reverse_proxy {$GATEWAY_UPSTREAM:ipfs-gateway.sluice.invalid:8080} {
+		rewrite * /ipfs/bafybeigdyrzt{path}
+		header_up Host {upstream_hostport}
+		header_up X-Real-IP {remote_host}
+		header_down -Server
+		header_down +Via sluice
+	}
+}
+
+api.example.com {
+	import common
+	tls internal
+	handle_path /auth/* {
+		reverse_proxy auth-api.sluice.invalid:9000
+	}
+	handle /api/* {
+		uri strip_prefix /api
+		reverse_proxy api-backend.sluice.invalid:8000
+	}
+	route /old/* {
+		uri replace /old/ /new/
+		reverse_proxy api-backend.sluice.invalid:8000
+	}
+	route /v1/* {
+		uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2
+		reverse_proxy api-backend.sluice.invalid:8000
+	}
+	respond /health "OK" 200
+	respond /static/* "static" 200
+	redir /moved https://{host}{uri} 308
+	reverse_proxy api-backend.sluice.invalid:8000
+}
+
+www.example.com {
+	tls certs/www.pem certs/www.key
+	redir https://example.com{uri} 301
+}
+
+:8080 {
+	respond /health "OK" 200
+}
+"#;
+
+#[test]
+fn a_deployment_caddyfile_imports_whole_and_checks_with_unresolved_names_as_warnings() {
+    let dir = scratch_dir();
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["www.example.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("certs/www.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("certs/www.key"), key.serialize_pem()).unwrap();
+    let plugins = crate::plugins::plugin_dir(&[("headers", "sluice-plugin-headers")]);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(
+        plugins.join("headers.wasm"),
+        dir.join("plugins/headers.wasm"),
+    )
+    .unwrap();
+
+    let output = import(&dir, EVERY_CONSTRUCT, &["-o", "sluice.toml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("unsupported"), "{stderr}");
+    let config = dir.join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("# UNSUPPORTED Caddyfile"), "{text}");
+
+    let check = Command::new(sluice_binary())
+        .current_dir(&dir)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("CF_API_TOKEN", "unused-by-check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}\n{text}");
+    for name in [
+        "ipfs-gateway.sluice.invalid",
+        "auth-api.sluice.invalid",
+        "api-backend.sluice.invalid",
+    ] {
+        assert!(
+            stderr.contains(&format!("\"{name}\" does not resolve")),
+            "no warning for {name}:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr
+            .lines()
+            .all(|line| !line.contains("warning") || line.contains(": line ")),
+        "every warning names its line:\n{stderr}"
+    );
 }
