@@ -142,6 +142,9 @@ enum Rewrite {
         to: String,
         limit: Option<usize>,
     },
+    /// Native rewrites applied in order, as Caddy applies a site's `uri`
+    /// and then a block's own.
+    Chain(Vec<Rewrite>),
     /// Through the `rewrite` plugin: the target changes the query too.
     Plugin {
         to: String,
@@ -165,7 +168,25 @@ impl Rewrite {
                 .map(|rest| format!("{to}{rest}")),
             Rewrite::Regex { regex, to } if regex == "^(.*)$" => Some(to.replacen("$1", prefix, 1)),
             Rewrite::Regex { regex, to } if regex == "^.*$" => Some(to.clone()),
+            Rewrite::Chain(steps) => steps
+                .iter()
+                .try_fold(prefix.to_string(), |path, step| step.apply_to_prefix(&path)),
             _ => None,
+        }
+    }
+
+    /// This rewrite, then `next` on the path it leaves.
+    fn then(current: Option<Rewrite>, next: Rewrite) -> Result<Rewrite, &'static str> {
+        match (current, next) {
+            (None, next) => Ok(next),
+            (Some(Rewrite::Plugin { .. }), _) | (Some(_), Rewrite::Plugin { .. }) => Err(
+                "a rewrite that changes the query runs in the rewrite plugin, ahead of the route's own rewrites, so it cannot follow or precede another here",
+            ),
+            (Some(Rewrite::Chain(mut steps)), next) => {
+                steps.push(next);
+                Ok(Rewrite::Chain(steps))
+            }
+            (Some(first), next) => Ok(Rewrite::Chain(vec![first, next])),
         }
     }
 }
@@ -1628,15 +1649,16 @@ impl Scope {
             if !covers(&rule.matcher, &rewritten) {
                 continue;
             }
-            if slot.rewrite.is_some() {
-                slot.gaps.push(Gap {
-                    at: rule.at.clone(),
-                    directive: "rewrite".into(),
-                    reason: "Sluice applies one rewrite per route; this second rewrite of the same requests is left out".into(),
-                });
-                continue;
+            match Rewrite::then(slot.rewrite.clone(), rewrite.clone()) {
+                Ok(chained) => slot.rewrite = Some(chained),
+                Err(reason) => {
+                    slot.gaps.push(Gap {
+                        at: rule.at.clone(),
+                        directive: "rewrite".into(),
+                        reason: reason.into(),
+                    });
+                }
             }
-            slot.rewrite = Some(rewrite.clone());
         }
 
         // The handler: the first, in Caddy's order, whose matcher covers
@@ -1739,15 +1761,17 @@ impl Resolved {
             request.extend(&proxy.request);
             response.extend(&proxy.response);
             if let Some(own) = &proxy.rewrite {
-                if rewrite.is_some() {
-                    gaps.push(Gap {
-                        at: at.clone(),
-                        directive: "reverse_proxy { rewrite ... }".into(),
-                        reason: "Sluice applies one rewrite per route; the site's rewrite is kept"
-                            .into(),
-                    });
-                } else {
-                    rewrite = Some(own.clone());
+                // reverse_proxy's rewrite applies last, to the URI the
+                // site's and the block's rewrites left.
+                match Rewrite::then(rewrite.clone(), own.clone()) {
+                    Ok(chained) => rewrite = Some(chained),
+                    Err(reason) => {
+                        gaps.push(Gap {
+                            at: at.clone(),
+                            directive: "reverse_proxy { rewrite ... }".into(),
+                            reason: reason.into(),
+                        });
+                    }
                 }
             }
         }
@@ -2295,6 +2319,29 @@ fn uri(args: &[Token]) -> Result<Rewrite, String> {
     }
 }
 
+/// A native rewrite as the TOML value of a route's `rewrite`; `None` for
+/// one the `rewrite` plugin does.
+fn rewrite_value(rewrite: &Rewrite) -> Option<String> {
+    Some(match rewrite {
+        Rewrite::StripPrefix(prefix) => format!("{{ strip_prefix = {} }}", quote(prefix)),
+        Rewrite::Prefix { from, to } => {
+            format!("{{ prefix = {}, to = {} }}", quote(from), quote(to))
+        }
+        Rewrite::Regex { regex, to } => {
+            format!("{{ regex = {}, to = {} }}", quote(regex), quote(to))
+        }
+        Rewrite::Replace { find, to, limit } => {
+            let limit = limit.map(|n| format!(", limit = {n}")).unwrap_or_default();
+            format!("{{ replace = {}, to = {}{limit} }}", quote(find), quote(to))
+        }
+        Rewrite::Chain(steps) => {
+            let steps: Option<Vec<String>> = steps.iter().map(rewrite_value).collect();
+            format!("[{}]", steps?.join(", "))
+        }
+        Rewrite::Plugin { .. } => return None,
+    })
+}
+
 fn plain(text: &str, directive: &Directive, gaps: &mut Vec<Gap>) -> String {
     placeholders::convert_plain(text).unwrap_or_else(|reason| {
         gaps.push(gap(directive, &reason));
@@ -2506,36 +2553,8 @@ fn write_route(out: &mut String, route: &RouteOut) {
             inline_rules(&route.response.native)
         );
     }
-    match &route.rewrite {
-        Some(Rewrite::StripPrefix(prefix)) => {
-            let _ = writeln!(out, "rewrite = {{ strip_prefix = {} }}", quote(prefix));
-        }
-        Some(Rewrite::Prefix { from, to }) => {
-            let _ = writeln!(
-                out,
-                "rewrite = {{ prefix = {}, to = {} }}",
-                quote(from),
-                quote(to)
-            );
-        }
-        Some(Rewrite::Regex { regex, to }) => {
-            let _ = writeln!(
-                out,
-                "rewrite = {{ regex = {}, to = {} }}",
-                quote(regex),
-                quote(to)
-            );
-        }
-        Some(Rewrite::Replace { find, to, limit }) => {
-            let limit = limit.map(|n| format!(", limit = {n}")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "rewrite = {{ replace = {}, to = {}{limit} }}",
-                quote(find),
-                quote(to)
-            );
-        }
-        Some(Rewrite::Plugin { .. }) | None => {}
+    if let Some(table) = route.rewrite.as_ref().and_then(rewrite_value) {
+        let _ = writeln!(out, "rewrite = {table}");
     }
     match &route.tls {
         Some(RouteTls::Acme) => out.push_str("tls = \"acme\"\n"),
@@ -3299,6 +3318,36 @@ mod tests {
         assert_eq!(bound("port-8080"), toml::Value::from(vec!["0.0.0.0:8080"]));
         assert_eq!(bound("port-8081"), toml::Value::from(vec!["0.0.0.0:8081"]));
         compiled(&conversion, &[]);
+    }
+
+    #[test]
+    fn a_sites_rewrite_and_a_blocks_own_compose_in_order() {
+        let conversion = convert_text(
+            "http://a.test {\n uri replace /x/ /y/\n handle /api/* {\n  uri strip_prefix /api\n  reverse_proxy 127.0.0.1:9000\n }\n reverse_proxy 127.0.0.1:9001\n}\n",
+        );
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        assert!(
+            conversion.toml.contains(
+                "rewrite = [{ replace = \"/x/\", to = \"/y/\" }, { strip_prefix = \"/api\" }]"
+            ),
+            "{}",
+            conversion.toml
+        );
+        let snapshot = compiled(&conversion, &[]);
+        let api = snapshot
+            .routes
+            .iter()
+            .find(|r| &*r.name == "a.test/api/")
+            .unwrap();
+        let rewrite = api.rewrite.as_ref().unwrap();
+        assert_eq!(rewrite.apply("/api/x/1").as_deref(), Some("/y/1"));
+        // A query-changing rewrite runs in a plugin, ahead of native ones:
+        // it cannot follow another.
+        let mixed = convert_text(
+            "http://a.test {\n uri replace /x/ /y/\n handle /api/* {\n  rewrite * /v2{path}?from=api\n  reverse_proxy 127.0.0.1:9000\n }\n}\n",
+        );
+        assert_eq!(mixed.gaps.len(), 1, "{:?}", mixed.gaps);
+        assert!(mixed.gaps[0].reason.contains("rewrite plugin"));
     }
 
     #[test]

@@ -296,8 +296,8 @@ pub struct Route {
     /// Header rules applied to the response sent to the client.
     #[serde(default)]
     pub response_headers: HeaderRules,
-    /// A path rewrite applied before the request goes upstream.
-    pub rewrite: Option<Rewrite>,
+    /// Path rewrites applied before the request goes upstream.
+    pub rewrite: Option<Rewrites>,
     /// Plugins run for this route, in order.
     #[serde(default)]
     pub plugins: Vec<Attachment>,
@@ -429,6 +429,30 @@ pub struct Rewrite {
     pub limit: Option<usize>,
     /// The replacement for `prefix`, `regex` or `replace`.
     pub to: Option<String>,
+}
+
+/// A route's `rewrite`: one rewrite, or several applied in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a rewrite table such as { strip_prefix = \"/api\" }, or an array of them applied in order"
+)]
+pub enum Rewrites {
+    /// One rewrite.
+    One(Rewrite),
+    /// Rewrites applied one after the other, each to the path the one
+    /// before left.
+    Chain(Vec<Rewrite>),
+}
+
+impl Rewrites {
+    /// The rewrites, in the order they apply.
+    pub fn steps(&self) -> &[Rewrite] {
+        match self {
+            Self::One(rewrite) => std::slice::from_ref(rewrite),
+            Self::Chain(rewrites) => rewrites,
+        }
+    }
 }
 
 /// One `[placements.NAME]` entry.

@@ -12,7 +12,7 @@ use super::route::{KeyedTarget, RouteSpec, RouteTarget};
 use super::route_match::{HostPattern, ListenerSet, PathMatch, RouteIndex};
 use crate::config::{self, Config, Diagnostics, KeyPath, MissingKey};
 use crate::transform::headers::HeaderOps;
-use crate::transform::rewrite::PathRewrite;
+use crate::transform::rewrite::{PathRewrite, PathRewrites};
 
 /// A route's `path` (exact) or `path_prefix`.
 fn path_match(d: &mut Diagnostics, path: &KeyPath, route: &config::Route) -> PathMatch {
@@ -191,17 +191,27 @@ pub fn routes(
             &path.key("response_headers"),
             &route.response_headers,
         );
-        let rewrite =
-            route
-                .rewrite
-                .as_ref()
-                .and_then(|rewrite| match PathRewrite::compile(rewrite) {
+        let rewrite = route.rewrite.as_ref().map(|rewrites| {
+            let chained = matches!(rewrites, config::Rewrites::Chain(_));
+            let steps = rewrites
+                .steps()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, step)| match PathRewrite::compile(step) {
                     Ok(compiled) => Some(compiled),
                     Err((key, message)) => {
-                        d.error(path.key("rewrite").key(key), message);
+                        let at = if chained {
+                            path.key("rewrite").index(i)
+                        } else {
+                            path.key("rewrite")
+                        };
+                        d.error(at.key(key), message);
                         None
                     }
-                });
+                })
+                .collect();
+            PathRewrites(steps)
+        });
         let attachments = crate::plugins::compile::attachments(
             d,
             &path.key("plugins"),

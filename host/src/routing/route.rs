@@ -9,7 +9,7 @@ use super::PlacementId;
 use crate::plugins::spec::AttachmentSpec;
 use crate::transform::headers::HeaderOps;
 use crate::transform::respond::Answer;
-use crate::transform::rewrite::PathRewrite;
+use crate::transform::rewrite::PathRewrites;
 
 /// A compiled route.
 #[derive(Debug)]
@@ -26,8 +26,8 @@ pub struct RouteSpec {
     pub request_headers: HeaderOps,
     /// Rules for the response sent to the client.
     pub response_headers: HeaderOps,
-    /// The path rewrite, if any.
-    pub rewrite: Option<PathRewrite>,
+    /// The path rewrites, in order, if any.
+    pub rewrite: Option<PathRewrites>,
     /// Plugins run for this route, in order.
     pub plugins: Vec<AttachmentSpec>,
     /// Further placements its plugins may choose.

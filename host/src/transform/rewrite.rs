@@ -6,6 +6,24 @@ use regex::Regex;
 
 use crate::config::Rewrite;
 
+/// A route's rewrites, applied in order, each to the path the one before
+/// left.
+#[derive(Debug, Clone)]
+pub struct PathRewrites(pub Vec<PathRewrite>);
+
+impl PathRewrites {
+    /// The rewritten path, or `None` when no rewrite applies.
+    pub fn apply(&self, path: &str) -> Option<String> {
+        let mut rewritten: Option<String> = None;
+        for step in &self.0 {
+            if let Some(next) = step.apply(rewritten.as_deref().unwrap_or(path)) {
+                rewritten = Some(next);
+            }
+        }
+        rewritten
+    }
+}
+
 /// A compiled path rewrite.
 #[derive(Debug, Clone)]
 pub enum PathRewrite {
@@ -130,6 +148,21 @@ mod tests {
 
     fn rewrite(text: &str) -> PathRewrite {
         PathRewrite::compile(&crate::config::fragment(text)).unwrap()
+    }
+
+    #[test]
+    fn a_chain_applies_each_rewrite_to_the_path_the_one_before_left() {
+        let chain = PathRewrites(vec![
+            rewrite("strip_prefix = \"/api\""),
+            rewrite("regex = \"^/v([0-9]+)/(.*)$\"\nto = \"/version/$1/$2\""),
+        ]);
+        assert_eq!(
+            chain.apply("/api/v2/users").as_deref(),
+            Some("/version/2/users")
+        );
+        assert_eq!(chain.apply("/v3/x").as_deref(), Some("/version/3/x"));
+        assert_eq!(chain.apply("/api/other").as_deref(), Some("/other"));
+        assert_eq!(chain.apply("/other"), None);
     }
 
     #[test]

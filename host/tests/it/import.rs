@@ -603,6 +603,7 @@ http://gateway.test:{$SITE_PORT} {
 http://api.test:{$SITE_PORT} {
 	bind 127.0.0.1
 	import secure-headers api
+	uri replace /old-name/ /new-name/
 	handle_path /auth/* {
 		reverse_proxy {$AUTH_UPSTREAM}
 	}
@@ -706,6 +707,9 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
             "/anything/else",
             &[("x-debug", "1")],
         ),
+        // The site's rewrite, then the block's own.
+        (true, "GET", "api.test", "/api/old-name/x", &[]),
+        (true, "GET", "api.test", "/any/old-name/y", &[]),
         (false, "GET", "status.test", "/health", &[]),
         (false, "GET", "status.test", "/health/x", &[]),
         // The API site is not served on the status port, whatever the Host.
@@ -736,6 +740,8 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     assert_eq!(answer.header("x-site"), Some("gateway"));
     let answer = send(sluice.address, "GET", "api.test", "/old/a/old/b", &[]).await;
     assert_eq!(answer.echo()["path"], "/new/a/new/b");
+    let answer = send(sluice.address, "GET", "api.test", "/api/old-name/x", &[]).await;
+    assert_eq!(answer.echo()["path"], "/new-name/x");
     let answer = send(sluice_status_address, "GET", "api.test", "/api/users", &[]).await;
     assert_eq!((answer.status, answer.body.as_str()), (200, ""));
 }
@@ -793,10 +799,7 @@ api.example.com {
 		uri replace /old/ /new/
 		reverse_proxy api-backend.sluice.invalid:8000
 	}
-	route /v1/* {
-		uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2
-		reverse_proxy api-backend.sluice.invalid:8000
-	}
+	uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2
 	respond /health "OK" 200
 	respond /static/* "static" 200
 	redir /moved https://{host}{uri} 308
