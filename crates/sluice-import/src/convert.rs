@@ -1516,6 +1516,33 @@ impl Scope {
                 paths.push(path);
             }
         }
+        // Sluice matches a route on the path as the client sent it, Caddy
+        // its handle blocks on the path the site's rewrites left: a path a
+        // site rewrite moves into a block gets a route of its own.
+        for rule in self.rules.iter().filter(|rule| rule.handle.is_none()) {
+            let Effect::Rewrite(rewrite) = &rule.effect else {
+                continue;
+            };
+            for block in &self.handles {
+                let into = &block.matcher.prefix;
+                let before = match rewrite {
+                    Rewrite::StripPrefix(strip) if into.starts_with('/') => {
+                        Some(format!("{strip}{into}"))
+                    }
+                    Rewrite::Prefix { from, to } => into
+                        .strip_prefix(to.as_str())
+                        .map(|rest| format!("{from}{rest}")),
+                    _ => None,
+                };
+                let Some(before) = before else {
+                    continue;
+                };
+                let path = (before, block.matcher.exact);
+                if path.0.starts_with(rule.matcher.prefix.as_str()) && !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
         paths.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.cmp(b)));
         let mut routes = Vec::new();
         for hosts in &host_sets {
@@ -3348,6 +3375,25 @@ mod tests {
         );
         assert_eq!(mixed.gaps.len(), 1, "{:?}", mixed.gaps);
         assert!(mixed.gaps[0].reason.contains("rewrite plugin"));
+    }
+
+    #[test]
+    fn a_path_a_sites_rewrite_moves_into_a_block_is_routed_to_that_block() {
+        let conversion = convert_text(
+            "http://a.test {\n uri strip_prefix /legacy\n handle /api/* {\n  uri strip_prefix /api\n  reverse_proxy 127.0.0.1:9000\n }\n reverse_proxy 127.0.0.1:9001\n}\n",
+        );
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let snapshot = compiled(&conversion, &[]);
+        let legacy = snapshot
+            .routes
+            .iter()
+            .find(|r| &*r.name == "a.test/legacy/api/")
+            .unwrap_or_else(|| panic!("{}", conversion.toml));
+        let rewrite = legacy.rewrite.as_ref().unwrap();
+        assert_eq!(
+            rewrite.apply("/legacy/api/users").as_deref(),
+            Some("/users")
+        );
     }
 
     #[test]
