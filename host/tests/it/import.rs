@@ -665,13 +665,7 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     let dir = scratch_dir();
     // The gateway's header_up placeholders need the headers plugin, which
     // the import asks to be copied next to the config.
-    let plugins = crate::plugins::plugin_dir(&[("headers", "sluice-plugin-headers")]);
-    std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(
-        plugins.join("headers.wasm"),
-        dir.join("plugins/headers.wasm"),
-    )
-    .unwrap();
+    copy_headers_plugin(&dir);
     let config = import_and_check_with_env(&dir, DEPLOYMENT_CADDYFILE, &borrowed(&sluice_env));
     let mut sluice = Proxy::spawn_with_env(
         SocketAddr::from(([127, 0, 0, 1], sluice_site)),
@@ -827,13 +821,7 @@ fn a_deployment_caddyfile_imports_whole_and_checks_with_unresolved_names_as_warn
         .unwrap();
     std::fs::write(dir.join("certs/www.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("certs/www.key"), key.serialize_pem()).unwrap();
-    let plugins = crate::plugins::plugin_dir(&[("headers", "sluice-plugin-headers")]);
-    std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    std::fs::copy(
-        plugins.join("headers.wasm"),
-        dir.join("plugins/headers.wasm"),
-    )
-    .unwrap();
+    copy_headers_plugin(&dir);
 
     let output = import(&dir, EVERY_CONSTRUCT, &["-o", "sluice.toml"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -868,4 +856,16 @@ fn a_deployment_caddyfile_imports_whole_and_checks_with_unresolved_names_as_warn
             .all(|line| !line.contains("warning") || line.contains(": line ")),
         "every warning names its line:\n{stderr}"
     );
+}
+
+/// Copies the `headers` plugin into `dir/plugins`, where an imported config
+/// whose header values use request placeholders looks for it.
+fn copy_headers_plugin(dir: &Path) {
+    let plugins = crate::plugins::plugin_dir(&[("headers", "sluice-plugin-headers")]);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(
+        plugins.join("headers.wasm"),
+        dir.join("plugins/headers.wasm"),
+    )
+    .unwrap();
 }
