@@ -247,6 +247,9 @@ struct Rule {
     effect: Effect,
     /// The `handle` block it is in, if any.
     handle: Option<usize>,
+    /// A rewrite that applies after the others before it (`uri`), rather
+    /// than instead of them (`rewrite`, mutually exclusive in Caddy).
+    in_turn: bool,
     at: Location,
 }
 
@@ -984,6 +987,7 @@ impl<'a> Converter<'a> {
                             order: self.order,
                             effect: effect.clone(),
                             handle: handle.map(|(id, _)| id),
+                            in_turn: name == "uri",
                             at: directive.at().clone(),
                         });
                     }
@@ -1026,6 +1030,7 @@ impl<'a> Converter<'a> {
                     order: self.order,
                     effect: Effect::Rewrite(Rewrite::StripPrefix(stripped)),
                     handle: Some(id),
+                    in_turn: true,
                     at: directive.at().clone(),
                 });
             }
@@ -1045,6 +1050,7 @@ impl<'a> Converter<'a> {
                 order: self.order,
                 effect: Effect::Handle(Action::Respond(empty_response())),
                 handle: Some(id),
+                in_turn: false,
                 at: directive.at().clone(),
             });
         }
@@ -1544,6 +1550,7 @@ impl Scope {
             }
         }
         paths.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.cmp(b)));
+        let moved = self.moved_into_blocks();
         let mut routes = Vec::new();
         for hosts in &host_sets {
             let mut resolved: Vec<(String, bool, Resolved)> = Vec::new();
@@ -1575,10 +1582,47 @@ impl Scope {
                 routes.push(slot.into_route(name, route_hosts, path, exact, at));
             }
         }
+        if let Some(first) = routes.first_mut() {
+            first.gaps.extend(moved);
+        }
         routes
     }
 
-    /// What Caddy does with requests for `hosts` under `prefix`.
+    /// The site's rewrites that may move requests into, or out of, a
+    /// `handle` block's path in a way the import cannot follow: Caddy
+    /// chooses the block by the path after them, Sluice a route by the path
+    /// before. (Prefix rewrites get routes of their own in `routes`.)
+    fn moved_into_blocks(&self) -> Vec<Gap> {
+        let mut gaps = Vec::new();
+        for rule in self.rules.iter().filter(|rule| rule.handle.is_none()) {
+            let Effect::Rewrite(rewrite) = &rule.effect else {
+                continue;
+            };
+            let moved = self.handles.iter().find(|block| {
+                let into = block.matcher.prefix.as_str();
+                into != "/"
+                    && match rewrite {
+                        Rewrite::StripPrefix(_) | Rewrite::Prefix { .. } => false,
+                        Rewrite::Replace { find, to, .. } => {
+                            may_change_prefix(into, find, to) || may_change_prefix(into, to, find)
+                        }
+                        Rewrite::Regex { .. } | Rewrite::Plugin { .. } | Rewrite::Chain(_) => true,
+                    }
+            });
+            if let Some(block) = moved {
+                gaps.push(Gap {
+                    at: rule.at.clone(),
+                    directive: "uri".into(),
+                    reason: format!(
+                        "Caddy chooses among handle blocks by the path after this rewrite, Sluice by the path before it: requests it moves into or out of {} would be routed differently",
+                        block.matcher.prefix
+                    ),
+                });
+            }
+        }
+        gaps
+    }
+
     /// What Caddy does with requests for `hosts` under `prefix`, or for
     /// the path `prefix` alone when `exact`.
     fn resolve(&self, hosts: Option<&Vec<String>>, prefix: &str, exact: bool) -> Resolved {
@@ -1605,18 +1649,35 @@ impl Scope {
         });
         let mut slot = Resolved::default();
 
-        // The site's own rewrites run before `handle` blocks are matched;
-        // of several covering the requests, the most specific wins.
+        // The site's own rewrites run before `handle` blocks are matched:
+        // of its `rewrite` directives covering the requests the most
+        // specific, then each of its `uri` directives in turn.
         let mut rewritten = prefix.to_string();
-        let site_rewrite = sorted.iter().find(|rule| {
-            rule.handle.is_none()
-                && matches!(rule.effect, Effect::Rewrite(_))
-                && covers(&rule.matcher, prefix)
-        });
-        if let Some(rule) = site_rewrite {
-            if let Effect::Rewrite(rewrite) = &rule.effect {
-                rewritten = rewrite.apply_to_prefix(prefix).unwrap_or(rewritten);
-                slot.rewrite = Some(rewrite.clone());
+        let site_rewrites: Vec<&&Rule> = sorted
+            .iter()
+            .filter(|rule| {
+                rule.handle.is_none()
+                    && matches!(rule.effect, Effect::Rewrite(_))
+                    && covers(&rule.matcher, prefix)
+            })
+            .collect();
+        let exclusive = site_rewrites.iter().find(|rule| !rule.in_turn);
+        let mut in_turn: Vec<&&&Rule> = site_rewrites.iter().filter(|rule| rule.in_turn).collect();
+        in_turn.sort_by_key(|rule| rule.order);
+        for rule in exclusive.into_iter().chain(in_turn) {
+            let Effect::Rewrite(rewrite) = &rule.effect else {
+                continue;
+            };
+            match Rewrite::then(slot.rewrite.clone(), rewrite.clone()) {
+                Ok(chained) => {
+                    rewritten = rewrite.apply_to_prefix(&rewritten).unwrap_or(rewritten);
+                    slot.rewrite = Some(chained);
+                }
+                Err(reason) => slot.gaps.push(Gap {
+                    at: rule.at.clone(),
+                    directive: "rewrite".into(),
+                    reason: reason.into(),
+                }),
             }
         }
         // At most one handle block answers: the most specific that matches.
@@ -2344,6 +2405,21 @@ fn uri(args: &[Token]) -> Result<Rewrite, String> {
         }),
         _ => Err("Sluice maps uri strip_prefix, uri replace and uri path_regexp only".into()),
     }
+}
+
+/// Whether replacing `find` with `to` can turn a path outside `prefix` into
+/// one under it: `to` lands somewhere in the prefix's text (at `j`) where
+/// `find` did not already spell the prefix out.
+fn may_change_prefix(prefix: &str, find: &str, to: &str) -> bool {
+    let agree = |a: &[u8], b: &[u8]| {
+        let n = a.len().min(b.len());
+        a[..n] == b[..n]
+    };
+    let prefix = prefix.as_bytes();
+    (0..prefix.len()).any(|j| {
+        let rest = &prefix[j..];
+        agree(rest, to.as_bytes()) && !find.as_bytes().starts_with(rest)
+    })
 }
 
 /// A native rewrite as the TOML value of a route's `rewrite`; `None` for
@@ -3394,6 +3470,33 @@ mod tests {
             rewrite.apply("/legacy/api/users").as_deref(),
             Some("/users")
         );
+    }
+
+    #[test]
+    fn uri_directives_apply_in_turn_and_rewrites_the_import_cannot_route_are_reported() {
+        let conversion = convert_text(
+            "http://a.test {\n uri strip_prefix /app\n uri replace /x/ /y/\n reverse_proxy 127.0.0.1:9000\n}\n",
+        );
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let snapshot = compiled(&conversion, &[]);
+        let rewrite = snapshot.routes[0].rewrite.as_ref().unwrap();
+        assert_eq!(rewrite.apply("/app/x/1").as_deref(), Some("/y/1"));
+        // A regex could move requests into the block's path.
+        let regex = convert_text(
+            "http://a.test {\n uri path_regexp ^/v1/(.*)$ /api/$1\n handle /api/* {\n  reverse_proxy 127.0.0.1:9000\n }\n reverse_proxy 127.0.0.1:9001\n}\n",
+        );
+        assert_eq!(regex.gaps.len(), 1, "{:?}", regex.gaps);
+        assert_eq!(regex.gaps[0].at.line, 2);
+        assert!(regex.gaps[0].reason.contains("/api/"), "{:?}", regex.gaps);
+        // A replacement that cannot reach the block's prefix is followed.
+        let harmless = convert_text(
+            "http://a.test {\n uri replace /old-name/ /new-name/\n handle /api/* {\n  reverse_proxy 127.0.0.1:9000\n }\n}\n",
+        );
+        assert!(harmless.gaps.is_empty(), "{:?}", harmless.gaps);
+        let moving = convert_text(
+            "http://a.test {\n uri replace /v1/ /api/\n handle /api/* {\n  reverse_proxy 127.0.0.1:9000\n }\n}\n",
+        );
+        assert_eq!(moving.gaps.len(), 1, "{:?}", moving.gaps);
     }
 
     #[test]

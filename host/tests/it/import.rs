@@ -793,7 +793,10 @@ api.example.com {
 		uri replace /old/ /new/
 		reverse_proxy api-backend.sluice.invalid:8000
 	}
-	uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2
+	route /v1/* {
+		uri path_regexp ^/v([0-9]+)/(.*)$ /version/$1/$2
+		reverse_proxy api-backend.sluice.invalid:8000
+	}
 	respond /health "OK" 200
 	respond /static/* "static" 200
 	redir /moved https://{host}{uri} 308
