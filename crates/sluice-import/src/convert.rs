@@ -441,6 +441,9 @@ impl<'a> Converter<'a> {
                 ("http_port", [port]) if is_port(port) => self.http_port = port.to_string(),
                 ("https_port", [port]) if is_port(port) => self.https_port = port.to_string(),
                 ("grace_period", [duration]) => self.grace_period = Some(duration.to_string()),
+                // Sluice has no local CA to install in a trust store: the
+                // certificates it generates for `tls internal` never are.
+                ("skip_install_trust", []) => {}
                 _ => self
                     .global_gaps
                     .push(gap("no Sluice equivalent of this global option")),

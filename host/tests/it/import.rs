@@ -564,12 +564,14 @@ async fn caddy_and_sluice_serve_one_caddyfile_alike() {
 /// arguments, upstreams named by environment variables with defaults, a
 /// gateway site mapping its host onto a content path, an API site with
 /// `handle`, `handle_path` and `route` blocks, `uri` rewrites, exact and
-/// prefix `respond`, a `redir` with placeholders, and a status site bound to
-/// a port of its own. Both proxies read it unchanged; only the environment
-/// differs.
+/// prefix `respond`, a `redir` with placeholders, a status site bound to a
+/// port of its own, and an HTTPS site with `tls internal` (each proxy with a
+/// certificate of its own making). Both proxies read it unchanged; only the
+/// environment differs.
 const DEPLOYMENT_CADDYFILE: &str = r#"{
 	admin off
-	auto_https off
+	auto_https disable_redirects
+	skip_install_trust
 }
 
 (secure-headers) {
@@ -629,6 +631,16 @@ http://:{$STATUS_PORT} {
 	bind 127.0.0.1
 	respond /health "OK" 200
 }
+
+https://secure.test:{$TLS_PORT} {
+	bind 127.0.0.1
+	tls internal
+	import secure-headers secure
+	respond /health "secure" 200
+	reverse_proxy {$API_UPSTREAM} {
+		header_up X-Env tls
+	}
+}
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -636,18 +648,19 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     let up = upstreams(&["gateway", "auth", "api"]).await;
     let upstream = |i: usize| up[i].address.to_string();
     let (gateway, auth, api) = (upstream(0), upstream(1), upstream(2));
-    let env = |site: u16, status: u16| -> Vec<(String, String)> {
+    let env = |site: u16, status: u16, tls: u16| -> Vec<(String, String)> {
         vec![
             ("SITE_PORT".into(), site.to_string()),
             ("STATUS_PORT".into(), status.to_string()),
+            ("TLS_PORT".into(), tls.to_string()),
             ("GATEWAY_UPSTREAM".into(), gateway.clone()),
             ("AUTH_UPSTREAM".into(), auth.clone()),
             ("API_UPSTREAM".into(), api.clone()),
         ]
     };
 
-    let (caddy_site, caddy_status) = (free_port(), free_port());
-    let caddy_env = env(caddy_site, caddy_status);
+    let (caddy_site, caddy_status, caddy_tls) = (free_port(), free_port(), free_port());
+    let caddy_env = env(caddy_site, caddy_status, caddy_tls);
     let caddy_dir = scratch_dir();
     let caddy_file = caddy_dir.join("Caddyfile");
     std::fs::write(&caddy_file, DEPLOYMENT_CADDYFILE).unwrap();
@@ -660,8 +673,8 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     )
     .await;
 
-    let (sluice_site, sluice_status) = (free_port(), free_port());
-    let sluice_env = env(sluice_site, sluice_status);
+    let (sluice_site, sluice_status, sluice_tls) = (free_port(), free_port(), free_port());
+    let sluice_env = env(sluice_site, sluice_status, sluice_tls);
     let dir = scratch_dir();
     // The gateway's header_up placeholders need the headers plugin, which
     // the import asks to be copied next to the config.
@@ -676,6 +689,10 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     );
     let sluice_status_address = SocketAddr::from(([127, 0, 0, 1], sluice_status));
     sluice.wait_accepting(sluice_status_address, Duration::from_secs(10));
+    sluice.wait_accepting(
+        SocketAddr::from(([127, 0, 0, 1], sluice_tls)),
+        Duration::from_secs(10),
+    );
     let caddy_status_address = SocketAddr::from(([127, 0, 0, 1], caddy_status));
 
     // (on the site port rather than the status port, method, host, path, headers)
@@ -725,6 +742,27 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
             if *on_site { "site" } else { "status" }
         );
     }
+    // The HTTPS site, each proxy with its own internal certificate.
+    // The client names the port in the authority, and each proxy listens on
+    // its own: the port is left out of the comparison.
+    let without_port = |answer: &Answer, port: u16| {
+        comparable(answer)
+            .to_string()
+            .replace(&format!("secure.test:{port}"), "secure.test:PORT")
+    };
+    for path in ["/health", "/profile?tab=2", "/old-name/z"] {
+        let from_caddy = send_tls(caddy_tls, "secure.test", path).await;
+        let from_sluice = send_tls(sluice_tls, "secure.test", path).await;
+        assert_eq!(
+            without_port(&from_sluice, sluice_tls),
+            without_port(&from_caddy, caddy_tls),
+            "GET https://secure.test{path}: Sluice (left) and Caddy (right) differ"
+        );
+    }
+    let answer = send_tls(sluice_tls, "secure.test", "/profile").await;
+    assert_eq!(answer.echo()["headers"]["x-env"], "tls");
+    assert_eq!(answer.echo()["headers"]["x-forwarded-proto"], "https");
+
     // The comparison saw what the Caddyfile asks for, not two equal failures.
     let answer = send(sluice.address, "GET", "gateway.test", "/docs/a?v=2", &[]).await;
     let echo = answer.echo();
@@ -871,4 +909,28 @@ fn copy_headers_plugin(dir: &Path) {
         dir.join("plugins/headers.wasm"),
     )
     .unwrap();
+}
+
+/// A GET over HTTPS to `host` on a loopback `port`, trusting whatever
+/// certificate is presented: each proxy serves `tls internal` with one of
+/// its own making.
+async fn send_tls(port: u16, host: &str, path: &str) -> Answer {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    Answer {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
 }
