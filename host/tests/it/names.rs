@@ -267,3 +267,64 @@ async fn traffic_moves_to_the_new_address_of_a_name_with_no_failed_request() {
     );
     drop((old, new));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_caddyfile_starts_with_its_backend_unresolved_and_serves_it_once_it_resolves() {
+    let dns = DnsServer::start().await;
+    let backend_port = free_port();
+    let backend = upstream::spawn("api", format!("127.0.0.1:{backend_port}").parse().unwrap())
+        .await
+        .unwrap();
+    let (site_port, admin_port) = (free_port(), free_port());
+    let dir = crate::common::scratch_dir();
+    std::fs::write(
+        dir.join("Caddyfile"),
+        format!(
+            "{{\n\tadmin 127.0.0.1:{admin_port}\n}}\n\nhttp://api.test:{site_port} {{\n\tbind 127.0.0.1\n\trespond /health \"OK\" 200\n\treverse_proxy api-backend.sluice.test:{backend_port}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let imported = Command::new(sluice_binary())
+        .current_dir(&dir)
+        .args(["import", "caddyfile", "Caddyfile", "-o", "sluice.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    // Inside a container, /etc/resolv.conf names the network's DNS; here the
+    // test's server stands in for it.
+    let config = dir.join("sluice.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push('\n');
+    text.push_str(&resolver_table(&dns));
+    std::fs::write(&config, text).unwrap();
+
+    let proxy = Proxy::spawn(
+        format!("127.0.0.1:{site_port}").parse().unwrap(),
+        format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        config,
+        dir.join("state"),
+        &[],
+    );
+    let health = get(&proxy, "api.test", "/health", &[]).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "OK"));
+    assert_eq!(get(&proxy, "api.test", "/orders", &[]).await.status, 503);
+
+    dns.set("api-backend.sluice.test", &[ip("127.0.0.1")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&proxy, "api.test", "/orders", &[]).await;
+        if reply.status == 200 {
+            assert_eq!(reply.echo()["upstream"], "api");
+            assert_eq!(reply.echo()["path"], "/orders");
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(Instant::now() < deadline, "the backend never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(backend);
+}
