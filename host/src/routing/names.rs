@@ -261,7 +261,15 @@ impl NameResolver {
                     tracing::warn!(%name, %error, "upstream name does not resolve")
                 }
             }
-            changed |= self.names.record(&name, outcome, retry);
+            if self.names.record(&name, outcome, retry) {
+                let addresses = self
+                    .names
+                    .get(&name)
+                    .map(|s| s.addresses)
+                    .unwrap_or_default();
+                tracing::info!(%name, ?addresses, "upstream name resolves to new addresses");
+                changed = true;
+            }
         }
         changed
     }

@@ -180,6 +180,28 @@ async fn a_name_that_does_not_resolve_is_a_warning_then_fails_over_until_it_reso
         status["placements"][0]["endpoints"][0]["address"],
         format!("backend.sluice.test:{port}@127.0.0.1")
     );
+    // The log names the name, its addresses and, before, why it failed.
+    let log = proxy.stderr_text();
+    let said = |words: &[&str]| {
+        log.lines()
+            .any(|line| words.iter().all(|word| line.contains(word)))
+    };
+    assert!(
+        said(&[
+            "upstream name resolves to new addresses",
+            "backend.sluice.test",
+            "127.0.0.1"
+        ]),
+        "{log}"
+    );
+    assert!(
+        said(&[
+            "upstream name does not resolve",
+            "backend.sluice.test",
+            "NXDOMAIN"
+        ]),
+        "{log}"
+    );
     let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(
