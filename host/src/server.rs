@@ -9,11 +9,13 @@ use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::listening::Service;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::api::AdminApi;
 use crate::control::{self, ConfigSource};
+use crate::proxy::drain::RequestsInFlight;
 use crate::proxy::SluiceProxy;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::resolver::SniResolver;
@@ -65,6 +67,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let requests = RequestsInFlight::default();
     // h2c is a service-wide option in Pingora, so listeners are grouped by it.
     for h2c in [true, false] {
         let addresses: Vec<_> = snapshot.listeners.iter().filter(|l| l.h2c == h2c).collect();
@@ -76,7 +79,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         } else {
             "sluice http (h1)"
         };
-        let mut proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins());
+        let mut proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins())
+            .with_requests_in_flight(requests.clone());
         if let Some(acme) = &acme {
             proxy = proxy.with_http01(acme.http01());
         }
@@ -140,8 +144,60 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     }
 
     control.spawn_background(options.poll_interval);
+    exit_when_drained(server.watch_execution_phase(), requests)?;
     server.run_forever()
 }
+
+/// Ends the process once a graceful shutdown has begun and no request is
+/// in flight.
+///
+/// On SIGTERM Pingora stops accepting, closes idle keep-alive connections
+/// and then sleeps out the whole grace period before it stops, even with
+/// nothing left to serve: an idle proxy took 31 s to exit, and container
+/// runtimes kill it first. This watcher exits as soon as the last request
+/// in flight has ended; the grace period stays the upper bound.
+fn exit_when_drained(
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+    requests: RequestsInFlight,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("sluice-drain".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            // A request whose head is still on its way is not counted yet:
+            // the count has to stay at zero for a moment, while Pingora
+            // closes the connections it finds idle, before the exit.
+            let mut idle_since = None;
+            loop {
+                if requests.count() > 0 {
+                    idle_since = None;
+                } else if idle_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    >= DRAIN_SETTLE
+                {
+                    break;
+                }
+                std::thread::sleep(DRAIN_POLL);
+            }
+            tracing::info!("no request in flight: exiting before the grace period ends");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::process::exit(0);
+        })?;
+    Ok(())
+}
+
+/// How often a draining server looks at its requests in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long no request may be in flight before a draining server exits.
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
 
 /// A TCP listener whose accepted connections read straight from the socket.
 ///

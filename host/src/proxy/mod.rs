@@ -34,6 +34,7 @@
 //! only its own request.
 
 mod bodies;
+pub mod drain;
 mod guard;
 mod plugins;
 mod respond;
@@ -88,6 +89,8 @@ pub struct SluiceProxy {
     plugins: Plugins,
     /// The pending ACME HTTP-01 answers, when ACME is configured.
     http01: Option<Http01Responses>,
+    /// The requests being handled, for a stopping server to wait on.
+    requests: drain::RequestsInFlight,
 }
 
 impl SluiceProxy {
@@ -99,7 +102,15 @@ impl SluiceProxy {
             metrics,
             plugins,
             http01: None,
+            requests: drain::RequestsInFlight::default(),
         }
+    }
+
+    /// Counts this proxy's requests in `requests`, which other proxy
+    /// services may share.
+    pub fn with_requests_in_flight(mut self, requests: drain::RequestsInFlight) -> Self {
+        self.requests = requests;
+        self
     }
 
     /// Answers `GET /.well-known/acme-challenge/<token>` on plain-HTTP
@@ -159,6 +170,9 @@ impl SluiceProxy {
 
 /// Per-request state, carried from phase to phase.
 pub struct RequestCtx {
+    /// Counts the request among those a stopping server waits for, until
+    /// the context drops.
+    _in_flight: drain::InFlight,
     started: Instant,
     started_at: SystemTime,
     snapshot: Option<Arc<Snapshot>>,
@@ -215,8 +229,9 @@ impl Drop for RequestCtx {
 }
 
 impl RequestCtx {
-    fn new() -> Self {
+    fn new(in_flight: drain::InFlight) -> Self {
         Self {
+            _in_flight: in_flight,
             started: Instant::now(),
             started_at: SystemTime::now(),
             snapshot: None,
@@ -1060,7 +1075,7 @@ impl ProxyHttp for SluiceProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new()
+        RequestCtx::new(self.requests.enter())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {

@@ -8,11 +8,11 @@ use crate::common::{client, get, scratch_dir, upstreams, Proxy};
 use crate::fault::{Behavior, FaultUpstream};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_in_flight_requests() {
+async fn sigterm_drains_in_flight_requests_and_exits_when_the_last_one_ends() {
     let slow = FaultUpstream::start("slow").await;
     slow.set(Behavior::Delay(Duration::from_secs(1)));
     let mut proxy = Proxy::start(&format!(
-        "[server]\ngrace_period = \"2s\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
+        "[server]\ngrace_period = \"30s\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
         slow.address
     ));
     let url = proxy.url("/slow");
@@ -37,18 +37,50 @@ async fn sigterm_drains_in_flight_requests() {
         Some(&200),
         "the in-flight request was not drained: {status:?}"
     );
+    // Well before the 30 s grace period: once the request has ended.
+    let answered = Instant::now();
     let exited = tokio::task::spawn_blocking(move || {
-        let exited = proxy.wait_exit(Duration::from_secs(10));
+        let exited = proxy.wait_exit(Duration::from_secs(1));
         (exited, proxy)
     })
     .await
     .unwrap();
     assert!(
         exited.0,
-        "sluice did not exit after SIGTERM:\n{}",
+        "sluice did not exit within 1 s of its last request ending:\n{}",
         exited.1.stderr_text()
     );
-    assert!(terminated.elapsed() < Duration::from_secs(10));
+    assert!(answered.elapsed() < Duration::from_secs(1));
+    assert!(terminated.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_proxy_exits_within_a_second_of_sigterm() {
+    let up = upstreams(&["a"]).await;
+    let mut proxy = Proxy::start(&format!(
+        "[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
+        up[0].address
+    ));
+    // A keep-alive client that has made its request and now waits.
+    let kept_alive = client();
+    assert_eq!(get(&proxy, "a.test", "/", &[]).await.status, 200);
+    let response = kept_alive.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let terminated = Instant::now();
+    proxy.signal("TERM");
+    let exited = tokio::task::spawn_blocking(move || {
+        let exited = proxy.wait_exit(Duration::from_secs(1));
+        (exited, proxy)
+    })
+    .await
+    .unwrap();
+    assert!(
+        exited.0,
+        "an idle sluice did not exit within 1 s of SIGTERM (grace period 30 s):\n{}",
+        exited.1.stderr_text()
+    );
+    assert!(terminated.elapsed() < Duration::from_millis(1500));
+    drop(kept_alive);
 }
 
 #[tokio::test(flavor = "multi_thread")]
