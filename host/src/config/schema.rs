@@ -228,6 +228,17 @@ pub struct ServerSettings {
     /// Write one JSON access-log line per request to stdout. On by default.
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// The longest request line (method, target and version) accepted;
+    /// a longer one is answered 414.
+    #[serde(default = "default_max_request_line")]
+    pub max_request_line: ByteSize,
+    /// The longest single header line accepted; a longer one is answered 431.
+    #[serde(default = "default_max_header_line")]
+    pub max_header_line: ByteSize,
+    /// The largest request head (request line and every header) accepted;
+    /// a larger one is answered 431.
+    #[serde(default = "default_max_request_head")]
+    pub max_request_head: ByteSize,
 }
 
 impl Default for ServerSettings {
@@ -237,6 +248,9 @@ impl Default for ServerSettings {
             grace_period: default_grace_period(),
             upgrade_socket: default_upgrade_socket(),
             access_log: true,
+            max_request_line: default_max_request_line(),
+            max_header_line: default_max_header_line(),
+            max_request_head: default_max_request_head(),
         }
     }
 }
@@ -938,6 +952,18 @@ fn default_max_response_head() -> ByteSize {
 
 fn default_connect_attempts() -> u32 {
     3
+}
+
+fn default_max_request_line() -> ByteSize {
+    ByteSize(8 << 10)
+}
+
+fn default_max_header_line() -> ByteSize {
+    ByteSize(8 << 10)
+}
+
+fn default_max_request_head() -> ByteSize {
+    ByteSize(32 << 10)
 }
 
 fn default_resolver_min_ttl() -> String {

@@ -449,6 +449,19 @@ impl SluiceProxy {
     async fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.live.load_full();
         ctx.begin(session.req_header(), snapshot.clone());
+        if let Err(refused) =
+            limits::check_request_head(session.req_header(), &snapshot.head_limits)
+        {
+            self.metrics
+                .refused_heads
+                .with_label_values(&[refused.limit])
+                .inc();
+            // The connection is not reused: what follows the head is not
+            // worth reading.
+            session.set_keepalive(None);
+            respond::text(session, ctx, refused.status, &refused.message).await?;
+            return Ok(true);
+        }
         let request = session.req_header();
         if let Some(answer) = self.http01.as_ref().and_then(|answers| {
             answers.answer_for(&request.method, request.uri.path(), is_tls(session))

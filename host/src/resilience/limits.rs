@@ -1,7 +1,75 @@
-//! Size limits a placement sets: on the request body a client sends, and
-//! on the response head its upstreams send back.
+//! Size limits: on the request head a client sends (set in `[server]`), on
+//! the request body (set by a placement), and on the response head a
+//! placement's upstreams send back.
 
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// The `[server]` limits on a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// The longest request line, in bytes.
+    pub request_line: u64,
+    /// The longest header line, in bytes.
+    pub header_line: u64,
+    /// The largest head, in bytes.
+    pub head: u64,
+}
+
+/// Why a request head was refused: the status it is answered with, what
+/// the client is told, and the metric label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadRefusal {
+    /// 414 or 431.
+    pub status: u16,
+    /// The answer's text.
+    pub message: String,
+    /// `request_line`, `header_line` or `request_head`.
+    pub limit: &'static str,
+}
+
+/// Refuses a request head past `limits`, each part measured as it crossed
+/// the wire (`name: value` and the line end for a header).
+pub fn check_request_head(head: &RequestHeader, limits: &HeadLimits) -> Result<(), HeadRefusal> {
+    // "METHOD " + target + " HTTP/1.1" + CRLF.
+    let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let request_line = (head.method.as_str().len() + 1 + target + 9 + 2) as u64;
+    if request_line > limits.request_line {
+        return Err(HeadRefusal {
+            status: 414,
+            message: format!(
+                "the request line is {request_line} bytes, more than the {} allowed",
+                limits.request_line
+            ),
+            limit: "request_line",
+        });
+    }
+    let mut size = request_line + 2;
+    for (name, value) in &head.headers {
+        let line = (name.as_str().len() + 2 + value.len() + 2) as u64;
+        if line > limits.header_line {
+            return Err(HeadRefusal {
+                status: 431,
+                message: format!(
+                    "the {name} header is {line} bytes, more than the {} allowed",
+                    limits.header_line
+                ),
+                limit: "header_line",
+            });
+        }
+        size += line;
+    }
+    if size > limits.head {
+        return Err(HeadRefusal {
+            status: 431,
+            message: format!(
+                "the request head is {size} bytes, more than the {} allowed",
+                limits.head
+            ),
+            limit: "request_head",
+        });
+    }
+    Ok(())
+}
 
 /// Refuses a request body of `length` bytes, declared or streamed so far,
 /// when it passes the placement's `max_body`, naming the limit.
@@ -41,6 +109,41 @@ pub fn check_response_head(head: &ResponseHeader, limit: u64) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        request_line: 64,
+        header_line: 32,
+        head: 128,
+    };
+
+    fn request(target: &str, headers: &[(&str, String)]) -> RequestHeader {
+        let mut head = RequestHeader::build("GET", target.as_bytes(), None).unwrap();
+        for (name, value) in headers {
+            head.append_header(name.to_string(), value.as_str())
+                .unwrap();
+        }
+        head
+    }
+
+    #[test]
+    fn a_request_head_past_a_limit_gets_the_status_of_that_limit() {
+        let fits = request("/a", &[("x-a", "b".repeat(20))]);
+        assert_eq!(check_request_head(&fits, &LIMITS), Ok(()));
+        let long_target = request(&format!("/{}", "a".repeat(60)), &[]);
+        let refused = check_request_head(&long_target, &LIMITS).unwrap_err();
+        assert_eq!((refused.status, refused.limit), (414, "request_line"));
+        let long_header = request("/a", &[("x-a", "b".repeat(40))]);
+        let refused = check_request_head(&long_header, &LIMITS).unwrap_err();
+        assert_eq!((refused.status, refused.limit), (431, "header_line"));
+        assert!(
+            refused.message.contains("x-a header"),
+            "{}",
+            refused.message
+        );
+        let many: Vec<(&str, String)> = (0..6).map(|_| ("x-a", "b".repeat(20))).collect();
+        let refused = check_request_head(&request("/a", &many), &LIMITS).unwrap_err();
+        assert_eq!((refused.status, refused.limit), (431, "request_head"));
+    }
 
     #[test]
     fn a_body_past_the_limit_is_refused() {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::{AdminSpec, ListenerSpec, Snapshot};
 use crate::config::{self, Config, ConfigErrors, Diagnostics, KeyPath, LoadedConfig};
+use crate::resilience::limits::HeadLimits;
 use crate::resilience::state::Registry;
 
 /// Validates `loaded` and compiles it, or returns every problem found.
@@ -30,6 +31,10 @@ pub fn compile(
     snapshot.warnings = compiler.d.into_result(loaded, origin)?;
     Ok(snapshot)
 }
+
+/// The smallest request-head limit accepted: below it, ordinary requests
+/// (a browser's cookies and user agent) would be refused.
+const MIN_HEAD_LIMIT: u64 = 1024;
 
 /// Assembles a snapshot from the parts each domain compiles, with the
 /// checks that span sections.
@@ -145,6 +150,7 @@ impl Compiler<'_> {
             grace_period,
             upgrade_socket: config.server.upgrade_socket.clone(),
             access_log: config.server.access_log,
+            head_limits: self.head_limits(&config.server),
             version: String::new(),
             plugins: config
                 .plugins
@@ -161,6 +167,35 @@ impl Compiler<'_> {
             upstream_names: crate::resilience::compile::upstream_names(config),
             warnings: Vec::new(),
         }
+    }
+
+    /// The `[server]` limits on a request head.
+    fn head_limits(&mut self, server: &config::ServerSettings) -> HeadLimits {
+        let path = KeyPath::root().key("server");
+        let limits = HeadLimits {
+            request_line: server.max_request_line.0,
+            header_line: server.max_header_line.0,
+            head: server.max_request_head.0,
+        };
+        for (key, value) in [
+            ("max_request_line", limits.request_line),
+            ("max_header_line", limits.header_line),
+            ("max_request_head", limits.head),
+        ] {
+            if value < MIN_HEAD_LIMIT {
+                self.d.error(
+                    path.key(key),
+                    format!("must be at least {MIN_HEAD_LIMIT} bytes"),
+                );
+            }
+        }
+        if limits.head < limits.request_line.max(limits.header_line) {
+            self.d.error(
+                path.key("max_request_head"),
+                "must be at least max_request_line and max_header_line",
+            );
+        }
+        limits
     }
 
     fn listeners(&mut self, config: &Config) -> Vec<ListenerSpec> {
@@ -248,6 +283,20 @@ mod tests {
             error("placement = \"a\"\nlisteners = [\"public\"]").contains(
                 "routes[0].listeners[0]: no listener is named \"public\" or has that address"
             )
+        );
+        let small = compile_text(&format!(
+            "[server]\nmax_header_line = 100\nmax_request_head = \"2KiB\"\nmax_request_line = \"4KiB\"\n{base}[[routes]]\nplacement = \"a\"\n"
+        ))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            small.contains("server.max_header_line: must be at least 1024 bytes"),
+            "{small}"
+        );
+        assert!(
+            small.contains("server.max_request_head: must be at least max_request_line"),
+            "{small}"
         );
     }
 

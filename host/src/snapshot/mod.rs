@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub upgrade_socket: String,
     /// Whether each request is logged as a JSON line on stdout.
     pub access_log: bool,
+    /// The largest request line, header line and request head accepted.
+    pub head_limits: crate::resilience::limits::HeadLimits,
     /// A short content hash of the config text.
     pub version: String,
     /// The plugin settings, if plugins are configured.

@@ -56,6 +56,9 @@ pub struct Metrics {
     /// `sluice_responses_aborted_total{placement}`: responses cut short
     /// after their head had been sent.
     pub aborted_responses: IntCounterVec,
+    /// `sluice_request_heads_refused_total{limit}`: request heads past a
+    /// `[server]` limit.
+    pub refused_heads: IntCounterVec,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
@@ -114,6 +117,14 @@ impl Metrics {
             "Circuit breaker state changes.",
             &["placement", "endpoint", "from", "to"],
         );
+        let refused_heads = counter(
+            "sluice_request_heads_refused_total",
+            "Requests refused for a request line, header line or head past its [server] limit.",
+            &["limit"],
+        );
+        for limit in ["request_line", "header_line", "request_head"] {
+            refused_heads.with_label_values(&[limit]);
+        }
         let failovers = counter(
             "sluice_failovers_total",
             "Requests served by another placement than routed.",
@@ -205,6 +216,7 @@ impl Metrics {
             plugins,
             panics,
             aborted_responses,
+            refused_heads,
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,

@@ -15,6 +15,7 @@ mod harness;
 mod import;
 mod layers;
 mod lifecycle;
+mod limits;
 mod monitoring;
 mod names;
 mod plugins;
