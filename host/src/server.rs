@@ -87,6 +87,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         let mut proxy = http_proxy(&server.configuration, proxy);
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        // Pingora counts the reuses of a connection after its first request.
+        options.keepalive_request_limit = Some(snapshot.max_requests_per_connection - 1);
+        options.h2_idle_timeout = Some(snapshot.keepalive_timeout);
         proxy.server_options = Some(options);
         if addresses.iter().all(|listener| !listener.tls) {
             // With no HTTPS listener, the termination layer below would only

@@ -239,6 +239,12 @@ pub struct ServerSettings {
     /// a larger one is answered 431.
     #[serde(default = "default_max_request_head")]
     pub max_request_head: ByteSize,
+    /// How long a client connection may wait idle for its next request.
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: String,
+    /// Requests served on one client connection before it is closed.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for ServerSettings {
@@ -251,6 +257,8 @@ impl Default for ServerSettings {
             max_request_line: default_max_request_line(),
             max_header_line: default_max_header_line(),
             max_request_head: default_max_request_head(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_requests_per_connection: default_max_requests_per_connection(),
         }
     }
 }
@@ -952,6 +960,14 @@ fn default_max_response_head() -> ByteSize {
 
 fn default_connect_attempts() -> u32 {
     3
+}
+
+fn default_keepalive_timeout() -> String {
+    "60s".into()
+}
+
+fn default_max_requests_per_connection() -> u32 {
+    1000
 }
 
 fn default_max_request_line() -> ByteSize {

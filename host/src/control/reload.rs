@@ -343,10 +343,11 @@ impl Reloader {
             || snapshot.threads != current.threads
             || snapshot.grace_period != current.grace_period
             || snapshot.upgrade_socket != current.upgrade_socket
+            || snapshot.max_requests_per_connection != current.max_requests_per_connection
         {
             tracing::warn!(
-                "listeners, [admin], threads, grace_period or upgrade_socket changed; \
-                 they take effect on restart or upgrade"
+                "listeners, [admin], threads, grace_period, upgrade_socket or \
+                 max_requests_per_connection changed; they take effect on restart or upgrade"
             );
         }
         let acme_routes_removed = current

@@ -462,6 +462,11 @@ impl SluiceProxy {
             respond::text(session, ctx, refused.status, &refused.message).await?;
             return Ok(true);
         }
+        // A connection the client keeps open waits at most this long for
+        // its next request (HTTP/1; HTTP/2's idle timeout is the service's).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(snapshot.keepalive_timeout.as_secs().max(1)));
+        }
         let request = session.req_header();
         if let Some(answer) = self.http01.as_ref().and_then(|answers| {
             answers.answer_for(&request.method, request.uri.path(), is_tls(session))

@@ -151,6 +151,22 @@ impl Compiler<'_> {
             upgrade_socket: config.server.upgrade_socket.clone(),
             access_log: config.server.access_log,
             head_limits: self.head_limits(&config.server),
+            keepalive_timeout: self.d.duration(
+                KeyPath::root().key("server").key("keepalive_timeout"),
+                &config.server.keepalive_timeout,
+            ),
+            max_requests_per_connection: match config.server.max_requests_per_connection {
+                0 => {
+                    self.d.error(
+                        KeyPath::root()
+                            .key("server")
+                            .key("max_requests_per_connection"),
+                        "must be at least 1",
+                    );
+                    1
+                }
+                n => n,
+            },
             version: String::new(),
             plugins: config
                 .plugins

@@ -44,6 +44,10 @@ pub struct Snapshot {
     pub access_log: bool,
     /// The largest request line, header line and request head accepted.
     pub head_limits: crate::resilience::limits::HeadLimits,
+    /// How long a client connection may wait idle for its next request.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one client connection before it is closed.
+    pub max_requests_per_connection: u32,
     /// A short content hash of the config text.
     pub version: String,
     /// The plugin settings, if plugins are configured.

@@ -56,3 +56,75 @@ async fn the_head_limits_are_set_in_server() {
     let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), value.as_str())).collect();
     assert_eq!(get(&proxy, "a.test", "/", &headers).await.status, 200);
 }
+
+/// Sends `request` on `stream` and reads one response head, returning it.
+async fn exchange(stream: &mut tokio::net::TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&read)
+        );
+        read.extend_from_slice(&buffer[..n]);
+        let text = String::from_utf8_lossy(&read).into_owned();
+        // The echo's JSON body is short and sent whole with its head.
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if read.len() >= end + 4 + length {
+                return text[..end].to_string();
+            }
+        }
+    }
+}
+
+/// Whether the server closes `stream` within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buffer)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_is_closed_after_the_keepalive_timeout_and_after_its_request_cap() {
+    let up = upstreams(&["a"]).await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nkeepalive_timeout = \"1s\"\nmax_requests_per_connection = 2\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
+        up[0].address
+    ));
+    let request = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+    // Kept open after a request, then closed once idle for the timeout.
+    let mut idle = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert!(exchange(&mut idle, request)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(!closed_within(&mut idle, std::time::Duration::from_millis(500)).await);
+    assert!(closed_within(&mut idle, std::time::Duration::from_secs(2)).await);
+
+    // The second request of a connection is its last.
+    let mut busy = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert!(exchange(&mut busy, request)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let last = exchange(&mut busy, request).await;
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    assert!(
+        closed_within(&mut busy, std::time::Duration::from_millis(500)).await,
+        "the connection stayed open after its last request:\n{last}"
+    );
+}
