@@ -245,6 +245,9 @@ pub struct ServerSettings {
     /// Requests served on one client connection before it is closed.
     #[serde(default = "default_max_requests_per_connection")]
     pub max_requests_per_connection: u32,
+    /// The longest a client may pause while sending a request body.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: String,
 }
 
 impl Default for ServerSettings {
@@ -259,6 +262,7 @@ impl Default for ServerSettings {
             max_request_head: default_max_request_head(),
             keepalive_timeout: default_keepalive_timeout(),
             max_requests_per_connection: default_max_requests_per_connection(),
+            body_read_timeout: default_body_read_timeout(),
         }
     }
 }
@@ -960,6 +964,10 @@ fn default_max_response_head() -> ByteSize {
 
 fn default_connect_attempts() -> u32 {
     3
+}
+
+fn default_body_read_timeout() -> String {
+    "60s".into()
 }
 
 fn default_keepalive_timeout() -> String {

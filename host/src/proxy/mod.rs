@@ -467,6 +467,9 @@ impl SluiceProxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(snapshot.keepalive_timeout.as_secs().max(1)));
         }
+        // A client pausing longer than this between two reads of its body
+        // loses the request.
+        session.set_read_timeout(Some(snapshot.body_read_timeout));
         let request = session.req_header();
         if let Some(answer) = self.http01.as_ref().and_then(|answers| {
             answers.answer_for(&request.method, request.uri.path(), is_tls(session))

@@ -170,6 +170,10 @@ pub(super) fn status_for(e: &Error, placement: Option<&str>) -> (u16, String) {
             ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
             ErrorSource::Downstream,
         ) => (0, String::new()),
+        (ErrorType::ReadTimedout, ErrorSource::Downstream) => (
+            408,
+            "the request body stopped arriving for longer than the server waits".into(),
+        ),
         (_, ErrorSource::Downstream) => (400, "malformed request".into()),
         _ => (500, "internal error".into()),
     }

@@ -155,6 +155,10 @@ impl Compiler<'_> {
                 KeyPath::root().key("server").key("keepalive_timeout"),
                 &config.server.keepalive_timeout,
             ),
+            body_read_timeout: self.d.duration(
+                KeyPath::root().key("server").key("body_read_timeout"),
+                &config.server.body_read_timeout,
+            ),
             max_requests_per_connection: match config.server.max_requests_per_connection {
                 0 => {
                     self.d.error(

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub keepalive_timeout: Duration,
     /// Requests served on one client connection before it is closed.
     pub max_requests_per_connection: u32,
+    /// The longest a client may pause while sending a request body.
+    pub body_read_timeout: Duration,
     /// A short content hash of the config text.
     pub version: String,
     /// The plugin settings, if plugins are configured.

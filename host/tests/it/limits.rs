@@ -128,3 +128,30 @@ async fn an_idle_connection_is_closed_after_the_keepalive_timeout_and_after_its_
         "the connection stayed open after its last request:\n{last}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_sending_its_body_loses_the_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstreams(&["a"]).await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nbody_read_timeout = \"1s\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
+        up[0].address
+    ));
+    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\nonly part")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the proxy kept waiting for the body");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request body stopped arriving"), "{answer}");
+}
