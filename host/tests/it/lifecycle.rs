@@ -11,7 +11,7 @@ use crate::fault::{Behavior, FaultUpstream};
 async fn sigterm_drains_in_flight_requests_and_exits_when_the_last_one_ends() {
     let slow = FaultUpstream::start("slow").await;
     slow.set(Behavior::Delay(Duration::from_secs(1)));
-    let mut proxy = Proxy::start(&format!(
+    let proxy = Proxy::start(&format!(
         "[server]\ngrace_period = \"30s\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
         slow.address
     ));
@@ -39,25 +39,28 @@ async fn sigterm_drains_in_flight_requests_and_exits_when_the_last_one_ends() {
     );
     // Well before the 30 s grace period: once the request has ended.
     let answered = Instant::now();
-    let exited = tokio::task::spawn_blocking(move || {
-        let exited = proxy.wait_exit(Duration::from_secs(1));
-        (exited, proxy)
-    })
-    .await
-    .unwrap();
+    let (exited, proxy) = exit_within(proxy, Duration::from_secs(1)).await;
     assert!(
-        exited.0,
+        exited,
         "sluice did not exit within 1 s of its last request ending:\n{}",
-        exited.1.stderr_text()
+        proxy.stderr_text()
     );
     assert!(answered.elapsed() < Duration::from_secs(1));
     assert!(terminated.elapsed() < Duration::from_secs(3));
 }
 
+/// Waits up to `within` for `proxy` to exit, off the async runtime;
+/// whether it did, and the proxy for its log.
+async fn exit_within(mut proxy: Proxy, within: Duration) -> (bool, Proxy) {
+    tokio::task::spawn_blocking(move || (proxy.wait_exit(within), proxy))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_proxy_exits_within_a_second_of_sigterm() {
     let up = upstreams(&["a"]).await;
-    let mut proxy = Proxy::start(&format!(
+    let proxy = Proxy::start(&format!(
         "[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
         up[0].address
     ));
@@ -68,16 +71,11 @@ async fn an_idle_proxy_exits_within_a_second_of_sigterm() {
     assert_eq!(response.status(), 200);
     let terminated = Instant::now();
     proxy.signal("TERM");
-    let exited = tokio::task::spawn_blocking(move || {
-        let exited = proxy.wait_exit(Duration::from_secs(1));
-        (exited, proxy)
-    })
-    .await
-    .unwrap();
+    let (exited, proxy) = exit_within(proxy, Duration::from_secs(1)).await;
     assert!(
-        exited.0,
+        exited,
         "an idle sluice did not exit within 1 s of SIGTERM (grace period 30 s):\n{}",
-        exited.1.stderr_text()
+        proxy.stderr_text()
     );
     assert!(terminated.elapsed() < Duration::from_millis(1500));
     drop(kept_alive);
