@@ -1527,33 +1527,41 @@ impl Scope {
         }
         // Sluice matches a route on the path as the client sent it, Caddy
         // its handle blocks on the path the site's rewrites left: a path a
-        // site rewrite moves into a block gets a route of its own.
+        // site rewrite moves into a block gets a route of its own, and a
+        // rewrite whose moves cannot be known is reported.
+        let mut moved = Vec::new();
         for rule in self.rules.iter().filter(|rule| rule.handle.is_none()) {
             let Effect::Rewrite(rewrite) = &rule.effect else {
                 continue;
             };
+            let mut reported = false;
             for block in &self.handles {
-                let into = &block.matcher.prefix;
-                let before = match rewrite {
-                    Rewrite::StripPrefix(strip) if into.starts_with('/') => {
-                        Some(format!("{strip}{into}"))
+                match moved_into(rewrite, &block.matcher.prefix) {
+                    MovedInto::Nothing => {}
+                    MovedInto::From(before) => {
+                        let path = (before, block.matcher.exact);
+                        if path.0.starts_with(rule.matcher.prefix.as_str())
+                            && !paths.contains(&path)
+                        {
+                            paths.push(path);
+                        }
                     }
-                    Rewrite::Prefix { from, to } => into
-                        .strip_prefix(to.as_str())
-                        .map(|rest| format!("{from}{rest}")),
-                    _ => None,
-                };
-                let Some(before) = before else {
-                    continue;
-                };
-                let path = (before, block.matcher.exact);
-                if path.0.starts_with(rule.matcher.prefix.as_str()) && !paths.contains(&path) {
-                    paths.push(path);
+                    MovedInto::Unknown if !reported => {
+                        reported = true;
+                        moved.push(Gap {
+                            at: rule.at.clone(),
+                            directive: "uri".into(),
+                            reason: format!(
+                                "Caddy chooses among handle blocks by the path after this rewrite, Sluice by the path before it: requests it moves into or out of {} would be routed differently",
+                                block.matcher.prefix
+                            ),
+                        });
+                    }
+                    MovedInto::Unknown => {}
                 }
             }
         }
         paths.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then(a.cmp(b)));
-        let moved = self.moved_into_blocks();
         let mut routes = Vec::new();
         for hosts in &host_sets {
             let mut resolved: Vec<(String, bool, Resolved)> = Vec::new();
@@ -1589,41 +1597,6 @@ impl Scope {
             first.gaps.extend(moved);
         }
         routes
-    }
-
-    /// The site's rewrites that may move requests into, or out of, a
-    /// `handle` block's path in a way the import cannot follow: Caddy
-    /// chooses the block by the path after them, Sluice a route by the path
-    /// before. (Prefix rewrites get routes of their own in `routes`.)
-    fn moved_into_blocks(&self) -> Vec<Gap> {
-        let mut gaps = Vec::new();
-        for rule in self.rules.iter().filter(|rule| rule.handle.is_none()) {
-            let Effect::Rewrite(rewrite) = &rule.effect else {
-                continue;
-            };
-            let moved = self.handles.iter().find(|block| {
-                let into = block.matcher.prefix.as_str();
-                into != "/"
-                    && match rewrite {
-                        Rewrite::StripPrefix(_) | Rewrite::Prefix { .. } => false,
-                        Rewrite::Replace { find, to, .. } => {
-                            may_change_prefix(into, find, to) || may_change_prefix(into, to, find)
-                        }
-                        Rewrite::Regex { .. } | Rewrite::Plugin { .. } | Rewrite::Chain(_) => true,
-                    }
-            });
-            if let Some(block) = moved {
-                gaps.push(Gap {
-                    at: rule.at.clone(),
-                    directive: "uri".into(),
-                    reason: format!(
-                        "Caddy chooses among handle blocks by the path after this rewrite, Sluice by the path before it: requests it moves into or out of {} would be routed differently",
-                        block.matcher.prefix
-                    ),
-                });
-            }
-        }
-        gaps
     }
 
     /// What Caddy does with requests for `hosts` under `prefix`, or for
@@ -2407,6 +2380,42 @@ fn uri(args: &[Token]) -> Result<Rewrite, String> {
             to: placeholders::convert_plain(replacement)?,
         }),
         _ => Err("Sluice maps uri strip_prefix, uri replace and uri path_regexp only".into()),
+    }
+}
+
+/// Which requests a site-level rewrite moves under a `handle` block's
+/// path, as far as the import can tell.
+enum MovedInto {
+    /// None, or none routed differently for it.
+    Nothing,
+    /// Those under this path, before the rewrite.
+    From(String),
+    /// It cannot be told without a request.
+    Unknown,
+}
+
+/// What `rewrite`, run before handle blocks are chosen, moves under the
+/// block path `into`.
+fn moved_into(rewrite: &Rewrite, into: &str) -> MovedInto {
+    match rewrite {
+        Rewrite::StripPrefix(strip) if into.starts_with('/') => {
+            MovedInto::From(format!("{strip}{into}"))
+        }
+        Rewrite::StripPrefix(_) => MovedInto::Nothing,
+        Rewrite::Prefix { from, to } => match into.strip_prefix(to.as_str()) {
+            Some(rest) => MovedInto::From(format!("{from}{rest}")),
+            None => MovedInto::Nothing,
+        },
+        // Every request is under the catch-all block's path, before and after.
+        _ if into == "/" => MovedInto::Nothing,
+        Rewrite::Replace { find, to, .. } => {
+            if may_change_prefix(into, find, to) || may_change_prefix(into, to, find) {
+                MovedInto::Unknown
+            } else {
+                MovedInto::Nothing
+            }
+        }
+        Rewrite::Regex { .. } | Rewrite::Plugin { .. } | Rewrite::Chain(_) => MovedInto::Unknown,
     }
 }
 
