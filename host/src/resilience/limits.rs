@@ -27,46 +27,61 @@ pub struct HeadRefusal {
     pub limit: &'static str,
 }
 
+impl HeadRefusal {
+    /// `what` measured `size` bytes, past the `allowed` of `limit`.
+    fn over(status: u16, limit: &'static str, what: &str, size: u64, allowed: u64) -> Self {
+        Self {
+            status,
+            message: format!("{what} is {size} bytes, more than the {allowed} allowed"),
+            limit,
+        }
+    }
+}
+
+/// The bytes a header takes on the wire: `name: value` and the line end.
+fn header_line_size(name: &str, value: &[u8]) -> usize {
+    name.len() + 2 + value.len() + 2
+}
+
 /// Refuses a request head past `limits`, each part measured as it crossed
-/// the wire (`name: value` and the line end for a header).
+/// the wire.
 pub fn check_request_head(head: &RequestHeader, limits: &HeadLimits) -> Result<(), HeadRefusal> {
     // "METHOD " + target + " HTTP/1.1" + CRLF.
     let target = head.uri.path_and_query().map_or(1, |p| p.as_str().len());
     let request_line = (head.method.as_str().len() + 1 + target + 9 + 2) as u64;
     if request_line > limits.request_line {
-        return Err(HeadRefusal {
-            status: 414,
-            message: format!(
-                "the request line is {request_line} bytes, more than the {} allowed",
-                limits.request_line
-            ),
-            limit: "request_line",
-        });
+        let what = "the request line";
+        return Err(HeadRefusal::over(
+            414,
+            "request_line",
+            what,
+            request_line,
+            limits.request_line,
+        ));
     }
     let mut size = request_line + 2;
     for (name, value) in &head.headers {
-        let line = (name.as_str().len() + 2 + value.len() + 2) as u64;
+        let line = header_line_size(name.as_str(), value.as_bytes()) as u64;
         if line > limits.header_line {
-            return Err(HeadRefusal {
-                status: 431,
-                message: format!(
-                    "the {name} header is {line} bytes, more than the {} allowed",
-                    limits.header_line
-                ),
-                limit: "header_line",
-            });
+            let what = format!("the {name} header");
+            return Err(HeadRefusal::over(
+                431,
+                "header_line",
+                &what,
+                line,
+                limits.header_line,
+            ));
         }
         size += line;
     }
     if size > limits.head {
-        return Err(HeadRefusal {
-            status: 431,
-            message: format!(
-                "the request head is {size} bytes, more than the {} allowed",
-                limits.head
-            ),
-            limit: "request_head",
-        });
+        return Err(HeadRefusal::over(
+            431,
+            "request_head",
+            "the request head",
+            size,
+            limits.head,
+        ));
     }
     Ok(())
 }
@@ -90,7 +105,7 @@ pub fn response_head_size(head: &ResponseHeader) -> u64 {
     let header_lines: usize = head
         .headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .map(|(name, value)| header_line_size(name.as_str(), value.as_bytes()))
         .sum();
     (status_line + header_lines + 2) as u64
 }

@@ -152,19 +152,17 @@ impl Compiler<'_> {
             access_log: config.server.access_log,
             head_limits: self.head_limits(&config.server),
             keepalive_timeout: self.d.duration(
-                KeyPath::root().key("server").key("keepalive_timeout"),
+                server_path.key("keepalive_timeout"),
                 &config.server.keepalive_timeout,
             ),
             body_read_timeout: self.d.duration(
-                KeyPath::root().key("server").key("body_read_timeout"),
+                server_path.key("body_read_timeout"),
                 &config.server.body_read_timeout,
             ),
             max_requests_per_connection: match config.server.max_requests_per_connection {
                 0 => {
                     self.d.error(
-                        KeyPath::root()
-                            .key("server")
-                            .key("max_requests_per_connection"),
+                        server_path.key("max_requests_per_connection"),
                         "must be at least 1",
                     );
                     1
