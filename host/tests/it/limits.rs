@@ -1,14 +1,22 @@
 //! The `[server]` limits on what a client sends, seen from a real client.
 
 use crate::common::{get, upstreams, Proxy};
+use sluice_demo::upstream::Upstream;
+
+/// A proxy with these `[server]` keys, sending every request to one echo
+/// upstream, named `a`, which is returned to be kept alive.
+async fn proxy_with(server: &str) -> (Proxy, Vec<Upstream>) {
+    let up = upstreams(&["a"]).await;
+    let proxy = Proxy::start(&format!(
+        "[server]\n{server}\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
+        up[0].address
+    ));
+    (proxy, up)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_heads_past_a_limit_get_414_or_431_and_never_reach_the_upstream() {
-    let up = upstreams(&["a"]).await;
-    let proxy = Proxy::start(&format!(
-        "[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
-        up[0].address
-    ));
+    let (proxy, _up) = proxy_with("").await;
     // One 200 KB header: the probe nginx answers with 400 or 431.
     let huge = "a".repeat(200 << 10);
     let reply = get(&proxy, "a.test", "/", &[("x-huge", &huge)]).await;
@@ -39,11 +47,8 @@ async fn request_heads_past_a_limit_get_414_or_431_and_never_reach_the_upstream(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_head_limits_are_set_in_server() {
-    let up = upstreams(&["a"]).await;
-    let proxy = Proxy::start(&format!(
-        "[server]\nmax_header_line = \"1KiB\"\nmax_request_head = \"128KiB\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
-        up[0].address
-    ));
+    let (proxy, _up) =
+        proxy_with("max_header_line = \"1KiB\"\nmax_request_head = \"128KiB\"\n").await;
     let over_a_kib = "d".repeat(1100);
     assert_eq!(
         get(&proxy, "a.test", "/", &[("x-a", &over_a_kib)])
@@ -101,11 +106,8 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Du
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_connection_is_closed_after_the_keepalive_timeout_and_after_its_request_cap() {
-    let up = upstreams(&["a"]).await;
-    let proxy = Proxy::start(&format!(
-        "[server]\nkeepalive_timeout = \"1s\"\nmax_requests_per_connection = 2\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
-        up[0].address
-    ));
+    let (proxy, _up) =
+        proxy_with("keepalive_timeout = \"1s\"\nmax_requests_per_connection = 2\n").await;
     let request = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
 
     // Kept open after a request, then closed once idle for the timeout.
@@ -132,11 +134,7 @@ async fn an_idle_connection_is_closed_after_the_keepalive_timeout_and_after_its_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_sending_its_body_loses_the_request() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let up = upstreams(&["a"]).await;
-    let proxy = Proxy::start(&format!(
-        "[server]\nbody_read_timeout = \"1s\"\n\n[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n[[routes]]\nplacement = \"p\"\n",
-        up[0].address
-    ));
+    let (proxy, _up) = proxy_with("body_read_timeout = \"1s\"\n").await;
     let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     stream
         .write_all(b"POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\nonly part")
