@@ -24,6 +24,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::protocols::http::v1::server::HeaderReadTimeout;
 use crate::protocols::http::v2::server;
 use crate::protocols::http::{ReusableHttpStream, ServerSession};
 use crate::protocols::Digest;
@@ -89,6 +90,15 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// If set, an HTTP/1 request head must arrive in full within this long of
+    /// its first bytes, and a new connection must send its first request's
+    /// first bytes within this long. Otherwise the connection is closed. The
+    /// limit counts the requests that missed it.
+    ///
+    /// Default: `None` (each read is bounded by the keep-alive timeout, or by
+    /// the read timeout, only)
+    pub header_read_timeout: Option<Arc<HeaderReadTimeout>>,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -146,6 +156,17 @@ impl HttpPersistentSettings {
     /// reuse time.
     pub fn set_pipelined_prefix(&mut self, prefix: BytesMut) {
         self.pipelined_prefix = Some(prefix);
+    }
+
+    /// How long an idle connection may wait for its next request: the
+    /// keep-alive timeout, or when keep-alive is off the default read timeout
+    /// the next request's reads would have. `None` waits indefinitely.
+    fn next_request_wait(&self) -> Option<Duration> {
+        match self.keepalive_timeout {
+            Some(0) => None,
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+            None => Some(FIRST_REQUEST_WAIT),
+        }
     }
 
     pub fn apply_to_session(self, session: &mut ServerSession) {
@@ -267,6 +288,12 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let header_read_timeout = self
+            .server_options()
+            .and_then(|opts| opts.header_read_timeout.clone());
+        let first_wait = header_read_timeout
+            .as_ref()
+            .map_or(FIRST_REQUEST_WAIT, |timeout| timeout.limit());
         let mut h2c = self.server_options().as_ref().map_or(false, |o| o.h2c);
         let custom = self
             .server_options()
@@ -281,9 +308,16 @@ where
         // try to read h2 preface
         else if h2c && !custom {
             let mut buf = [0u8; H2_PREFACE.len()];
-            let peeked = stream
-                .try_peek(&mut buf)
-                .await
+            // A client that sends nothing, or less than a preface, is given
+            // the time a new connection has to send its first request.
+            let peek = pingora_timeout::timeout(first_wait, stream.try_peek(&mut buf));
+            let Ok(peeked) = peek.await else {
+                if let Some(timeout) = &header_read_timeout {
+                    timeout.count_expiry();
+                }
+                return None;
+            };
+            let peeked = peeked
                 .map_err(|e| {
                     // this error is normal when h1 reuse and close the connection
                     debug!("Read error while peeking h2c preface {e}");
@@ -307,7 +341,9 @@ where
             });
 
             let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
+            // The HTTP/2 futures are boxed so that they do not size the future
+            // every HTTP/1 connection waits in.
+            let h2_conn = match Box::pin(server::handshake(stream, h2_options)).await {
                 Err(e) => {
                     error!("H2 handshake error {e}");
                     return None;
@@ -321,7 +357,7 @@ where
             let app = self.clone();
             let shutdown_for_session = shutdown.clone();
             let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
+            Box::pin(server::accept_downstream_sessions(
                 h2_conn,
                 digest,
                 shutdown.clone(),
@@ -338,12 +374,18 @@ where
                             .await;
                     });
                 },
-            )
+            ))
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
+            if !next_request_arrives(&stream, Some(first_wait), shutdown).await {
+                if let Some(timeout) = &header_read_timeout {
+                    timeout.count_expiry();
+                }
+                return None;
+            }
             let mut session = ServerSession::new_http1(stream);
             if *shutdown.borrow() {
                 // stop downstream from reusing if this service is shutting down soon
@@ -356,13 +398,26 @@ where
                 self.server_options()
                     .and_then(|opts| opts.keepalive_request_limit),
             );
+            session.set_header_read_timeout(header_read_timeout.clone());
 
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // Pipelined bytes already read hold the next request's start.
+                let wait = match &persistent_settings {
+                    Some(settings) if settings.pipelined_prefix.is_some() => None,
+                    Some(settings) => Some(settings.next_request_wait()),
+                    None => Some(Some(FIRST_REQUEST_WAIT)),
+                };
+                if let Some(wait) = wait {
+                    if !next_request_arrives(&stream, wait, shutdown).await {
+                        return None;
+                    }
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
+                session.set_header_read_timeout(header_read_timeout.clone());
 
                 result = self.process_new_http(session, shutdown).await;
             }
@@ -372,6 +427,53 @@ where
 
     async fn cleanup(&self) {
         self.http_cleanup().await;
+    }
+}
+
+/// How long a new HTTP/1 connection may take to send its first request, as
+/// the first read of a session waits by default.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait for the first bytes of a connection's next HTTP/1 request, holding no
+/// request state, so that an idle keep-alive connection costs little more
+/// than its socket. Return `false` when the connection should close instead:
+/// `wait` passed first, or the service is shutting down.
+///
+/// A stream that cannot tell whether it is readable without reading (see
+/// [`Peek::poll_read_ready`](crate::protocols::Peek::poll_read_ready)) returns
+/// `true` at once, and its session waits in its first read as before.
+async fn next_request_arrives(
+    stream: &Stream,
+    wait: Option<Duration>,
+    shutdown: &ShutdownWatch,
+) -> bool {
+    let readable = std::future::poll_fn(|cx| stream.poll_read_ready(cx));
+    let readable = async {
+        match wait {
+            // Ready, unable to tell, or failed: the session's read decides.
+            Some(wait) => pingora_timeout::timeout(wait, readable).await.is_ok(),
+            None => {
+                // Ready, unable to tell, or failed: the session's read decides.
+                let _ = readable.await;
+                true
+            }
+        }
+    };
+    let mut shutdown = shutdown.clone();
+    let shutting_down = async move {
+        if shutdown
+            .wait_for(|shutting_down| *shutting_down)
+            .await
+            .is_err()
+        {
+            // No one can signal a shutdown any more.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        arrived = readable => arrived,
+        () = shutting_down => false,
     }
 }
 

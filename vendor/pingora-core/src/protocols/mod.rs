@@ -79,6 +79,18 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// Poll until a read would not wait, without reading anything.
+    ///
+    /// `Ready(Ok(true))` means data, the end of the stream or an error is
+    /// waiting to be read; `Ready(Ok(false))` means this stream cannot tell
+    /// without reading. Readiness may be spurious: a read can still wait.
+    fn poll_read_ready(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<bool>> {
+        std::task::Poll::Ready(Ok(false))
+    }
 }
 
 use std::any::Any;

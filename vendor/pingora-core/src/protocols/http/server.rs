@@ -17,7 +17,7 @@
 use super::custom::server::Session as SessionCustom;
 use super::error_resp;
 use super::subrequest::server::HttpSession as SessionSubrequest;
-use super::v1::server::HttpSession as SessionV1;
+use super::v1::server::{HeaderReadTimeout, HttpSession as SessionV1};
 use super::v2::server::{HttpSession as SessionV2, Idle};
 use super::HttpTask;
 use crate::custom_session;
@@ -28,6 +28,7 @@ use http::{header::AsHeaderName, HeaderMap};
 use pingora_error::{Error, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::any::Any;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A reusable HTTP/1.x stream and bytes already read for the next request.
@@ -369,6 +370,14 @@ impl Session {
             s.take_connection_user_context()
         } else {
             None
+        }
+    }
+
+    /// Bound the time an HTTP/1 request head takes to arrive, from its first
+    /// bytes on. This is a noop for h2, subrequests and custom sessions.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Arc<HeaderReadTimeout>>) {
+        if let Self::H1(s) = self {
+            s.set_header_read_timeout(timeout);
         }
     }
 

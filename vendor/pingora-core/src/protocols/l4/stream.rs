@@ -750,6 +750,26 @@ impl Peek for Stream {
         self.rewind(buf);
         Ok(true)
     }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if !self.rewind_read_buf.is_empty() {
+            return Poll::Ready(Ok(true));
+        }
+        let Some(stream) = &self.stream else {
+            return Poll::Ready(Ok(false));
+        };
+        if let BufferedStream::BufferedRead(reader) = stream {
+            if !reader.buffer().is_empty() {
+                return Poll::Ready(Ok(true));
+            }
+        }
+        match &stream.get_ref().stream {
+            RawStream::Tcp(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            #[cfg(unix)]
+            RawStream::Unix(s) => s.poll_read_ready(cx).map_ok(|()| true),
+            RawStream::Virtual(_) => Poll::Ready(Ok(false)),
+        }
+    }
 }
 
 #[async_trait]

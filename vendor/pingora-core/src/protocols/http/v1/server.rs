@@ -29,7 +29,9 @@ use pingora_timeout::timeout;
 use regex::bytes::Regex;
 use std::any::Any;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::body::{BodyReader, BodyWriter};
@@ -158,6 +160,44 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// How long a request head may take to arrive once its first bytes have.
+    header_read_timeout: Option<Arc<HeaderReadTimeout>>,
+}
+
+/// A limit on how long an HTTP/1 request head may take to arrive, counted
+/// from its first bytes, and a count of the requests that missed it.
+///
+/// The per-read timeouts (keep-alive and read) bound each wait for bytes, so a
+/// client sending a byte at a time can hold a connection indefinitely; this
+/// bounds the head as a whole.
+#[derive(Debug)]
+pub struct HeaderReadTimeout {
+    limit: Duration,
+    expired: AtomicU64,
+}
+
+impl HeaderReadTimeout {
+    /// A limit of `limit`, not yet missed.
+    pub fn new(limit: Duration) -> Self {
+        HeaderReadTimeout {
+            limit,
+            expired: AtomicU64::new(0),
+        }
+    }
+
+    /// How long a request head may take.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// How many times a client missed the limit and lost its connection.
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_expiry(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl HttpSession {
@@ -206,6 +246,35 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            header_read_timeout: None,
+        }
+    }
+
+    /// Bound the time a request head takes to arrive, from its first bytes on.
+    pub fn set_header_read_timeout(&mut self, timeout: Option<Arc<HeaderReadTimeout>>) {
+        self.header_read_timeout = timeout;
+    }
+
+    /// Read more of a request head that must be complete by `deadline`.
+    async fn read_request_buf_by(
+        &mut self,
+        buf: &mut BytesMut,
+        already_read: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Option<usize>> {
+        let (Some(deadline), Some(limit)) = (deadline, self.header_read_timeout.clone()) else {
+            return self.read_request_buf(buf, already_read).await;
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match timeout(remaining, self.read_request_buf(buf, already_read)).await {
+            Ok(read) => read,
+            Err(_) => {
+                limit.count_expiry();
+                Error::e_explain(
+                    ReadTimedout,
+                    format!("request head not complete within {:?}", limit.limit()),
+                )
+            }
         }
     }
 
@@ -304,6 +373,13 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        let head_deadline = |already_read: usize, timeout: &Option<Arc<HeaderReadTimeout>>| {
+            timeout
+                .as_ref()
+                .filter(|_| already_read > 0)
+                .map(|timeout| Instant::now() + timeout.limit())
+        };
+        let mut deadline = head_deadline(already_read, &self.header_read_timeout);
         loop {
             if already_read > MAX_HEADER_SIZE {
                 /* NOTE: this check only blocks second read. The first large read is allowed
@@ -323,8 +399,14 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf_by(&mut buf, already_read, deadline)
+                .await?
+            {
                 already_read += n;
+                if deadline.is_none() {
+                    deadline = head_deadline(already_read, &self.header_read_timeout);
+                }
             } else {
                 return Ok(None);
             }
