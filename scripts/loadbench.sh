@@ -62,10 +62,13 @@ cargo build --release --target wasm32-wasip2 -p sluice-plugin-headers -p sluice-
     -p sluice-plugin-api-key --target-dir "$wasm_target" >"$wasm_log" 2>&1 &
 wasm_build=$!
 trap 'kill "$wasm_build" 2>/dev/null || true' EXIT
-# Sluice, the runner, and bare Pingora (measured as the floor under
-# Sluice's plain proxy), in one build so that they share every dependency.
-say "cargo build --release --bins -p sluice -p sluice-loadbench -p sluice-benches"
-cargo build --release --bins -p sluice -p sluice-loadbench -p sluice-benches
+# Sluice and the runner; then bare Pingora as released (measured as the
+# floor under Sluice's plain proxy), a workspace of its own so that Sluice's
+# Pingora patches stay out of it, in the same target directory.
+say "cargo build --release --bins -p sluice -p sluice-loadbench"
+cargo build --release --bins -p sluice -p sluice-loadbench
+say "cargo build --release --manifest-path benches/pingora-floor/Cargo.toml --target-dir target"
+cargo build --release --manifest-path benches/pingora-floor/Cargo.toml --target-dir target
 plugin_args=()
 if ! wait "$wasm_build"; then
     tail -n 30 "$wasm_log" >&2

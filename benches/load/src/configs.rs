@@ -29,7 +29,7 @@ pub enum Proxy {
     Caddy,
     /// Sluice, `[server] threads = 1`.
     Sluice,
-    /// `pingora-floor` (`benches/floor.rs`): Pingora with nothing on top,
+    /// `pingora-floor` (`benches/pingora-floor`): Pingora with nothing on top,
     /// configured as Sluice is. The floor under Sluice's plain proxy.
     Pingora,
 }

@@ -532,8 +532,9 @@ fn run() -> Result<()> {
         (
             "Pingora",
             format!(
-                "pingora {} under `pingora-floor` (`benches/floor.rs`)",
-                locked_version(&root, "pingora").unwrap_or_else(|| "of unknown version".into())
+                "pingora {} as released (Sluice's patches not applied), under `pingora-floor` (`benches/pingora-floor`)",
+                locked_version(&root.join("benches/pingora-floor"), "pingora")
+                    .unwrap_or_else(|| "of unknown version".into())
             ),
         ),
         ("nginx", version_of(&nginx, &["-v"])),
