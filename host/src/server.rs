@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::protocols::http::v1::server::HeaderReadTimeout;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
@@ -15,8 +16,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::api::AdminApi;
 use crate::control::{self, ConfigSource};
+use crate::proxy::connections::ClientConnections;
 use crate::proxy::drain::RequestsInFlight;
 use crate::proxy::SluiceProxy;
+use crate::resilience::connections::OpenConnections;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::resolver::SniResolver;
 use crate::tls::termination::{server_config, TlsTermination};
@@ -68,6 +71,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     server.bootstrap();
 
     let requests = RequestsInFlight::default();
+    // Shared by every service, so that the caps hold across listeners.
+    let connections = Arc::new(OpenConnections::new(metrics.client_connections.clone()));
+    let header_read_timeout = Arc::new(HeaderReadTimeout::new(snapshot.header_read_timeout));
+    metrics.follow_header_read_timeout(header_read_timeout.clone());
+
     // h2c is a service-wide option in Pingora, so listeners are grouped by it.
     for h2c in [true, false] {
         let addresses: Vec<_> = snapshot.listeners.iter().filter(|l| l.h2c == h2c).collect();
@@ -90,12 +98,21 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         // Pingora counts the reuses of a connection after its first request.
         options.keepalive_request_limit = Some(snapshot.max_requests_per_connection - 1);
         options.h2_idle_timeout = Some(snapshot.keepalive_timeout);
+        options.header_read_timeout = Some(header_read_timeout.clone());
         proxy.server_options = Some(options);
         if addresses.iter().all(|listener| !listener.tls) {
             // With no HTTPS listener, the termination layer below would only
             // pass connections through, at the cost of a future held by
             // every open connection and a poll on every wake-up.
-            let mut service = Service::new(name.to_string(), proxy);
+            let mut service = Service::new(
+                name.to_string(),
+                ClientConnections::new(
+                    proxy,
+                    reloader.live(),
+                    connections.clone(),
+                    metrics.shed_connections.clone(),
+                ),
+            );
             for listener in addresses {
                 tracing::info!(address = %listener.address, h2c, "listening");
                 service
@@ -127,7 +144,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             }
             bound.push(listener.address.to_string());
         }
-        let mut service = Service::new(name.to_string(), app);
+        let mut service = Service::new(
+            name.to_string(),
+            ClientConnections::new(
+                app,
+                reloader.live(),
+                connections.clone(),
+                metrics.shed_connections.clone(),
+            ),
+        );
         for address in &bound {
             service.endpoints().add_listener(unbuffered_reads(address));
         }

@@ -248,6 +248,16 @@ pub struct ServerSettings {
     /// The longest a client may pause while sending a request body.
     #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout: String,
+    /// How long a request head may take to arrive once it has begun, and a
+    /// new connection to begin its first request.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: String,
+    /// Open client connections in all; a new one past it is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open client connections from one address; a new one past it is
+    /// closed. No cap when unset.
+    pub max_connections_per_client: Option<u32>,
 }
 
 impl Default for ServerSettings {
@@ -263,6 +273,9 @@ impl Default for ServerSettings {
             keepalive_timeout: default_keepalive_timeout(),
             max_requests_per_connection: default_max_requests_per_connection(),
             body_read_timeout: default_body_read_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: None,
         }
     }
 }
@@ -968,6 +981,16 @@ fn default_connect_attempts() -> u32 {
 
 fn default_body_read_timeout() -> String {
     "60s".into()
+}
+
+fn default_header_read_timeout() -> String {
+    "30s".into()
+}
+
+/// Room for the 10,000 and more concurrent clients Sluice is sized for,
+/// with their idle connections at about 6 KiB each.
+fn default_max_connections() -> u32 {
+    16_384
 }
 
 fn default_keepalive_timeout() -> String {

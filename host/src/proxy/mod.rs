@@ -34,6 +34,7 @@
 //! only its own request.
 
 mod bodies;
+pub mod connections;
 pub mod drain;
 mod guard;
 mod plugins;
@@ -466,6 +467,10 @@ impl SluiceProxy {
         // its next request (HTTP/1; HTTP/2's idle timeout is the service's).
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(snapshot.keepalive_timeout.as_secs().max(1)));
+            // Requests a client sends before reading the answers to the
+            // earlier ones are answered in turn, as nginx does, instead of
+            // closing the connection after the first.
+            session.set_pipelining_enabled(true);
         }
         // A client pausing longer than this between two reads of its body
         // loses the request.

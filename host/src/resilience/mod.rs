@@ -5,6 +5,7 @@ pub mod admission;
 pub mod breaker;
 pub mod checker;
 pub(crate) mod compile;
+pub mod connections;
 pub mod health;
 pub(crate) mod limits;
 pub mod placement;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::{AdminSpec, ListenerSpec, Snapshot};
 use crate::config::{self, Config, ConfigErrors, Diagnostics, KeyPath, LoadedConfig};
+use crate::resilience::connections::ConnectionCaps;
 use crate::resilience::limits::HeadLimits;
 use crate::resilience::state::Registry;
 
@@ -159,6 +160,11 @@ impl Compiler<'_> {
                 server_path.key("body_read_timeout"),
                 &config.server.body_read_timeout,
             ),
+            header_read_timeout: self.d.duration(
+                server_path.key("header_read_timeout"),
+                &config.server.header_read_timeout,
+            ),
+            connection_caps: self.connection_caps(&config.server),
             max_requests_per_connection: match config.server.max_requests_per_connection {
                 0 => {
                     self.d.error(
@@ -184,6 +190,25 @@ impl Compiler<'_> {
             resolver: crate::routing::compile::resolver(&mut self.d, &config.resolver),
             upstream_names: crate::resilience::compile::upstream_names(config),
             warnings: Vec::new(),
+        }
+    }
+
+    /// The `[server]` caps on open client connections.
+    fn connection_caps(&mut self, server: &config::ServerSettings) -> ConnectionCaps {
+        let path = KeyPath::root().key("server");
+        if server.max_connections == 0 {
+            self.d
+                .error(path.key("max_connections"), "must be at least 1");
+        }
+        if server.max_connections_per_client == Some(0) {
+            self.d.error(
+                path.key("max_connections_per_client"),
+                "must be at least 1; leave it out for no cap",
+            );
+        }
+        ConnectionCaps {
+            total: server.max_connections as usize,
+            per_client: server.max_connections_per_client.map(|cap| cap as usize),
         }
     }
 

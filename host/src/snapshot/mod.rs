@@ -50,6 +50,10 @@ pub struct Snapshot {
     pub max_requests_per_connection: u32,
     /// The longest a client may pause while sending a request body.
     pub body_read_timeout: Duration,
+    /// How long a request head may take once begun (read at start).
+    pub header_read_timeout: Duration,
+    /// The caps on open client connections.
+    pub connection_caps: crate::resilience::connections::ConnectionCaps,
     /// A short content hash of the config text.
     pub version: String,
     /// The plugin settings, if plugins are configured.

@@ -5,12 +5,13 @@
 //! certificate expiry) are read from the current snapshot when `/metrics` is
 //! scraped, so the request path never pays for them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use pingora::protocols::http::v1::server::HeaderReadTimeout;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::control::metrics::ReloadMetrics;
@@ -59,6 +60,14 @@ pub struct Metrics {
     /// `sluice_request_heads_refused_total{limit}`: request heads past a
     /// `[server]` limit.
     pub refused_heads: IntCounterVec,
+    /// `sluice_client_connections`: client connections open.
+    pub client_connections: IntGauge,
+    /// `sluice_client_connections_shed_total{cap}`: client connections
+    /// closed on accept at a `[server]` cap.
+    pub shed_connections: IntCounterVec,
+    /// Pingora's count of request heads past `[server] header_read_timeout`,
+    /// copied into `refused_heads` when scraped.
+    header_read_timeout: OnceLock<Arc<HeaderReadTimeout>>,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
@@ -122,8 +131,29 @@ impl Metrics {
             "Requests refused for a request line, header line or head past its [server] limit.",
             &["limit"],
         );
-        for limit in ["request_line", "header_line", "request_head"] {
+        for limit in [
+            "request_line",
+            "header_line",
+            "request_head",
+            "header_read_timeout",
+        ] {
             refused_heads.with_label_values(&[limit]);
+        }
+        let client_connections = IntGauge::new(
+            "sluice_client_connections",
+            "Client connections open, on every proxy listener.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(client_connections.clone()))
+            .expect("unique metric");
+        let shed_connections = counter(
+            "sluice_client_connections_shed_total",
+            "Client connections closed on accept at a [server] cap, by cap.",
+            &["cap"],
+        );
+        for cap in ["total", "per_client"] {
+            shed_connections.with_label_values(&[cap]);
         }
         let failovers = counter(
             "sluice_failovers_total",
@@ -217,6 +247,9 @@ impl Metrics {
             panics,
             aborted_responses,
             refused_heads,
+            client_connections,
+            shed_connections,
+            header_read_timeout: OnceLock::new(),
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,
@@ -238,6 +271,12 @@ impl Metrics {
         tracing::warn!(%placement, %endpoint, from, to, "circuit breaker changed state");
     }
 
+    /// Reports the request heads past `[server] header_read_timeout`, which
+    /// Pingora counts in `timeout`, as `sluice_request_heads_refused_total`.
+    pub fn follow_header_read_timeout(&self, timeout: Arc<HeaderReadTimeout>) {
+        let _ = self.header_read_timeout.set(timeout);
+    }
+
     /// The registry `/metrics` renders, for metrics kept elsewhere (ACME).
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -246,6 +285,12 @@ impl Metrics {
     /// The Prometheus text exposition, with live gauges read from
     /// `snapshot` and the upstream `names` it uses.
     pub fn render(&self, snapshot: &Snapshot, names: &[(String, NameState)]) -> Vec<u8> {
+        if let Some(timeout) = self.header_read_timeout.get() {
+            let counted = self
+                .refused_heads
+                .with_label_values(&["header_read_timeout"]);
+            counted.inc_by(timeout.expired().saturating_sub(counted.get()));
+        }
         self.name_address.reset();
         self.name_resolved_at.reset();
         self.name_failing.reset();

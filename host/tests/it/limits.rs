@@ -153,3 +153,150 @@ async fn a_client_that_stops_sending_its_body_loses_the_request() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request body stopped arriving"), "{answer}");
 }
+
+/// Writes `bytes` to `stream` one at a time, `pause` apart; `false` as soon
+/// as the server has closed the connection.
+async fn dribble(
+    stream: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    pause: std::time::Duration,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    for byte in bytes {
+        if stream.write_all(&[*byte]).await.is_err() {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_head_must_arrive_within_the_header_read_timeout() {
+    use std::time::Duration;
+    let (proxy, _up) =
+        proxy_with("header_read_timeout = \"1s\"\nkeepalive_timeout = \"10s\"\n").await;
+
+    // A head sent a byte every 100 ms: each read is quick, the head is not.
+    let mut slow = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let started = std::time::Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let finished = dribble(&mut slow, head, Duration::from_millis(100)).await;
+    assert!(
+        !finished || closed_within(&mut slow, Duration::from_millis(100)).await,
+        "a head that took {:?} was read in full",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A connection that never starts a request is closed after the same time.
+    let mut silent = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert!(!closed_within(&mut silent, Duration::from_millis(500)).await);
+    assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+
+    // A head arriving in pieces within the time is served, and so is the
+    // next request of a connection idle for longer than the header timeout
+    // but within its keep-alive timeout.
+    let mut pieces = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    assert!(
+        dribble(
+            &mut pieces,
+            b"GET / HTTP/1.1\r\nHost: a.test\r\n",
+            Duration::from_millis(10)
+        )
+        .await
+    );
+    assert!(exchange(&mut pieces, "\r\n")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = exchange(&mut pieces, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+
+    let metrics = proxy.metrics().await;
+    let line = "sluice_request_heads_refused_total{limit=\"header_read_timeout\"} 2";
+    assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_each_answered_on_a_kept_alive_connection() {
+    let (proxy, _up) = proxy_with("").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let first = exchange(
+        &mut stream,
+        "GET /one HTTP/1.1\r\nHost: a.test\r\n\r\nGET /two HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // The second request was read with the first: nothing more is sent.
+    let second = exchange(&mut stream, "").await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+/// Connects to `proxy` from the loopback address `from` and makes one
+/// request; the connection, kept alive, or `None` if it was closed first.
+async fn connected_from(proxy: &Proxy, from: [u8; 4]) -> Option<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let mut stream = socket.connect(proxy.address).await.ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buffer = [0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+        .await
+        .expect("the proxy neither answered nor closed")
+        .ok()?;
+    (n > 0 && buffer.starts_with(b"HTTP/1.1 200")).then_some(stream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_a_cap_are_shed_while_the_open_ones_keep_serving() {
+    let (proxy, _up) = proxy_with("max_connections = 3\nmax_connections_per_client = 2\n").await;
+    let request = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+
+    let mut first = connected_from(&proxy, [127, 0, 0, 1]).await.expect("first");
+    let mut second = connected_from(&proxy, [127, 0, 0, 1])
+        .await
+        .expect("second");
+    // A third from the same client is past its cap of two.
+    assert!(connected_from(&proxy, [127, 0, 0, 1]).await.is_none());
+    // Another client still gets in, up to the cap of three in all.
+    let mut other = connected_from(&proxy, [127, 0, 0, 2])
+        .await
+        .expect("other client");
+    assert!(connected_from(&proxy, [127, 0, 0, 3]).await.is_none());
+
+    // The open ones keep serving.
+    for stream in [&mut first, &mut second, &mut other] {
+        assert!(exchange(stream, request).await.starts_with("HTTP/1.1 200"));
+    }
+    // Once one closes, a new connection gets its place.
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..50 {
+        admitted = connected_from(&proxy, [127, 0, 0, 3]).await;
+        if admitted.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted.is_some(),
+        "no place freed after a connection closed"
+    );
+
+    let metrics = proxy.metrics().await;
+    for line in [
+        "sluice_client_connections_shed_total{cap=\"per_client\"} 1",
+        "sluice_client_connections 3",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("sluice_client_connections_shed_total{cap=\"total\"} 0"),
+        "{metrics}"
+    );
+}
