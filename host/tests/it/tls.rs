@@ -237,6 +237,50 @@ async fn tls_versions_and_alpn() {
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_connection_idle_between_requests_serves_the_next_and_pipelined_ones() {
+    let up = upstreams(&["alpha", "beta", "wild"]).await;
+    let dir = scratch_dir();
+    let a = certificate(&dir, "a", &["a.test"]);
+    certificate(&dir, "b", &["b.test"]);
+    certificate(&dir, "wild", &["*.wild.test"]);
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _proxy = Proxy::start(&format!(
+        "[server]\nheader_read_timeout = \"1s\"\n{}",
+        config(tls, &dir, &up)
+    ));
+    let connector = connector(std::slice::from_ref(&a), rustls::ALL_VERSIONS, &[]);
+    let mut stream = connect(&connector, tls, "a.test").await.unwrap();
+    assert_eq!(request(&mut stream, "a.test", "/").await.0, 200);
+    // Idle past the header timeout, within the keep-alive one: the wait
+    // for the next request is the keep-alive wait.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(request(&mut stream, "a.test", "/").await.0, 200);
+    // Two requests in one TLS record: the second is decrypted with the
+    // first and must be answered without more bytes from the client.
+    stream
+        .write_all(
+            b"GET /1 HTTP/1.1\r\nhost: a.test\r\n\r\nGET /2 HTTP/1.1\r\nhost: a.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    while received
+        .windows(12)
+        .filter(|w| w == b"HTTP/1.1 200")
+        .count()
+        < 2
+    {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("the second pipelined request was not answered")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buffer[..n]);
+    }
+}
+
 /// Whether `error` is the server refusing the client's TLS versions.
 fn is_protocol_version_alert(error: &std::io::Error) -> bool {
     matches!(

@@ -428,4 +428,20 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+impl<S: Peek> Peek for TlsStream<S> {
+    /// Decrypted data, or a close from the peer, is ready at once; otherwise
+    /// a read waits for more records, so for the socket. Every complete
+    /// record read is decrypted as it arrives, so none waits in between.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<IoResult<bool>> {
+        let (io, wants_read) = match &self.tls.stream {
+            Some(RusTlsStream::Server(s)) => (s.get_ref().0, s.get_ref().1.wants_read()),
+            Some(RusTlsStream::Client(s)) => (s.get_ref().0, s.get_ref().1.wants_read()),
+            None => return Poll::Ready(Ok(false)),
+        };
+        if wants_read {
+            io.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(true))
+        }
+    }
+}
