@@ -315,7 +315,7 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
     // every run measured it, the three runs of each proxy were within 1%
     // of each other, Caddy's (garbage-collected) within 10%. The first run
     // measures it; later ones save the time.
-    if !target.tls() && run == 1 {
+    if run == 1 {
         let mut conns = IdleConnections::default();
         for &n in &ctx.settings.idle {
             if let Some(limit) = target.max_connections(ctx.settings.nofile) {
@@ -333,7 +333,8 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
                     continue;
                 }
             }
-            if let Err(e) = conns.grow_to(addr, REQUEST_PATH, n) {
+            let tls = target.tls().then_some(ctx.tls_client);
+            if let Err(e) = conns.grow_to(addr, tls, REQUEST_PATH, n) {
                 idle.push(IdleMemory {
                     connections: n,
                     rss_kib: None,

@@ -260,9 +260,40 @@ fn describe(error: &io::Error) -> String {
     }
 }
 
-enum Stream {
+/// A client connection, over TLS or not.
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `addr`, and completes a TLS handshake when `tls` is set.
+    pub fn open(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> io::Result<Stream> {
+        let tcp = TcpStream::connect_timeout(&addr, ANSWER_TIMEOUT)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+        Ok(match tls {
+            None => Stream::Plain(tcp),
+            Some(config) => {
+                let name = ServerName::IpAddress(addr.ip().into());
+                let conn = ClientConnection::new(config.clone(), name)
+                    .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+                let mut stream = StreamOwned::new(conn, tcp);
+                while stream.conn.is_handshaking() {
+                    stream.conn.complete_io(&mut stream.sock)?;
+                }
+                Stream::Tls(Box::new(stream))
+            }
+        })
+    }
+
+    /// The TCP socket under it.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -342,23 +373,7 @@ impl Connection {
     }
 
     fn open(&mut self) -> io::Result<()> {
-        let tcp = TcpStream::connect(self.addr)?;
-        tcp.set_nodelay(true)?;
-        tcp.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-        let stream = match &self.tls {
-            None => Stream::Plain(tcp),
-            Some(config) => {
-                let name = ServerName::IpAddress(self.addr.ip().into());
-                let conn = ClientConnection::new(config.clone(), name)
-                    .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
-                let mut stream = StreamOwned::new(conn, tcp);
-                while stream.conn.is_handshaking() {
-                    stream.conn.complete_io(&mut stream.sock)?;
-                }
-                Stream::Tls(Box::new(stream))
-            }
-        };
-        self.stream = Some(stream);
+        self.stream = Some(Stream::open(self.addr, self.tls.as_ref())?);
         self.buf.clear();
         Ok(())
     }

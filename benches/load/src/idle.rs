@@ -1,15 +1,17 @@
-//! Idle keep-alive connections: open many client connections, send one
-//! request on each so the proxy has set up its per-connection state, read
-//! the answer, then leave them open and idle while the proxy's memory is
-//! read.
+//! Idle keep-alive connections: open many client connections (over TLS
+//! for a TLS target), send one request on each so the proxy has set up its
+//! per-connection state, read the answer, then leave them open and idle
+//! while the proxy's memory is read.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::fixed_rate::Stream;
 use crate::http1;
 
 /// Connections opened and written before their answers are read.
@@ -18,7 +20,7 @@ const BATCH: usize = 250;
 /// A set of open, idle HTTP/1.1 keep-alive connections.
 #[derive(Default)]
 pub struct IdleConnections {
-    streams: Vec<TcpStream>,
+    streams: Vec<Stream>,
 }
 
 impl IdleConnections {
@@ -27,24 +29,29 @@ impl IdleConnections {
         self.streams.len()
     }
 
-    /// Opens connections to `addr` until `total` are held, each having
-    /// completed one `GET path` with a 200 answer.
-    pub fn grow_to(&mut self, addr: SocketAddr, path: &str, total: usize) -> Result<()> {
+    /// Opens connections to `addr` (over TLS with `tls`) until `total` are
+    /// held, each having completed one `GET path` with a 200 answer.
+    pub fn grow_to(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        path: &str,
+        total: usize,
+    ) -> Result<()> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         while self.streams.len() < total {
             let n = BATCH.min(total - self.streams.len());
             let mut batch = Vec::with_capacity(n);
             for _ in 0..n {
-                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                    .with_context(|| {
-                        format!(
-                            "connection {} to {addr}",
-                            self.streams.len() + batch.len() + 1
-                        )
-                    })?;
-                stream.set_nodelay(true)?;
-                set_linger_zero(&stream);
+                let mut stream = Stream::open(addr, tls).with_context(|| {
+                    format!(
+                        "connection {} to {addr}",
+                        self.streams.len() + batch.len() + 1
+                    )
+                })?;
+                set_linger_zero(stream.socket());
                 stream.write_all(request.as_bytes())?;
+                stream.flush()?;
                 batch.push(stream);
             }
             for stream in &mut batch {
@@ -62,6 +69,7 @@ impl IdleConnections {
         let mut buf = [0u8; 1];
         self.streams
             .iter()
+            .map(Stream::socket)
             .filter(|s| {
                 if s.set_nonblocking(true).is_err() {
                     return false;
@@ -106,8 +114,10 @@ fn set_linger_zero(stream: &TcpStream) {
 
 /// Reads one HTTP/1.1 response (with `Content-Length` or chunked) and
 /// fails unless its status is 200.
-fn read_response(stream: &mut TcpStream) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+fn read_response(stream: &mut Stream) -> Result<()> {
+    stream
+        .socket()
+        .set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut within = Deadline {
         stream,
         until: Instant::now() + Duration::from_secs(10),
@@ -122,7 +132,7 @@ fn read_response(stream: &mut TcpStream) -> Result<()> {
 /// A stream whose reads fail once `until` has passed, so that a server
 /// sending a response a byte at a time cannot hold a connection up.
 struct Deadline<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     until: Instant,
 }
 
@@ -166,7 +176,7 @@ mod tests {
             held
         });
         let mut idle = IdleConnections::default();
-        idle.grow_to(addr, "/x", 3).unwrap();
+        idle.grow_to(addr, None, "/x", 3).unwrap();
         assert_eq!(idle.len(), 3);
         let held = server.join().unwrap();
         std::thread::sleep(Duration::from_millis(50));

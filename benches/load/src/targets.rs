@@ -14,6 +14,9 @@ const TARGET_RATE: u32 = 10_000;
 /// Idle keep-alive connections the memory-under-connections target is set at.
 const TARGET_CONNECTIONS: usize = 1_000;
 
+/// Idle keep-alive connections the per-connection memory target is set at.
+const MANY_CONNECTIONS: usize = 10_000;
+
 /// One line of the section's table.
 #[derive(Debug, PartialEq)]
 pub struct TargetRow {
@@ -161,6 +164,89 @@ fn floor_cause(
     }
 }
 
+/// "p99 ≤ 2 ms at half of nginx's maximum rate", from the run's fixed rate
+/// nearest to half of nginx's median closed-loop throughput, when one is
+/// within 15% of it.
+fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> TargetRow {
+    const TARGET: &str = "p99 ≤ 2 ms at half of nginx's maximum rate, plain proxy";
+    let (Some(plain), Some(nginx)) = (plain, nginx) else {
+        return not_measured(TARGET, "one of the two cases was not run");
+    };
+    let Some(half) = nginx.throughput().map(|t| t.median / 2.0) else {
+        return not_measured(TARGET, "nginx's throughput was not measured");
+    };
+    let rates: Vec<u32> = plain
+        .runs
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|m| m.latency.iter().map(|l| l.rate))
+        .collect();
+    let Some(rate) = rates
+        .into_iter()
+        .min_by_key(|rate| (f64::from(*rate) - half).abs() as u64)
+        .filter(|rate| (f64::from(*rate) - half).abs() <= half * 0.15)
+    else {
+        return not_measured(
+            TARGET,
+            &format!(
+                "no fixed rate within 15% of {} req/s; pass it with --rates",
+                fmt_rate(half)
+            ),
+        );
+    };
+    match plain.latency(rate, 99) {
+        Some(p99) => TargetRow {
+            target: TARGET,
+            measured: format!("{} ms at {} req/s", fmt_ms(p99.median), fmt_rate(f64::from(rate))),
+            verdict: at_most(p99.median, 2.0, |v| format!("{} ms", fmt_ms(v))),
+            cause: String::new(),
+        },
+        None => not_measured(TARGET, "no latency run at that rate"),
+    }
+}
+
+/// "10,000 idle keep-alive clients at ≤ 8 KiB each, ≤ 100 MB in all", with
+/// nginx's, Caddy's and bare Pingora's figures beside Sluice's.
+fn many_connections_row(outcomes: &[Outcome], plain: Option<&Outcome>) -> TargetRow {
+    const TARGET: &str = "10,000 idle keep-alive clients: ≤ 8 KiB per connection, RSS ≤ 100 MB";
+    let per_connection = |o: &Outcome| {
+        let held = o.idle_rss(MANY_CONNECTIONS)?.median;
+        let idle = o.summary(|m| Some(m.rss_idle_kib as f64))?.median;
+        Some((held, (held - idle) / MANY_CONNECTIONS as f64))
+    };
+    let Some((held, each)) = plain.and_then(per_connection) else {
+        return not_measured(TARGET, "no 10,000-connection run of the plain proxy");
+    };
+    let beside: Vec<String> = [
+        (Proxy::Nginx, "nginx"),
+        (Proxy::Caddy, "Caddy"),
+        (Proxy::Pingora, "bare Pingora"),
+    ]
+    .into_iter()
+    .filter_map(|(proxy, name)| {
+        let (held, each) = per_connection(find(outcomes, proxy, Variant::Plain)?)?;
+        Some(format!("{name} {} ({each:.1} KiB each)", mb(held)))
+    })
+    .collect();
+    let verdict = if each <= 8.0 && kib_to_mb(held) <= 100.0 {
+        "met".to_string()
+    } else if each > 8.0 {
+        at_most(each, 8.0, |v| format!("{v:.1} KiB"))
+    } else {
+        at_most(kib_to_mb(held), 100.0, |v| format!("{v:.1} MB"))
+    };
+    TargetRow {
+        target: TARGET,
+        measured: format!("{} in all, {each:.1} KiB per connection", mb(held)),
+        verdict,
+        cause: if beside.is_empty() {
+            String::new()
+        } else {
+            format!("beside it: {}", beside.join("; "))
+        },
+    }
+}
+
 /// The rows, from the run's outcomes.
 pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
     let nginx = find(outcomes, Proxy::Nginx, Variant::Plain);
@@ -181,6 +267,27 @@ pub fn rows(outcomes: &[Outcome]) -> Vec<TargetRow> {
             (plain, caddy),
             "as above: the per-request cost of the proxy underneath".into(),
         ),
+        throughput_ratio_row(
+            "plain proxy throughput ≥ 0.6× nginx's, one worker on one core",
+            0.6,
+            (plain, nginx),
+            floor_cause(floor, nginx, plain),
+        ),
+        throughput_ratio_row(
+            "plain proxy throughput ≥ 1.1× bare, unpatched Pingora 0.9 (`pingora-floor`)",
+            1.1,
+            (plain, floor),
+            "Sluice's own work per request: routing, forwarding headers, request ids, metrics \
+             and the access-log decision (see What was optimised)"
+                .into(),
+        ),
+        p99_at_half_nginx_row(plain, nginx),
+        not_measured(
+            "two workers on two cores ≥ 1.7× one worker",
+            "the runner pins the proxy to one core and its load generators to the other; \
+             a two-core proxy on this two-core machine would share its cores with them",
+        ),
+        many_connections_row(outcomes, plain),
         p99_row("p99 ≤ 1 ms at 10,000 req/s, plain proxy", 1.0, plain),
         p99_row("p99 ≤ 1.5 ms at 10,000 req/s, 2-plugin chain", 1.5, plugins),
     ];
