@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 
@@ -62,7 +63,9 @@ fn main() -> ExitCode {
     // The listener Sluice itself uses, so that both read alike.
     proxy
         .endpoints()
-        .add_listener(sluice::server::unbuffered_reads(listen));
+        // Unbuffered listener reads, as Sluice's listeners (an option of
+        // Pingora's, not a patch).
+        .add_listener(ListenerConfig::tcp(listen).l4_buffer(L4BufferSettings::default().read(0)));
     server.add_service(proxy);
     server.run_forever()
 }
