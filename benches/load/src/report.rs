@@ -364,13 +364,7 @@ pub fn markdown(input: &ReportInput) -> String {
         let idle_cells: Vec<String> = input
             .idle
             .iter()
-            .map(|&n| {
-                if o.target.variant == Variant::Tls {
-                    "not measured".to_string()
-                } else {
-                    cell(o.idle_rss(n), fmt_mib)
-                }
-            })
+            .map(|&n| cell(o.idle_rss(n), fmt_mib))
             .collect();
         let _ = writeln!(
             md,
@@ -543,7 +537,8 @@ fn method(md: &mut String, input: &ReportInput) {
          the run) on its own port and forwards plain HTTP to the origin; the clients connect to 127.0.0.1, so \
          no server name is sent (Sluice serves its `[default_certificate]`). wrk and the fixed-rate \
          generator open their connections, handshakes included, before they measure and keep them open, so \
-         the figures are for TLS record processing, not handshakes. The idle-connection memory is not measured over TLS.\n"
+         the figures are for TLS record processing, not handshakes. The idle connections of a TLS case are TLS \
+         connections, each after its handshake and one request.\n"
     );
 }
 

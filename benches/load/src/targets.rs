@@ -237,13 +237,17 @@ fn many_connections_row(outcomes: &[Outcome], plain: Option<&Outcome>) -> Target
     };
     TargetRow {
         target: TARGET,
-        measured: format!("{} in all, {each:.1} KiB per connection", mb(held)),
-        verdict,
-        cause: if beside.is_empty() {
-            String::new()
+        measured: if beside.is_empty() {
+            format!("{} in all, {each:.1} KiB per connection", mb(held))
         } else {
-            format!("beside it: {}", beside.join("; "))
+            format!(
+                "{} in all, {each:.1} KiB per connection (beside it: {})",
+                mb(held),
+                beside.join("; ")
+            )
         },
+        verdict,
+        cause: "the connection's stream, task and keep-alive timer, and allocator rounding".into(),
     }
 }
 
