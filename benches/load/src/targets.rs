@@ -197,7 +197,11 @@ fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> Ta
     match plain.latency(rate, 99) {
         Some(p99) => TargetRow {
             target: TARGET,
-            measured: format!("{} ms at {} req/s", fmt_ms(p99.median), fmt_rate(f64::from(rate))),
+            measured: format!(
+                "{} ms at {} req/s",
+                fmt_ms(p99.median),
+                fmt_rate(f64::from(rate))
+            ),
             verdict: at_most(p99.median, 2.0, |v| format!("{} ms", fmt_ms(v))),
             cause: String::new(),
         },

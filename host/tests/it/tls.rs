@@ -208,15 +208,30 @@ async fn sni_picks_among_three_certificates_and_unknown_names_fail() {
         .ends_with('Z'));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tls_versions_and_alpn() {
+/// The three routes of [`config`] behind a TLS listener, with `server` as
+/// the `[server]` table: the proxy, its TLS address, the certificate
+/// `a.test` is served with, and the upstreams, to be kept alive.
+async fn three_sites(
+    server: &str,
+) -> (
+    Proxy,
+    SocketAddr,
+    CertificateDer<'static>,
+    Vec<sluice_demo::upstream::Upstream>,
+) {
     let up = upstreams(&["alpha", "beta", "wild"]).await;
     let dir = scratch_dir();
     let a = certificate(&dir, "a", &["a.test"]);
     certificate(&dir, "b", &["b.test"]);
     certificate(&dir, "wild", &["*.wild.test"]);
     let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _proxy = tls_proxy(tls, &dir, &up);
+    let proxy = Proxy::start(&format!("[server]\n{server}\n{}", config(tls, &dir, &up)));
+    (proxy, tls, a, up)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_versions_and_alpn() {
+    let (_proxy, tls, a, _up) = three_sites("").await;
 
     let tls12 = connector(std::slice::from_ref(&a), &[&rustls::version::TLS12], &[]);
     let stream = connect(&tls12, tls, "a.test").await.unwrap();
@@ -239,16 +254,7 @@ async fn tls_versions_and_alpn() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tls_connection_idle_between_requests_serves_the_next_and_pipelined_ones() {
-    let up = upstreams(&["alpha", "beta", "wild"]).await;
-    let dir = scratch_dir();
-    let a = certificate(&dir, "a", &["a.test"]);
-    certificate(&dir, "b", &["b.test"]);
-    certificate(&dir, "wild", &["*.wild.test"]);
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _proxy = Proxy::start(&format!(
-        "[server]\nheader_read_timeout = \"1s\"\n{}",
-        config(tls, &dir, &up)
-    ));
+    let (_proxy, tls, a, _up) = three_sites("header_read_timeout = \"1s\"").await;
     let connector = connector(std::slice::from_ref(&a), rustls::ALL_VERSIONS, &[]);
     let mut stream = connect(&connector, tls, "a.test").await.unwrap();
     assert_eq!(request(&mut stream, "a.test", "/").await.0, 200);
