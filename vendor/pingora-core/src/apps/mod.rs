@@ -381,7 +381,9 @@ where
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
             if !next_request_arrives(&stream, Some(first_wait), shutdown).await {
-                if let Some(timeout) = &header_read_timeout {
+                // Closed for the time it took, not for a shutdown.
+                if let Some(timeout) = header_read_timeout.as_ref().filter(|_| !*shutdown.borrow())
+                {
                     timeout.count_expiry();
                 }
                 return None;
