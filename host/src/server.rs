@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::admin::api::AdminApi;
 use crate::control::{self, ConfigSource};
-use crate::proxy::connections::ClientConnections;
+use crate::proxy::connections::{Admission, ClientConnections};
 use crate::proxy::drain::RequestsInFlight;
 use crate::proxy::SluiceProxy;
 use crate::resilience::connections::OpenConnections;
@@ -72,7 +72,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
     let requests = RequestsInFlight::default();
     // Shared by every service, so that the caps hold across listeners.
-    let connections = Arc::new(OpenConnections::new(metrics.client_connections.clone()));
+    let admission = Admission {
+        live: reloader.live(),
+        open: Arc::new(OpenConnections::new(metrics.client_connections.clone())),
+        shed: metrics.shed_connections.clone(),
+    };
     let header_read_timeout = Arc::new(HeaderReadTimeout::new(snapshot.header_read_timeout));
     metrics.follow_header_read_timeout(header_read_timeout.clone());
 
@@ -106,12 +110,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
             // every open connection and a poll on every wake-up.
             let mut service = Service::new(
                 name.to_string(),
-                ClientConnections::new(
-                    proxy,
-                    reloader.live(),
-                    connections.clone(),
-                    metrics.shed_connections.clone(),
-                ),
+                ClientConnections::new(proxy, admission.clone()),
             );
             for listener in addresses {
                 tracing::info!(address = %listener.address, h2c, "listening");
@@ -146,12 +145,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         }
         let mut service = Service::new(
             name.to_string(),
-            ClientConnections::new(
-                app,
-                reloader.live(),
-                connections.clone(),
-                metrics.shed_connections.clone(),
-            ),
+            ClientConnections::new(app, admission.clone()),
         );
         for address in &bound {
             service.endpoints().add_listener(unbuffered_reads(address));

@@ -114,10 +114,8 @@ fn set_linger_zero(stream: &TcpStream) {
 
 /// Reads one HTTP/1.1 response (with `Content-Length` or chunked) and
 /// fails unless its status is 200.
+/// Each read waits at most the read timeout [`Stream::open`] sets.
 fn read_response(stream: &mut Stream) -> Result<()> {
-    stream
-        .socket()
-        .set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut within = Deadline {
         stream,
         until: Instant::now() + Duration::from_secs(10),

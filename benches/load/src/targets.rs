@@ -175,14 +175,11 @@ fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> Ta
     let Some(half) = nginx.throughput().map(|t| t.median / 2.0) else {
         return not_measured(TARGET, "nginx's throughput was not measured");
     };
-    let rates: Vec<u32> = plain
+    let Some(rate) = plain
         .runs
         .iter()
         .filter_map(|r| r.as_ref().ok())
         .flat_map(|m| m.latency.iter().map(|l| l.rate))
-        .collect();
-    let Some(rate) = rates
-        .into_iter()
         .min_by_key(|rate| (f64::from(*rate) - half).abs() as u64)
         .filter(|rate| (f64::from(*rate) - half).abs() <= half * 0.15)
     else {

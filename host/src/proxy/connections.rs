@@ -22,26 +22,28 @@ use crate::resilience::connections::OpenConnections;
 /// the caps of the serving snapshot and counts it while it is open.
 pub struct ClientConnections<A> {
     inner: Arc<A>,
-    live: LiveSnapshot,
-    open: Arc<OpenConnections>,
+    admission: Admission,
+}
+
+/// What every proxy service admits its connections by: the serving
+/// snapshot's caps, the open connections (shared, so that the caps hold
+/// across listeners), and the metric of those shed.
+#[derive(Clone)]
+pub struct Admission {
+    /// The snapshot whose caps apply.
+    pub live: LiveSnapshot,
+    /// The connections open on every proxy service.
+    pub open: Arc<OpenConnections>,
     /// `sluice_client_connections_shed_total{cap}`.
-    shed: IntCounterVec,
+    pub shed: IntCounterVec,
 }
 
 impl<A> ClientConnections<A> {
-    /// Admits connections for `inner`; `open` is shared by every service,
-    /// so that the caps hold across listeners.
-    pub fn new(
-        inner: A,
-        live: LiveSnapshot,
-        open: Arc<OpenConnections>,
-        shed: IntCounterVec,
-    ) -> Self {
+    /// Admits connections for `inner` under `admission`.
+    pub fn new(inner: A, admission: Admission) -> Self {
         Self {
             inner: Arc::new(inner),
-            live,
-            open,
-            shed,
+            admission,
         }
     }
 }
@@ -60,21 +62,16 @@ where
             .get_socket_digest()
             .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).copied())
             .map(|address| address.ip());
-        let caps = self.live.load().connection_caps;
-        let _admitted = match self.open.admit(client, caps) {
+        let caps = self.admission.live.load().connection_caps;
+        let _admitted = match self.admission.open.admit(client, caps) {
             Ok(admitted) => admitted,
             Err(shed) => {
-                self.shed.with_label_values(&[shed.label()]).inc();
+                self.admission.shed.with_label_values(&[shed.label()]).inc();
                 tracing::debug!(?client, cap = shed.label(), "connection shed at its cap");
                 return None;
             }
         };
-        // A connection Pingora hands back for reuse is served here, so that
-        // it stays counted and is not admitted twice.
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.inner.process_new(stream, shutdown).await;
-        }
+        crate::support::apps::serve_to_end(&self.inner, stream, shutdown).await;
         None
     }
 

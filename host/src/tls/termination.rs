@@ -205,13 +205,7 @@ where
         } else {
             stream
         };
-        // A connection kept alive is served here rather than handed back to
-        // Pingora, which would bring it to `process_new` again and so to a
-        // second handshake.
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.inner.process_new(stream, shutdown).await;
-        }
+        crate::support::apps::serve_to_end(&self.inner, stream, shutdown).await;
         None
     }
 
