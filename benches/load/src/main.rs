@@ -18,6 +18,7 @@ mod http1;
 mod idle;
 mod procs;
 mod report;
+mod scaling;
 mod stats;
 mod targets;
 mod wrk;
@@ -59,8 +60,8 @@ OPTIONS:
   --out DIR           where benchmarks.md and benchmarks.svg go (default docs)
   --only LIST         measure only these cases, e.g. nginx-plain,sluice-plain
                       (keys: nginx|haproxy|caddy|sluice - plain|routing|plugins|tls,
-                      pingora-plain); haproxy-tls and caddy-tls are measured only
-                      when named here
+                      pingora-plain; sluice-scaling: one worker against two);
+                      haproxy-tls and caddy-tls are measured only when named here
   --work DIR          scratch directory (default: a new one under $TMPDIR); kept with --keep
   --keep              keep the scratch directory (configs and logs)
   --max-wait SECS     longest total wait for other work on the machine to stop before the
@@ -644,7 +645,11 @@ fn run() -> Result<()> {
         config_texts.push(shown);
         targets.push(target);
     }
-    if targets.is_empty() {
+    let scaling_only = opts
+        .only
+        .as_ref()
+        .is_some_and(|only| only.iter().any(|k| k == "sluice-scaling"));
+    if targets.is_empty() && !scaling_only {
         bail!("--only matched no case");
     }
     // The TLS case compares Sluice with the others; until Sluice can
@@ -794,6 +799,7 @@ fn run() -> Result<()> {
             outcome.runs.push(result.map_err(|e| format!("{e:#}")));
         }
     }
+    let scaling = measure_scaling(&ctx, &opts, &paths, cpus, &mut origin)?;
     origin.stop();
 
     let mut machine = machine_lines(cpus, &tools);
@@ -826,6 +832,7 @@ fn run() -> Result<()> {
         command: opts.command.clone(),
         cpus: (proxy_cpus, load_cpus),
         optimisations: std::fs::read_to_string(repo_root().join("docs/optimisations.md")).ok(),
+        scaling: scaling.as_ref().map_err(String::as_str),
     };
     fs::create_dir_all(&opts.out)?;
     let md_path = opts.out.join("benchmarks.md");
@@ -839,6 +846,64 @@ fn run() -> Result<()> {
     ));
     drop(work);
     Ok(())
+}
+
+/// One worker against two (see `scaling`), when the run measures Sluice's
+/// plain proxy (or `--only` names `sluice-scaling`): the runs interleaved,
+/// on every core. `Err` says why it was not measured.
+fn measure_scaling(
+    ctx: &bench::Bench,
+    opts: &Options,
+    paths: &configs::Paths,
+    cpus: usize,
+    origin: &mut ProcGuard,
+) -> Result<std::result::Result<scaling::Scaling, String>> {
+    let wanted = match &opts.only {
+        Some(only) => only.iter().any(|k| k == "sluice-scaling"),
+        None => true,
+    };
+    if !wanted {
+        return Ok(Err(
+            "not asked for (`--only` without `sluice-scaling`)".into()
+        ));
+    }
+    if cpus < 2 {
+        return Ok(Err("the machine has one CPU".into()));
+    }
+    let all_cpus = format!("0-{}", cpus - 1);
+    let plain = configs::sluice(paths, Variant::Plain);
+    let mut configs = Vec::new();
+    for threads in [1, 2] {
+        let path = ctx.work.join(format!("sluice-{threads}-workers.toml"));
+        bench::write_file(&path, &scaling::with_threads(&plain, threads)?)?;
+        configs.push((threads, path));
+    }
+    let mut measured = scaling::Scaling::default();
+    for run in 1..=opts.runs {
+        for (threads, path) in &configs {
+            check_interrupted()?;
+            origin.check_alive()?;
+            bench::wait_for_quiet(ctx, Duration::from_secs(5))?;
+            match scaling::measure(ctx, &opts.sluice, path, *threads, &all_cpus) {
+                Ok(r) => {
+                    say(format!(
+                        "run {run}/{}: Sluice with {threads} worker(s) on CPUs {all_cpus}: {:.0} req/s, {:.1} µs of CPU per request",
+                        opts.runs, r.throughput, r.cpu_us_per_request
+                    ));
+                    if *threads == 1 {
+                        measured.one.push(r);
+                    } else {
+                        measured.two.push(r);
+                    }
+                }
+                Err(e) => {
+                    say(format!("Sluice with {threads} worker(s): FAILED: {e:#}"));
+                    return Ok(Err(format!("a run failed: {e:#}")));
+                }
+            }
+        }
+    }
+    Ok(Ok(measured))
 }
 
 #[cfg(test)]

@@ -142,6 +142,8 @@ pub struct ReportInput<'a> {
     /// What was changed to make Sluice faster and what each change bought
     /// (`docs/optimisations.md`), shown after the summary.
     pub optimisations: Option<String>,
+    /// One worker against two, or why it was not measured.
+    pub scaling: Result<&'a crate::scaling::Scaling, &'a str>,
 }
 
 /// Builds the chart's data from the outcomes.
@@ -215,7 +217,7 @@ pub fn markdown(input: &ReportInput) -> String {
     );
 
     summary_lines(&mut md, input);
-    crate::targets::section(&mut md, input.outcomes);
+    crate::targets::section(&mut md, input.outcomes, input.scaling);
     if let Some(text) = &input.optimisations {
         let _ = writeln!(md, "## What was optimised\n");
         let _ = writeln!(
@@ -843,6 +845,7 @@ pub(crate) mod tests {
             command: "./scripts/loadbench.sh".into(),
             cpus: ("1".into(), "0".into()),
             optimisations: Some("# Optimisations\n\n## mimalloc\n\nA fifth less CPU.\n".into()),
+            scaling: Err("not measured in this test"),
         };
         let md = markdown(&input);
         assert!(
@@ -908,6 +911,7 @@ pub(crate) mod tests {
                 command: String::new(),
                 cpus: ("1".into(), "0".into()),
                 optimisations: None,
+                scaling: Err("not measured in this test"),
             },
         );
         let tls = md.lines().find(|l| l.contains("TLS termination")).unwrap();
