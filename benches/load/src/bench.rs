@@ -24,8 +24,6 @@ pub struct Settings {
     pub seconds: u64,
     /// wrk and fixed-rate connections.
     pub connections: u32,
-    /// Fixed rates for the latency runs, in requests per second.
-    pub rates: Vec<u32>,
     /// Idle keep-alive connection counts whose memory is read, ascending.
     pub idle: Vec<usize>,
     /// CPUs (a `taskset -c` list) for the proxy under test.
@@ -238,8 +236,9 @@ pub fn wait_for_quiet(ctx: &Bench, max: Duration) -> Result<f64> {
     }
 }
 
-/// Starts `target`, measures it once, stops it.
-pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
+/// Starts `target`, measures it once (its latency at each of `rates`),
+/// stops it.
+pub fn measure(ctx: &Bench, target: &Target, run: usize, rates: &[u32]) -> Result<RunMetrics> {
     let log = ctx.work.join(format!("{}-run{run}.log", target.key()));
     let mut guard = ProcGuard::spawn(
         &target.proxy.name().to_ascii_lowercase(),
@@ -299,7 +298,7 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize) -> Result<RunMetrics> {
     let mut latency = Vec::new();
     let latency_before = CpuSnapshot::take(ctx, pid);
     let latency_started = Instant::now();
-    for &rate in &ctx.settings.rates {
+    for &rate in rates {
         let report = fixed_rate::run(&fixed_rate_spec(ctx, target, rate))
             .with_context(|| format!("fixed rate of {rate} req/s"))?;
         latency.push(LatencyRun { rate, report });

@@ -48,7 +48,8 @@ OPTIONS:
   --runs N            runs of every case (default 3)
   --seconds N         length of each measured wrk and fixed-rate run (default 2)
   --connections N     wrk and fixed-rate connections (default 64)
-  --rates LIST        fixed rates for the latency runs, req/s (default 2000,10000)
+  --rates LIST        fixed rates for the latency runs, req/s (default 2000,10000);
+                      half of nginx's maximum is added once its first run measured it
   --idle LIST         idle keep-alive connection counts (default 1000,10000)
   --sluice PATH       the sluice binary (default target/release/sluice)
   --pingora-floor PATH  the bare Pingora proxy measured as Sluice's floor (default
@@ -703,7 +704,6 @@ fn run() -> Result<()> {
     let settings = Settings {
         seconds: opts.seconds,
         connections: opts.connections,
-        rates: opts.rates.clone(),
         idle: opts.idle.clone(),
         proxy_cpus: proxy_cpus.clone(),
         load_cpus: load_cpus.clone(),
@@ -730,6 +730,9 @@ fn run() -> Result<()> {
             notes: Vec::new(),
         })
         .collect();
+    // The fixed rates, and half of nginx's and of Sluice's plain maximum
+    // once their first runs have measured them.
+    let mut rates = opts.rates.clone();
     for run in 1..=opts.runs {
         for outcome in outcomes.iter_mut() {
             if outcome.target.skipped.is_some() {
@@ -758,7 +761,7 @@ fn run() -> Result<()> {
                     ));
                 }
                 t = Instant::now();
-                result = bench::measure(&ctx, &outcome.target, run);
+                result = bench::measure(&ctx, &outcome.target, run, &rates);
                 check_interrupted()?;
                 let other = result.as_ref().map(|m| m.other_cpu).unwrap_or(0.0);
                 if other >= 0.15 && attempt < 2 && !quiet_budget.is_zero() {
@@ -796,6 +799,22 @@ fn run() -> Result<()> {
                 )),
                 Err(e) => say(format!("run {run}/{}: {}: FAILED: {e:#}", opts.runs, outcome.target.label())),
             }
+            // Latency targets are set at half of nginx's maximum rate and
+            // at half of Sluice's plain proxy's (the chain's).
+            if let (1, Variant::Plain, Ok(m)) = (run, outcome.target.variant, &result) {
+                let half = match outcome.target.proxy {
+                    Proxy::Nginx | Proxy::Sluice => half_rate(m.throughput, &rates),
+                    _ => None,
+                };
+                if let Some(half) = half {
+                    say(format!(
+                        "half of {}'s maximum: {half} req/s, measured from here on",
+                        outcome.target.label()
+                    ));
+                    rates.push(half);
+                    rates.sort_unstable();
+                }
+            }
             outcome.runs.push(result.map_err(|e| format!("{e:#}")));
         }
     }
@@ -817,7 +836,7 @@ fn run() -> Result<()> {
         runs: opts.runs,
         seconds: opts.seconds,
         connections: opts.connections,
-        rates: &opts.rates,
+        rates: &rates,
         idle: &opts.idle,
         origin_config: origin_text.replace(&work_path.display().to_string(), "$WORK"),
         elapsed_secs: started.elapsed().as_secs_f64(),
@@ -846,6 +865,17 @@ fn run() -> Result<()> {
     ));
     drop(work);
     Ok(())
+}
+
+/// Half of `maximum`, rounded down to 500 req/s, when no rate of `rates` is
+/// within 15% of it already.
+fn half_rate(maximum: f64, rates: &[u32]) -> Option<u32> {
+    let half = maximum / 2.0;
+    let close = rates
+        .iter()
+        .any(|&r| (f64::from(r) - half).abs() <= half * 0.15);
+    let rounded = (half / 500.0).floor() as u32 * 500;
+    (!close && rounded > 0).then_some(rounded)
 }
 
 /// One worker against two (see `scaling`), when the run measures Sluice's
@@ -909,6 +939,13 @@ fn measure_scaling(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_of_nginx_is_added_unless_a_rate_is_close() {
+        assert_eq!(half_rate(65_740.0, &[2000, 10000, 25000]), Some(32_500));
+        assert_eq!(half_rate(52_000.0, &[2000, 10000, 25000]), None);
+        assert_eq!(half_rate(600.0, &[]), None);
+    }
 
     #[test]
     fn locked_versions_come_from_the_workspace_lock_file() {
