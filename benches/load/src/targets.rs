@@ -194,7 +194,11 @@ fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> Ta
                 fmt_rate(f64::from(rate))
             ),
             verdict: at_most(p99.median, 2.0, |v| format!("{} ms", fmt_ms(v))),
-            cause: String::new(),
+            cause: format!(
+                "{}; the target follows the throughput target: at 0.6× nginx's throughput this rate would \
+                 be 83% of the maximum",
+                queueing(plain, rate)
+            ),
         },
         None => not_measured(TARGET, "no latency run at that rate"),
     }
