@@ -374,16 +374,43 @@ fn wrk_run(
     log: &Path,
     on_tick: impl FnMut(Duration),
 ) -> Result<wrk::WrkReport> {
+    let load = WrkLoad {
+        threads: 1,
+        cpus: &ctx.settings.load_cpus,
+        url: target.url(),
+    };
+    run_wrk(ctx, &load, seconds, log, on_tick)
+}
+
+/// How a wrk run loads a proxy.
+pub struct WrkLoad<'a> {
+    /// wrk's threads.
+    pub threads: u32,
+    /// The CPUs wrk runs on.
+    pub cpus: &'a str,
+    /// The URL it requests.
+    pub url: String,
+}
+
+/// Runs wrk as `load` says for `seconds`, over the settings' connections,
+/// calling `on_tick` while it runs, and reads its report.
+pub fn run_wrk(
+    ctx: &Bench,
+    load: &WrkLoad,
+    seconds: u64,
+    log: &Path,
+    on_tick: impl FnMut(Duration),
+) -> Result<wrk::WrkReport> {
     let mut cmd = Command::new(ctx.wrk);
-    cmd.arg("-t1")
+    cmd.arg(format!("-t{}", load.threads))
         .arg(format!("-c{}", ctx.settings.connections))
         .arg(format!("-d{seconds}s"))
         .arg("--timeout")
         .arg("5s")
-        .arg(target.url());
+        .arg(&load.url);
     let out_path = log.with_extension(format!("wrk-{seconds}s.txt"));
     let out = procs::run_pinned(
-        &ctx.settings.load_cpus,
+        load.cpus,
         &mut cmd,
         Duration::from_secs(seconds + 20),
         log,

@@ -15,9 +15,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::bench::Bench;
+use crate::bench::{run_wrk, Bench, WrkLoad};
 use crate::configs::{PROXY_PORT, REQUEST_PATH};
 use crate::procs::{self, ProcGuard};
 use crate::stats::Summary;
@@ -124,23 +124,12 @@ pub fn measure(
 }
 
 fn wrk_run(ctx: &Bench, cpus: &str, seconds: u64, log: &Path) -> Result<wrk::WrkReport> {
-    let mut cmd = Command::new(ctx.wrk);
-    cmd.arg("-t2")
-        .arg(format!("-c{}", ctx.settings.connections))
-        .arg(format!("-d{seconds}s"))
-        .arg("--timeout")
-        .arg("5s")
-        .arg(format!("http://127.0.0.1:{PROXY_PORT}{REQUEST_PATH}"));
-    let out_path = log.with_extension(format!("wrk-{seconds}s.txt"));
-    let out = procs::run_pinned(
+    let load = WrkLoad {
+        threads: 2,
         cpus,
-        &mut cmd,
-        Duration::from_secs(seconds + 20),
-        log,
-        &out_path,
-        |_| {},
-    )?;
-    wrk::parse(&out).with_context(|| format!("parsing wrk output:\n{out}"))
+        url: format!("http://127.0.0.1:{PROXY_PORT}{REQUEST_PATH}"),
+    };
+    run_wrk(ctx, &load, seconds, log, |_| {})
 }
 
 #[cfg(test)]
