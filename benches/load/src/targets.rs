@@ -331,8 +331,10 @@ fn scaling_row(scaling: Result<&Scaling, &str>) -> TargetRow {
             fmt_rate(one.median),
         ),
         verdict: at_least(estimate, 1.7, |v| format!("{v:.2}×")),
-        cause: "each request costs two workers more CPU than one: the work-stealing runtime's \
-                cross-thread wake-ups and the counters the workers share"
+        cause: "each request costs two workers more CPU than one, and how much more moves from run \
+                to run; not yet profiled. Candidates: each worker, half as loaded, handles fewer \
+                events per wake-up; an upstream connection from the shared pool is still polled by \
+                the worker that opened it; the metric counters both workers update"
             .into(),
     }
 }
