@@ -12,6 +12,12 @@ use crate::stats::{fmt_mib, fmt_ms, fmt_rate, fmt_ratio};
 /// The fixed rate the latency targets are set at, req/s.
 const TARGET_RATE: u32 = 10_000;
 
+/// How far a latency run's rate may be from the rate a target names (half
+/// of a maximum) and still stand for it: the runner adds half of the first
+/// run's maximum, and the median maximum over the runs moves by up to a
+/// fifth on this machine.
+const RATE_TOLERANCE: f64 = 0.25;
+
 /// Idle keep-alive connections the memory-under-connections target is set at.
 const TARGET_CONNECTIONS: usize = 1_000;
 
@@ -167,7 +173,7 @@ fn floor_cause(
 
 /// "p99 ≤ 2 ms at half of nginx's maximum rate", from the run's fixed rate
 /// nearest to half of nginx's median closed-loop throughput, when one is
-/// within 15% of it.
+/// within [`RATE_TOLERANCE`] of it.
 fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> TargetRow {
     const TARGET: &str = "p99 ≤ 2 ms at half of nginx's maximum rate, plain proxy";
     let (Some(plain), Some(nginx)) = (plain, nginx) else {
@@ -180,7 +186,7 @@ fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> Ta
         return not_measured(
             TARGET,
             &format!(
-                "no fixed rate within 15% of {} req/s; pass it with --rates",
+                "no fixed rate within 25% of {} req/s; pass it with --rates",
                 fmt_rate(half)
             ),
         );
@@ -205,7 +211,7 @@ fn p99_at_half_nginx_row(plain: Option<&Outcome>, nginx: Option<&Outcome>) -> Ta
 }
 
 /// The fixed rate `outcome` was measured at that is nearest `want`, when
-/// one is within 15% of it.
+/// one is within [`RATE_TOLERANCE`] of it.
 fn rate_near(outcome: &Outcome, want: f64) -> Option<u32> {
     outcome
         .runs
@@ -213,7 +219,7 @@ fn rate_near(outcome: &Outcome, want: f64) -> Option<u32> {
         .filter_map(|r| r.as_ref().ok())
         .flat_map(|m| m.latency.iter().map(|l| l.rate))
         .min_by_key(|rate| (f64::from(*rate) - want).abs() as u64)
-        .filter(|rate| (f64::from(*rate) - want).abs() <= want * 0.15)
+        .filter(|rate| (f64::from(*rate) - want).abs() <= want * RATE_TOLERANCE)
 }
 
 /// The chain's p99 against the plain proxy's, both at half of the plain
@@ -238,7 +244,7 @@ fn chain_p99_at_half_plain_row(plugins: Option<&Outcome>, plain: Option<&Outcome
         return not_measured(
             TARGET,
             &format!(
-                "no fixed rate within 15% of {} req/s measured for both; pass it with --rates",
+                "no fixed rate within 25% of {} req/s measured for both; pass it with --rates",
                 fmt_rate(half)
             ),
         );
@@ -576,7 +582,7 @@ mod tests {
         let unmeasured = rows(&[faster, plugins(1.1)], Err("not measured here"));
         assert!(row(&unmeasured, "2-plugin chain: p99 at half")
             .verdict
-            .starts_with("not measured: no fixed rate within 15% of 20,000 req/s"));
+            .starts_with("not measured: no fixed rate within 25% of 20,000 req/s"));
     }
 
     #[test]
