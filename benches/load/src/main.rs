@@ -123,6 +123,17 @@ struct Options {
     since: Option<u64>,
 }
 
+impl Options {
+    /// Whether the run measures what `key` names (a case's key, or
+    /// `sluice-scaling`): named in `--only`, or `by_default` without it.
+    fn wants(&self, key: &str, by_default: bool) -> bool {
+        match &self.only {
+            Some(only) => only.iter().any(|k| k == key),
+            None => by_default,
+        }
+    }
+}
+
 fn repo_root() -> PathBuf {
     // benches/load -> the repository root.
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -602,11 +613,7 @@ fn run() -> Result<()> {
             program: program.clone(),
             skipped: None,
         };
-        let wanted = match &opts.only {
-            Some(only) => only.contains(&target.key()),
-            None => by_default,
-        };
-        if !wanted {
+        if !opts.wants(&target.key(), by_default) {
             continue;
         }
         target.config = work_path.join(format!("{}.{ext}", target.key()));
@@ -646,11 +653,7 @@ fn run() -> Result<()> {
         config_texts.push(shown);
         targets.push(target);
     }
-    let scaling_only = opts
-        .only
-        .as_ref()
-        .is_some_and(|only| only.iter().any(|k| k == "sluice-scaling"));
-    if targets.is_empty() && !scaling_only {
+    if targets.is_empty() && !opts.wants(SCALING_KEY, false) {
         bail!("--only matched no case");
     }
     // The TLS case compares Sluice with the others; until Sluice can
@@ -878,6 +881,9 @@ fn half_rate(maximum: f64, rates: &[u32]) -> Option<u32> {
     (!close && rounded > 0).then_some(rounded)
 }
 
+/// The `--only` key of the one-worker-against-two measurement.
+const SCALING_KEY: &str = "sluice-scaling";
+
 /// One worker against two (see `scaling`), when the run measures Sluice's
 /// plain proxy (or `--only` names `sluice-scaling`): the runs interleaved,
 /// on every core. `Err` says why it was not measured.
@@ -888,11 +894,7 @@ fn measure_scaling(
     cpus: usize,
     origin: &mut ProcGuard,
 ) -> Result<std::result::Result<scaling::Scaling, String>> {
-    let wanted = match &opts.only {
-        Some(only) => only.iter().any(|k| k == "sluice-scaling"),
-        None => true,
-    };
-    if !wanted {
+    if !opts.wants(SCALING_KEY, true) {
         return Ok(Err(
             "not asked for (`--only` without `sluice-scaling`)".into()
         ));

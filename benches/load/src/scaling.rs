@@ -23,11 +23,10 @@ use crate::procs::{self, ProcGuard};
 use crate::stats::Summary;
 use crate::wrk;
 
-/// One measured run of Sluice with `threads` workers.
+/// One measured run of Sluice; which worker count is which list of
+/// [`Scaling`] it is in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorkerRun {
-    /// Worker threads (`[server] threads`).
-    pub threads: usize,
     /// Successful requests per second.
     pub throughput: f64,
     /// Microseconds of the proxy's CPU time per request served.
@@ -117,7 +116,6 @@ pub fn measure(
         bail!("{threads} workers served no request");
     }
     Ok(WorkerRun {
-        threads,
         throughput: report.good_per_sec(),
         cpu_us_per_request: cpu / served * 1e6,
     })
@@ -136,9 +134,8 @@ fn wrk_run(ctx: &Bench, cpus: &str, seconds: u64, log: &Path) -> Result<wrk::Wrk
 mod tests {
     use super::*;
 
-    fn run(threads: usize, throughput: f64, cpu_us_per_request: f64) -> WorkerRun {
+    fn run(throughput: f64, cpu_us_per_request: f64) -> WorkerRun {
         WorkerRun {
-            threads,
             throughput,
             cpu_us_per_request,
         }
@@ -147,8 +144,8 @@ mod tests {
     #[test]
     fn equal_cost_per_request_scales_twofold() {
         let s = Scaling {
-            one: vec![run(1, 20_000.0, 40.0), run(1, 21_000.0, 42.0)],
-            two: vec![run(2, 22_000.0, 41.0), run(2, 23_000.0, 41.0)],
+            one: vec![run(20_000.0, 40.0), run(21_000.0, 42.0)],
+            two: vec![run(22_000.0, 41.0), run(23_000.0, 41.0)],
         };
         let estimate = s.estimate().unwrap();
         assert!((estimate - 2.0).abs() < 1e-9, "{estimate}");
@@ -157,8 +154,8 @@ mod tests {
     #[test]
     fn contention_shows_as_a_lower_estimate() {
         let s = Scaling {
-            one: vec![run(1, 20_000.0, 40.0)],
-            two: vec![run(2, 22_000.0, 50.0)],
+            one: vec![run(20_000.0, 40.0)],
+            two: vec![run(22_000.0, 50.0)],
         };
         assert!((s.estimate().unwrap() - 1.6).abs() < 1e-9);
         assert_eq!(Scaling::default().estimate(), None);
