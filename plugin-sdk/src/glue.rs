@@ -3,38 +3,39 @@
 //! decided handed back to Sluice in one call per message. `export!` calls
 //! these.
 
-use crate::bindings::sluice::plugin::types::{HeaderChange, HeaderOp};
 use crate::bindings::sluice::plugin::{body, candidates, request, response, types};
+use crate::header_changes::{encode, encoded_len, Op};
 use crate::{
     with_config, Candidate, HeaderChanges, PlacementChoice, Plugin, RequestAction, RequestView,
     ResponseView,
 };
 
-/// `changes` as the contract's list, in the order the SDK documents:
-/// remove, set, append. The strings are moved, not copied.
-fn header_changes(changes: HeaderChanges) -> Vec<HeaderChange> {
-    let HeaderChanges {
-        remove,
-        set,
-        append,
-    } = changes;
-    let mut list = Vec::with_capacity(remove.len() + set.len() + append.len());
-    list.extend(remove.into_iter().map(|name| HeaderChange {
-        op: HeaderOp::Remove,
-        name,
-        value: String::new(),
-    }));
-    list.extend(set.into_iter().map(|(name, value)| HeaderChange {
-        op: HeaderOp::Set,
-        name,
-        value,
-    }));
-    list.extend(append.into_iter().map(|(name, value)| HeaderChange {
-        op: HeaderOp::Append,
-        name,
-        value,
-    }));
-    list
+/// `changes` encoded as the contract hands them over, in the order the SDK
+/// documents: remove, set, append.
+fn header_changes(changes: &HeaderChanges) -> Vec<u8> {
+    let removed = changes
+        .remove
+        .iter()
+        .map(|name| (Op::Remove, name.as_str(), ""));
+    let set = changes
+        .set
+        .iter()
+        .map(|(n, v)| (Op::Set, n.as_str(), v.as_str()));
+    let appended = changes
+        .append
+        .iter()
+        .map(|(n, v)| (Op::Append, n.as_str(), v.as_str()));
+    let all = removed.chain(set).chain(appended);
+    // Sized once: growing it would copy it through the allocator again.
+    let size = all
+        .clone()
+        .map(|(_, name, value)| encoded_len(name.as_bytes(), value.as_bytes()))
+        .sum();
+    let mut encoded = Vec::with_capacity(size);
+    for (op, name, value) in all {
+        encode(&mut encoded, op, name.as_bytes(), value.as_bytes());
+    }
+    encoded
 }
 
 /// `on-request`.
@@ -48,7 +49,7 @@ pub fn on_request<P: Plugin>() {
                 && changes.placement.is_none();
             if !unchanged {
                 request::apply(&types::RequestChanges {
-                    headers: header_changes(changes.headers),
+                    headers: header_changes(&changes.headers),
                     path: changes.path,
                     routing_key: changes.routing_key,
                     placement: changes.placement,
@@ -66,7 +67,7 @@ pub fn on_response<P: Plugin>() {
         with_config::<P, _>(|config| P::on_response(config, &request_view, &response_view));
     if !changes.headers.is_empty() || changes.status.is_some() {
         response::apply(&types::ResponseChanges {
-            headers: header_changes(changes.headers),
+            headers: header_changes(&changes.headers),
             status: changes.status,
         });
     }

@@ -53,6 +53,8 @@ static ALLOCATOR: allocator::CachingTalc = allocator::CachingTalc::new();
 pub mod allocator;
 #[doc(hidden)]
 pub mod glue;
+#[doc(hidden)]
+pub mod header_changes;
 pub mod headers;
 pub mod host;
 pub mod testing;

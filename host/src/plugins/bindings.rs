@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
 
 /// The contract's package and version, as components name it in their
 /// imports and exports.
-pub const CONTRACT: &str = "sluice:plugin@0.3.0";
+pub const CONTRACT: &str = "sluice:plugin@0.4.0";

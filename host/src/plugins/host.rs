@@ -21,6 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::sluice::plugin::host::{Host, Level};
 use super::bindings::sluice::plugin::types::{self, CandidateState, Hook};
 use super::bindings::sluice::plugin::{body, candidates, request, response};
+use super::header_changes;
 use super::log::LogBudget;
 use super::metrics::PluginMetrics;
 use crate::transform::headers::MAX_MESSAGE_HEADERS;
@@ -174,63 +175,75 @@ impl HostState {
         false
     }
 
-    /// Collects header changes, checking each name and value.
-    fn header_changes(&mut self, changes: Vec<types::HeaderChange>) {
-        if self.changes.headers.len() + changes.len() > MAX_MESSAGE_HEADERS {
-            return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
-        }
-        self.changes.headers.reserve(changes.len());
-        for change in changes {
-            let Some(name) = self.header_name(&change.name) else {
+    /// Collects the header changes `encoded` as the contract frames
+    /// them, checking each name and value. The values stay slices of the
+    /// one buffer the changes crossed in.
+    fn header_changes(&mut self, encoded: Vec<u8>) {
+        let encoded = bytes::Bytes::from(encoded);
+        for change in header_changes::decode(&encoded) {
+            let change = match change {
+                Ok(change) => change,
+                Err(malformed) => return self.refuse(|| malformed.to_string()),
+            };
+            if self.changes.headers.len() == MAX_MESSAGE_HEADERS {
+                return self.refuse(|| format!("more than {MAX_MESSAGE_HEADERS} header changes"));
+            }
+            let Some(name) = self.header_name(&encoded[change.name]) else {
                 return;
             };
-            let (op, value) = match change.op {
-                types::HeaderOp::Remove => (HeaderOp::Remove, None),
-                types::HeaderOp::Set => (HeaderOp::Set, self.header_value(&name, change.value)),
-                types::HeaderOp::Append => {
-                    (HeaderOp::Append, self.header_value(&name, change.value))
+            let value = match change.op {
+                HeaderOp::Remove => None,
+                HeaderOp::Set | HeaderOp::Append => {
+                    let Some(value) = self.header_value(&name, encoded.slice(change.value)) else {
+                        return;
+                    };
+                    Some(value)
                 }
             };
-            if op != HeaderOp::Remove && value.is_none() {
-                return;
-            }
-            self.changes.headers.push(HeaderChange { op, name, value });
+            self.changes.headers.push(HeaderChange {
+                op: change.op,
+                name,
+                value,
+            });
         }
     }
 
     /// `name` as a header name the host lets a plugin change.
-    fn header_name(&mut self, name: &str) -> Option<HeaderName> {
-        match HeaderName::from_bytes(name.as_bytes()) {
+    fn header_name(&mut self, name: &[u8]) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name) {
             Ok(header) if is_framing(&header) => {
                 self.refuse(|| format!("header {header} belongs to the message's framing"));
                 None
             }
             Ok(header) => Some(header),
             Err(_) => {
-                self.refuse(|| format!("invalid header name {name:?}"));
+                self.refuse(|| format!("invalid header name {:?}", String::from_utf8_lossy(name)));
                 None
             }
         }
     }
 
     /// `value` as a value of header `name`, or refused: what
-    /// `HeaderValue::from_str` accepts, keeping the string's allocation
-    /// rather than copying it.
-    fn header_value(&mut self, name: &HeaderName, value: String) -> Option<HeaderValue> {
-        // What `HeaderValue::from_str` accepts: tab, and every byte from
+    /// `HeaderValue::from_bytes` accepts, keeping `value`'s buffer rather
+    /// than copying it.
+    fn header_value(&mut self, name: &HeaderName, value: bytes::Bytes) -> Option<HeaderValue> {
+        // What `HeaderValue::from_bytes` accepts: tab, and every byte from
         // space up but DEL.
         let valid = value
-            .bytes()
-            .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f));
+            .iter()
+            .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f));
         if !valid {
-            self.refuse(|| format!("invalid value {value:?} for header {name}"));
+            self.refuse(|| {
+                format!(
+                    "invalid value {:?} for header {name}",
+                    String::from_utf8_lossy(&value)
+                )
+            });
             return None;
         }
         // SAFETY: every byte was checked just above as `HeaderValue`
         // checks them (the unit tests compare the two on the same inputs).
-        Some(unsafe {
-            HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from(value.into_bytes()))
-        })
+        Some(unsafe { HeaderValue::from_maybe_shared_unchecked(value) })
     }
 }
 
@@ -343,16 +356,8 @@ pub struct HeaderChange {
     pub value: Option<HeaderValue>,
 }
 
-/// What a header change does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderOp {
-    /// Replace every value.
-    Set,
-    /// Add a value.
-    Append,
-    /// Remove every value.
-    Remove,
-}
+/// What a header change does: the contract's own operations.
+pub use super::header_changes::Op as HeaderOp;
 
 /// A response a plugin answered with, checked.
 #[derive(Debug)]
@@ -564,10 +569,11 @@ impl request::Host for HostState {
         }
         let mut headers = Vec::with_capacity(response.headers.len());
         for (name, value) in response.headers {
-            let Some(header) = self.header_name(&name) else {
+            let Some(header) = self.header_name(name.as_bytes()) else {
                 return;
             };
-            let Some(value) = self.header_value(&header, value) else {
+            let Some(value) = self.header_value(&header, bytes::Bytes::from(value.into_bytes()))
+            else {
                 return;
             };
             headers.push((header, value));
@@ -732,25 +738,30 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_value_is_checked_as_a_header_value_from_a_string_is() {
+    fn a_changed_value_is_checked_as_header_value_checks_it() {
         let name = HeaderName::from_static("x-test");
-        for value in [
-            "plain",
-            "with\ttab",
-            "",
-            " spaced ",
-            "a\r\nforged: yes",
-            "caf\u{e9}",
-            "\u{7f}",
-        ] {
+        let values: [&[u8]; 8] = [
+            b"plain",
+            b"with\ttab",
+            b"",
+            b" spaced ",
+            b"a\r\nforged: yes",
+            "caf\u{e9}".as_bytes(),
+            b"\x7f",
+            b"latin-1 \xe9",
+        ];
+        for value in values {
             let mut host = state();
-            let expected = HeaderValue::from_str(value).ok();
+            let expected = HeaderValue::from_bytes(value).ok();
             assert_eq!(
-                host.header_value(&name, value.to_string()),
+                host.header_value(&name, bytes::Bytes::copy_from_slice(value)),
                 expected,
                 "{value:?}"
             );
-            let refusal = format!("invalid value {value:?} for header x-test");
+            let refusal = format!(
+                "invalid value {:?} for header x-test",
+                String::from_utf8_lossy(value)
+            );
             assert_eq!(
                 host.changes.refused,
                 expected.is_none().then_some(refusal),
@@ -779,28 +790,70 @@ mod tests {
     }
 
     #[test]
-    fn header_changes_refuse_framing_headers_and_bad_values() {
-        let change = |op, name: &str, value: &str| types::HeaderChange {
-            op,
-            name: name.to_string(),
-            value: value.to_string(),
+    fn header_changes_refuse_framing_headers_bad_values_and_bad_framing() {
+        use header_changes::encode;
+        use HeaderOp as Op;
+        let encoded = |changes: &[(Op, &str, &str)]| {
+            let mut encoded = Vec::new();
+            for (op, name, value) in changes {
+                encode(&mut encoded, *op, name.as_bytes(), value.as_bytes());
+            }
+            encoded
         };
+        let refused = |host: &HostState| host.changes.refused.clone().unwrap_or_default();
         let mut host = state();
-        host.header_changes(vec![
-            change(types::HeaderOp::Set, "x-a", "1"),
-            change(types::HeaderOp::Remove, "x-b", "ignored\r\n"),
-        ]);
+        host.header_changes(encoded(&[
+            (Op::Set, "x-a", "1"),
+            (Op::Remove, "x-b", "ignored\r\n"),
+            (Op::Append, "x-c", "2"),
+        ]));
         assert_eq!(host.changes.refused, None);
-        assert_eq!(host.changes.headers.len(), 2);
-        host.header_changes(vec![change(types::HeaderOp::Set, "content-length", "1")]);
-        assert!(host.changes.refused.as_deref().unwrap().contains("framing"));
-        let mut host = state();
-        host.header_changes(vec![change(types::HeaderOp::Append, "x-a", "a\nb")]);
-        assert!(host
+        let applied: Vec<_> = host
             .changes
-            .refused
-            .as_deref()
-            .unwrap()
-            .contains("invalid value"));
+            .headers
+            .iter()
+            .map(|c| {
+                (
+                    c.op,
+                    c.name.as_str(),
+                    c.value.as_ref().map(|v| v.as_bytes()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            applied,
+            [
+                (HeaderOp::Set, "x-a", Some(&b"1"[..])),
+                (HeaderOp::Remove, "x-b", None),
+                (HeaderOp::Append, "x-c", Some(&b"2"[..])),
+            ]
+        );
+        host.header_changes(encoded(&[(Op::Set, "content-length", "1")]));
+        assert!(refused(&host).contains("framing"), "{}", refused(&host));
+        let mut host = state();
+        host.header_changes(encoded(&[(Op::Append, "x-a", "a\nb")]));
+        assert!(
+            refused(&host).contains("invalid value"),
+            "{}",
+            refused(&host)
+        );
+        let mut host = state();
+        host.header_changes(encoded(&[(Op::Set, "bad name", "1")]));
+        assert_eq!(refused(&host), "invalid header name \"bad name\"");
+        let mut host = state();
+        let mut cut = encoded(&[(Op::Set, "x-a", "1")]);
+        cut.pop();
+        host.header_changes(cut);
+        assert_eq!(refused(&host), "the header change at byte 0 is cut short");
+        let mut host = state();
+        let too_many: Vec<_> = (0..=MAX_MESSAGE_HEADERS)
+            .map(|_| (Op::Append, "x-a", "1"))
+            .collect();
+        host.header_changes(encoded(&too_many));
+        assert!(
+            refused(&host).starts_with("more than"),
+            "{}",
+            refused(&host)
+        );
     }
 }

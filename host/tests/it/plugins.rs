@@ -44,6 +44,8 @@ fn plugin_wasm(package: &str) -> PathBuf {
                 "-p",
                 "sluice-test-contract-0-2",
                 "-p",
+                "sluice-test-contract-0-3",
+                "-p",
                 "sluice-test-reads-files",
             ])
             // The components are looked up under this workspace's `target/`,
@@ -1091,13 +1093,14 @@ fn a_plugin_built_against_the_old_contract_or_reading_files_is_refused_by_name()
     for (package, version) in [
         ("sluice-test-contract-0-1", "0.1.0"),
         ("sluice-test-contract-0-2", "0.2.0"),
+        ("sluice-test-contract-0-3", "0.3.0"),
     ] {
         let output = check(package);
         let text = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{text}");
         assert!(
             text.contains(&format!(
-                "built against sluice:plugin@{version} and this Sluice provides sluice:plugin@0.3.0"
+                "built against sluice:plugin@{version} and this Sluice provides sluice:plugin@0.4.0"
             )),
             "{text}"
         );
@@ -1116,7 +1119,7 @@ fn a_plugin_built_against_the_old_contract_or_reading_files_is_refused_by_name()
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.contains("contract sluice:plugin@0.3.0, hooks: on_request_body, on_response_body"),
+        text.contains("contract sluice:plugin@0.4.0, hooks: on_request_body, on_response_body"),
         "{text}"
     );
 }

@@ -28,6 +28,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     sdk_file!("src/lib.rs"),
     sdk_file!("src/allocator.rs"),
     sdk_file!("src/glue.rs"),
+    sdk_file!("src/header_changes.rs"),
     sdk_file!("src/headers.rs"),
     sdk_file!("src/host.rs"),
     sdk_file!("src/testing.rs"),
