@@ -5,10 +5,12 @@
 //! maps a file's code 64 KiB around every page first touched, so functions
 //! run together but laid out far apart each bring in their neighbours.
 //! `link/text-order.ld` (written by `scripts/text-order.sh` from a profile
-//! of the real binary) places the functions that serve requests first,
-//! then those start-up and plugin loading run, then plugin compilation.
-//! Where it names functions this toolchain no longer emits (another Rust
-//! release mangles them differently) it moves nothing and costs nothing.
+//! of the real binary) places the functions that serve requests in
+//! `.text.sluice_serving`, and those that start-up, reloads and plugin
+//! loading run in `.text.sluice_startup`, which the proxy hands back to the
+//! kernel once it serves (`src/support/code.rs`). Where it names functions
+//! this toolchain no longer emits (another Rust release mangles them
+//! differently) it moves nothing and costs nothing.
 //!
 //! Relative relocations are packed (`-z pack-relative-relocs`) when the C
 //! library is new enough to apply them (glibc 2.36): the usual table is

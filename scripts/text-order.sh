@@ -6,8 +6,10 @@
 # and with the load benchmark's plugins (compiled afresh), each through
 # start-up and then a few seconds of wrk load against an nginx origin on
 # loopback, and lists the functions each phase ran, in this order: a plain
-# proxy's requests, requests through plugins, a plain proxy's start-up,
-# loading plugins, compiling plugins. Run it again after a Rust toolchain
+# proxy's requests, requests through plugins (the section
+# .text.sluice_serving), a plain proxy's start-up, loading plugins,
+# compiling plugins (.text.sluice_startup, which the proxy hands back to the
+# kernel once it serves: host/src/support/code.rs). Run it again after a Rust toolchain
 # or dependency update, which renames the functions; a stale file only
 # loses the effect. Needs valgrind, nginx, wrk, curl and python3; takes
 # about three minutes after the builds.
@@ -61,6 +63,7 @@ http {
     }
 }
 EOF
+# The load benchmark's configs (benches/load), whose idle memory it reports.
 config() {
     cat <<EOF
 [server]
@@ -71,6 +74,7 @@ upgrade_socket = "$work/upgrade-$1.sock"
 
 [[listeners]]
 address = "127.0.0.1:18080"
+h2c = false
 
 [placements.origin]
 endpoints = [{ address = "127.0.0.1:18000" }]
@@ -78,6 +82,7 @@ endpoints = [{ address = "127.0.0.1:18000" }]
 [[routes]]
 name = "all"
 placement = "origin"
+explain = false
 EOF
 }
 config plain >"$work/plain.toml"
@@ -133,19 +138,28 @@ profile() {
 profile plain
 profile plugins
 
-nm --defined-only "$sluice" | awk '$2 ~ /^[tTwW]$/ { print $3 }' >"$work/symbols"
+nm --defined-only "$sluice" | awk '$2 ~ /^[tTwW]$/ { print $1, $3 }' >"$work/symbols"
 python3 - "$work" "$repo_root/host/link/text-order.ld" <<'EOF'
 import re, sys
 
 work, out = sys.argv[1], sys.argv[2]
-symbols = set(open(f"{work}/symbols").read().split())
+# Functions merged as identical share an address under several names, and
+# the profile names one of them; the linker knows the section by another.
+names_at, address_of = {}, {}
+for line in open(f"{work}/symbols"):
+    address, name = line.split()
+    names_at.setdefault(address, []).append(name)
+    address_of[name] = address
+symbols = set(address_of)
 
 def ran(*dumps):
     """The binary's functions that ran in these dumps, in first-seen order."""
     seen, order = set(), []
     for dump in dumps:
         for line in open(f"{work}/profile-{dump}"):
-            found = re.match(r"c?fn=\(\d+\) (\S+)", line)
+            # A name is spelled out where a dump first mentions it, as the
+            # function itself or as one called; `'N` marks a recursion depth.
+            found = re.match(r"c?fn=\(\d+\) (\S+?)(?:'\d+)?$", line)
             if found and found[1] in symbols and found[1] not in seen:
                 seen.add(found[1])
                 order.append(found[1])
@@ -162,23 +176,27 @@ groups = [
     [f for f in loading if not compiles(f)],
     [f for f in loading if compiles(f)],
 ]
-placed, lines = set(), []
-for group in groups:
-    for name in group:
-        # Symbols promoted across codegen units carry a per-build number.
-        name = re.sub(r"\.llvm\.\d+$", ".llvm.*", name)
-        if name not in placed:
-            placed.add(name)
-            # `.text.NAME`, or `.text.unlikely.NAME` for a function marked cold.
-            lines.append(f"    *(.text*.{name})\n")
+placed, serving, startup = set(), [], []
+for index, group in enumerate(groups):
+    for function in group:
+        for name in names_at[address_of[function]]:
+            # Symbols promoted across codegen units carry a per-build number.
+            name = re.sub(r"\.llvm\.\d+$", ".llvm.*", name)
+            if name not in placed:
+                placed.add(name)
+                # `.text.NAME`, or `.text.unlikely.NAME` for a function marked cold.
+                (serving if index < 2 else startup).append(f"    *(.text*.{name})\n")
 with open(out, "w") as f:
     f.write(
         "/* Written by scripts/text-order.sh: the release sluice binary's functions\n"
         "   in the order they run (host/build.rs says why). Do not edit. */\n"
-        "SECTIONS\n{\n  .text.sluice_ordered :\n  {\n"
-        + "".join(lines)
+        "SECTIONS\n{\n  .text.sluice_serving :\n  {\n"
+        + "".join(serving)
+        + "  }\n  .text.sluice_startup :\n  {\n"
+        + "".join(startup)
         + "  }\n}\nINSERT BEFORE .text;\n"
     )
+lines = serving + startup
 print(f"{len(lines)} functions placed: " + ", ".join(str(len(g)) for g in groups), file=sys.stderr)
 EOF
 say "wrote host/link/text-order.ld; rebuild with cargo build --release to use it"

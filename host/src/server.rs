@@ -37,6 +37,10 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
+/// How long after the services are started their start-up code is handed
+/// back to the kernel: Pingora binds and starts them within milliseconds.
+const STARTUP_SETTLES: Duration = Duration::from_secs(1);
+
 /// Runs the proxy until a shutdown signal; returns only on a startup error.
 pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -170,6 +174,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 
     control.spawn_background(options.poll_interval);
     exit_when_drained(server.watch_execution_phase(), requests)?;
+    // The services start in `run_forever`; once they are up, the code only
+    // start-up runs goes back to the kernel.
+    std::thread::Builder::new()
+        .name("sluice-startup-code".into())
+        .spawn(|| {
+            std::thread::sleep(STARTUP_SETTLES);
+            crate::support::code::release_startup_code();
+        })?;
     server.run_forever()
 }
 

@@ -313,6 +313,10 @@ impl Reloader {
                 status.last_error = Some(error.clone());
             }
         }
+        if !matches!(result, Ok(ReloadOutcome::Unchanged)) {
+            // Parsing and applying a config ran start-up code again.
+            crate::support::code::release_startup_code();
+        }
         result
     }
 

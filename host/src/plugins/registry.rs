@@ -108,8 +108,10 @@ impl PluginRegistry {
                 registry.load_file(&path);
             }
         }
-        // Compiling left a heap far larger than serving needs.
+        // Compiling left a heap far larger than serving needs, and code
+        // that runs again only when plugins next load.
         super::memory::release_freed();
+        crate::support::code::release_startup_code();
         Ok(registry)
     }
 
@@ -343,6 +345,7 @@ impl PluginRegistry {
                         registry.load_file(&path);
                     }
                     super::memory::release_freed();
+                    crate::support::code::release_startup_code();
                 })
                 .await;
             }
