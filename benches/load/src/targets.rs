@@ -414,6 +414,29 @@ pub fn rows(outcomes: &[Outcome], scaling: Result<&Scaling, &str>) -> Vec<Target
         },
     );
 
+    const PLUGIN_SHARE: &str =
+        "RSS idle, three plugins loaded and two attached: ≤ the plain proxy's + 4 MiB";
+    let idle_of =
+        |case: Option<&Outcome>| case.and_then(|c| c.summary(|m| Some(m.rss_idle_kib as f64)));
+    rows.push(match (idle_of(plugins), idle_of(plain)) {
+        (Some(with_plugins), Some(base)) => {
+            let share = with_plugins.median - base.median;
+            TargetRow {
+                target: PLUGIN_SHARE,
+                measured: format!(
+                    "{} MiB over the plain proxy's {}",
+                    fmt_mib(share),
+                    mb(base.median)
+                ),
+                verdict: at_most(share / 1024.0, 4.0, |v| format!("{v:.1} MiB")),
+                cause: "the two attached components, read nearly whole by loading and the first calls; \
+                        the warm instances' memory; wasmtime's call path"
+                    .into(),
+            }
+        }
+        _ => not_measured(PLUGIN_SHARE, "the plain or the plugin case was not run"),
+    });
+
     const CONNECTIONS: &str = "RSS ≤ 40 MB with 1,000 connections";
     rows.push(
         match plain.and_then(|p| Some((p, p.idle_rss(TARGET_CONNECTIONS)?))) {
