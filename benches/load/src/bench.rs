@@ -17,6 +17,9 @@ use crate::idle::IdleConnections;
 use crate::procs::{self, ProcGuard};
 use crate::wrk;
 
+/// How long after a proxy first answers its idle memory is read.
+const IDLE_AFTER_READY: Duration = Duration::from_secs(2);
+
 /// What the runner was asked to measure, and how hard.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -266,7 +269,10 @@ pub fn measure(ctx: &Bench, target: &Target, run: usize, rates: &[u32]) -> Resul
         }
     }
     let pid = guard.pid();
-    thread::sleep(Duration::from_millis(300));
+    // Idle means settled: a proxy may still be finishing its start-up
+    // (Sluice hands its start-up code back to the kernel a second after
+    // its services start).
+    thread::sleep(IDLE_AFTER_READY);
     let rss_idle_kib = procs::tree_rss_kib(pid);
 
     // Warm-up: fills connection pools and warm plugin instances.

@@ -498,7 +498,7 @@ fn method(md: &mut String, input: &ReportInput) {
     );
     let _ = writeln!(
         md,
-        "- One run measures every configuration in turn: start it, read its idle memory, 1 s wrk warm-up, \
+        "- One run measures every configuration in turn: start it, read its idle memory 2 s after it first answered, 1 s wrk warm-up, \
          wrk for throughput, the fixed-rate generator at each rate ({}), then, in the first run, the idle connections ({}); then stop it. \
          The {} runs are interleaved, so slow drift on the machine affects every proxy alike, and the \
          ratios to nginx are taken within a run.",
