@@ -8,17 +8,25 @@
 //! asks the kernel to reclaim them (`madvise(MADV_PAGEOUT)`); a later
 //! reload maps what it runs again, from the page cache or the file. A
 //! binary without the section (a debug build, another target) has nothing
-//! to hand back.
+//! to hand back, and neither has one for another system than Linux.
 
+#[cfg(target_os = "linux")]
 use std::sync::OnceLock;
 
 /// The section the release binary keeps its start-up code in.
+#[cfg(target_os = "linux")]
 const STARTUP_SECTION: &str = ".text.sluice_startup";
 
 /// Asks the kernel to reclaim the pages of the start-up code, if this
 /// binary has it in a section of its own. Call it after start-up, after a
 /// reload and after plugins load: what runs after it maps its pages again.
 pub fn release_startup_code() {
+    #[cfg(target_os = "linux")]
+    release_on_linux();
+}
+
+#[cfg(target_os = "linux")]
+fn release_on_linux() {
     static RANGE: OnceLock<Option<PageRange>> = OnceLock::new();
     let Some(range) = RANGE.get_or_init(startup_pages) else {
         return;
@@ -38,6 +46,7 @@ pub fn release_startup_code() {
 }
 
 /// A page-aligned address range.
+#[cfg(target_os = "linux")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct PageRange {
     start: usize,
@@ -45,6 +54,7 @@ struct PageRange {
 }
 
 /// The whole pages of the start-up section, where the loader put it.
+#[cfg(target_os = "linux")]
 fn startup_pages() -> Option<PageRange> {
     let (address, size) = section_in_own_binary(STARTUP_SECTION)?;
     // SAFETY: sysconf has no preconditions.
@@ -54,6 +64,7 @@ fn startup_pages() -> Option<PageRange> {
 
 /// The pages that lie wholly inside `[start, start + size)`: a page the
 /// section shares with its neighbours holds code that keeps running.
+#[cfg(target_os = "linux")]
 fn whole_pages(start: usize, size: usize, page: usize) -> Option<PageRange> {
     let first = start.checked_add(page - 1)? / page * page;
     let end = start.checked_add(size)? / page * page;
@@ -66,6 +77,7 @@ fn whole_pages(start: usize, size: usize, page: usize) -> Option<PageRange> {
 /// The link-time address and size of the section `name` of the running
 /// binary. Only the section headers and their names are read: the symbol
 /// tables, megabytes of them, would come through the heap.
+#[cfg(target_os = "linux")]
 fn section_in_own_binary(name: &str) -> Option<(usize, usize)> {
     use object::read::elf::{FileHeader, SectionHeader};
     let file = std::fs::File::open("/proc/self/exe").ok()?;
@@ -82,6 +94,7 @@ fn section_in_own_binary(name: &str) -> Option<(usize, usize)> {
 
 /// How far the loader moved the running binary from its link-time
 /// addresses (position-independent executables load anywhere).
+#[cfg(target_os = "linux")]
 fn load_bias() -> usize {
     unsafe extern "C" fn first(
         info: *mut libc::dl_phdr_info,
@@ -99,7 +112,7 @@ fn load_bias() -> usize {
     bias
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
