@@ -108,10 +108,10 @@ impl PluginRegistry {
                 registry.load_file(&path);
             }
         }
-        // Compiling left a heap far larger than serving needs, and code
-        // that runs again only when plugins next load.
+        // Compiling left a heap far larger than serving needs. (The code
+        // that loading ran is handed back by the start-up or the reload
+        // that called this, once it is done.)
         super::memory::release_freed();
-        crate::support::code::release_startup_code();
         Ok(registry)
     }
 
