@@ -396,6 +396,32 @@ impl Caddy {
         }
     }
 
+    /// Waits until Caddy completes a TLS handshake for `host` on `port`:
+    /// it issues a `tls internal` certificate in the background after it
+    /// starts answering plain HTTP, and until then it refuses handshakes
+    /// with an internal-error alert.
+    async fn wait_tls_ready(&mut self, port: u16, host: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("caddy exited with {status}:\n{}", self.log_text());
+            }
+            match tls_client(port, host)
+                .get(format!("https://{host}:{port}/"))
+                .send()
+                .await
+            {
+                Ok(_) => return,
+                Err(error) => assert!(
+                    Instant::now() < deadline,
+                    "caddy did not complete a TLS handshake for {host} on {port}: {error}\n{}",
+                    self.log_text()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn log_text(&self) -> String {
         let mut text = String::new();
         if let Ok(mut file) = std::fs::File::open(&self.log) {
@@ -664,7 +690,7 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
     let caddy_dir = scratch_dir();
     let caddy_file = caddy_dir.join("Caddyfile");
     std::fs::write(&caddy_file, DEPLOYMENT_CADDYFILE).unwrap();
-    let caddy = Caddy::start_with_env(
+    let mut caddy = Caddy::start_with_env(
         &caddy_file,
         SocketAddr::from(([127, 0, 0, 1], caddy_site)),
         "api.test",
@@ -750,6 +776,7 @@ async fn caddy_and_sluice_serve_a_deployment_caddyfile_alike() {
             .to_string()
             .replace(&format!("secure.test:{port}"), "secure.test:PORT")
     };
+    caddy.wait_tls_ready(caddy_tls, "secure.test").await;
     for path in ["/health", "/profile?tab=2", "/old-name/z"] {
         let from_caddy = send_tls(caddy_tls, "secure.test", path).await;
         let from_sluice = send_tls(sluice_tls, "secure.test", path).await;
@@ -915,15 +942,7 @@ fn copy_headers_plugin(dir: &Path) {
 /// certificate is presented: each proxy serves `tls internal` with one of
 /// its own making.
 async fn send_tls(port: u16, host: &str, path: &str) -> Answer {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let response = client
+    let response = tls_client(port, host)
         .get(format!("https://{host}:{port}{path}"))
         .send()
         .await
@@ -933,4 +952,17 @@ async fn send_tls(port: u16, host: &str, path: &str) -> Answer {
         headers: response.headers().clone(),
         body: response.text().await.unwrap(),
     }
+}
+
+/// A client that sends `host` to a loopback `port` and trusts whatever
+/// certificate is presented.
+fn tls_client(port: u16, host: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], port)))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
