@@ -179,9 +179,59 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    idle_counts: IdleCounts,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
+
+/// The idle connections pooled per peer ([Peer::reuse_hash]), counted for
+/// peers that cap them with [PeerOptions::max_idle_connections](crate::upstreams::peer::PeerOptions::max_idle_connections).
+#[derive(Clone, Default)]
+pub(crate) struct IdleCounts(Arc<parking_lot::Mutex<HashMap<u64, usize>>>);
+
+impl IdleCounts {
+    /// A slot for one more idle connection to `key`, or `None` when `max`
+    /// of them are pooled already. The slot is held for as long as the
+    /// connection stays in the pool.
+    pub(crate) fn take(&self, key: u64, max: usize) -> Option<IdleSlot> {
+        let mut counts = self.0.lock();
+        let count = counts.entry(key).or_insert(0);
+        if *count >= max {
+            if *count == 0 {
+                counts.remove(&key);
+            }
+            return None;
+        }
+        *count += 1;
+        Some(IdleSlot {
+            counts: self.clone(),
+            key,
+        })
+    }
+
+    #[cfg(test)]
+    fn pooled(&self, key: u64) -> usize {
+        self.0.lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// One idle connection's place in its peer's count; given back on drop.
+pub(crate) struct IdleSlot {
+    counts: IdleCounts,
+    key: u64,
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock();
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
@@ -210,6 +260,7 @@ impl TransportConnector {
             preferred_http_version: PreferredHttpVersion::new(),
             unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
             keepalive_pool_callback,
+            idle_counts: IdleCounts::default(),
         }
     }
 
@@ -311,13 +362,35 @@ impl TransportConnector {
     /// If a [Stream] is dropped instead of being returned via this function. it will be closed.
     pub fn release_stream(
         &self,
+        stream: Stream,
+        key: u64, // usually peer.reuse_hash()
+        idle_timeout: Option<Duration>,
+    ) {
+        self.release_stream_capped(stream, key, idle_timeout, None)
+    }
+
+    /// Like [Self::release_stream], but the stream is closed instead of
+    /// pooled when `max_idle` idle streams under `key` are pooled already.
+    pub fn release_stream_capped(
+        &self,
         mut stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
+        max_idle: Option<usize>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
+        let idle_slot = match max_idle {
+            Some(max) => match self.idle_counts.take(key, max) {
+                Some(slot) => Some(slot),
+                None => {
+                    debug!("{max} idle connections kept already, closing this one");
+                    return;
+                }
+            },
+            None => None,
+        };
         let id = stream.id();
         let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
@@ -329,6 +402,8 @@ impl TransportConnector {
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         let rt = pingora_runtime::current_handle();
         rt.spawn(async move {
+            // Counted as idle until it is picked up, closed or evicted.
+            let _idle_slot = idle_slot;
             if pool
                 .idle_poll(
                     locked_stream,
@@ -368,6 +443,10 @@ impl TransportConnector {
     /// Tell the connector to always send h1 for ALPN for the given peer in the future.
     pub fn prefer_h1(&self, peer: &impl Peer) {
         self.preferred_http_version.add(peer, 1);
+    }
+
+    pub(crate) fn idle_counts(&self) -> &IdleCounts {
+        &self.idle_counts
     }
 
     /// Return the number of times a pooled connection was found to contain unexpected data
@@ -602,6 +681,31 @@ mod tests {
 
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(reused);
+    }
+
+    #[tokio::test]
+    async fn test_release_stream_capped_keeps_at_most_max_idle() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            loop {
+                accepted.push(listener.accept().await.unwrap().0);
+            }
+        });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&address);
+        let first = connector.new_stream(&peer).await.unwrap();
+        let second = connector.new_stream(&peer).await.unwrap();
+        connector.release_stream_capped(first, peer.reuse_hash(), None, Some(1));
+        connector.release_stream_capped(second, peer.reuse_hash(), None, Some(1));
+        assert_eq!(connector.idle_counts.pooled(peer.reuse_hash()), 1);
+
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(!reused);
+        server.abort();
     }
 
     #[tokio::test]

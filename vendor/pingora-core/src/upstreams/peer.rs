@@ -523,6 +523,9 @@ pub struct PeerOptions {
     pub max_blinding_delay: Option<u32>,
     /// How many concurrent h2 streams are allowed in the same connection.
     pub max_h2_streams: usize,
+    /// How many idle connections to this peer the pool keeps at most; `None`
+    /// leaves only the pool's own size as the bound.
+    pub max_idle_connections: Option<usize>,
     /// Initial per-stream H2 receive window size in bytes.
     /// If `None`, the default of 8MB is used.
     pub h2_stream_window_size: Option<u32>,
@@ -597,6 +600,7 @@ impl PeerOptions {
             #[cfg(feature = "s2n")]
             max_blinding_delay: None,
             max_h2_streams: 1,
+            max_idle_connections: None,
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,

@@ -58,8 +58,15 @@ impl Connector {
     ) {
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+            let max_idle = peer
+                .get_peer_options()
+                .and_then(|o| o.max_idle_connections);
+            self.transport.release_stream_capped(
+                stream,
+                peer.reuse_hash(),
+                idle_timeout,
+                max_idle,
+            );
         }
     }
 

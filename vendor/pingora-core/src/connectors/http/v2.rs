@@ -480,6 +480,17 @@ impl Connector {
         }
         if conn.is_idle() {
             drop(locked);
+            let max_idle = peer
+                .get_peer_options()
+                .and_then(|o| o.max_idle_connections);
+            let idle_slot = match max_idle {
+                Some(max) => match self.transport.idle_counts().take(reuse_hash, max) {
+                    Some(slot) => Some(slot),
+                    // dropping the last reference closes the connection
+                    None => return,
+                },
+                None => None,
+            };
             let meta = ConnectionMeta {
                 key: reuse_hash,
                 id,
@@ -491,6 +502,8 @@ impl Connector {
             let keepalive_pool_callback = self.pool_callback.clone();
             let rt = pingora_runtime::current_handle();
             rt.spawn(async move {
+                // Counted as idle until it is picked up, closed or evicted.
+                let _idle_slot = idle_slot;
                 if pool
                     .idle_timeout(
                         &idle_meta.connection,
