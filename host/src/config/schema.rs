@@ -313,6 +313,11 @@ pub struct Route {
     pub path_prefix: Option<String>,
     /// The one path this route answers, exactly (instead of `path_prefix`).
     pub path: Option<String>,
+    /// The gRPC service (`package.Service`) whose calls this route answers
+    /// (instead of `path` or `path_prefix`).
+    pub grpc_service: Option<String>,
+    /// The one method of `grpc_service` this route answers.
+    pub grpc_method: Option<String>,
     /// The listeners this route answers on, by name or address; all of
     /// them by default.
     #[serde(default)]
@@ -504,9 +509,15 @@ pub struct Placement {
     /// How an endpoint is chosen.
     #[serde(default)]
     pub balance: Balance,
+    /// The protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// How connections to the endpoints are kept and shared.
+    #[serde(default)]
+    pub pool: Pool,
     /// Which `Host` header the upstream sees.
     #[serde(default)]
     pub host_header: HostHeader,
@@ -532,7 +543,8 @@ pub struct Placement {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// `http` (a GET of `path`) or `tcp` (a connect).
+    /// `http` (a GET of `path`), `tcp` (a connect) or `grpc` (the gRPC
+    /// health service).
     #[serde(default)]
     pub kind: HealthCheckKind,
     /// The path requested by HTTP checks.
@@ -541,6 +553,9 @@ pub struct HealthCheck {
     /// Healthy statuses, as `"200"` or an inclusive range `"200-399"`.
     #[serde(default = "default_health_expect")]
     pub expect: String,
+    /// The service a gRPC check asks about; the server as a whole when
+    /// absent.
+    pub service: Option<String>,
     /// Time between checks.
     #[serde(default = "default_health_interval")]
     pub interval: String,
@@ -564,6 +579,8 @@ pub enum HealthCheckKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// A call of the standard gRPC health service, `grpc.health.v1`.
+    Grpc,
 }
 
 /// `[placements.NAME.passive]`.
@@ -616,7 +633,7 @@ pub struct BreakerConfig {
     #[serde(default = "default_breaker_close_after")]
     pub close_after: u32,
     /// What counts as a failure: any of `connect`, `timeout`, `reset`,
-    /// `5xx`, `invalid_response`.
+    /// `5xx`, `invalid_response`, and gRPC statuses by name.
     #[serde(default = "default_failure_kinds")]
     pub failure_on: Vec<FailureKind>,
 }
@@ -639,23 +656,22 @@ impl Default for BreakerConfig {
 
 /// Kinds of upstream failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub enum FailureKind {
-    /// The connection could not be established.
-    #[serde(rename = "connect")]
+    /// The connection could not be established: `connect`.
     Connect,
-    /// The upstream did not answer in time.
-    #[serde(rename = "timeout")]
+    /// The upstream did not answer in time: `timeout`.
     Timeout,
-    /// The connection broke after it was established.
-    #[serde(rename = "reset")]
+    /// The connection broke after it was established: `reset`.
     Reset,
-    /// The upstream answered with a 5xx status.
-    #[serde(rename = "5xx")]
+    /// The upstream answered with a 5xx status: `5xx`.
     ServerError,
     /// The upstream's answer broke HTTP: a malformed or oversized head, or
-    /// a body whose framing is wrong.
-    #[serde(rename = "invalid_response")]
+    /// a body whose framing is wrong: `invalid_response`.
     InvalidResponse,
+    /// A gRPC response ended with this status, written by its name:
+    /// `UNAVAILABLE`, `INTERNAL`, ...
+    Grpc(GrpcCode),
 }
 
 impl FailureKind {
@@ -667,6 +683,121 @@ impl FailureKind {
             Self::Reset => "reset",
             Self::ServerError => "5xx",
             Self::InvalidResponse => "invalid_response",
+            Self::Grpc(code) => code.name(),
+        }
+    }
+}
+
+impl TryFrom<String> for FailureKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Ok(match name.as_str() {
+            "connect" => Self::Connect,
+            "timeout" => Self::Timeout,
+            "reset" => Self::Reset,
+            "5xx" => Self::ServerError,
+            "invalid_response" => Self::InvalidResponse,
+            other => match GrpcCode::ALL.iter().find(|code| code.name() == other) {
+                Some(code) if *code != GrpcCode::Ok => Self::Grpc(*code),
+                _ => {
+                    return Err(format!(
+                        "unknown failure kind {other:?}; expected connect, timeout, reset, 5xx, \
+                         invalid_response, or a gRPC status such as UNAVAILABLE"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// The status codes of gRPC, which a response carries in `grpc-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum GrpcCode {
+    /// 0: not an error.
+    Ok = 0,
+    /// 1: the call was cancelled.
+    Cancelled,
+    /// 2: an error with no better code.
+    Unknown,
+    /// 3: the client sent an invalid argument.
+    InvalidArgument,
+    /// 4: the deadline passed before the call completed.
+    DeadlineExceeded,
+    /// 5: something asked for was not found.
+    NotFound,
+    /// 6: something to be created exists already.
+    AlreadyExists,
+    /// 7: the caller may not do this.
+    PermissionDenied,
+    /// 8: a quota or resource ran out.
+    ResourceExhausted,
+    /// 9: the system is not in the state the call needs.
+    FailedPrecondition,
+    /// 10: aborted, typically by a concurrency conflict.
+    Aborted,
+    /// 11: past the valid range.
+    OutOfRange,
+    /// 12: not implemented or not supported.
+    Unimplemented,
+    /// 13: an internal invariant broke.
+    Internal,
+    /// 14: the service is unavailable for now.
+    Unavailable,
+    /// 15: data was lost or corrupted.
+    DataLoss,
+    /// 16: no valid authentication.
+    Unauthenticated,
+}
+
+impl GrpcCode {
+    /// Every code, by its number.
+    pub const ALL: [GrpcCode; 17] = [
+        Self::Ok,
+        Self::Cancelled,
+        Self::Unknown,
+        Self::InvalidArgument,
+        Self::DeadlineExceeded,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::PermissionDenied,
+        Self::ResourceExhausted,
+        Self::FailedPrecondition,
+        Self::Aborted,
+        Self::OutOfRange,
+        Self::Unimplemented,
+        Self::Internal,
+        Self::Unavailable,
+        Self::DataLoss,
+        Self::Unauthenticated,
+    ];
+
+    /// The code numbered `number`, if there is one.
+    pub fn from_number(number: u32) -> Option<Self> {
+        Self::ALL.get(number as usize).copied()
+    }
+
+    /// The code's name, as gRPC writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Cancelled => "CANCELLED",
+            Self::Unknown => "UNKNOWN",
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Aborted => "ABORTED",
+            Self::OutOfRange => "OUT_OF_RANGE",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Internal => "INTERNAL",
+            Self::Unavailable => "UNAVAILABLE",
+            Self::DataLoss => "DATA_LOSS",
+            Self::Unauthenticated => "UNAUTHENTICATED",
         }
     }
 }
@@ -848,6 +979,87 @@ impl Default for Timeouts {
     }
 }
 
+/// The protocol a placement speaks to its endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request at a time on each connection.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, offered through ALPN; an endpoint that does not
+    /// accept it is spoken to in HTTP/1.1.
+    H2,
+    /// HTTP/2 over plain TCP, with prior knowledge (gRPC's usual transport
+    /// inside a cluster).
+    H2c,
+}
+
+/// `[placements.NAME.pool]`: how connections to each endpoint are kept and
+/// shared. The connect and idle timeouts are under `timeouts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// Idle connections kept per endpoint; when absent, only the
+    /// server-wide pool bounds them.
+    pub max_idle: Option<u32>,
+    /// TCP keep-alive probes on upstream connections; off when absent.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Requests at once on one HTTP/2 connection (`h2` and `h2c`).
+    #[serde(default = "default_h2_max_streams")]
+    pub h2_max_streams: u32,
+    /// HTTP/2 connections per endpoint that requests are spread over; more
+    /// open while all of their streams are busy.
+    #[serde(default = "default_h2_connections")]
+    pub h2_connections: u32,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self {
+            max_idle: None,
+            tcp_keepalive: None,
+            h2_max_streams: default_h2_max_streams(),
+            h2_connections: default_h2_connections(),
+        }
+    }
+}
+
+fn default_h2_max_streams() -> u32 {
+    100
+}
+
+fn default_h2_connections() -> u32 {
+    1
+}
+
+/// `[placements.NAME.pool.tcp_keepalive]`: TCP keep-alive probes, which
+/// find an upstream connection whose peer vanished without closing it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepalive {
+    /// How long a connection is silent before the first probe.
+    #[serde(default = "default_keepalive_idle")]
+    pub idle: String,
+    /// Time between probes.
+    #[serde(default = "default_keepalive_interval")]
+    pub interval: String,
+    /// Unanswered probes that close the connection.
+    #[serde(default = "default_keepalive_probes")]
+    pub probes: u32,
+}
+
+fn default_keepalive_idle() -> String {
+    "60s".to_string()
+}
+
+fn default_keepalive_interval() -> String {
+    "10s".to_string()
+}
+
+fn default_keepalive_probes() -> u32 {
+    3
+}
+
 /// The `Host` header sent upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -966,6 +1178,9 @@ fn default_failure_kinds() -> Vec<FailureKind> {
         FailureKind::Reset,
         FailureKind::ServerError,
         FailureKind::InvalidResponse,
+        FailureKind::Grpc(GrpcCode::Unavailable),
+        FailureKind::Grpc(GrpcCode::Internal),
+        FailureKind::Grpc(GrpcCode::DeadlineExceeded),
     ]
 }
 

@@ -59,9 +59,9 @@ use crate::plugins::chain;
 use crate::plugins::registry::PluginMap;
 use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
-use crate::resilience::limits;
-use crate::resilience::placement::{EndpointSpec, PlacementSpec};
+use crate::resilience::placement::{EndpointSpec, FailureSet, PlacementSpec};
 use crate::resilience::state::{self, Slot};
+use crate::resilience::{grpc, limits};
 use crate::routing::{self, Decision, PlacementId, RequestView, RouteSpec, RouteTarget};
 use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::{self, AccessRecord};
@@ -204,6 +204,9 @@ pub struct RequestCtx {
     /// Whether the upstream's final response head was accepted: from then
     /// on the response is under way and cannot be retried or replaced.
     upstream_head_seen: bool,
+    /// Whether the attempt waits for a gRPC status in the trailers to be
+    /// settled.
+    grpc_status_pending: bool,
     /// The plugin versions loaded when the request was routed, if its
     /// route attaches any: every hook of the request runs on them, even if
     /// a plugin file is swapped meanwhile.
@@ -254,6 +257,7 @@ impl RequestCtx {
             holds_placement_slot: false,
             counted_endpoint: None,
             upstream_head_seen: false,
+            grpc_status_pending: false,
             plugins: None,
         }
     }
@@ -339,6 +343,12 @@ impl RequestCtx {
 
     pub(super) fn placement(&self) -> Option<&PlacementSpec> {
         self.snapshot.as_ref()?.placements.get(self.placement?)
+    }
+
+    /// The failure kinds the serving placement counts.
+    fn failure_on(&self) -> FailureSet {
+        self.placement()
+            .map_or_else(FailureSet::default, |p| p.failure_on)
     }
 
     pub(super) fn endpoint(&self) -> Option<&EndpointSpec> {
@@ -780,7 +790,11 @@ impl SluiceProxy {
         let endpoint = ctx
             .endpoint()
             .ok_or_else(|| Error::explain(InternalError, "no endpoint admitted"))?;
-        Ok(Box::new(endpoint.peer.clone()))
+        let mut peer = Box::new(endpoint.peer.clone());
+        if let Some(lane) = endpoint.lanes.next() {
+            peer.group_key = lane;
+        }
+        Ok(peer)
     }
 
     fn on_connect_failure(
@@ -910,13 +924,23 @@ impl SluiceProxy {
         if !is_final_head(response) {
             return Ok(());
         }
+        ctx.upstream_head_seen = true;
         let outcome = if response.status.is_server_error() {
             Outcome::Failure(FailureKind::ServerError)
+        } else if grpc::is_grpc(&response.headers) {
+            match grpc::status(&response.headers) {
+                Some(code) => grpc::outcome(Some(code), ctx.failure_on()),
+                None => {
+                    // A gRPC call's status comes in the trailers, once
+                    // its replies have streamed.
+                    ctx.grpc_status_pending = true;
+                    return Ok(());
+                }
+            }
         } else {
             Outcome::Success
         };
         self.record(ctx, outcome);
-        ctx.upstream_head_seen = true;
         Ok(())
     }
 
@@ -1035,7 +1059,20 @@ impl SluiceProxy {
         }
     }
 
+    /// Settles a gRPC call whose status came in its trailers.
+    fn check_upstream_trailers(&self, trailers: &http::HeaderMap, ctx: &mut RequestCtx) {
+        if std::mem::take(&mut ctx.grpc_status_pending) {
+            let outcome = grpc::outcome(grpc::status(trailers), ctx.failure_on());
+            self.record(ctx, outcome);
+        }
+    }
+
     async fn log_request(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A gRPC response that ended well without trailers has no status
+        // to count against its endpoint.
+        if std::mem::take(&mut ctx.grpc_status_pending) && e.is_none() {
+            self.record(ctx, Outcome::Success);
+        }
         self.release_attempt(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route().map(|r| &*r.name);
@@ -1142,6 +1179,32 @@ impl ProxyHttp for SluiceProxy {
             "upstream_peer",
             self.pick_peer(session, ctx)
         )
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        self.check_upstream_trailers(trailers, ctx);
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(endpoint) = ctx.endpoint() {
+            endpoint.state.pool.record(reused);
+        }
+        Ok(())
     }
 
     fn fail_to_connect(

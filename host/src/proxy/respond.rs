@@ -7,15 +7,20 @@ use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
 
 use super::RequestCtx;
+use crate::resilience::grpc;
 
 /// Writes `status` with a one-line text body, plus the request id and any
-/// explainability headers known so far.
+/// explainability headers known so far. A gRPC call gets the same answer
+/// as gRPC clients read one.
 pub(super) async fn text(
     session: &mut Session,
     ctx: &RequestCtx,
     status: u16,
     message: &str,
 ) -> Result<()> {
+    if grpc::is_grpc(&session.req_header().headers) {
+        return grpc_status(session, ctx, status, message).await;
+    }
     let body = Bytes::from(format!("{status} {}: {message}\n", reason_phrase(status)));
     let mut response = ResponseHeader::build(status, Some(4))?;
     response.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -26,6 +31,31 @@ pub(super) async fn text(
         .write_response_header(Box::new(response), false)
         .await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Fails a gRPC call as its client expects: a trailers-only answer, HTTP
+/// 200 with the status an HTTP `status` maps to in `grpc-status` and the
+/// reason in `grpc-message`. A plain-text body would be read as a
+/// malformed message.
+async fn grpc_status(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    message: &str,
+) -> Result<()> {
+    let code = grpc::code_for_http_status(status);
+    let mut response = ResponseHeader::build(200, Some(5))?;
+    response.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    response.insert_header("grpc-status", (code as u8).to_string())?;
+    response.insert_header("grpc-message", grpc::encode_message(message))?;
+    if !session.is_http2() {
+        response.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    }
+    ctx.explain(&mut response);
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(response), true)
+        .await
 }
 
 /// Answers an ACME HTTP-01 challenge with its key authorization.

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use super::health::{ActiveCheck, CheckKind};
 use super::placement::{self, EndpointSpec, PlacementSpec};
 use super::state::{EndpointKey, EndpointState};
+use crate::config::GrpcCode;
 
 /// What a checker probes and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,8 @@ struct CheckTarget {
     address: SocketAddr,
     authority: String,
     tls: bool,
+    /// Whether the endpoint speaks HTTP/2 without TLS, with prior knowledge.
+    h2c: bool,
     verify: bool,
 }
 
@@ -36,6 +39,7 @@ impl CheckTarget {
             address: endpoint.address,
             authority: probe_authority(endpoint),
             tls: endpoint.peer.is_tls(),
+            h2c: !endpoint.peer.is_tls() && endpoint.peer.options.alpn.get_min_http_version() == 2,
             verify: endpoint.peer.options.verify_cert,
         }
     }
@@ -145,7 +149,7 @@ impl Drop for HealthSupervisor {
 
 async fn check_loop(state: Arc<EndpointState>, target: CheckTarget, retired: Arc<AtomicBool>) {
     let client = match &target.check.kind {
-        CheckKind::Http { .. } => match http_client(&target) {
+        CheckKind::Http { .. } | CheckKind::Grpc { .. } => match http_client(&target) {
             Ok(client) => Some(client),
             Err(e) => {
                 tracing::error!(endpoint = %target.authority, error = %e, "cannot build the health-check client");
@@ -179,7 +183,12 @@ async fn check_loop(state: Arc<EndpointState>, target: CheckTarget, retired: Arc
 
 fn http_client(target: &CheckTarget) -> reqwest::Result<reqwest::Client> {
     let host = crate::routing::route_match::strip_port(&target.authority).trim_matches(['[', ']']);
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    // gRPC is HTTP/2 only, over TLS as well as without.
+    if target.h2c || matches!(target.check.kind, CheckKind::Grpc { .. }) {
+        builder = builder.http2_prior_knowledge();
+    }
+    builder
         .no_proxy()
         .timeout(target.check.timeout)
         .connect_timeout(target.check.timeout)
@@ -210,6 +219,33 @@ async fn probe(target: &CheckTarget, client: Option<&reqwest::Client>) -> Result
                 Err(format!("status {status}"))
             }
         }
+        (CheckKind::Grpc { service }, Some(client)) => {
+            let scheme = if target.tls { "https" } else { "http" };
+            let url = format!("{scheme}://{}{}", target.authority, grpc_health::CHECK_PATH);
+            let response = client
+                .post(&url)
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header(http::header::TE, "trailers")
+                .body(grpc_health::request(service))
+                .send()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(format!("status {status}"));
+            }
+            // A call that fails at once answers with its status in the head.
+            if let Some(code) =
+                super::grpc::status(response.headers()).filter(|c| *c != GrpcCode::Ok)
+            {
+                return Err(format!("gRPC status {}", code.name()));
+            }
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| e.without_url().to_string())?;
+            grpc_health::serving(&body)
+        }
         _ => {
             match tokio::time::timeout(
                 target.check.timeout,
@@ -228,3 +264,94 @@ async fn probe(target: &CheckTarget, client: Option<&reqwest::Client>) -> Result
 /// The shortest interval a checker may use, to keep a misconfiguration from
 /// flooding an endpoint.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The messages of `grpc.health.v1`, framed as a unary gRPC call carries
+/// them.
+mod grpc_health {
+    use prost::Message;
+
+    /// The method a check calls.
+    pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+
+    /// `SERVING` in `HealthCheckResponse.ServingStatus`.
+    const SERVING: i32 = 1;
+
+    #[derive(Clone, PartialEq, Message)]
+    struct HealthCheckRequest {
+        #[prost(string, tag = "1")]
+        service: String,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    struct HealthCheckResponse {
+        #[prost(int32, tag = "1")]
+        status: i32,
+    }
+
+    /// The request body asking about `service`: one uncompressed message,
+    /// after its flag byte and big-endian length.
+    pub fn request(service: &str) -> Vec<u8> {
+        let message = HealthCheckRequest {
+            service: service.to_string(),
+        }
+        .encode_to_vec();
+        let mut body = Vec::with_capacity(5 + message.len());
+        body.push(0);
+        body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        body.extend_from_slice(&message);
+        body
+    }
+
+    /// Whether a response body says `SERVING`; otherwise why not.
+    pub fn serving(body: &[u8]) -> Result<(), String> {
+        let Some((&[compressed, a, b, c, d], rest)) = body.split_first_chunk::<5>() else {
+            return Err("no health message in the answer".into());
+        };
+        if compressed != 0 {
+            return Err("the health message is compressed".into());
+        }
+        let length = u32::from_be_bytes([a, b, c, d]) as usize;
+        let message = rest
+            .get(..length)
+            .ok_or("the health message is cut short")?;
+        let response = HealthCheckResponse::decode(message)
+            .map_err(|e| format!("the health message does not decode: {e}"))?;
+        let state = match response.status {
+            SERVING => return Ok(()),
+            0 => "UNKNOWN",
+            2 => "NOT_SERVING",
+            3 => "SERVICE_UNKNOWN",
+            _ => "in an unknown state",
+        };
+        Err(format!("the service is {state}"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_request_frames_its_message_and_serving_is_read_back() {
+            let body = request("sluice.test.Echo");
+            assert_eq!(body[0], 0);
+            assert_eq!(
+                u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize,
+                body.len() - 5
+            );
+            let answer = |status: i32| {
+                let message = HealthCheckResponse { status }.encode_to_vec();
+                let mut body = vec![0];
+                body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+                body.extend_from_slice(&message);
+                body
+            };
+            assert_eq!(serving(&answer(1)), Ok(()));
+            assert_eq!(
+                serving(&answer(2)),
+                Err("the service is NOT_SERVING".into())
+            );
+            assert!(serving(&[]).is_err());
+            assert!(serving(&answer(1)[..6]).is_err());
+        }
+    }
+}

@@ -5,12 +5,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::breaker::BreakerSettings;
+use super::connect::{self, ConnectSpec};
 use super::health::{ActiveCheck, CheckKind, PassiveSettings};
 use super::placement::{EndpointSpec, FailureSet, PlacementSpec};
 use super::state::{EndpointKey, Registry};
@@ -79,7 +79,7 @@ pub fn placement(
             "a placement needs at least one endpoint",
         );
     }
-    let timeouts = timeouts(d, &path.key("timeouts"), &placement.timeouts);
+    let connect = connect::compile(d, path, placement);
     let breaker = breaker(d, &path.key("breaker"), &placement.breaker);
     let passive = PassiveSettings {
         failures: placement.passive.failures,
@@ -112,7 +112,7 @@ pub fn placement(
         if written.weight == 0 {
             d.error(path.key("weight"), "weight must be at least 1");
         }
-        for spec in endpoint(d, registry, &path, name, written, timeouts, breaker) {
+        for spec in endpoint(d, registry, &path, name, written, &connect, breaker) {
             // Names may come to share an address while the proxy runs, so
             // only an address written twice is a mistake; otherwise the
             // first endpoint with an address serves it.
@@ -195,8 +195,14 @@ pub fn active_check(
     path: &KeyPath,
     check: &config::HealthCheck,
 ) -> ActiveCheck {
+    if check.service.is_some() && check.kind != config::HealthCheckKind::Grpc {
+        d.error(path.key("service"), "applies only to kind = \"grpc\"");
+    }
     let kind = match check.kind {
         config::HealthCheckKind::Tcp => CheckKind::Tcp,
+        config::HealthCheckKind::Grpc => CheckKind::Grpc {
+            service: check.service.clone().unwrap_or_default(),
+        },
         config::HealthCheckKind::Http => {
             if !check.path.starts_with('/') {
                 d.error(path.key("path"), "must start with '/'");
@@ -238,15 +244,6 @@ pub fn active_check(
         timeout: d.duration(path.key("timeout"), &check.timeout),
         rise: check.rise.max(1),
         fall: check.fall.max(1),
-    }
-}
-
-/// A placement's upstream timeouts.
-pub fn timeouts(d: &mut Diagnostics, path: &KeyPath, timeouts: &config::Timeouts) -> TimeoutSpec {
-    TimeoutSpec {
-        connect: d.duration(path.key("connect"), &timeouts.connect),
-        read: d.duration(path.key("read"), &timeouts.read),
-        idle: d.duration(path.key("idle"), &timeouts.idle),
     }
 }
 
@@ -346,7 +343,7 @@ pub fn endpoint(
     path: &KeyPath,
     placement: &str,
     endpoint: &config::Endpoint,
-    timeouts: TimeoutSpec,
+    connect: &ConnectSpec,
     breaker: BreakerSettings,
 ) -> Vec<EndpointSpec> {
     let Some(Target {
@@ -358,6 +355,9 @@ pub fn endpoint(
     else {
         return Vec::new();
     };
+    if let Err(why) = connect.check_endpoint(tls) {
+        d.error(path.key("address"), why);
+    }
     if endpoint.sni.is_some() && !tls {
         d.error(
             path.key("sni"),
@@ -399,9 +399,7 @@ pub fn endpoint(
         .map(|ip| {
             let address = SocketAddr::new(ip, port);
             let mut peer = HttpPeer::new(address, tls, sni.clone());
-            peer.options.connection_timeout = Some(timeouts.connect);
-            peer.options.read_timeout = Some(timeouts.read);
-            peer.options.idle_timeout = Some(timeouts.idle);
+            connect.configure(&mut peer);
             peer.options.verify_cert = endpoint.verify;
             peer.options.verify_hostname = endpoint.verify;
             // A named endpoint's addresses each have their own identity, so
@@ -422,6 +420,7 @@ pub fn endpoint(
                 address,
                 named,
                 peer,
+                lanes: connect.lanes(),
                 state: registry.endpoint(key, breaker),
             }
         })
@@ -436,15 +435,4 @@ fn parse_status_range(text: &str) -> Option<(u16, u16)> {
         high.trim().parse::<u16>().ok()?,
     );
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
-}
-
-/// Upstream timeouts of a placement.
-#[derive(Debug, Clone, Copy)]
-pub struct TimeoutSpec {
-    /// Connection establishment.
-    pub connect: Duration,
-    /// Between reads.
-    pub read: Duration,
-    /// Pooled connection idle time.
-    pub idle: Duration,
 }

@@ -22,6 +22,12 @@ pub enum CheckKind {
     },
     /// A TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check` for `service` (empty for the server
+    /// as a whole); healthy when it answers `SERVING`.
+    Grpc {
+        /// The service asked about.
+        service: String,
+    },
 }
 
 /// Active check settings of one placement.

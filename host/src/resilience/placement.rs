@@ -9,6 +9,7 @@ use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::breaker::BreakerSettings;
+use super::connect::Lanes;
 use super::health::{ActiveCheck, PassiveSettings};
 use super::state::{EndpointState, PlacementState};
 use crate::config::{FailureKind, HostHeader, OnLimit};
@@ -58,16 +59,18 @@ pub struct PlacementSpec {
 
 /// A set of [`FailureKind`]s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FailureSet(u8);
+pub struct FailureSet(u32);
 
 impl FailureSet {
-    fn bit(kind: FailureKind) -> u8 {
+    fn bit(kind: FailureKind) -> u32 {
         match kind {
             FailureKind::Connect => 1,
-            FailureKind::Timeout => 2,
-            FailureKind::Reset => 4,
-            FailureKind::ServerError => 8,
-            FailureKind::InvalidResponse => 16,
+            FailureKind::Timeout => 1 << 1,
+            FailureKind::Reset => 1 << 2,
+            FailureKind::ServerError => 1 << 3,
+            FailureKind::InvalidResponse => 1 << 4,
+            // Bits 5 to 21, one per gRPC status.
+            FailureKind::Grpc(code) => 1 << (5 + code as u32),
         }
     }
 
@@ -95,6 +98,8 @@ pub struct EndpointSpec {
     pub named: bool,
     /// A ready peer, cloned per request; connection pooling keys on it.
     pub peer: HttpPeer,
+    /// The HTTP/2 connections its requests take in turn.
+    pub lanes: Lanes,
     /// Breaker, health and in-flight count, shared across snapshots.
     pub state: Arc<EndpointState>,
 }

@@ -9,7 +9,7 @@
 //! snapshot is compiled from them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::breaker::{Breaker, BreakerSettings};
@@ -38,6 +38,26 @@ pub struct EndpointState {
     pub health: Health,
     /// Requests currently using it.
     pub in_flight: AtomicU32,
+    /// How its requests found their connections.
+    pub pool: PoolUse,
+}
+
+/// How an endpoint's requests found their connections: a pooled one (or a
+/// free stream on an open HTTP/2 connection), or a new one.
+#[derive(Debug, Default)]
+pub struct PoolUse {
+    /// Requests that reused a connection.
+    pub hits: AtomicU64,
+    /// Requests that opened a connection.
+    pub misses: AtomicU64,
+}
+
+impl PoolUse {
+    /// Counts one request's connection.
+    pub fn record(&self, reused: bool) {
+        let counter = if reused { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The live state of one placement.
@@ -75,6 +95,7 @@ impl Registry {
                     breaker: Breaker::new(settings),
                     health: Health::default(),
                     in_flight: AtomicU32::new(0),
+                    pool: PoolUse::default(),
                 })
             })
             .clone()

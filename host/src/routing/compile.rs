@@ -14,13 +14,24 @@ use crate::config::{self, Config, Diagnostics, KeyPath, MissingKey};
 use crate::transform::headers::HeaderOps;
 use crate::transform::rewrite::{PathRewrite, PathRewrites};
 
-/// A route's `path` (exact) or `path_prefix`.
-fn path_match(d: &mut Diagnostics, path: &KeyPath, route: &config::Route) -> PathMatch {
+/// A route's `path` (exact), `path_prefix`, or gRPC service and method,
+/// with the key it was written under.
+fn path_match(
+    d: &mut Diagnostics,
+    path: &KeyPath,
+    route: &config::Route,
+) -> (PathMatch, &'static str) {
     if route.path.is_some() && route.path_prefix.is_some() {
         d.error(
             path.key("path"),
             "set path (one exact path) or path_prefix, not both",
         );
+    }
+    if let Some(service) = &route.grpc_service {
+        return (grpc_match(d, path, route, service), "grpc_service");
+    }
+    if route.grpc_method.is_some() {
+        d.error(path.key("grpc_method"), "needs grpc_service");
     }
     let (key, matched) = match (&route.path, &route.path_prefix) {
         (Some(exact), _) => ("path", PathMatch::Exact(exact.clone())),
@@ -31,7 +42,42 @@ fn path_match(d: &mut Diagnostics, path: &KeyPath, route: &config::Route) -> Pat
     if !written.starts_with('/') {
         d.error(path.key(key), format!("{written:?} must start with '/'"));
     }
-    matched
+    (matched, key)
+}
+
+/// The paths of a gRPC service's calls, `/package.Service/Method`: every
+/// method's, or one method's.
+fn grpc_match(
+    d: &mut Diagnostics,
+    path: &KeyPath,
+    route: &config::Route,
+    service: &str,
+) -> PathMatch {
+    if route.path.is_some() || route.path_prefix.is_some() {
+        d.error(
+            path.key("grpc_service"),
+            "set grpc_service or path/path_prefix, not both",
+        );
+    }
+    let valid = |name: &str| !name.is_empty() && !name.contains(['/', '?', '#', ' ']);
+    if !valid(service) {
+        d.error(
+            path.key("grpc_service"),
+            format!("{service:?} is not a gRPC service name such as \"package.Service\""),
+        );
+    }
+    match &route.grpc_method {
+        Some(method) => {
+            if !valid(method) {
+                d.error(
+                    path.key("grpc_method"),
+                    format!("{method:?} is not a gRPC method name"),
+                );
+            }
+            PathMatch::Exact(format!("/{service}/{method}"))
+        }
+        None => PathMatch::Prefix(format!("/{service}/")),
+    }
 }
 
 /// The listeners a route names, by name or address; all when it names none.
@@ -139,7 +185,7 @@ pub fn routes(
                 format!("route name {name:?} is already used by routes[{previous}]"),
             );
         }
-        let path_match = path_match(d, &path, route);
+        let (path_match, path_key) = path_match(d, &path, route);
         let listeners = listener_set(
             d,
             &path.key("listeners"),
@@ -153,10 +199,7 @@ pub fn routes(
         };
         for (h, host) in hosts.iter().enumerate() {
             let host_path = if route.hosts.is_empty() {
-                match path_match {
-                    PathMatch::Exact(_) => path.key("path"),
-                    PathMatch::Prefix(_) => path.key("path_prefix"),
-                }
+                path.key(path_key)
             } else {
                 path.key("hosts").index(h)
             };

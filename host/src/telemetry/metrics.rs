@@ -71,6 +71,7 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
+    pool_requests: IntCounterVec,
     placement_in_flight: IntGaugeVec,
     breaker_open_seconds: GaugeVec,
     certificate_expiry: IntGaugeVec,
@@ -177,6 +178,12 @@ impl Metrics {
             "Requests in flight to the endpoint.",
             &["placement", "endpoint"],
         );
+        let pool_requests = counter(
+            "sluice_pool_requests_total",
+            "Upstream requests by whether they reused a pooled connection or a free HTTP/2 \
+             stream (hit), or opened a connection (miss).",
+            &["placement", "endpoint", "result"],
+        );
         let placement_in_flight = gauge(
             "sluice_in_flight_requests",
             "Requests in flight, by placement.",
@@ -253,6 +260,7 @@ impl Metrics {
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,
+            pool_requests,
             placement_in_flight,
             breaker_open_seconds,
             certificate_expiry,
@@ -312,6 +320,9 @@ impl Metrics {
         self.breaker_state.reset();
         self.endpoint_healthy.reset();
         self.endpoint_in_flight.reset();
+        // Counted on the endpoint's live state, which outlives snapshots;
+        // each scrape copies the counts of the endpoints still configured.
+        self.pool_requests.reset();
         self.placement_in_flight.reset();
         self.breaker_open_seconds.reset();
         self.certificate_expiry.reset();
@@ -355,6 +366,11 @@ impl Metrics {
                     .set(i64::from(
                         state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
                     ));
+                for (result, count) in [("hit", &state.pool.hits), ("miss", &state.pool.misses)] {
+                    self.pool_requests
+                        .with_label_values(&[&*placement.name, &*endpoint.id, result])
+                        .inc_by(count.load(std::sync::atomic::Ordering::Relaxed));
+                }
             }
         }
         let mut out = Vec::new();

@@ -11,6 +11,7 @@ mod demo;
 mod doc_links;
 mod errors;
 mod fault;
+mod grpc;
 mod harness;
 mod import;
 mod layers;
