@@ -279,6 +279,8 @@ struct PlacementOut {
     name: String,
     endpoints: Vec<EndpointOut>,
     balance: Option<&'static str>,
+    /// `protocol`, when not HTTP/1.1: `h2c` or `h2`.
+    protocol: Option<&'static str>,
     host_header_endpoint: bool,
     timeouts: Vec<(&'static str, String)>,
     health: Vec<(&'static str, String)>,
@@ -1173,7 +1175,24 @@ impl<'a> Converter<'a> {
             .first()
             .map(|e| (e.tls, e.verify, e.sni.clone()));
         placement.endpoints.clear();
+        // A placement speaks one protocol to all its endpoints.
+        let h2c = upstreams
+            .iter()
+            .any(|(token, _)| token.text.starts_with("h2c://"));
+        if h2c {
+            placement.protocol = Some("h2c");
+        }
         for (i, (token, _)) in upstreams.iter().enumerate() {
+            if h2c && !token.text.starts_with("h2c://") {
+                placement.gaps.push(Gap {
+                    at: token.at.clone(),
+                    directive: format!("reverse_proxy {}", token.text),
+                    reason: "a placement speaks one protocol to its upstreams, and others \
+                             here are h2c://"
+                        .into(),
+                });
+                continue;
+            }
             match upstream(&token.text) {
                 Ok(address) => {
                     let (tls, verify, sni) = tls_transport.clone().unwrap_or((false, true, None));
@@ -1229,6 +1248,18 @@ impl<'a> Converter<'a> {
                     placement.timeouts.push(("read", quote(d)))
                 }
                 ("keepalive", [d]) if *d != "off" => placement.timeouts.push(("idle", quote(d))),
+                ("versions", versions) => {
+                    if versions.contains(&"h2c") {
+                        placement.protocol = Some("h2c");
+                    } else if versions.contains(&"2") && endpoint.tls {
+                        placement.protocol = Some("h2");
+                    } else if !versions.contains(&"1.1") {
+                        gaps.push(gap(
+                            option,
+                            "HTTP/2 without TLS needs h2c; Sluice speaks HTTP/1.1 here",
+                        ));
+                    }
+                }
                 _ => gaps.push(gap(option, "no Sluice equivalent of this transport option")),
             }
         }
@@ -2040,6 +2071,8 @@ fn upstream(text: &str) -> Result<String, String> {
     }
     let (scheme, rest) = match text.split_once("://") {
         Some((scheme @ ("http" | "https"), rest)) => (Some(scheme), rest),
+        // Written without a scheme; the placement says `protocol = "h2c"`.
+        Some(("h2c", rest)) => (None, rest),
         Some((scheme, _)) => {
             return Err(format!(
                 "Sluice speaks HTTP/1.1 or HTTP/2 over TCP to upstreams, not {scheme}://"
@@ -2556,6 +2589,9 @@ fn write_placement(out: &mut String, placement: &PlacementOut) {
     if let Some(balance) = placement.balance {
         let _ = writeln!(out, "balance = {}", quote(balance));
     }
+    if let Some(protocol) = placement.protocol {
+        let _ = writeln!(out, "protocol = {}", quote(protocol));
+    }
     if placement.host_header_endpoint {
         out.push_str(
             "host_header = \"endpoint\"             # header_up Host {upstream_hostport}\n",
@@ -2978,9 +3014,44 @@ mod tests {
                 "backend.internal:80"
             ]
         );
-        let unsupported =
-            convert_text(":8080 {\n reverse_proxy unix//run/app.sock h2c://a:80 127.0.0.1:1\n}\n");
+        let unsupported = convert_text(
+            ":8080 {\n reverse_proxy unix//run/app.sock fastcgi://a:80 127.0.0.1:1\n}\n",
+        );
         assert_eq!(unsupported.gaps.len(), 2, "{:?}", unsupported.gaps);
+    }
+
+    #[test]
+    fn h2c_upstreams_make_an_h2c_placement() {
+        let conversion =
+            convert_text(":8080 {\n reverse_proxy h2c://grpc-a:50051 h2c://grpc-b\n}\n");
+        assert!(conversion.gaps.is_empty(), "{:?}", conversion.gaps);
+        let converted = table(&conversion);
+        let placement = &converted["placements"]["port-8080"];
+        assert_eq!(placement["protocol"].as_str(), Some("h2c"));
+        let addresses: Vec<_> = placement["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["address"].as_str().unwrap())
+            .collect();
+        assert_eq!(addresses, ["grpc-a:50051", "grpc-b:80"]);
+
+        let mixed = convert_text(":8080 {\n reverse_proxy h2c://a:50051 127.0.0.1:1\n}\n");
+        assert_eq!(mixed.gaps.len(), 1, "{:?}", mixed.gaps);
+        assert!(
+            mixed.gaps[0].reason.contains("one protocol"),
+            "{:?}",
+            mixed.gaps
+        );
+
+        let versions = convert_text(
+            ":8080 {\n reverse_proxy 10.0.0.1:50051 {\n  transport http {\n   versions h2c 2\n  }\n }\n}\n",
+        );
+        assert!(versions.gaps.is_empty(), "{:?}", versions.gaps);
+        assert_eq!(
+            table(&versions)["placements"]["port-8080"]["protocol"].as_str(),
+            Some("h2c")
+        );
     }
 
     #[test]
