@@ -25,7 +25,7 @@ fn routing_decision(c: &mut Criterion) {
             let decision = decide(&snapshot.index, &snapshot.routes, &view).unwrap();
             let placement = &snapshot.placements[decision.placement];
             let key = decision.key.as_deref().map(str::as_bytes);
-            black_box(placement.balancer.pick(key, |_| true))
+            black_box(placement.balancer.pick(key, |_| 0, |_| true))
         })
     });
 
@@ -43,7 +43,7 @@ fn routing_decision(c: &mut Criterion) {
             black_box(
                 snapshot.placements[decision.placement]
                     .balancer
-                    .pick(None, |_| true),
+                    .pick(None, |_| 0, |_| true),
             )
         })
     });
@@ -61,7 +61,7 @@ fn routing_decision(c: &mut Criterion) {
             black_box(
                 snapshot.placements[decision.placement]
                     .balancer
-                    .pick(None, |_| true),
+                    .pick(None, |_| 0, |_| true),
             )
         })
     });

@@ -1110,6 +1110,8 @@ impl<'a> Converter<'a> {
                     Err(reason) => gaps.push(sub_gap(&reason)),
                 },
                 ("lb_policy", ["round_robin"]) => placement.balance = Some("round_robin"),
+                // Caddy's fewest requests in flight, ties broken at random.
+                ("lb_policy", ["least_conn"]) => placement.balance = Some("least_request"),
                 ("lb_policy", ["weighted_round_robin", rest @ ..]) => match rest.iter().map(|w| w.parse::<u32>()).collect() {
                     Ok(list) => {
                         placement.balance = Some("weighted");
@@ -1133,7 +1135,7 @@ impl<'a> Converter<'a> {
                     }
                 }
                 ("lb_policy", _) => gaps.push(sub_gap(
-                    "Sluice balances round_robin, weighted, or consistent_hash on a header or cookie; it keeps round_robin here",
+                    "Sluice balances round_robin, weighted, least_request, or consistent_hash on a header or cookie; it keeps round_robin here",
                 )),
                 ("lb_retries", [n]) => match n.parse::<u32>() {
                     Ok(n) => placement.retry.push(("connect_attempts", (n + 1).to_string())),
@@ -3141,9 +3143,16 @@ mod tests {
         );
         compiled(&hashed, &[]);
 
-        let unsupported = convert_text(
-            ":8080 {\n reverse_proxy 127.0.0.1:9000 {\n  lb_policy least_conn\n }\n}\n",
+        let least = convert_text(
+            ":8080 {\n reverse_proxy 127.0.0.1:9000 127.0.0.1:9001 {\n  lb_policy least_conn\n }\n}\n",
         );
+        assert!(least.gaps.is_empty(), "{:?}", least.gaps);
+        assert_eq!(
+            super::tests::table(&least)["placements"]["port-8080"]["balance"].as_str(),
+            Some("least_request")
+        );
+        let unsupported =
+            convert_text(":8080 {\n reverse_proxy 127.0.0.1:9000 {\n  lb_policy ip_hash\n }\n}\n");
         assert_eq!(unsupported.gaps[0].at.line, 3);
     }
 
@@ -3469,7 +3478,7 @@ mod tests {
     #[test]
     fn every_gap_is_commented_in_the_output() {
         let conversion = convert_text(
-            "{\n debug\n}\n:8080 {\n @post method POST\n respond @post 405\n reverse_proxy unix//run/a.sock 127.0.0.1:9000 {\n  lb_policy least_conn\n  header_up ?X-A b\n }\n header ?X-B c\n log {\n  output file /var/log/a.log\n }\n tls internal\n}\n:8081 {\n respond b\n}\n",
+            "{\n debug\n}\n:8080 {\n @post method POST\n respond @post 405\n reverse_proxy unix//run/a.sock 127.0.0.1:9000 {\n  lb_policy ip_hash\n  header_up ?X-A b\n }\n header ?X-B c\n log {\n  output file /var/log/a.log\n }\n tls internal\n}\n:8081 {\n respond b\n}\n",
         );
         let lines: Vec<usize> = conversion.gaps.iter().map(|g| g.at.line).collect();
         assert_eq!(lines, [2, 6, 7, 8, 9, 11, 13, 15], "{:#?}", conversion.gaps);

@@ -928,7 +928,8 @@ impl Default for Retry {
 pub struct Endpoint {
     /// `host:port`, optionally prefixed with `http://` or `https://`.
     pub address: String,
-    /// Relative weight for the `weighted` and `consistent_hash` policies.
+    /// Relative weight for the `weighted`, `consistent_hash` and
+    /// `least_request` policies.
     #[serde(default = "default_weight")]
     pub weight: u32,
     /// Speak TLS to this endpoint (also implied by an `https://` address).
@@ -952,6 +953,9 @@ pub enum Balance {
     Weighted,
     /// The same routing key goes to the same endpoint while it is available.
     ConsistentHash,
+    /// The less busy of two endpoints drawn at random (in proportion to
+    /// their weights): the one with fewer requests in flight per weight.
+    LeastRequest,
 }
 
 /// `[placements.NAME.timeouts]`, as durations such as `"250ms"` or `"5s"`.

@@ -199,7 +199,12 @@ pub fn pick_endpoint(
     }
     let mut admission = Admission::Normal;
     let mut any_healthy = false;
-    let picked = placement.balancer.pick(key, |i| {
+    let in_flight = |i: usize| {
+        placement.endpoints.get(i).map_or(0, |e| {
+            e.state.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    };
+    let picked = placement.balancer.pick(key, in_flight, |i| {
         if exclude.contains(&i) {
             return false;
         }

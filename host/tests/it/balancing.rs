@@ -87,3 +87,60 @@ routing = {{ key = {{ source = "header", name = "x-user" }}, default = "p" }}
         "keys should spread over the ring: {distinct:?}"
     );
 }
+
+/// Calls through a placement balanced by `policy` over two quick gRPC
+/// servers and one twenty times slower, 30 at a time; returns how many the
+/// slow one served of the 300.
+async fn calls_served_by_the_slow_endpoint(policy: &str) -> usize {
+    use std::time::Duration;
+
+    let mut servers = Vec::new();
+    for (name, delay) in [("quick-a", 5), ("quick-b", 5), ("slow", 100)] {
+        let server = sluice_test_grpc_echo::serve(name, None).await;
+        server.control.set_delay(Duration::from_millis(delay));
+        servers.push(server);
+    }
+    let endpoints: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{ address = \"{}\" }}", s.address))
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "[placements.lb]\nprotocol = \"h2c\"\nbalance = \"{policy}\"\nendpoints = [{}]\n\
+         [[routes]]\nname = \"lb\"\nplacement = \"lb\"\n",
+        endpoints.join(", ")
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", proxy.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let callers = (0..30).map(|_| {
+        let mut client = sluice_test_grpc_echo::EchoClient::new(channel.clone());
+        tokio::spawn(async move {
+            let mut slow = 0;
+            for _ in 0..10 {
+                let reply = client
+                    .unary(sluice_test_grpc_echo::EchoRequest::default())
+                    .await
+                    .unwrap();
+                slow += usize::from(reply.get_ref().served_by == "slow");
+            }
+            slow
+        })
+    });
+    let mut slow = 0;
+    for caller in callers.collect::<Vec<_>>() {
+        slow += caller.await.unwrap();
+    }
+    slow
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn least_request_sends_a_slow_endpoint_fewer_requests() {
+    // Round robin gives every endpoint its turn, however slow.
+    assert_eq!(calls_served_by_the_slow_endpoint("round_robin").await, 100);
+    // Least request sees its calls pile up and sends it fewer: with 30 in
+    // flight, one or two of them wait there against 14 on each quick one.
+    let slow = calls_served_by_the_slow_endpoint("least_request").await;
+    assert!(slow < 60, "the slow endpoint served {slow} of 300");
+}

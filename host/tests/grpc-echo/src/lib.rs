@@ -3,7 +3,7 @@
 //! `grpc.health.v1` health service, served on a loopback listener over
 //! h2c or TLS. Each server answers with its name, so a test sees which
 //! endpoint served a call, and can be told to fail every call with a
-//! status, or to report itself not serving.
+//! status, to answer slowly, or to report itself not serving.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -64,6 +64,7 @@ pub struct Control {
     fail_with: Arc<Mutex<Option<Code>>>,
     calls: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     health: HealthReporter,
 }
 
@@ -95,8 +96,18 @@ impl Control {
         self.connections.load(Ordering::SeqCst)
     }
 
-    fn begin(&self) -> Result<(), Status> {
+    /// Makes every call wait `delay` before it answers.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    async fn begin(&self) -> Result<(), Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         match *self.fail_with.lock().unwrap() {
             Some(code) => Err(Status::new(code, format!("{} fails on purpose", self.name))),
             None => Ok(()),
@@ -140,6 +151,7 @@ pub async fn serve(name: &str, tls: Option<(&[u8], &[u8])>) -> Server {
         fail_with: Arc::default(),
         calls: Arc::default(),
         connections: Arc::default(),
+        delay_ms: Arc::default(),
         health,
     };
     control.set_serving(true).await;
@@ -179,7 +191,7 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>
 #[tonic::async_trait]
 impl Echo for EchoService {
     async fn unary(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.0.begin()?;
+        self.0.begin().await?;
         Ok(Response::new(self.0.reply(request.into_inner().message)))
     }
 
@@ -189,7 +201,7 @@ impl Echo for EchoService {
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<ReplyStream>, Status> {
-        self.0.begin()?;
+        self.0.begin().await?;
         let request = request.into_inner();
         let replies: Vec<Result<EchoReply, Status>> = (0..request.count)
             .map(|i| Ok(self.0.reply(format!("{} {i}", request.message))))
@@ -207,7 +219,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<EchoReply>, Status> {
-        self.0.begin()?;
+        self.0.begin().await?;
         let mut stream = request.into_inner();
         let mut messages = Vec::new();
         while let Some(request) = stream.next().await {
@@ -222,7 +234,7 @@ impl Echo for EchoService {
         &self,
         request: Request<Streaming<EchoRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        self.0.begin()?;
+        self.0.begin().await?;
         let mut stream = request.into_inner();
         let (replies, out) = mpsc::channel(4);
         let control = self.0.clone();
