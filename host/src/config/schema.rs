@@ -354,6 +354,45 @@ pub struct Route {
     /// Answer requests directly, without an upstream (instead of
     /// `placement` or `routing`).
     pub respond: Option<DirectResponse>,
+    /// A cap on the rate of requests, per client or other key.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A route's `rate_limit`: at most `requests` per `per`, counted per key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per key in each period.
+    pub requests: u32,
+    /// The period, such as `"1s"` or `"1m"`.
+    #[serde(default = "default_rate_period")]
+    pub per: String,
+    /// What requests are counted by.
+    #[serde(default)]
+    pub key: RateKeyKind,
+    /// The header, query parameter or cookie name (for those keys).
+    pub name: Option<String>,
+}
+
+fn default_rate_period() -> String {
+    "1s".to_string()
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKeyKind {
+    /// The client's address.
+    #[default]
+    Client,
+    /// The route's routing key.
+    RoutingKey,
+    /// A request header, by `name` (an API key, say).
+    Header,
+    /// A query parameter, by `name`.
+    Query,
+    /// A cookie, by `name`.
+    Cookie,
 }
 
 /// A route's `respond`: a fixed answer written by the proxy itself.

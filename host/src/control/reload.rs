@@ -440,8 +440,13 @@ impl Reloader {
             .iter()
             .map(|p| p.name.to_string())
             .collect();
+        let rates = snapshot
+            .routes
+            .iter()
+            .zip(&snapshot.rate_limits)
+            .filter_map(|(route, limit)| Some((&*route.name, limit.as_ref()?.per)));
         self.registry
-            .retain(&endpoints, placements.iter().map(String::as_str));
+            .retain(&endpoints, placements.iter().map(String::as_str), rates);
     }
 
     /// Writes the applied config text to the state directory, atomically.

@@ -528,6 +528,22 @@ impl SluiceProxy {
             respond::text(session, ctx, 500, "the route index and its routes disagree").await?;
             return Ok(true);
         };
+        // Before any plugin runs: a limited client costs one estimate.
+        if let Some(limit) = snapshot.rate_limits.get(route).and_then(Option::as_ref) {
+            if let Err(limited) = limit.check(&view, client_ip(session), key.as_deref()) {
+                self.metrics
+                    .rate_limited
+                    .with_label_values(&[&route_spec.name])
+                    .inc();
+                let message = format!(
+                    "more than {} requests per {}",
+                    limit.requests,
+                    humantime::format_duration(limit.per)
+                );
+                respond::too_many_requests(session, ctx, &message, limited.retry_after).await?;
+                return Ok(true);
+            }
+        }
         if route_spec.redirect_https && !is_tls(session) {
             respond::redirect_to_https(session, ctx).await?;
             return Ok(true);

@@ -18,31 +18,57 @@ pub(super) async fn text(
     status: u16,
     message: &str,
 ) -> Result<()> {
-    if grpc::is_grpc(&session.req_header().headers) {
-        return grpc_status(session, ctx, status, message).await;
+    text_with_retry(session, ctx, status, message, None).await
+}
+
+/// Writes 429 as [`text`] does, with `Retry-After` in whole seconds.
+pub(super) async fn too_many_requests(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    message: &str,
+    retry_after: u64,
+) -> Result<()> {
+    text_with_retry(session, ctx, 429, message, Some(retry_after)).await
+}
+
+async fn text_with_retry(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Result<()> {
+    let grpc = grpc::is_grpc(&session.req_header().headers);
+    let mut response = if grpc {
+        grpc_status(session, status, message)?
+    } else {
+        let mut response = ResponseHeader::build(status, Some(5))?;
+        response.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        response
+    };
+    if let Some(seconds) = retry_after {
+        response.insert_header(http::header::RETRY_AFTER, seconds)?;
     }
-    let body = Bytes::from(format!("{status} {}: {message}\n", reason_phrase(status)));
-    let mut response = ResponseHeader::build(status, Some(4))?;
-    response.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     ctx.explain(&mut response);
     session.set_keepalive(None);
+    if grpc {
+        return session
+            .write_response_header(Box::new(response), true)
+            .await;
+    }
+    let body = Bytes::from(format!("{status} {}: {message}\n", reason_phrase(status)));
+    response.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     session
         .write_response_header(Box::new(response), false)
         .await?;
     session.write_response_body(Some(body), true).await
 }
 
-/// Fails a gRPC call as its client expects: a trailers-only answer, HTTP
-/// 200 with the status an HTTP `status` maps to in `grpc-status` and the
-/// reason in `grpc-message`. A plain-text body would be read as a
-/// malformed message.
-async fn grpc_status(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    status: u16,
-    message: &str,
-) -> Result<()> {
+/// The head that fails a gRPC call as its client expects: a
+/// trailers-only answer, HTTP 200 with the status an HTTP `status` maps to
+/// in `grpc-status` and the reason in `grpc-message`. A plain-text body
+/// would be read as a malformed message.
+fn grpc_status(session: &Session, status: u16, message: &str) -> Result<ResponseHeader> {
     let code = grpc::code_for_http_status(status);
     let mut response = ResponseHeader::build(200, Some(5))?;
     response.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
@@ -51,11 +77,7 @@ async fn grpc_status(
     if !session.is_http2() {
         response.insert_header(http::header::CONTENT_LENGTH, 0)?;
     }
-    ctx.explain(&mut response);
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(response), true)
-        .await
+    Ok(response)
 }
 
 /// Answers an ACME HTTP-01 challenge with its key authorization.

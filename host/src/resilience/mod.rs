@@ -11,4 +11,5 @@ pub mod grpc;
 pub mod health;
 pub(crate) mod limits;
 pub mod placement;
+pub mod rate;
 pub mod state;

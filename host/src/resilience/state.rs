@@ -11,9 +11,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerSettings};
 use super::health::Health;
+use super::rate::RateCounts;
 use crate::routing::names::Names;
 
 /// What identifies an endpoint's state across reloads.
@@ -72,6 +74,8 @@ pub struct PlacementState {
 pub struct Registry {
     endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointState>>>,
     placements: Mutex<HashMap<String, Arc<PlacementState>>>,
+    /// Each rate-limited route's counts, by route name and period.
+    rates: Mutex<HashMap<(String, Duration), Arc<RateCounts>>>,
     names: Arc<Names>,
 }
 
@@ -107,13 +111,29 @@ impl Registry {
         placements.entry(name.to_string()).or_default().clone()
     }
 
-    /// Forgets the state of every endpoint and placement not listed, after a
-    /// snapshot without them was published.
+    /// The request counts of route `name`'s rate limit over periods of
+    /// `per`: the same while the route keeps its name and period.
+    pub fn rate_counts(&self, name: &str, per: Duration) -> Arc<RateCounts> {
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates
+            .entry((name.to_string(), per))
+            .or_insert_with(|| Arc::new(RateCounts::new(per)))
+            .clone()
+    }
+
+    /// Forgets the state of every endpoint, placement and rate limit not
+    /// listed, after a snapshot without them was published.
     pub fn retain<'a>(
         &self,
         endpoints: impl IntoIterator<Item = &'a EndpointKey>,
         placements: impl IntoIterator<Item = &'a str>,
+        rates: impl IntoIterator<Item = (&'a str, Duration)>,
     ) {
+        let keep: std::collections::HashSet<(&str, Duration)> = rates.into_iter().collect();
+        self.rates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(name, per), _| keep.contains(&(name.as_str(), *per)));
         let keep: std::collections::HashSet<&EndpointKey> = endpoints.into_iter().collect();
         self.endpoints
             .lock()
@@ -210,7 +230,7 @@ mod tests {
             !Arc::ptr_eq(&a, &other),
             "each placement has its own breaker"
         );
-        registry.retain([&key("q", "127.0.0.1:1")], ["q"]);
+        registry.retain([&key("q", "127.0.0.1:1")], ["q"], []);
         assert_eq!(registry.endpoint_count(), 1);
     }
 

@@ -45,6 +45,34 @@ struct Compiler<'r> {
 }
 
 impl Compiler<'_> {
+    /// Each compiled route's rate limit, by the route's index.
+    fn rate_limits(
+        &mut self,
+        config: &Config,
+        routes: &[crate::routing::route::RouteSpec],
+    ) -> Vec<Option<crate::resilience::rate::RateLimitSpec>> {
+        let mut written = HashMap::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            written.insert(name, (i, route));
+        }
+        routes
+            .iter()
+            .map(|spec| {
+                let (i, route) = written.get(&*spec.name)?;
+                let limit = route.rate_limit.as_ref()?;
+                let path = KeyPath::root().key("routes").index(*i).key("rate_limit");
+                crate::resilience::rate::compile(
+                    &mut self.d,
+                    &path,
+                    &spec.name,
+                    limit,
+                    self.registry,
+                )
+            })
+            .collect()
+    }
+
     fn snapshot(&mut self, config: &Config) -> Snapshot {
         let listeners = self.listeners(config);
         let threads = match config.server.threads {
@@ -81,6 +109,7 @@ impl Compiler<'_> {
         }
         crate::resilience::compile::fallbacks(&mut self.d, config, &placement_ids, &mut placements);
         let (index, routes) = crate::routing::compile::routes(&mut self.d, config, &placement_ids);
+        let rate_limits = self.rate_limits(config, &routes);
         let admin = config.admin.as_ref().and_then(|admin| {
             let path = KeyPath::root().key("admin").key("address");
             match admin.address.parse::<SocketAddr>() {
@@ -146,6 +175,7 @@ impl Compiler<'_> {
             threads,
             index,
             routes,
+            rate_limits,
             placements,
             admin,
             grace_period,

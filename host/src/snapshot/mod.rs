@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub index: RouteIndex,
     /// Routes, by the indexes [`Snapshot::index`] returns.
     pub routes: Vec<RouteSpec>,
+    /// Each route's rate limit, by the same indexes.
+    pub rate_limits: Vec<Option<crate::resilience::rate::RateLimitSpec>>,
     /// Placements, by [`PlacementId`].
     pub placements: Vec<PlacementSpec>,
     /// The admin API listener, if configured.

@@ -48,6 +48,9 @@ pub struct Metrics {
     pub breaker_transitions: IntCounterVec,
     /// `sluice_failovers_total{from, to, reason}`.
     pub failovers: IntCounterVec,
+    /// `sluice_rate_limited_total{route}`: requests refused by a route's
+    /// rate limit.
+    pub rate_limited: IntCounterVec,
     /// The metrics of configuration reloads.
     pub reload: ReloadMetrics,
     /// The metrics plugins keep and are measured by.
@@ -161,6 +164,11 @@ impl Metrics {
             "Requests served by another placement than routed.",
             &["from", "to", "reason"],
         );
+        let rate_limited = counter(
+            "sluice_rate_limited_total",
+            "Requests refused with 429 by a route's rate limit.",
+            &["route"],
+        );
         let reload = ReloadMetrics::new();
         reload.register(&registry).expect("unique metric");
         let breaker_state = gauge(
@@ -249,6 +257,7 @@ impl Metrics {
             upstream_errors,
             breaker_transitions,
             failovers,
+            rate_limited,
             reload,
             plugins,
             panics,

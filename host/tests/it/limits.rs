@@ -300,3 +300,84 @@ async fn connections_past_a_cap_are_shed_while_the_open_ones_keep_serving() {
         "{metrics}"
     );
 }
+
+/// A proxy whose one route has this `rate_limit`, in front of upstream `a`.
+async fn rate_limited(limit: &str) -> (Proxy, Vec<Upstream>) {
+    let up = upstreams(&["a"]).await;
+    let proxy = Proxy::start(&format!(
+        "[placements.p]\nendpoints = [{{ address = \"{}\" }}]\n\n\
+         [[routes]]\nname = \"limited\"\nplacement = \"p\"\nrate_limit = {limit}\n",
+        up[0].address
+    ));
+    (proxy, up)
+}
+
+/// The statuses of `n` GETs through `proxy` from loopback address `from`,
+/// with these headers.
+async fn statuses_from(
+    proxy: &Proxy,
+    from: [u8; 4],
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Vec<u16> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        let mut request = client.get(proxy.url("/"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_per_client_answers_429_with_retry_after_and_counts_per_route() {
+    let (proxy, _up) = rate_limited("{ requests = 3, per = \"1m\" }").await;
+    let statuses = statuses_from(&proxy, [127, 0, 0, 1], 5, &[]).await;
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    // Another client address has its own allowance.
+    let statuses = statuses_from(&proxy, [127, 0, 0, 2], 4, &[]).await;
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    let refused = get(&proxy, "a.test", "/", &[]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(
+        refused.body.contains("more than 3 requests per 1m"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        refused.header("x-served-by"),
+        "",
+        "a refused request never goes upstream"
+    );
+    let retry_after: u64 = refused.header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("sluice_rate_limited_total{route=\"limited\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_keyed_on_an_api_key_header_counts_each_key_apart() {
+    let (proxy, _up) =
+        rate_limited("{ requests = 2, per = \"1m\", key = \"header\", name = \"X-Api-Key\" }")
+            .await;
+    let localhost = [127, 0, 0, 1];
+    let alice = statuses_from(&proxy, localhost, 3, &[("x-api-key", "alice")]).await;
+    let bob = statuses_from(&proxy, localhost, 3, &[("x-api-key", "bob")]).await;
+    assert_eq!((alice, bob), (vec![200, 200, 429], vec![200, 200, 429]));
+    // Requests without the key share one allowance.
+    assert_eq!(
+        statuses_from(&proxy, localhost, 3, &[]).await,
+        [200, 200, 429]
+    );
+}
