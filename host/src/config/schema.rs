@@ -356,6 +356,34 @@ pub struct Route {
     pub respond: Option<DirectResponse>,
     /// A cap on the rate of requests, per client or other key.
     pub rate_limit: Option<RateLimit>,
+    /// Send identical concurrent requests upstream once.
+    pub coalesce: Option<Coalesce>,
+}
+
+/// A route's `coalesce`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Coalesce {
+    /// How long a follower waits for the first request's response head
+    /// before it goes upstream itself.
+    #[serde(default = "default_coalesce_wait")]
+    pub wait: String,
+    /// Request headers whose values make requests different, besides the
+    /// method, host, path and query.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// How far a follower may fall behind the first request's response
+    /// before it is cut off.
+    #[serde(default = "default_coalesce_buffer")]
+    pub buffer: ByteSize,
+}
+
+fn default_coalesce_wait() -> String {
+    "5s".to_string()
+}
+
+fn default_coalesce_buffer() -> ByteSize {
+    ByteSize(1 << 20)
 }
 
 /// A route's `rate_limit`: at most `requests` per `per`, counted per key.

@@ -443,8 +443,8 @@ impl Reloader {
         let rates = snapshot
             .routes
             .iter()
-            .zip(&snapshot.rate_limits)
-            .filter_map(|(route, limit)| Some((&*route.name, limit.as_ref()?.per)));
+            .zip(&snapshot.traffic)
+            .filter_map(|(route, traffic)| Some((&*route.name, traffic.rate_limit.as_ref()?.per)));
         self.registry
             .retain(&endpoints, placements.iter().map(String::as_str), rates);
     }

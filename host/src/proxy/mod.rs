@@ -61,7 +61,7 @@ use crate::resilience::admission::{self, Denied, FailoverReason, Outcome};
 use crate::resilience::breaker::{Admission, CircuitState, Transition};
 use crate::resilience::placement::{EndpointSpec, FailureSet, PlacementSpec};
 use crate::resilience::state::{self, Slot};
-use crate::resilience::{grpc, limits};
+use crate::resilience::{coalesce, grpc, limits};
 use crate::routing::{self, Decision, PlacementId, RequestView, RouteSpec, RouteTarget};
 use crate::snapshot::Snapshot;
 use crate::telemetry::access_log::{self, AccessRecord};
@@ -92,6 +92,8 @@ pub struct SluiceProxy {
     http01: Option<Http01Responses>,
     /// The requests being handled, for a stopping server to wait on.
     requests: drain::RequestsInFlight,
+    /// Requests in flight that identical ones may follow.
+    coalescer: Arc<coalesce::Coalescer>,
 }
 
 impl SluiceProxy {
@@ -104,6 +106,7 @@ impl SluiceProxy {
             plugins,
             http01: None,
             requests: drain::RequestsInFlight::default(),
+            coalescer: Arc::default(),
         }
     }
 
@@ -211,6 +214,8 @@ pub struct RequestCtx {
     /// route attaches any: every hook of the request runs on them, even if
     /// a plugin file is swapped meanwhile.
     plugins: Option<Arc<PluginMap>>,
+    /// When the request leads identical ones, what it shares with them.
+    coalesce: Option<(coalesce::Leader, coalesce::CoalesceSpec)>,
 }
 
 impl Drop for RequestCtx {
@@ -258,6 +263,7 @@ impl RequestCtx {
             counted_endpoint: None,
             upstream_head_seen: false,
             grpc_status_pending: false,
+            coalesce: None,
             plugins: None,
         }
     }
@@ -528,8 +534,9 @@ impl SluiceProxy {
             respond::text(session, ctx, 500, "the route index and its routes disagree").await?;
             return Ok(true);
         };
+        let traffic = snapshot.traffic.get(route);
         // Before any plugin runs: a limited client costs one estimate.
-        if let Some(limit) = snapshot.rate_limits.get(route).and_then(Option::as_ref) {
+        if let Some(limit) = traffic.and_then(|t| t.rate_limit.as_ref()) {
             if let Err(limited) = limit.check(&view, client_ip(session), key.as_deref()) {
                 self.metrics
                     .rate_limited
@@ -547,6 +554,11 @@ impl SluiceProxy {
         if route_spec.redirect_https && !is_tls(session) {
             respond::redirect_to_https(session, ctx).await?;
             return Ok(true);
+        }
+        if let Some(coalesce) = traffic.and_then(|t| t.coalesce.as_ref()) {
+            if self.coalesce(session, ctx, route_spec, coalesce).await? {
+                return Ok(true);
+            }
         }
         if let RouteTarget::Respond(answer) = &route_spec.target {
             respond::answer(session, ctx, answer, &route_spec.response_headers).await?;
@@ -570,6 +582,44 @@ impl SluiceProxy {
         }
         self.admit(session, ctx, &snapshot, decision, declared_body)
             .await
+    }
+
+    /// Joins the request to its identical ones in flight on `route`. A
+    /// follower is answered here, from its leader's response (`Ok(true)`),
+    /// unless it waited too long or the response may not be shared; a
+    /// leader goes on, and shares its response as it is sent.
+    async fn coalesce(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &RouteSpec,
+        spec: &coalesce::CoalesceSpec,
+    ) -> Result<bool> {
+        let Some(key) = spec.key(&route.name, &ctx.client_host, session.req_header()) else {
+            return Ok(false);
+        };
+        let role = match self.coalescer.join(key, spec.buffer) {
+            coalesce::Joined::Leader(leader) => {
+                ctx.coalesce = Some((leader, spec.clone()));
+                "leader"
+            }
+            coalesce::Joined::Follower(mut follower) => match follower.head(spec.wait).await {
+                Some(head) => {
+                    self.metrics
+                        .coalesced
+                        .with_label_values(&[&route.name, "follower"])
+                        .inc();
+                    respond::follow(session, ctx, head, follower).await?;
+                    return Ok(true);
+                }
+                None => "alone",
+            },
+        };
+        self.metrics
+            .coalesced
+            .with_label_values(&[&route.name, role])
+            .inc();
+        Ok(false)
     }
 
     /// The plugins loaded now, when `route` attaches any: one snapshot, so
@@ -991,6 +1041,11 @@ impl SluiceProxy {
         }
         ctx.response_body = hold;
         ctx.explain(response);
+        if let Some((leader, spec)) = ctx.coalesce.as_mut() {
+            let bodiless = session.req_header().method == http::Method::HEAD
+                || matches!(response.status.as_u16(), 204 | 304);
+            leader.head(response, spec.shareable(response), bodiless);
+        }
         Ok(())
     }
 
@@ -1038,7 +1093,17 @@ impl SluiceProxy {
     ) -> Result<()> {
         let held = self.hold_body_chunk(session, ctx, true, body, end_of_stream);
         match held {
-            bodies::Held::Continue => Ok(()),
+            bodies::Held::Continue => {
+                if let Some((leader, _)) = ctx.coalesce.as_mut() {
+                    if let Some(chunk) = body.as_ref().filter(|chunk| !chunk.is_empty()) {
+                        leader.chunk(chunk);
+                    }
+                    if end_of_stream {
+                        leader.end();
+                    }
+                }
+                Ok(())
+            }
             bodies::Held::TooLarge(_) | bodies::Held::Fail(_) => {
                 ctx.failed_by_plugin = true;
                 Error::e_explain(

@@ -80,6 +80,42 @@ fn grpc_status(session: &Session, status: u16, message: &str) -> Result<Response
     Ok(response)
 }
 
+/// Answers a coalesced request with its leader's response, `head` then
+/// the body as it comes, under its own request id. A leader's response
+/// that breaks, or a follower too far behind it, cuts this one short.
+pub(super) async fn follow(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    mut head: ResponseHeader,
+    mut stream: crate::resilience::coalesce::FollowerStream,
+) -> Result<()> {
+    use crate::resilience::coalesce::Next;
+    head.insert_header(super::forwarding::REQUEST_ID, ctx.request_id.as_str())?;
+    // Framing is each connection's own.
+    for hop in [http::header::TRANSFER_ENCODING, http::header::CONNECTION] {
+        head.remove_header(&hop);
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(head), head_only)
+        .await?;
+    if head_only {
+        return Ok(());
+    }
+    loop {
+        match stream.next().await {
+            Next::Chunk(chunk) => session.write_response_body(Some(chunk), false).await?,
+            Next::End => return session.write_response_body(None, true).await,
+            Next::Broken => {
+                return Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "the coalesced response broke off, or this client fell too far behind it",
+                )
+            }
+        }
+    }
+}
+
 /// Answers an ACME HTTP-01 challenge with its key authorization.
 pub(super) async fn acme_challenge(session: &mut Session, answer: String) -> Result<()> {
     let mut response = ResponseHeader::build(200, Some(2))?;

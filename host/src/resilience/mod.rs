@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod breaker;
 pub mod checker;
+pub mod coalesce;
 pub(crate) mod compile;
 pub mod connect;
 pub mod connections;

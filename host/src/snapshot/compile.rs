@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{AdminSpec, ListenerSpec, Snapshot};
+use super::{AdminSpec, ListenerSpec, RouteTraffic, Snapshot};
 use crate::config::{self, Config, ConfigErrors, Diagnostics, KeyPath, LoadedConfig};
 use crate::resilience::connections::ConnectionCaps;
 use crate::resilience::limits::HeadLimits;
@@ -45,12 +45,12 @@ struct Compiler<'r> {
 }
 
 impl Compiler<'_> {
-    /// Each compiled route's rate limit, by the route's index.
-    fn rate_limits(
+    /// Each compiled route's traffic controls, by the route's index.
+    fn route_traffic(
         &mut self,
         config: &Config,
         routes: &[crate::routing::route::RouteSpec],
-    ) -> Vec<Option<crate::resilience::rate::RateLimitSpec>> {
+    ) -> Vec<RouteTraffic> {
         let mut written = HashMap::new();
         for (i, route) in config.routes.iter().enumerate() {
             let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
@@ -59,16 +59,39 @@ impl Compiler<'_> {
         routes
             .iter()
             .map(|spec| {
-                let (i, route) = written.get(&*spec.name)?;
-                let limit = route.rate_limit.as_ref()?;
-                let path = KeyPath::root().key("routes").index(*i).key("rate_limit");
-                crate::resilience::rate::compile(
-                    &mut self.d,
-                    &path,
-                    &spec.name,
-                    limit,
-                    self.registry,
-                )
+                let Some((i, route)) = written.get(&*spec.name) else {
+                    return RouteTraffic::default();
+                };
+                let path = KeyPath::root().key("routes").index(*i);
+                let rate_limit = route.rate_limit.as_ref().and_then(|limit| {
+                    crate::resilience::rate::compile(
+                        &mut self.d,
+                        &path.key("rate_limit"),
+                        &spec.name,
+                        limit,
+                        self.registry,
+                    )
+                });
+                let coalesce = route.coalesce.as_ref().and_then(|coalesce| {
+                    let path = path.key("coalesce");
+                    if !route.plugins.is_empty() {
+                        self.d.error(
+                            path.clone(),
+                            "a route with plugins cannot coalesce: its followers would skip the plugins",
+                        );
+                    }
+                    if route.respond.is_some() {
+                        self.d.error(
+                            path.clone(),
+                            "a route that answers with respond sends nothing upstream to coalesce",
+                        );
+                    }
+                    crate::resilience::coalesce::compile(&mut self.d, &path, coalesce)
+                });
+                RouteTraffic {
+                    rate_limit,
+                    coalesce,
+                }
             })
             .collect()
     }
@@ -109,7 +132,7 @@ impl Compiler<'_> {
         }
         crate::resilience::compile::fallbacks(&mut self.d, config, &placement_ids, &mut placements);
         let (index, routes) = crate::routing::compile::routes(&mut self.d, config, &placement_ids);
-        let rate_limits = self.rate_limits(config, &routes);
+        let traffic = self.route_traffic(config, &routes);
         let admin = config.admin.as_ref().and_then(|admin| {
             let path = KeyPath::root().key("admin").key("address");
             match admin.address.parse::<SocketAddr>() {
@@ -175,7 +198,7 @@ impl Compiler<'_> {
             threads,
             index,
             routes,
-            rate_limits,
+            traffic,
             placements,
             admin,
             grace_period,

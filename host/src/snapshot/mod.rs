@@ -32,8 +32,8 @@ pub struct Snapshot {
     pub index: RouteIndex,
     /// Routes, by the indexes [`Snapshot::index`] returns.
     pub routes: Vec<RouteSpec>,
-    /// Each route's rate limit, by the same indexes.
-    pub rate_limits: Vec<Option<crate::resilience::rate::RateLimitSpec>>,
+    /// Each route's traffic controls, by the same indexes.
+    pub traffic: Vec<RouteTraffic>,
     /// Placements, by [`PlacementId`].
     pub placements: Vec<PlacementSpec>,
     /// The admin API listener, if configured.
@@ -80,6 +80,15 @@ pub struct Snapshot {
     /// What the config asks for that cannot be had now (names that do not
     /// resolve), with their lines: reported, not refused.
     pub warnings: Vec<crate::config::ConfigError>,
+}
+
+/// What a route does to the flow of its requests, besides routing them.
+#[derive(Debug, Default)]
+pub struct RouteTraffic {
+    /// Its rate limit.
+    pub rate_limit: Option<crate::resilience::rate::RateLimitSpec>,
+    /// Its request coalescing.
+    pub coalesce: Option<crate::resilience::coalesce::CoalesceSpec>,
 }
 
 impl Snapshot {

@@ -51,6 +51,9 @@ pub struct Metrics {
     /// `sluice_rate_limited_total{route}`: requests refused by a route's
     /// rate limit.
     pub rate_limited: IntCounterVec,
+    /// `sluice_coalesced_requests_total{route, role}`: requests of
+    /// coalescing routes, by what they were to their identical ones.
+    pub coalesced: IntCounterVec,
     /// The metrics of configuration reloads.
     pub reload: ReloadMetrics,
     /// The metrics plugins keep and are measured by.
@@ -169,6 +172,13 @@ impl Metrics {
             "Requests refused with 429 by a route's rate limit.",
             &["route"],
         );
+        let coalesced = counter(
+            "sluice_coalesced_requests_total",
+            "Requests of coalescing routes: leader (went upstream for any identical ones), \
+             follower (answered from a leader's response), alone (waited for one in vain, \
+             then went upstream).",
+            &["route", "role"],
+        );
         let reload = ReloadMetrics::new();
         reload.register(&registry).expect("unique metric");
         let breaker_state = gauge(
@@ -258,6 +268,7 @@ impl Metrics {
             breaker_transitions,
             failovers,
             rate_limited,
+            coalesced,
             reload,
             plugins,
             panics,

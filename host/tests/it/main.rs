@@ -5,6 +5,7 @@ mod acme;
 mod admin;
 mod balancing;
 mod body_hooks;
+mod coalescing;
 mod common;
 mod config_errors;
 mod demo;
