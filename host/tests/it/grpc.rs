@@ -1,7 +1,8 @@
 //! HTTP/2 and gRPC upstreams: the four kinds of gRPC call through Sluice
 //! over h2c and over TLS, with trailers; requests spread over a
-//! placement's HTTP/2 connections; and the pool settings, each seen from
-//! the upstream's side or the kernel's.
+//! placement's HTTP/2 connections; and the pool settings and connection
+//! timeouts, each seen from the upstream's side, the kernel's or the pool
+//! counters'.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -472,4 +473,59 @@ async fn routes_match_a_grpc_service_and_one_of_its_methods() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_idle_past_timeouts_idle_is_not_reused() {
+    let up = upstreams(&["web"]).await;
+    for (idle, expected) in [("\"200ms\"", (0, 2)), ("\"60s\"", (1, 1))] {
+        let proxy = Proxy::start(&format!(
+            "[placements.web]\nendpoints = [{{ address = \"{}\" }}]\ntimeouts = {{ idle = {idle} }}\n\
+             [[routes]]\nname = \"web\"\nplacement = \"web\"\n",
+            up[0].address
+        ));
+        for _ in 0..2 {
+            assert_eq!(
+                crate::common::get(&proxy, "a.test", "/", &[]).await.status,
+                200
+            );
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        assert_eq!(pool_counts(&proxy, "web").await, expected, "idle = {idle}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connect_past_timeouts_connect_is_answered_504() {
+    // A listener that never accepts, its queue filled: the kernel drops
+    // further connection attempts, which then wait as for a host that is
+    // down.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stalled = socket.local_addr().unwrap().as_socket().unwrap();
+    let _queued: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&stalled, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    let proxy = Proxy::start(&format!(
+        "[placements.stalled]\nendpoints = [{{ address = \"{stalled}\" }}]\ntimeouts = {{ connect = \"300ms\" }}\n\
+         retry = {{ connect_attempts = 1 }}\n\
+         [[routes]]\nname = \"stalled\"\nplacement = \"stalled\"\n"
+    ));
+    let started = std::time::Instant::now();
+    let reply = crate::common::get(&proxy, "a.test", "/", &[]).await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("connecting to placement stalled timed out"),
+        "{}",
+        reply.body
+    );
+    // The configured 300 ms, not the default 5 s, ended the wait.
+    assert!(started.elapsed() < Duration::from_secs(4));
 }
