@@ -331,6 +331,9 @@ struct Caddy {
     child: Child,
     address: SocketAddr,
     log: PathBuf,
+    /// Caddy's home: its data (the internal CA and certificates it issues
+    /// in the background) and its log, kept for as long as it runs.
+    _home: crate::common::Scratch,
 }
 
 impl Caddy {
@@ -370,6 +373,7 @@ impl Caddy {
             child,
             address,
             log,
+            _home: home,
         };
         caddy.wait_ready(host, probe).await;
         caddy
