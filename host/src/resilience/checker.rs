@@ -53,6 +53,9 @@ fn probe_authority(endpoint: &EndpointSpec) -> String {
     let sni = &endpoint.peer.sni;
     if endpoint.peer.is_tls() && !sni.is_empty() {
         let port = endpoint.address.port();
+        if sni.parse::<std::net::Ipv6Addr>().is_ok() {
+            return format!("[{sni}]:{port}");
+        }
         return format!("{sni}:{port}");
     }
     endpoint.id.to_string()

@@ -387,13 +387,10 @@ pub fn endpoint(
             }
         },
     };
-    let sni = endpoint.sni.clone().unwrap_or_else(|| {
-        if named {
-            host.to_string()
-        } else {
-            String::new()
-        }
-    });
+    // The name TLS verifies the certificate against: for an IP address,
+    // the address itself (rustls sends no SNI for it). An empty one would
+    // fail every handshake.
+    let sni = endpoint.sni.clone().unwrap_or_else(|| host.to_string());
     addresses
         .into_iter()
         .map(|ip| {

@@ -414,24 +414,50 @@ async fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
-    let checked = serve("checked", None).await;
-    let standby = serve("standby", None).await;
-    let proxy = Proxy::start(&format!(
-        "[placements.main]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\nfallback = \"standby\"\n\
-         health = {{ kind = \"grpc\", service = \"sluice.test.Echo\", interval = \"100ms\", rise = 1, fall = 1 }}\n\
-         [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
-         [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
-        checked.address, standby.address
-    ));
-    let mut client = client(proxy.address, "grpc.test", None).await;
-    assert_eq!(until_served_by(&mut client, "checked").await, None);
-    checked.control.set_serving(false).await;
-    assert_eq!(
-        until_served_by(&mut client, "standby").await.as_deref(),
-        Some("unhealthy")
+    // Over h2c, and over TLS with the endpoint's own certificate.
+    let certificate = rcgen::generate_simple_self_signed(vec!["checked.test".into()]).unwrap();
+    let pem = (
+        certificate.cert.pem(),
+        certificate.signing_key.serialize_pem(),
     );
-    checked.control.set_serving(true).await;
-    assert_eq!(until_served_by(&mut client, "checked").await, None);
+    for tls in [false, true] {
+        let checked = serve("checked", tls.then(|| (pem.0.as_bytes(), pem.1.as_bytes()))).await;
+        let standby = serve("standby", None).await;
+        let (protocol, endpoint) = if tls {
+            (
+                "h2",
+                // An IP address without `sni`: the address names it.
+                format!("address = \"https://{}\", verify = false", checked.address),
+            )
+        } else {
+            ("h2c", format!("address = \"{}\"", checked.address))
+        };
+        let proxy = Proxy::start(&format!(
+            "[placements.main]\nprotocol = \"{protocol}\"\nendpoints = [{{ {endpoint} }}]\nfallback = \"standby\"\n\
+             health = {{ kind = \"grpc\", service = \"sluice.test.Echo\", interval = \"100ms\", rise = 1, fall = 1 }}\n\
+             [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
+             [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
+            standby.address
+        ));
+        let mut client = client(proxy.address, "grpc.test", None).await;
+        assert_eq!(
+            until_served_by(&mut client, "checked").await,
+            None,
+            "tls: {tls}"
+        );
+        checked.control.set_serving(false).await;
+        assert_eq!(
+            until_served_by(&mut client, "standby").await.as_deref(),
+            Some("unhealthy"),
+            "tls: {tls}"
+        );
+        checked.control.set_serving(true).await;
+        assert_eq!(
+            until_served_by(&mut client, "checked").await,
+            None,
+            "tls: {tls}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
