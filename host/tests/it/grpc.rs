@@ -317,17 +317,29 @@ async fn until_served_by(client: &mut EchoClient<Channel>, upstream: &str) -> Op
     }
 }
 
+/// A proxy routing to placement `main`, which speaks `protocol` to the
+/// endpoint written `endpoint` (plus the lines `extra`), and falls back to
+/// an h2c placement of `standby`.
+fn with_standby(protocol: &str, endpoint: &str, extra: &str, standby: &Server) -> Proxy {
+    Proxy::start(&format!(
+        "[placements.main]\nprotocol = \"{protocol}\"\nendpoints = [{{ {endpoint} }}]\n\
+         fallback = \"standby\"\n{extra}\n\
+         [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
+        standby.address
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_statuses_in_failure_on_open_the_breaker_and_calls_fail_over() {
     let failing = serve("failing", None).await;
     let standby = serve("standby", None).await;
-    let proxy = Proxy::start(&format!(
-        "[placements.main]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\nfallback = \"standby\"\n\
-         breaker = {{ consecutive_failures = 2, open_for = \"30s\" }}\n\
-         [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
-         [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
-        failing.address, standby.address
-    ));
+    let proxy = with_standby(
+        "h2c",
+        &format!("address = \"{}\"", failing.address),
+        "breaker = { consecutive_failures = 2, open_for = \"30s\" }",
+        &standby,
+    );
     let mut client = client(proxy.address, "grpc.test", None).await;
 
     // A client's error is the call's business, not the endpoint's fault.
@@ -367,13 +379,12 @@ async fn grpc_statuses_in_failure_on_open_the_breaker_and_calls_fail_over() {
 async fn a_grpc_status_in_the_trailers_counts_against_the_endpoint() {
     let streaming = serve("streaming", None).await;
     let standby = serve("standby", None).await;
-    let proxy = Proxy::start(&format!(
-        "[placements.main]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\nfallback = \"standby\"\n\
-         breaker = {{ consecutive_failures = 1, open_for = \"30s\" }}\n\
-         [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
-         [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
-        streaming.address, standby.address
-    ));
+    let proxy = with_standby(
+        "h2c",
+        &format!("address = \"{}\"", streaming.address),
+        "breaker = { consecutive_failures = 1, open_for = \"30s\" }",
+        &standby,
+    );
     let mut client = client(proxy.address, "grpc.test", None).await;
     // Replies with status OK leave the breaker closed.
     let mut replies = client
@@ -421,7 +432,11 @@ async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
         certificate.signing_key.serialize_pem(),
     );
     for tls in [false, true] {
-        let checked = serve("checked", tls.then(|| (pem.0.as_bytes(), pem.1.as_bytes()))).await;
+        let checked = serve(
+            "checked",
+            tls.then_some((pem.0.as_bytes(), pem.1.as_bytes())),
+        )
+        .await;
         let standby = serve("standby", None).await;
         let (protocol, endpoint) = if tls {
             (
@@ -432,13 +447,12 @@ async fn grpc_health_checks_take_a_not_serving_endpoint_out_and_back() {
         } else {
             ("h2c", format!("address = \"{}\"", checked.address))
         };
-        let proxy = Proxy::start(&format!(
-            "[placements.main]\nprotocol = \"{protocol}\"\nendpoints = [{{ {endpoint} }}]\nfallback = \"standby\"\n\
-             health = {{ kind = \"grpc\", service = \"sluice.test.Echo\", interval = \"100ms\", rise = 1, fall = 1 }}\n\
-             [placements.standby]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
-             [[routes]]\nname = \"grpc\"\nplacement = \"main\"\n",
-            standby.address
-        ));
+        let proxy = with_standby(
+            protocol,
+            &endpoint,
+            "health = { kind = \"grpc\", service = \"sluice.test.Echo\", interval = \"100ms\", rise = 1, fall = 1 }",
+            &standby,
+        );
         let mut client = client(proxy.address, "grpc.test", None).await;
         assert_eq!(
             until_served_by(&mut client, "checked").await,
