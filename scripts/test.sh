@@ -17,7 +17,8 @@ install_prerequisites() {
     # pebble: the ACME test CA (and pebble-challtestsrv) the ACME tests run against.
     # prometheus: promtool, which checks and unit-tests examples/monitoring's alert rules.
     # caddy: the Caddyfile import's differential test serves the same file with Caddy.
-    install_build_packages pebble:pebble prometheus:promtool caddy:caddy
+    # etcd-server: the fleet tests run a real etcd on loopback.
+    install_build_packages pebble:pebble prometheus:promtool caddy:caddy etcd-server:etcd
     require_rust rustup
     rustup target list --installed | grep -q wasm32-wasip2 || rustup target add wasm32-wasip2
     rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt

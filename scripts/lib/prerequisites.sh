@@ -46,6 +46,8 @@ install_build_packages() {
         missing+=(build-essential)
     fi
     has_package pkg-config pkg-config || missing+=(pkg-config)
+    # protoc generates the etcd client's gRPC code (etcd-client's build script).
+    has_package protobuf-compiler protoc || missing+=(protobuf-compiler)
     local extra
     for extra in "$@"; do
         has_package "${extra%%:*}" "${extra#*:}" || missing+=("${extra%%:*}")

@@ -1,5 +1,5 @@
-//! Where a configuration comes from, and reading it: a local file, or an
-//! HTTP(S) URL fetched with `If-None-Match`.
+//! Where a configuration comes from, and reading it: a local file, an
+//! HTTP(S) URL fetched with `If-None-Match`, or a key in etcd.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +11,8 @@ pub enum ConfigSource {
     File(PathBuf),
     /// An HTTP(S) URL, polled.
     Url(String),
+    /// A key in etcd, watched.
+    Etcd(super::etcd::EtcdSource),
 }
 
 impl std::fmt::Display for ConfigSource {
@@ -18,11 +20,13 @@ impl std::fmt::Display for ConfigSource {
         match self {
             Self::File(path) => write!(f, "{}", path.display()),
             Self::Url(url) => f.write_str(url),
+            Self::Etcd(source) => write!(f, "{source}"),
         }
     }
 }
 
-/// Text fetched from a source, with its ETag for remote sources.
+/// Text fetched from a source, with its ETag for remote sources (for etcd,
+/// the revision it was last changed at).
 pub(super) struct Fetched {
     pub text: String,
     pub etag: Option<String>,
@@ -31,7 +35,8 @@ pub(super) struct Fetched {
 /// The longest a remote config fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the source. `Ok(None)` means a remote source answered 304.
+/// Reads the source. `Ok(None)` means a remote source answered 304, or
+/// etcd's config is still at the revision `etag` names.
 pub(super) async fn fetch(
     source: &ConfigSource,
     etag: Option<&str>,
@@ -41,6 +46,19 @@ pub(super) async fn fetch(
             Ok(text) => Ok(Some(Fetched { text, etag: None })),
             Err(e) => Err(format!("{}: cannot read file: {e}", path.display())),
         },
+        ConfigSource::Etcd(source) => {
+            let mut client = source.connect().await?;
+            match source.read(&mut client).await? {
+                Some((_, revision)) if etag == Some(revision.to_string().as_str()) => Ok(None),
+                Some((text, revision)) => Ok(Some(Fetched {
+                    text,
+                    etag: Some(revision.to_string()),
+                })),
+                None => Err(format!(
+                    "{source}: no config has been pushed there yet (sluice config push)"
+                )),
+            }
+        }
         ConfigSource::Url(url) => {
             let client = reqwest::Client::builder()
                 .timeout(FETCH_TIMEOUT)

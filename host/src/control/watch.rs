@@ -1,4 +1,5 @@
-//! Reload triggers: the config file changing, SIGHUP, and remote polling.
+//! Reload triggers: the config file changing, SIGHUP, remote polling, and
+//! etcd's watch.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub fn spawn_triggers(reloader: Arc<Reloader>, poll_interval: Duration) {
         }
         ConfigSource::Url(_) => {
             tokio::spawn(poll(reloader, poll_interval));
+        }
+        ConfigSource::Etcd(source) => {
+            tokio::spawn(super::etcd::watch(reloader, source));
         }
     }
 }

@@ -12,6 +12,7 @@ mod demo;
 mod doc_links;
 mod errors;
 mod fault;
+mod fleet;
 mod grpc;
 mod harness;
 mod import;

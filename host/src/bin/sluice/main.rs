@@ -9,6 +9,7 @@ mod scaffold;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config;
+use sluice::control::etcd::{EtcdSource, EtcdTls};
 use sluice::control::ConfigSource;
 use sluice::resilience::state::Registry;
 use sluice::server::RunOptions;
@@ -31,26 +32,77 @@ struct Cli {
     command: Command,
 }
 
-/// Where the configuration comes from: a file, or a URL that is polled.
+/// Where the configuration comes from: a file, a URL that is polled, or
+/// etcd.
 #[derive(clap::Args)]
 #[group(required = true, multiple = false)]
 struct SourceArgs {
     /// The configuration file (watched for changes; SIGHUP also reloads it).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// An HTTP(S) URL serving the configuration, polled with ETag/If-None-Match.
+    /// An HTTP(S) URL serving the configuration, polled with ETag/If-None-Match;
+    /// or etcd://HOST:PORT[,HOST:PORT...]/PREFIX, the key PREFIX/config, watched.
     #[arg(long)]
     config_url: Option<String>,
 }
 
+/// How to reach etcd: TLS and a user.
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// Speak TLS to etcd, trusting this CA (PEM).
+    #[arg(long)]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd; implies TLS. Needs --etcd-key.
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// The etcd user; the password is read from $SLUICE_ETCD_PASSWORD.
+    #[arg(long)]
+    etcd_user: Option<String>,
+}
+
+impl EtcdArgs {
+    fn source(&self, url: &str) -> Result<EtcdSource, String> {
+        let tls = (self.etcd_ca.is_some() || self.etcd_cert.is_some()).then(|| EtcdTls {
+            ca: self.etcd_ca.clone(),
+            identity: self.etcd_cert.clone().zip(self.etcd_key.clone()),
+        });
+        EtcdSource::parse(url, tls, self.etcd_user.clone())
+    }
+}
+
 impl SourceArgs {
-    fn source(&self) -> ConfigSource {
-        match (&self.config, &self.config_url) {
+    fn source(&self, etcd: &EtcdArgs) -> Result<ConfigSource, String> {
+        Ok(match (&self.config, &self.config_url) {
             (Some(path), _) => ConfigSource::File(path.clone()),
+            (None, Some(url)) if url.starts_with("etcd://") => {
+                ConfigSource::Etcd(etcd.source(url)?)
+            }
             (None, Some(url)) => ConfigSource::Url(url.clone()),
             (None, None) => unreachable!("clap requires one source"),
-        }
+        })
     }
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file, then write it to etcd, where every instance
+    /// watching it applies it. Refused if the config there changed meanwhile.
+    Push {
+        /// etcd://HOST:PORT[,HOST:PORT...]/PREFIX
+        #[arg(long)]
+        etcd: String,
+        /// Write only if etcd's config is at this revision (the one you last
+        /// read); by default, the one read when the push starts.
+        #[arg(long)]
+        expect_revision: Option<i64>,
+        #[command(flatten)]
+        connection: EtcdArgs,
+        /// The configuration file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +148,8 @@ enum Command {
     Run {
         #[command(flatten)]
         source: SourceArgs,
+        #[command(flatten)]
+        etcd: EtcdArgs,
         /// Where the last known good config is kept, for starts on a broken source.
         #[arg(long, env = "SLUICE_STATE_DIR", default_value = "/var/lib/sluice")]
         state_dir: PathBuf,
@@ -112,6 +166,11 @@ enum Command {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Work with a configuration kept in etcd.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Convert another proxy's configuration into a Sluice config.
     Import {
@@ -152,15 +211,31 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run {
             source,
+            etcd,
             state_dir,
             poll_interval,
             upgrade,
-        } => start(RunOptions {
-            source: source.source(),
-            state_dir: Some(state_dir),
-            poll_interval,
-            upgrade,
-        }),
+        } => match source.source(&etcd) {
+            Ok(source) => start(RunOptions {
+                source,
+                state_dir: Some(state_dir),
+                poll_interval,
+                upgrade,
+            }),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Config {
+            command:
+                ConfigCommand::Push {
+                    etcd,
+                    expect_revision,
+                    connection,
+                    file,
+                },
+        } => push(&etcd, &connection, expect_revision, &file),
         Command::Check { config } => match load(&config) {
             Ok(snapshot) => {
                 for warning in &snapshot.warnings {
@@ -290,6 +365,58 @@ fn plugin(command: PluginCommand) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `sluice config push`: checks `file` as `sluice check` does, then
+/// writes it to etcd if the config there is still at the revision read.
+fn push(url: &str, connection: &EtcdArgs, expect: Option<i64>, file: &std::path::Path) -> ExitCode {
+    let source = match connection.source(url) {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(errors) = load(file) {
+        eprintln!("{errors}");
+        eprintln!("nothing was pushed");
+        return ExitCode::FAILURE;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        eprintln!("{}: cannot read the file", file.display());
+        return ExitCode::FAILURE;
+    };
+    let pushed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let mut client = source.connect().await?;
+                let current = source.read(&mut client).await?.map_or(0, |(_, r)| r);
+                let base = expect.unwrap_or(current);
+                if base != current {
+                    return Err(format!(
+                        "{source}: the config is at revision {current}, not {base}: it changed \
+                         since you read it; nothing was written"
+                    ));
+                }
+                source.compare_and_swap(&mut client, base, &text).await
+            })
+        });
+    match pushed {
+        Ok(revision) => {
+            println!(
+                "{}: pushed to {source} (revision {revision})",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

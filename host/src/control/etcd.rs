@@ -1,0 +1,261 @@
+//! The configuration in etcd: where it is (`etcd://host:2379,host2:2379/prefix`,
+//! the config under the key `/prefix/config`), connecting with TLS and a
+//! user, reading it, watching it so that a change reloads at once, and
+//! pushing a new one with a compare-and-swap on the revision last read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions, Txn, TxnOp,
+};
+
+use super::reload::Reloader;
+
+/// The environment variable holding the etcd user's password.
+pub const PASSWORD_ENV: &str = "SLUICE_ETCD_PASSWORD";
+
+/// How long connecting to etcd, and each request, may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest wait between reconnections while etcd is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where the configuration is kept in etcd, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSource {
+    /// The cluster's client endpoints, `host:port`.
+    pub endpoints: Vec<String>,
+    /// The prefix every key of this fleet is under, without a trailing `/`.
+    pub prefix: String,
+    /// TLS to etcd, when its endpoints need it.
+    pub tls: Option<EtcdTls>,
+    /// The user to authenticate as; the password is read from
+    /// [`PASSWORD_ENV`] when connecting, so it never sits in a config.
+    pub user: Option<String>,
+}
+
+/// The files of TLS to etcd, as PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's certificate; the system's roots otherwise.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, for etcd's client certificate auth.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Display for EtcdSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "etcd://{}{}",
+            self.endpoints.join(","),
+            self.config_key()
+        )
+    }
+}
+
+impl EtcdSource {
+    /// Reads `etcd://host:port[,host:port...]/prefix`.
+    pub fn parse(url: &str, tls: Option<EtcdTls>, user: Option<String>) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("{url:?} is not an etcd:// URL"))?;
+        let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let endpoints: Vec<String> = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(format!("{url:?} names no etcd endpoint"));
+        }
+        if let Some(bad) = endpoints.iter().find(|e| !e.contains(':')) {
+            return Err(format!(
+                "{url:?}: endpoint {bad:?} has no port, e.g. {bad}:2379"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            return Err(format!(
+                "{url:?} names no key prefix, e.g. etcd://{}/sluice",
+                endpoints[0]
+            ));
+        }
+        Ok(Self {
+            endpoints,
+            prefix: format!("/{prefix}"),
+            tls,
+            user,
+        })
+    }
+
+    /// The key the configuration is kept under.
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.prefix)
+    }
+
+    /// Connects to the cluster, with TLS and the user when configured.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(TIMEOUT)
+            .with_timeout(TIMEOUT);
+        if let Some(user) = &self.user {
+            let password = std::env::var(PASSWORD_ENV)
+                .map_err(|_| format!("{self}: the etcd user {user:?} needs ${PASSWORD_ENV}"))?;
+            options = options.with_user(user, password);
+        }
+        let scheme = if let Some(tls) = &self.tls {
+            let mut config = TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("{self}: cannot read the CA {}: {e}", ca.display()))?;
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path)
+                        .map_err(|e| format!("{self}: cannot read {}: {e}", path.display()))
+                };
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(config);
+            "https"
+        } else {
+            "http"
+        };
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect();
+        Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| format!("{self}: cannot connect: {e}"))
+    }
+
+    /// The configuration's text and the revision it was last changed at;
+    /// `None` when no configuration was pushed yet.
+    pub async fn read(&self, client: &mut Client) -> Result<Option<(String, i64)>, String> {
+        let response = client
+            .get(self.config_key(), None)
+            .await
+            .map_err(|e| format!("{self}: {e}"))?;
+        let Some(kv) = response.kvs().first() else {
+            return Ok(None);
+        };
+        let text = kv
+            .value_str()
+            .map_err(|_| format!("{self}: the config is not UTF-8"))?;
+        Ok(Some((text.to_string(), kv.mod_revision())))
+    }
+
+    /// Writes `text` as the configuration if it is still at `revision`
+    /// (0: never pushed); returns the new revision.
+    pub async fn compare_and_swap(
+        &self,
+        client: &mut Client,
+        revision: i64,
+        text: &str,
+    ) -> Result<i64, String> {
+        let key = self.config_key();
+        let swap = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([TxnOp::put(key, text, None)]);
+        let response = client.txn(swap).await.map_err(|e| format!("{self}: {e}"))?;
+        if !response.succeeded() {
+            let now = self.read(client).await?.map_or(0, |(_, revision)| revision);
+            return Err(format!(
+                "{self}: the config changed while this push was being made (revision {revision} \
+                 read, {now} now); nothing was written: look at what is there and push again"
+            ));
+        }
+        Ok(response.header().map_or(0, |header| header.revision()))
+    }
+}
+
+/// Reloads whenever the configuration key changes, for as long as the
+/// process runs. While etcd is unreachable the last config keeps serving;
+/// each failed reconnection is a failed reload, in the status and the
+/// metrics, and the wait before the next doubles up to [`MAX_BACKOFF`].
+/// After a reconnection the key is read once, for changes missed meanwhile.
+pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
+    const FIRST_WAIT: Duration = Duration::from_millis(500);
+    let mut wait = FIRST_WAIT;
+    let mut catch_up = false;
+    loop {
+        let (watched, error) = follow(&reloader, &source, catch_up).await;
+        if watched {
+            tracing::warn!(source = %source, %error, "lost etcd; serving on the current config while reconnecting");
+            wait = FIRST_WAIT;
+        }
+        // The failed read is the source's error in the status and metrics.
+        let _ = reloader.reload("etcd reconnect").await;
+        catch_up = true;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Watches the key until the watch breaks; returns whether it had been
+/// established, and why it ended.
+async fn follow(reloader: &Reloader, source: &EtcdSource, catch_up: bool) -> (bool, String) {
+    let mut client = match source.connect().await {
+        Ok(client) => client,
+        Err(error) => return (false, error),
+    };
+    let mut stream = match client.watch(source.config_key(), None).await {
+        Ok(stream) => stream,
+        Err(e) => return (false, format!("{source}: cannot watch: {e}")),
+    };
+    if catch_up {
+        tracing::info!(source = %source, "reconnected to etcd");
+        let _ = reloader.reload("etcd reconnected").await;
+    }
+    loop {
+        match stream.message().await {
+            Ok(Some(response)) => {
+                if !response.events().is_empty() {
+                    let _ = reloader.reload("etcd watch").await;
+                }
+                if response.canceled() {
+                    return (true, format!("{source}: the watch was cancelled"));
+                }
+            }
+            Ok(None) => return (true, format!("{source}: the watch ended")),
+            Err(e) => return (true, format!("{source}: the watch broke: {e}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_endpoints_and_a_prefix() {
+        let source =
+            EtcdSource::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/fleet/", None, None).unwrap();
+        assert_eq!(source.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(source.config_key(), "/fleet/config");
+        assert_eq!(
+            source.to_string(),
+            "etcd://10.0.0.1:2379,10.0.0.2:2379/fleet/config"
+        );
+        for bad in [
+            "http://a:1/x",
+            "etcd:///x",
+            "etcd://a/x",
+            "etcd://a:2379",
+            "etcd://a:2379/",
+        ] {
+            assert!(EtcdSource::parse(bad, None, None).is_err(), "{bad}");
+        }
+    }
+}
