@@ -236,8 +236,9 @@ struct CloudflareState {
     records: BTreeMap<String, (String, String)>,
     created: usize,
     deleted: usize,
-    /// Answer record creation with `success: false`.
-    fail_creates: bool,
+    /// Answer record creation with `success: false` once this many
+    /// records were created; `None` never.
+    creates_allowed: Option<usize>,
 }
 
 /// A small Cloudflare v4 API: zone lookup, TXT create and delete, the
@@ -384,7 +385,13 @@ async fn cloudflare_api(
         }
         (Method::POST, ["zones", ZONE_ID, "dns_records"]) => {
             let record: Value = serde_json::from_slice(&body).unwrap();
-            if state.lock().unwrap().fail_creates {
+            let refused = {
+                let state = state.lock().unwrap();
+                state
+                    .creates_allowed
+                    .is_some_and(|allowed| state.created >= allowed)
+            };
+            if refused {
                 return envelope(
                     StatusCode::BAD_REQUEST,
                     false,
@@ -778,10 +785,12 @@ async fn a_failing_dns_api_keeps_the_certificate_and_retries() {
         token_in("SLUICE_IT_CF_TOKEN_FAILING"),
     );
     settings.renew_before = Duration::from_secs(4);
+    // The first order's one record is created; every renewal's is refused,
+    // however soon after the first certificate it starts.
+    cloudflare.state().creates_allowed = Some(1);
     let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["flaky.example.test"])]);
     let _tasks = acme.start();
     let first = next_issued(&mut issued).await;
-    cloudflare.state().fail_creates = true;
     eventually("two failed renewals", || attempts(&acme, "failure") >= 2).await;
     assert_eq!(acme.certificates(), std::slice::from_ref(&first));
     let status = &acme.status()[0];
@@ -789,7 +798,7 @@ async fn a_failing_dns_api_keeps_the_certificate_and_retries() {
     assert!(error.contains("DNS Validation Error (1004)"), "{error}");
     assert!(status.next_attempt.is_some());
     assert!(issued.try_recv().is_err());
-    cloudflare.state().fail_creates = false;
+    cloudflare.state().creates_allowed = None;
     let renewed = next_issued(&mut issued).await;
     assert_ne!(renewed.serial, first.serial);
     assert_eq!(acme.status()[0].last_error, None);
