@@ -119,6 +119,7 @@ impl Server {
             state_dir: None,
             poll_interval: Duration::from_secs(60),
             upgrade: false,
+            instance_name: None,
         };
         // The server runs until the bench process exits.
         std::thread::spawn(move || {

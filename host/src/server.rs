@@ -35,6 +35,9 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     /// Take the listening sockets over from a running instance.
     pub upgrade: bool,
+    /// This instance's name in a fleet on etcd; by default the host's name
+    /// and the process id.
+    pub instance_name: Option<String>,
 }
 
 /// How long after the services are started their start-up code is handed
@@ -164,6 +167,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         if let Some(acme) = &acme {
             api = api.with_acme(acme.clone());
         }
+        if let Some(fleet) = &control.fleet {
+            api = api.with_fleet(fleet.clone());
+        }
         let mut service = Service::new("sluice admin".to_string(), api);
         service
             .endpoints()
@@ -172,7 +178,16 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
-    control.spawn_background(options.poll_interval);
+    if let Some(fleet) = &control.fleet {
+        metrics.set_fleet(fleet.clone());
+    }
+    control.spawn_background(
+        options.poll_interval,
+        options
+            .instance_name
+            .clone()
+            .unwrap_or_else(control::fleet::default_name),
+    );
     exit_when_drained(server.watch_execution_phase(), requests)?;
     // The services start in `run_forever`; once they are up, the code only
     // start-up runs goes back to the kernel.

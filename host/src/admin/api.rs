@@ -20,6 +20,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::control::fleet::FleetView;
 use crate::control::{ReloadOutcome, Reloader};
 use crate::resilience::health::Down;
 use crate::telemetry::metrics::Metrics;
@@ -31,6 +32,7 @@ pub struct AdminApi {
     metrics: Arc<Metrics>,
     token: Option<String>,
     acme: Option<Acme>,
+    fleet: Option<Arc<FleetView>>,
 }
 
 impl AdminApi {
@@ -41,12 +43,19 @@ impl AdminApi {
             metrics,
             token,
             acme: None,
+            fleet: None,
         }
     }
 
     /// Lists the certificates `acme` manages in `/status` too.
     pub fn with_acme(mut self, acme: Acme) -> Self {
         self.acme = Some(acme);
+        self
+    }
+
+    /// Lists the fleet's members in `/status` too.
+    pub fn with_fleet(mut self, fleet: Arc<FleetView>) -> Self {
+        self.fleet = Some(fleet);
         self
     }
 
@@ -134,13 +143,20 @@ impl AdminApi {
                 })
             })
             .collect();
-        json!({
+        let mut status = json!({
             "version": snapshot.version,
             "placements": placements,
             "upstream_names": names,
             "plugins": plugins,
             "certificates": certificates,
-        })
+        });
+        if let Some(fleet) = &self.fleet {
+            status["fleet"] = json!({
+                "members": fleet.members(),
+                "last_error": fleet.error(),
+            });
+        }
+        status
     }
 }
 

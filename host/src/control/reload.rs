@@ -268,6 +268,12 @@ impl Reloader {
         self.reload_inner(trigger, true).await
     }
 
+    /// The source's revision of the config in force: the ETag of a URL,
+    /// the etcd revision of an etcd key.
+    pub fn source_revision(&self) -> Option<String> {
+        self.etag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     async fn reload_inner(
         &self,
         trigger: &str,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fleet::{self, FleetView};
 use super::metrics::ReloadMetrics;
 use super::{watch, ConfigSource, Reloader};
 use crate::plugins::metrics::PluginMetrics;
@@ -30,6 +31,8 @@ pub struct Control {
     /// The plain listeners ACME orders wait for, from the config ACME was
     /// prepared on: HTTP-01 answers are served there.
     acme_waits_for: Vec<SocketAddr>,
+    /// The fleet this instance is a member of, when its config is in etcd.
+    pub fleet: Option<Arc<FleetView>>,
 }
 
 /// Starts the control runtime and loads the first config from `source`,
@@ -78,23 +81,35 @@ pub fn start(
             .collect(),
         _ => Vec::new(),
     };
+    let fleet = matches!(reloader.source(), ConfigSource::Etcd(_)).then(Arc::default);
     Ok(Control {
         runtime,
         reloader,
         acme,
         acme_certificates,
         acme_waits_for,
+        fleet,
     })
 }
 
 impl Control {
-    /// Starts the reload triggers (file watch, SIGHUP, remote polling,
-    /// certificate files) and, with ACME, its orders and renewals.
-    pub fn spawn_background(&self, poll_interval: Duration) {
+    /// Starts the reload triggers (file watch, SIGHUP, remote polling, the
+    /// etcd watch, certificate files), the fleet membership of an instance
+    /// whose config is in etcd (as `instance_name`), and, with ACME, its
+    /// orders and renewals.
+    pub fn spawn_background(&self, poll_interval: Duration, instance_name: String) {
         let reloader = self.reloader.clone();
         self.runtime.block_on(async {
             watch::spawn_triggers(reloader.clone(), poll_interval);
-            tokio::spawn(watch::reload_on_certificate_change(reloader));
+            tokio::spawn(watch::reload_on_certificate_change(reloader.clone()));
+            if let (ConfigSource::Etcd(source), Some(view)) = (reloader.source(), &self.fleet) {
+                tokio::spawn(fleet::run(
+                    reloader.clone(),
+                    source.clone(),
+                    instance_name,
+                    view.clone(),
+                ));
+            }
         });
         let Some(acme) = self.acme.clone() else {
             return;

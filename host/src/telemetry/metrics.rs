@@ -14,6 +14,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::control::fleet::FleetView;
 use crate::control::metrics::ReloadMetrics;
 use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::breaker::Transition;
@@ -74,6 +75,10 @@ pub struct Metrics {
     /// Pingora's count of request heads past `[server] header_read_timeout`,
     /// copied into `refused_heads` when scraped.
     header_read_timeout: OnceLock<Arc<HeaderReadTimeout>>,
+    /// The fleet this instance is a member of, read when scraped.
+    fleet: OnceLock<Arc<FleetView>>,
+    fleet_members: IntGaugeVec,
+    fleet_connected: IntGauge,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
     endpoint_in_flight: IntGaugeVec,
@@ -233,6 +238,17 @@ impl Metrics {
             "1 when the last lookup of an upstream name failed.",
             &["name"],
         );
+        let fleet_members = gauge(
+            "sluice_fleet_member",
+            "1 for each member of the fleet on etcd this instance sees, with its version and \
+             the etcd revision of the config it applied.",
+            &["member", "version", "config_revision"],
+        );
+        let fleet_connected = IntGauge::new(
+            "sluice_fleet_connected",
+            "1 while this instance is registered in its fleet on etcd.",
+        )
+        .expect("valid metric");
         let certificate_expiry = gauge(
             "sluice_certificate_expiry_timestamp_seconds",
             "When each certificate loaded from a file expires (Unix time).",
@@ -277,6 +293,9 @@ impl Metrics {
             client_connections,
             shed_connections,
             header_read_timeout: OnceLock::new(),
+            fleet: OnceLock::new(),
+            fleet_members,
+            fleet_connected,
             breaker_state,
             endpoint_healthy,
             endpoint_in_flight,
@@ -305,6 +324,15 @@ impl Metrics {
         let _ = self.header_read_timeout.set(timeout);
     }
 
+    /// Reports the members of `fleet` when scraped.
+    pub fn set_fleet(&self, fleet: Arc<FleetView>) {
+        if self.fleet.set(fleet).is_ok() {
+            let _ = self
+                .registry
+                .register(Box::new(self.fleet_connected.clone()));
+        }
+    }
+
     /// The registry `/metrics` renders, for metrics kept elsewhere (ACME).
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -318,6 +346,16 @@ impl Metrics {
                 .refused_heads
                 .with_label_values(&["header_read_timeout"]);
             counted.inc_by(timeout.expired().saturating_sub(counted.get()));
+        }
+        if let Some(fleet) = self.fleet.get() {
+            self.fleet_members.reset();
+            for member in fleet.members() {
+                let revision = member.config_revision.as_deref().unwrap_or("");
+                self.fleet_members
+                    .with_label_values(&[&member.name, &member.version, revision])
+                    .set(1);
+            }
+            self.fleet_connected.set(i64::from(fleet.error().is_none()));
         }
         self.name_address.reset();
         self.name_resolved_at.reset();

@@ -121,6 +121,7 @@ impl Instance {
         let child = Command::new(sluice_binary())
             .args(["run", "--config-url", &etcd.url(), "--state-dir"])
             .arg(state.join("state"))
+            .args(["--instance-name", &format!("node-{}", address.port())])
             .env("LISTEN", address.to_string())
             .env("ADMIN", admin.to_string())
             .env("RUST_LOG", "warn,sluice=info")
@@ -179,6 +180,40 @@ impl Instance {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits up to fifteen seconds (a dead member's lease is ten) until
+    /// `/status` lists exactly the members `names`, each on `revision` when
+    /// given.
+    async fn wait_for_members(&self, names: &[String], revision: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status: serde_json::Value = crate::common::client()
+                .get(format!("http://{}/status", self.admin))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let members = status["fleet"]["members"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut listed: Vec<String> = members
+                .iter()
+                .filter(|m| revision.is_none_or(|r| m["config_revision"] == r))
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect();
+            listed.sort();
+            let mut wanted = names.to_vec();
+            wanted.sort();
+            if listed == wanted && members.len() == names.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{}", status["fleet"]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -263,6 +298,37 @@ async fn a_pushed_config_reaches_every_instance_and_an_invalid_one_is_refused() 
     for instance in &fleet {
         instance.wait_for("second").await;
     }
+    let revision = output
+        .rsplit("revision ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')')
+        .to_string();
+    // Every member lists all three, each on the pushed revision.
+    let names: Vec<String> = fleet
+        .iter()
+        .map(|i| format!("node-{}", i.address.port()))
+        .collect();
+    for instance in &fleet {
+        instance.wait_for_members(&names, Some(&revision)).await;
+    }
+    let metrics = crate::common::client()
+        .get(format!("http://{}/metrics", fleet[0].admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in &names {
+        assert!(
+            metrics.contains(&format!(
+                "sluice_fleet_member{{config_revision=\"{revision}\",member=\"{name}\""
+            )),
+            "{metrics}"
+        );
+    }
 
     // An invalid file is refused before anything is written.
     let (pushed, output) = push(&etcd, &format!("{}\nbogus_key = 1\n", config("third")), &[]);
@@ -336,5 +402,13 @@ async fn with_etcd_stopped_instances_keep_serving_restart_on_the_last_known_good
     assert!(pushed, "{output}");
     for instance in &fleet {
         instance.wait_for("after").await;
+    }
+    // The stopped instance's lease runs out: it leaves the members.
+    let names: Vec<String> = fleet
+        .iter()
+        .map(|i| format!("node-{}", i.address.port()))
+        .collect();
+    for instance in &fleet {
+        instance.wait_for_members(&names, None).await;
     }
 }

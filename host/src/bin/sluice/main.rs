@@ -160,6 +160,10 @@ enum Command {
         /// upgrade): start the new process with this flag, then send SIGQUIT to the old one.
         #[arg(long)]
         upgrade: bool,
+        /// This instance's name among the fleet's members (config in etcd);
+        /// the host's name and the process id by default.
+        #[arg(long)]
+        instance_name: Option<String>,
     },
     /// Validate a configuration file and list every problem; exits non-zero on any.
     Check {
@@ -215,12 +219,14 @@ fn main() -> ExitCode {
             state_dir,
             poll_interval,
             upgrade,
+            instance_name,
         } => match source.source(&etcd) {
             Ok(source) => start(RunOptions {
                 source,
                 state_dir: Some(state_dir),
                 poll_interval,
                 upgrade,
+                instance_name,
             }),
             Err(e) => {
                 eprintln!("{e}");
@@ -478,5 +484,6 @@ fn demo(
         state_dir: None,
         poll_interval: std::time::Duration::from_secs(10),
         upgrade: false,
+        instance_name: None,
     })
 }

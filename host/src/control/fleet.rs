@@ -1,0 +1,227 @@
+//! Membership of a fleet on etcd: each instance registers itself under a
+//! lease (its name, listeners, Sluice's version and the config revision it
+//! has applied), so that a dead instance drops out once its lease expires;
+//! and each keeps a view of every member, watched, for the admin API's
+//! status and the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
+use serde::{Deserialize, Serialize};
+
+use super::etcd::EtcdSource;
+use super::reload::Reloader;
+
+/// How long a member stays listed after its instance stops renewing.
+const LEASE_SECONDS: i64 = 10;
+
+/// How often the lease is renewed, and the record refreshed.
+const RENEW: Duration = Duration::from_secs(3);
+
+/// The longest wait between reconnections.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What an instance says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its name, unique in the fleet.
+    pub name: String,
+    /// Where it listens.
+    pub listeners: Vec<String>,
+    /// The Sluice version it runs.
+    pub version: String,
+    /// The etcd revision of the config it has applied.
+    pub config_revision: Option<String>,
+}
+
+/// The members this instance sees, and whether it sees etcd.
+#[derive(Debug, Default)]
+pub struct FleetView {
+    state: Mutex<FleetState>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct FleetState {
+    members: BTreeMap<String, Member>,
+    error: Option<String>,
+}
+
+impl FleetView {
+    /// The members, by name, as last seen.
+    pub fn members(&self) -> Vec<Member> {
+        self.lock().members.values().cloned().collect()
+    }
+
+    /// Why etcd cannot be reached now, if it cannot.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FleetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// This instance's name: `--instance-name`, or the host's name and the
+/// process id.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "sluice".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Registers this instance and follows the membership, for as long as the
+/// process runs, reconnecting with a backoff when etcd is lost.
+pub async fn run(reloader: Arc<Reloader>, source: EtcdSource, name: String, view: Arc<FleetView>) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        let (registered, error) = serve(&reloader, &source, &name, &view).await;
+        if registered {
+            wait = Duration::from_millis(500);
+        }
+        tracing::warn!(member = %name, %error, "fleet membership lost; retrying");
+        view.lock().error = Some(error);
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn members_prefix(source: &EtcdSource) -> String {
+    format!("{}/members/", source.prefix)
+}
+
+/// One session: registers, then renews and watches until something
+/// breaks. Returns whether the registration was made, and why it ended.
+async fn serve(
+    reloader: &Reloader,
+    source: &EtcdSource,
+    name: &str,
+    view: &FleetView,
+) -> (bool, String) {
+    let mut client = match source.connect().await {
+        Ok(client) => client,
+        Err(error) => return (false, error),
+    };
+    let key = format!("{}{name}", members_prefix(source));
+    let lease = match client.lease_grant(LEASE_SECONDS, None).await {
+        Ok(lease) => lease.id(),
+        Err(e) => return (false, format!("{source}: cannot take a lease: {e}")),
+    };
+    let me = |reloader: &Reloader| Member {
+        name: name.to_string(),
+        listeners: reloader
+            .live()
+            .load()
+            .listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        config_revision: reloader.source_revision(),
+    };
+    let mut registered = me(reloader);
+    if let Err(error) = register(&mut client, &key, lease, &registered).await {
+        return (false, error);
+    }
+    let (mut keeper, mut renewals) = match client.lease_keep_alive(lease).await {
+        Ok(keeping) => keeping,
+        Err(e) => return (true, format!("{source}: cannot renew the lease: {e}")),
+    };
+    let mut watch = match client
+        .watch(
+            members_prefix(source),
+            Some(WatchOptions::new().with_prefix()),
+        )
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => return (true, format!("{source}: cannot watch the members: {e}")),
+    };
+    if let Err(error) = refresh(&mut client, source, view).await {
+        return (true, error);
+    }
+    let mut tick = tokio::time::interval(RENEW);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = keeper.keep_alive().await {
+                    return (true, format!("{source}: cannot renew the lease: {e}"));
+                }
+                let now = me(reloader);
+                if now != registered {
+                    if let Err(error) = register(&mut client, &key, lease, &now).await {
+                        return (true, error);
+                    }
+                    registered = now;
+                }
+            }
+            renewed = renewals.message() => match renewed {
+                Ok(Some(renewal)) if renewal.ttl() > 0 => {}
+                Ok(Some(_)) => return (true, format!("{source}: the lease expired")),
+                Ok(None) => return (true, format!("{source}: the lease renewals ended")),
+                Err(e) => return (true, format!("{source}: the lease renewals broke: {e}")),
+            },
+            event = watch.message() => match event {
+                Ok(Some(response)) => {
+                    let mut state = view.lock();
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let member = kv.key_str().ok().and_then(|k| k.rsplit('/').next()).map(str::to_string);
+                        match (event.event_type(), member) {
+                            (EventType::Put, _) => {
+                                if let Ok(member) = serde_json::from_slice::<Member>(kv.value()) {
+                                    state.members.insert(member.name.clone(), member);
+                                }
+                            }
+                            (EventType::Delete, Some(member)) => {
+                                state.members.remove(&member);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok(None) => return (true, format!("{source}: the members' watch ended")),
+                Err(e) => return (true, format!("{source}: the members' watch broke: {e}")),
+            },
+        }
+    }
+}
+
+async fn register(
+    client: &mut Client,
+    key: &str,
+    lease: i64,
+    member: &Member,
+) -> Result<(), String> {
+    let value = serde_json::to_vec(member).map_err(|e| e.to_string())?;
+    client
+        .put(key, value, Some(PutOptions::new().with_lease(lease)))
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot register {key}: {e}"))
+}
+
+/// Reads every member afresh into `view`.
+async fn refresh(client: &mut Client, source: &EtcdSource, view: &FleetView) -> Result<(), String> {
+    let response = client
+        .get(
+            members_prefix(source),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .map_err(|e| format!("{source}: cannot list the members: {e}"))?;
+    let members = response
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Member>(kv.value()).ok())
+        .map(|member| (member.name.clone(), member))
+        .collect();
+    *view.lock() = FleetState {
+        members,
+        error: None,
+    };
+    Ok(())
+}
