@@ -54,7 +54,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics.plugins.clone(),
         metrics.registry(),
     )?;
-    let (reloader, acme) = (&control.reloader, &control.acme);
+    let reloader = &control.reloader;
     let snapshot = reloader.live().load_full();
 
     let mut conf = ServerConf {
@@ -103,9 +103,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         };
         let mut proxy = SluiceProxy::new(reloader.live(), metrics.clone(), reloader.plugins())
             .with_requests_in_flight(requests.clone());
-        if let Some(acme) = &acme {
-            proxy = proxy.with_http01(acme.http01());
-        }
+        proxy = proxy.with_http01(control.http01.clone());
         let mut proxy = http_proxy(&server.configuration, proxy);
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
@@ -164,9 +162,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     }
     if let Some(admin) = &snapshot.admin {
         let mut api = AdminApi::new(reloader.clone(), metrics.clone(), admin.token.clone());
-        if let Some(acme) = &acme {
-            api = api.with_acme(acme.clone());
-        }
+        api = api.with_acme(control.acme.clone());
         if let Some(fleet) = &control.fleet {
             api = api.with_fleet(fleet.clone());
         }

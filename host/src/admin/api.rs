@@ -11,7 +11,7 @@
 //! With a token configured, every request needs `Authorization: Bearer TOKEN`.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ pub struct AdminApi {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     token: Option<String>,
-    acme: Option<Acme>,
+    acme: Arc<OnceLock<Acme>>,
     fleet: Option<Arc<FleetView>>,
 }
 
@@ -42,14 +42,15 @@ impl AdminApi {
             reloader,
             metrics,
             token,
-            acme: None,
+            acme: Arc::default(),
             fleet: None,
         }
     }
 
-    /// Lists the certificates `acme` manages in `/status` too.
-    pub fn with_acme(mut self, acme: Acme) -> Self {
-        self.acme = Some(acme);
+    /// Lists the certificates ACME manages in `/status` too, once `acme`
+    /// holds a manager.
+    pub fn with_acme(mut self, acme: Arc<OnceLock<Acme>>) -> Self {
+        self.acme = acme;
         self
     }
 
@@ -121,7 +122,7 @@ impl AdminApi {
             .iter()
             .map(|info| json!(info))
             .collect();
-        if let Some(acme) = &self.acme {
+        if let Some(acme) = self.acme.get() {
             certificates.extend(acme.status().into_iter().map(|status| {
                 let mut value = json!(status);
                 value["source"] = json!("acme");

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::fleet::{self, FleetView};
@@ -14,23 +14,28 @@ use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
 use crate::snapshot::Snapshot;
-use crate::tls::acme::{Acme, ChallengeKind};
+use crate::tls::acme::{Acme, ChallengeKind, Http01Responses};
 use crate::tls::store::AcmeCertificates;
 
 /// The control side, started: its runtime, the reloader, and the ACME
-/// manager when the first config orders certificates. Dropping it stops
-/// every background task.
+/// manager once a config orders certificates. Dropping it stops every
+/// background task.
 pub struct Control {
     runtime: tokio::runtime::Runtime,
     /// Loads, validates and publishes configurations.
     pub reloader: Arc<Reloader>,
-    /// Orders and renews the ACME certificates, if any are configured.
-    pub acme: Option<Acme>,
+    /// Orders and renews the ACME certificates: set at start when the
+    /// first config has `tls = "acme"` routes, or by the first reload that
+    /// adds one.
+    pub acme: Arc<OnceLock<Acme>>,
     /// The ACME-issued certificates the TLS listeners serve.
     pub acme_certificates: AcmeCertificates,
-    /// The plain listeners ACME orders wait for, from the config ACME was
-    /// prepared on: HTTP-01 answers are served there.
-    acme_waits_for: Vec<SocketAddr>,
+    /// The HTTP-01 answers ACME publishes, which the plain listeners serve.
+    pub http01: Http01Responses,
+    /// Where the ACME account and certificates are kept.
+    state_dir: Option<PathBuf>,
+    /// Where the ACME metrics are registered once ACME starts.
+    registry: prometheus::Registry,
     /// The fleet this instance is a member of, when its config is in etcd.
     pub fleet: Option<Arc<FleetView>>,
 }
@@ -61,33 +66,28 @@ pub fn start(
         health,
     ))?;
     let snapshot = reloader.live().load_full();
-    // ACME runs if the snapshot the process starts on has routes with
-    // tls = "acme"; reloads that add such routes are then followed.
     let acme_certificates = AcmeCertificates::default();
-    let acme = prepare_acme(
+    let http01 = Http01Responses::default();
+    let acme = Arc::new(OnceLock::new());
+    let prepared = prepare_acme(
         &snapshot,
         state_dir.as_deref(),
         &acme_certificates,
+        &http01,
         registry,
     )?;
-    // HTTP-01 answers are served by the plain listeners, so orders wait
-    // until one accepts connections; DNS-01 orders start at once.
-    let acme_waits_for = match acme_challenge(&snapshot) {
-        Some(ChallengeKind::Http01) => snapshot
-            .listeners
-            .iter()
-            .filter(|l| !l.tls)
-            .map(|l| l.address)
-            .collect(),
-        _ => Vec::new(),
-    };
+    if let Some(prepared) = prepared {
+        let _ = acme.set(prepared);
+    }
     let fleet = matches!(reloader.source(), ConfigSource::Etcd(_)).then(Arc::default);
     Ok(Control {
         runtime,
         reloader,
         acme,
         acme_certificates,
-        acme_waits_for,
+        http01,
+        state_dir,
+        registry: registry.clone(),
         fleet,
     })
 }
@@ -95,8 +95,9 @@ pub fn start(
 impl Control {
     /// Starts the reload triggers (file watch, SIGHUP, remote polling, the
     /// etcd watch, certificate files), the fleet membership of an instance
-    /// whose config is in etcd (as `instance_name`), and, with ACME, its
-    /// orders and renewals.
+    /// whose config is in etcd (as `instance_name`), and ACME's orders and
+    /// renewals: at once when the first config has ACME routes, otherwise
+    /// when a reload first adds one.
     pub fn spawn_background(&self, poll_interval: Duration, instance_name: String) {
         let reloader = self.reloader.clone();
         self.runtime.block_on(async {
@@ -111,18 +112,77 @@ impl Control {
                 ));
             }
         });
-        let Some(acme) = self.acme.clone() else {
-            return;
+        let slot = self.acme.clone();
+        let prepare = AcmePreparation {
+            served: self.acme_certificates.clone(),
+            http01: self.http01.clone(),
+            state_dir: self.state_dir.clone(),
+            registry: self.registry.clone(),
         };
-        let plain = self.acme_waits_for.clone();
-        let names = self.reloader.acme_names();
         self.runtime.spawn(async move {
+            let acme = match slot.get() {
+                Some(acme) => acme.clone(),
+                None => match prepare.on_first_acme_site(&reloader).await {
+                    Some(acme) => slot.get_or_init(|| acme).clone(),
+                    None => return,
+                },
+            };
+            // HTTP-01 answers are served by the plain listeners, so orders
+            // wait until one accepts connections; DNS-01 orders start at once.
+            let snapshot = reloader.live().load_full();
+            let plain: Vec<SocketAddr> = match acme_challenge(&snapshot) {
+                Some(ChallengeKind::Http01) => snapshot
+                    .listeners
+                    .iter()
+                    .filter(|l| !l.tls)
+                    .map(|l| l.address)
+                    .collect(),
+                _ => Vec::new(),
+            };
             wait_until_listening(&plain).await;
             // The tasks live as long as this one, that is, the process.
             let mut tasks = acme.start();
-            tasks.spawn(acme.follow(names));
+            tasks.spawn(acme.follow(reloader.acme_names()));
             while tasks.join_next().await.is_some() {}
         });
+    }
+}
+
+/// What creating the ACME manager after start-up takes.
+struct AcmePreparation {
+    served: AcmeCertificates,
+    http01: Http01Responses,
+    state_dir: Option<PathBuf>,
+    registry: prometheus::Registry,
+}
+
+impl AcmePreparation {
+    /// Waits for the first published config with `tls = "acme"` routes and
+    /// creates the ACME manager for it; `None` once no config can come.
+    async fn on_first_acme_site(&self, reloader: &Reloader) -> Option<Acme> {
+        let mut names = reloader.acme_names();
+        loop {
+            if !names.borrow_and_update().is_empty() {
+                let snapshot = reloader.live().load_full();
+                match prepare_acme(
+                    &snapshot,
+                    self.state_dir.as_deref(),
+                    &self.served,
+                    &self.http01,
+                    &self.registry,
+                ) {
+                    Ok(Some(acme)) => {
+                        tracing::info!("a reload added the first ACME site; ACME starts");
+                        return Some(acme);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::error!(%error, "a reload added ACME sites, but ACME cannot start")
+                    }
+                }
+            }
+            names.changed().await.ok()?;
+        }
     }
 }
 
@@ -138,6 +198,7 @@ fn prepare_acme(
     snapshot: &Snapshot,
     state_dir: Option<&Path>,
     served: &AcmeCertificates,
+    http01: &Http01Responses,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Option<Acme>> {
     if snapshot.acme_certificates.is_empty() {
@@ -159,6 +220,7 @@ fn prepare_acme(
         config,
         state_dir,
         snapshot.acme_certificates.clone(),
+        http01.clone(),
         move |issued| match store.insert(&issued) {
             Ok(()) => {
                 tracing::info!(names = ?issued.names, "serving a newly issued ACME certificate")

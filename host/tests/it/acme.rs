@@ -526,9 +526,15 @@ fn manage(
     certificates: Vec<Vec<String>>,
 ) -> (Acme, mpsc::UnboundedReceiver<Issued>) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    let acme = Acme::new(config, state_dir, certificates, move |issued| {
-        let _ = sender.send(issued);
-    })
+    let acme = Acme::new(
+        config,
+        state_dir,
+        certificates,
+        Default::default(),
+        move |issued| {
+            let _ = sender.send(issued);
+        },
+    )
     .unwrap();
     (acme, receiver)
 }
@@ -1170,6 +1176,55 @@ async fn a_reload_that_adds_an_acme_route_orders_and_serves_its_certificate_with
         proxy
             .stderr_text()
             .contains("a reload added these ACME names"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_adds_the_first_acme_site_starts_acme_without_restart() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_FIRST_SITE");
+    // At first the TLS listener serves one site from files, and no [acme].
+    let files = scratch_dir();
+    let own = rcgen::generate_simple_self_signed(vec!["files.example.test".into()]).unwrap();
+    std::fs::write(files.join("files.pem"), own.cert.pem()).unwrap();
+    std::fs::write(files.join("files.key"), own.signing_key.serialize_pem()).unwrap();
+    let from_files = format!(
+        "[[listeners]]\naddress = \"{tls}\"\ntls = true\n\n\
+         [placements.site]\nendpoints = [{{ address = \"{}\" }}]\n\n\
+         [[routes]]\nhosts = [\"files.example.test\"]\nplacement = \"site\"\n\
+         tls = {{ cert = \"{dir}/files.pem\", key = \"{dir}/files.key\" }}\n",
+        up[0].address,
+        dir = files.display(),
+    );
+    let proxy = Proxy::start(&from_files);
+    let pid = proxy.pid();
+    let version = proxy.admin("GET", "/status").await.1["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.rewrite(&format!(
+        "{from_files}\n[[routes]]\nhosts = [\"added.example.test\"]\nplacement = \"site\"\ntls = \"acme\"\n\n{}",
+        acme_table(&ca, &cloudflare.base, "dns-01", token_env),
+    ));
+    proxy.wait_version_change(&version).await;
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let mut added = wait_for_certificate(&client, tls, "added.example.test", &proxy).await;
+    assert_eq!(
+        request(&mut added, "added.example.test", "/").await,
+        (200, "site".to_string())
+    );
+    assert_eq!(proxy.pid(), pid, "no restart");
+    let status = acme_status(&proxy).await;
+    assert_eq!(status[0]["names"], json!(["added.example.test"]));
+    assert!(
+        proxy
+            .stderr_text()
+            .contains("a reload added the first ACME site"),
         "{}",
         proxy.stderr_text()
     );

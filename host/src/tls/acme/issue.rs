@@ -44,7 +44,11 @@ enum Published {
 }
 
 impl Issuer {
-    pub(super) fn new(config: &AcmeConfig, state_dir: &Path) -> anyhow::Result<Self> {
+    pub(super) fn new(
+        config: &AcmeConfig,
+        state_dir: &Path,
+        http01: Http01Responses,
+    ) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
         if let Some(path) = &config.ca_root {
             for root in super::read_roots(path)? {
@@ -55,7 +59,7 @@ impl Issuer {
             config: config.clone(),
             state_dir: state_dir.to_path_buf(),
             http: http.build().context("cannot build the ACME HTTP client")?,
-            http01: Http01Responses::default(),
+            http01,
             account: Mutex::new(None),
         })
     }

@@ -187,18 +187,20 @@ impl Acme {
     /// Prepares to manage `certificates`, each a list of names whose first
     /// names its folder, keeping state under `state_dir`. Certificates already
     /// stored there for the same names are loaded (see [`Acme::certificates`])
-    /// and are not ordered again until they are due. Nothing is ordered until
-    /// [`Acme::start`].
+    /// and are not ordered again until they are due. HTTP-01 answers are
+    /// published in `http01`, which the plain listeners serve. Nothing is
+    /// ordered until [`Acme::start`].
     pub fn new(
         config: AcmeConfig,
         state_dir: &Path,
         certificates: Vec<Vec<String>>,
+        http01: Http01Responses,
         on_issued: impl Fn(Issued) + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         for names in &certificates {
             validate_names(names)?;
         }
-        let issuer = issue::Issuer::new(&config, state_dir)?;
+        let issuer = issue::Issuer::new(&config, state_dir, http01)?;
         let mut inner = Inner {
             config,
             issuer,
@@ -403,6 +405,7 @@ mod tests {
             config,
             &dir,
             vec![names(&["a.example.org", "www.example.org"])],
+            Http01Responses::default(),
             move |issued| sink.lock().unwrap().push(issued.names),
         )
         .unwrap();
