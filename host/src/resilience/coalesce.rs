@@ -211,7 +211,8 @@ impl Coalescer {
     }
 
     /// Flights waiting for their response head.
-    pub fn waiting(&self) -> usize {
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
         self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
