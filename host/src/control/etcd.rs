@@ -1,23 +1,15 @@
 //! The configuration in etcd: where it is (`etcd://host:2379,host2:2379/prefix`,
-//! the config under the key `/prefix/config`), connecting with TLS and a
-//! user, reading it, watching it so that a change reloads at once, and
-//! pushing a new one with a compare-and-swap on the revision last read.
+//! the config under the key `/prefix/config`), reading it, watching it so
+//! that a change reloads at once, and pushing a new one with a
+//! compare-and-swap on the revision last read.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
 use super::reload::Reloader;
-
-/// The environment variable holding the etcd user's password.
-pub const PASSWORD_ENV: &str = "SLUICE_ETCD_PASSWORD";
-
-/// How long connecting to etcd, and each request, may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub use crate::support::etcd::{EtcdConnection, EtcdTls};
 
 /// The longest wait between reconnections while etcd is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -25,34 +17,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Where the configuration is kept in etcd, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSource {
-    /// The cluster's client endpoints, `host:port`.
-    pub endpoints: Vec<String>,
+    /// How to reach the cluster.
+    pub connection: EtcdConnection,
     /// The prefix every key of this fleet is under, without a trailing `/`.
     pub prefix: String,
-    /// TLS to etcd, when its endpoints need it.
-    pub tls: Option<EtcdTls>,
-    /// The user to authenticate as; the password is read from
-    /// [`PASSWORD_ENV`] when connecting, so it never sits in a config.
-    pub user: Option<String>,
-}
-
-/// The files of TLS to etcd, as PEM.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EtcdTls {
-    /// The CA that signed etcd's certificate; the system's roots otherwise.
-    pub ca: Option<PathBuf>,
-    /// A client certificate and its key, for etcd's client certificate auth.
-    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl std::fmt::Display for EtcdSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "etcd://{}{}",
-            self.endpoints.join(","),
-            self.config_key()
-        )
+        write!(f, "{}{}", self.connection, self.config_key())
     }
 }
 
@@ -85,10 +58,12 @@ impl EtcdSource {
             ));
         }
         Ok(Self {
-            endpoints,
+            connection: EtcdConnection {
+                endpoints,
+                tls,
+                user,
+            },
             prefix: format!("/{prefix}"),
-            tls,
-            user,
         })
     }
 
@@ -97,43 +72,9 @@ impl EtcdSource {
         format!("{}/config", self.prefix)
     }
 
-    /// Connects to the cluster, with TLS and the user when configured.
+    /// Connects to the cluster.
     pub async fn connect(&self) -> Result<Client, String> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(TIMEOUT)
-            .with_timeout(TIMEOUT);
-        if let Some(user) = &self.user {
-            let password = std::env::var(PASSWORD_ENV)
-                .map_err(|_| format!("{self}: the etcd user {user:?} needs ${PASSWORD_ENV}"))?;
-            options = options.with_user(user, password);
-        }
-        let scheme = if let Some(tls) = &self.tls {
-            let mut config = TlsOptions::new();
-            if let Some(ca) = &tls.ca {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| format!("{self}: cannot read the CA {}: {e}", ca.display()))?;
-                config = config.ca_certificate(Certificate::from_pem(pem));
-            }
-            if let Some((cert, key)) = &tls.identity {
-                let read = |path: &PathBuf| {
-                    std::fs::read(path)
-                        .map_err(|e| format!("{self}: cannot read {}: {e}", path.display()))
-                };
-                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            options = options.with_tls(config);
-            "https"
-        } else {
-            "http"
-        };
-        let endpoints: Vec<String> = self
-            .endpoints
-            .iter()
-            .map(|e| format!("{scheme}://{e}"))
-            .collect();
-        Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| format!("{self}: cannot connect: {e}"))
+        self.connection.connect().await
     }
 
     /// The configuration's text and the revision it was last changed at;
@@ -242,7 +183,10 @@ mod tests {
     fn urls_name_endpoints_and_a_prefix() {
         let source =
             EtcdSource::parse("etcd://10.0.0.1:2379,10.0.0.2:2379/fleet/", None, None).unwrap();
-        assert_eq!(source.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(
+            source.connection.endpoints,
+            ["10.0.0.1:2379", "10.0.0.2:2379"]
+        );
         assert_eq!(source.config_key(), "/fleet/config");
         assert_eq!(
             source.to_string(),

@@ -1,11 +1,13 @@
 //! Small helpers every layer may use, and which use nothing of the crate:
 //! file writes and content versions ([`files`]), the listener a
 //! connection arrived on ([`net`]), serving a connection through a layered
-//! Pingora app ([`apps`]), time stamps ([`time`]), and handing the
-//! binary's start-up code back to the kernel ([`code`]).
+//! Pingora app ([`apps`]), time stamps ([`time`]), handing the binary's
+//! start-up code back to the kernel ([`code`]), and reaching etcd
+//! ([`etcd`]).
 
 pub mod apps;
 pub mod code;
+pub mod etcd;
 pub mod files;
 pub mod net;
 pub mod time;

@@ -1,0 +1,81 @@
+//! Reaching etcd: the cluster's client endpoints, TLS and a user, and the
+//! connection made from them, for everything Sluice keeps there.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+/// The environment variable holding the etcd user's password.
+pub const PASSWORD_ENV: &str = "SLUICE_ETCD_PASSWORD";
+
+/// How long connecting to etcd, and each request, may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach an etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConnection {
+    /// The cluster's client endpoints, `host:port`.
+    pub endpoints: Vec<String>,
+    /// TLS to etcd, when its endpoints need it.
+    pub tls: Option<EtcdTls>,
+    /// The user to authenticate as; the password is read from
+    /// [`PASSWORD_ENV`] when connecting, so it never sits in a config.
+    pub user: Option<String>,
+}
+
+/// The files of TLS to etcd, as PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's certificate; the system's roots otherwise.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key, for etcd's client certificate auth.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl std::fmt::Display for EtcdConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "etcd://{}", self.endpoints.join(","))
+    }
+}
+
+impl EtcdConnection {
+    /// Connects to the cluster, with TLS and the user when configured.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(TIMEOUT)
+            .with_timeout(TIMEOUT);
+        if let Some(user) = &self.user {
+            let password = std::env::var(PASSWORD_ENV)
+                .map_err(|_| format!("{self}: the etcd user {user:?} needs ${PASSWORD_ENV}"))?;
+            options = options.with_user(user, password);
+        }
+        let scheme = if let Some(tls) = &self.tls {
+            let mut config = TlsOptions::new();
+            if let Some(ca) = &tls.ca {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| format!("{self}: cannot read the CA {}: {e}", ca.display()))?;
+                config = config.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path)
+                        .map_err(|e| format!("{self}: cannot read {}: {e}", path.display()))
+                };
+                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(config);
+            "https"
+        } else {
+            "http"
+        };
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect();
+        Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| format!("{self}: cannot connect: {e}"))
+    }
+}
