@@ -9,10 +9,12 @@
 # proxy's requests, requests through plugins (the section
 # .text.sluice_serving), a plain proxy's start-up, loading plugins,
 # compiling plugins (.text.sluice_startup, which the proxy hands back to the
-# kernel once it serves: host/src/support/code.rs). Run it again after a Rust toolchain
-# or dependency update, which renames the functions; a stale file only
-# loses the effect. Needs valgrind, nginx, wrk, curl and python3; takes
-# about three minutes after the builds.
+# kernel once it serves: host/src/support/code.rs). Run it again after
+# changing Sluice's code, a dependency or the Rust toolchain: mangled names
+# carry a hash of their crate's code, so a stale file matches little and
+# loses the effect (an idle proxy then keeps about 6 MiB more code
+# resident). Needs valgrind, nginx, wrk, curl and python3; takes a minute
+# or three after the builds.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
