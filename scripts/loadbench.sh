@@ -67,6 +67,18 @@ trap 'kill "$wasm_build" 2>/dev/null || true' EXIT
 # Pingora patches stay out of it, in the same target directory.
 say "cargo build --release --bins -p sluice -p sluice-loadbench"
 cargo build --release --bins -p sluice -p sluice-loadbench
+# The linker script that lays out the functions a request runs
+# (host/link/text-order.ld) names them with a hash of their crate's code:
+# after changes to Sluice it matches little, and the memory measured is
+# that of a binary laid out at random. Below half a megabyte of serving
+# code, it is written again (and should be committed with the report).
+serving_hex="$(readelf -SW target/release/sluice |
+    sed -n 's/.*\.text\.sluice_serving *PROGBITS *[0-9a-f]* *[0-9a-f]* *\([0-9a-f]*\).*/\1/p')"
+if [ "$(uname -m)" = x86_64 ] && (( 16#${serving_hex:-0} < 512 * 1024 )); then
+    say "host/link/text-order.ld is stale (serving code: $(( 16#${serving_hex:-0} )) bytes); regenerating it"
+    "$repo_root/scripts/text-order.sh"
+    cargo build --release --bins -p sluice -p sluice-loadbench
+fi
 say "cargo build --release --manifest-path benches/pingora-floor/Cargo.toml --target-dir target"
 cargo build --release --manifest-path benches/pingora-floor/Cargo.toml --target-dir target
 plugin_args=()
