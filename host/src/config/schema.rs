@@ -369,7 +369,7 @@ pub struct Coalesce {
     #[serde(default = "default_coalesce_wait")]
     pub wait: String,
     /// Request headers whose values make requests different, besides the
-    /// method, host, path and query.
+    /// method, scheme, host, path and query, and the routing key.
     #[serde(default)]
     pub headers: Vec<String>,
     /// How far a follower may fall behind the first request's response

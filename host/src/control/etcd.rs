@@ -125,20 +125,19 @@ impl EtcdSource {
 /// process runs. While etcd is unreachable the last config keeps serving;
 /// each failed reconnection is a failed reload, in the status and the
 /// metrics, and the wait before the next doubles up to [`MAX_BACKOFF`].
-/// After a reconnection the key is read once, for changes missed meanwhile.
+/// Each time the watch starts, the key is read once, for changes made
+/// before it.
 pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
     const FIRST_WAIT: Duration = Duration::from_millis(500);
     let mut wait = FIRST_WAIT;
-    let mut catch_up = false;
     loop {
-        let (watched, error) = follow(&reloader, &source, catch_up).await;
+        let (watched, error) = follow(&reloader, &source).await;
         if watched {
             tracing::warn!(source = %source, %error, "lost etcd; serving on the current config while reconnecting");
             wait = FIRST_WAIT;
         }
         // The failed read is the source's error in the status and metrics.
         let _ = reloader.reload("etcd reconnect").await;
-        catch_up = true;
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
     }
@@ -146,7 +145,7 @@ pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
 
 /// Watches the key until the watch breaks; returns whether it had been
 /// established, and why it ended.
-async fn follow(reloader: &Reloader, source: &EtcdSource, catch_up: bool) -> (bool, String) {
+async fn follow(reloader: &Reloader, source: &EtcdSource) -> (bool, String) {
     let mut client = match source.connect().await {
         Ok(client) => client,
         Err(error) => return (false, error),
@@ -155,10 +154,9 @@ async fn follow(reloader: &Reloader, source: &EtcdSource, catch_up: bool) -> (bo
         Ok(stream) => stream,
         Err(e) => return (false, format!("{source}: cannot watch: {e}")),
     };
-    if catch_up {
-        tracing::info!(source = %source, "reconnected to etcd");
-        let _ = reloader.reload("etcd reconnected").await;
-    }
+    // Read once the watch is on: a change made before it (between the
+    // start's read and the watch, or while etcd was away) is not missed.
+    let _ = reloader.reload("etcd watch started").await;
     loop {
         match stream.message().await {
             Ok(Some(response)) => {

@@ -144,11 +144,19 @@ async fn serve(
         return (true, error);
     }
     let mut tick = tokio::time::interval(RENEW);
+    let mut renewed_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = keeper.keep_alive().await {
-                    return (true, format!("{source}: cannot renew the lease: {e}"));
+                // Without a renewal for a lease's time, etcd has dropped
+                // this member: start over rather than report it connected.
+                if renewed_at.elapsed() > Duration::from_secs(LEASE_SECONDS as u64) {
+                    return (true, format!("{source}: no lease renewal for {LEASE_SECONDS} s"));
+                }
+                match tokio::time::timeout(RENEW, keeper.keep_alive()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return (true, format!("{source}: cannot renew the lease: {e}")),
+                    Err(_) => return (true, format!("{source}: the lease renewal is stuck")),
                 }
                 let now = me(reloader);
                 if now != registered {
@@ -159,7 +167,7 @@ async fn serve(
                 }
             }
             renewed = renewals.message() => match renewed {
-                Ok(Some(renewal)) if renewal.ttl() > 0 => {}
+                Ok(Some(renewal)) if renewal.ttl() > 0 => renewed_at = tokio::time::Instant::now(),
                 Ok(Some(_)) => return (true, format!("{source}: the lease expired")),
                 Ok(None) => return (true, format!("{source}: the lease renewals ended")),
                 Err(e) => return (true, format!("{source}: the lease renewals broke: {e}")),

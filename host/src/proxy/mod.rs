@@ -556,7 +556,10 @@ impl SluiceProxy {
             return Ok(true);
         }
         if let Some(coalesce) = traffic.and_then(|t| t.coalesce.as_ref()) {
-            if self.coalesce(session, ctx, route_spec, coalesce).await? {
+            if self
+                .coalesce(session, ctx, route_spec, coalesce, key.as_deref())
+                .await?
+            {
                 return Ok(true);
             }
         }
@@ -594,8 +597,15 @@ impl SluiceProxy {
         ctx: &mut RequestCtx,
         route: &RouteSpec,
         spec: &coalesce::CoalesceSpec,
+        routing_key: Option<&str>,
     ) -> Result<bool> {
-        let Some(key) = spec.key(&route.name, &ctx.client_host, session.req_header()) else {
+        let identity = coalesce::RequestIdentity {
+            route: &route.name,
+            tls: is_tls(session),
+            host: &ctx.client_host,
+            routing_key,
+        };
+        let Some(key) = spec.key(&identity, session.req_header()) else {
             return Ok(false);
         };
         let role = match self.coalescer.join(key, spec.buffer) {
@@ -998,7 +1008,12 @@ impl SluiceProxy {
                 Some(code) => grpc::outcome(Some(code), ctx.failure_on()),
                 None => {
                     // A gRPC call's status comes in the trailers, once
-                    // its replies have streamed.
+                    // its replies have streamed. A half-open probe is
+                    // settled by its head: a long stream must not hold the
+                    // breaker's probe slot; its trailers still count.
+                    if matches!(ctx.attempt, Some(Admission::Probe)) {
+                        self.record(ctx, Outcome::Success);
+                    }
                     ctx.grpc_status_pending = true;
                     return Ok(());
                 }
@@ -1041,7 +1056,7 @@ impl SluiceProxy {
         }
         ctx.response_body = hold;
         ctx.explain(response);
-        if let Some((leader, spec)) = ctx.coalesce.as_mut() {
+        if let Some((leader, spec)) = ctx.coalesce.as_mut().filter(|_| is_final_head(response)) {
             let bodiless = session.req_header().method == http::Method::HEAD
                 || matches!(response.status.as_u16(), 204 | 304);
             leader.head(response, spec.shareable(response), bodiless);
@@ -1144,7 +1159,11 @@ impl SluiceProxy {
     fn check_upstream_trailers(&self, trailers: &http::HeaderMap, ctx: &mut RequestCtx) {
         if std::mem::take(&mut ctx.grpc_status_pending) {
             let outcome = grpc::outcome(grpc::status(trailers), ctx.failure_on());
-            self.record(ctx, outcome);
+            match (ctx.attempt.is_some(), outcome) {
+                (true, outcome) => self.record(ctx, outcome),
+                (false, Outcome::Failure(kind)) => self.record_broken_response(ctx, kind),
+                (false, Outcome::Success) => {}
+            }
         }
     }
 
@@ -1153,6 +1172,11 @@ impl SluiceProxy {
         // to count against its endpoint.
         if std::mem::take(&mut ctx.grpc_status_pending) && e.is_none() {
             self.record(ctx, Outcome::Success);
+        }
+        // A response that ended with its head (no body, or trailers only)
+        // never reached the body filter's end: its followers end here.
+        if let (Some((leader, _)), None) = (ctx.coalesce.as_mut(), e) {
+            leader.end();
         }
         self.release_attempt(ctx);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());

@@ -91,9 +91,13 @@ pub(super) async fn follow(
 ) -> Result<()> {
     use crate::resilience::coalesce::Next;
     head.insert_header(super::forwarding::REQUEST_ID, ctx.request_id.as_str())?;
-    // Framing is each connection's own.
+    // Framing is each connection's own. An HTTP/1 body without a length
+    // is chunked, so that a body cut short reads as broken, not as ended.
     for hop in [http::header::TRANSFER_ENCODING, http::header::CONNECTION] {
         head.remove_header(&hop);
+    }
+    if !session.is_http2() && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
+        head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

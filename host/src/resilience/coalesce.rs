@@ -63,12 +63,26 @@ pub fn compile(
     })
 }
 
+/// What a request is besides its head: its route, whether it came over
+/// TLS, its host and its routing key (two requests that differ in any of
+/// these may get different answers).
+pub struct RequestIdentity<'a> {
+    /// The route's name.
+    pub route: &'a str,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// The host the client asked for.
+    pub host: &'a str,
+    /// The routing key, as the route reads it.
+    pub routing_key: Option<&'a str>,
+}
+
 impl CoalesceSpec {
-    /// What makes `request` identical to others of `route`, or `None` when
-    /// it may not be coalesced: only GET and HEAD requests without a body,
+    /// What makes `request` identical to others, or `None` when it may not
+    /// be coalesced: only GET and HEAD requests without a body,
     /// credentials, a range, conditions or an upgrade, that do not ask to
     /// bypass caches.
-    pub fn key(&self, route: &str, host: &str, request: &RequestHeader) -> Option<String> {
+    pub fn key(&self, identity: &RequestIdentity<'_>, request: &RequestHeader) -> Option<String> {
         if !matches!(request.method, Method::GET | Method::HEAD) {
             return None;
         }
@@ -97,7 +111,17 @@ impl CoalesceSpec {
             return None;
         }
         let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut key = format!("{route}\n{}\n{host}\n{target}", request.method);
+        let RequestIdentity {
+            route,
+            tls,
+            host,
+            routing_key,
+        } = identity;
+        let routing_key = routing_key.map_or(String::new(), |k| format!("+{k}"));
+        let mut key = format!(
+            "{route}\n{tls}\n{}\n{host}\n{target}\n{routing_key}",
+            request.method
+        );
         for name in &self.headers {
             key.push('\n');
             for value in headers.get_all(name) {
@@ -365,7 +389,21 @@ mod tests {
     #[test]
     fn only_plain_gets_and_heads_are_keyed_with_the_headers_asked_for() {
         let spec = spec(&["accept-encoding"]);
-        let key = |r: &RequestHeader| spec.key("r", "a.test", r);
+        let identity = |routing_key| RequestIdentity {
+            route: "r",
+            tls: false,
+            host: "a.test",
+            routing_key,
+        };
+        let key = |r: &RequestHeader| spec.key(&identity(None), r);
+        // Tenants' requests, told apart by a routing key in a header, are
+        // never each other's.
+        let plain = request("GET", "/x", &[]);
+        assert_ne!(
+            spec.key(&identity(Some("acme")), &plain),
+            spec.key(&identity(Some("globex")), &plain)
+        );
+        assert_ne!(spec.key(&identity(Some("acme")), &plain), key(&plain));
         let gzip = key(&request("GET", "/x?q=1", &[("accept-encoding", "gzip")])).unwrap();
         assert_ne!(gzip, key(&request("GET", "/x?q=1", &[])).unwrap());
         assert_ne!(

@@ -132,9 +132,15 @@ impl ConnectSpec {
         options.max_idle_connections = self.max_idle;
         match self.protocol {
             UpstreamProtocol::Http1 => options.alpn = ALPN::H1,
-            // h2c: a plain connection whose lowest version is 2 is spoken
-            // to in HTTP/2 with prior knowledge.
-            UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+            // Offered with HTTP/1.1, which a server that does not take h2
+            // then picks instead of refusing the handshake.
+            UpstreamProtocol::H2 => {
+                options.alpn = ALPN::H2H1;
+                options.max_h2_streams = self.h2_max_streams;
+            }
+            // A plain connection whose lowest version is 2 is spoken to in
+            // HTTP/2 with prior knowledge.
+            UpstreamProtocol::H2c => {
                 options.alpn = ALPN::H2;
                 options.max_h2_streams = self.h2_max_streams;
             }

@@ -129,8 +129,10 @@ pub fn compile(
         d.error(path.key("requests"), "must be at least 1");
     }
     let per = d.duration(path.key("per"), &limit.per);
-    if per < Duration::from_millis(100) {
-        d.error(path.key("per"), "must be at least 100ms");
+    // Pingora's estimator checks its clock against a second back, and
+    // would fail a shorter first period.
+    if per < Duration::from_secs(1) {
+        d.error(path.key("per"), "must be at least 1s");
     }
     let source = match limit.key {
         RateKeyKind::Client => None,

@@ -9,8 +9,12 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 /// The environment variable holding the etcd user's password.
 pub const PASSWORD_ENV: &str = "SLUICE_ETCD_PASSWORD";
 
-/// How long connecting to etcd, and each request, may take.
+/// How long connecting to etcd, each request, and the answer to a ping
+/// may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often an idle connection to etcd is pinged.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// How to reach an etcd cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,9 +46,13 @@ impl std::fmt::Display for EtcdConnection {
 impl EtcdConnection {
     /// Connects to the cluster, with TLS and the user when configured.
     pub async fn connect(&self) -> Result<Client, String> {
+        // HTTP/2 pings find a connection a silent partition cut, which a
+        // watch would otherwise wait on until TCP gives up.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(TIMEOUT)
-            .with_timeout(TIMEOUT);
+            .with_timeout(TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE, TIMEOUT)
+            .with_keep_alive_while_idle(true);
         if let Some(user) = &self.user {
             let password = std::env::var(PASSWORD_ENV)
                 .map_err(|_| format!("{self}: the etcd user {user:?} needs ${PASSWORD_ENV}"))?;

@@ -127,3 +127,23 @@ async fn a_follower_that_waits_past_its_wait_goes_upstream_itself() {
     assert!(answers.iter().all(|a| *a == (200, 64 << 10)), "{answers:?}");
     assert_eq!(received.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_of_different_routing_keys_are_never_shared() {
+    let (upstream, received) = counting_upstream(Duration::from_secs(1), &[]).await;
+    let proxy = Proxy::start(&format!(
+        "[placements.slow]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
+         [[routes]]\nname = \"tenants\"\ncoalesce = {{ wait = \"10s\" }}\n\
+         routing = {{ key = {{ source = \"header\", name = \"X-Tenant\" }}, default = \"slow\" }}\n"
+    ));
+    let (acme, globex) = tokio::join!(
+        at_once(&proxy, 5, &[("x-tenant", "acme")]),
+        at_once(&proxy, 5, &[("x-tenant", "globex")]),
+    );
+    assert!(
+        acme.iter().chain(&globex).all(|a| *a == (200, 64 << 10)),
+        "{acme:?} {globex:?}"
+    );
+    // Each tenant's five went upstream once: two requests, not one.
+    assert_eq!(received.load(Ordering::SeqCst), 2);
+}

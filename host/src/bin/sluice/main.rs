@@ -162,7 +162,7 @@ enum Command {
         upgrade: bool,
         /// This instance's name among the fleet's members (config in etcd);
         /// the host's name and the process id by default.
-        #[arg(long)]
+        #[arg(long, value_parser = instance_name)]
         instance_name: Option<String>,
     },
     /// Validate a configuration file and list every problem; exits non-zero on any.
@@ -373,6 +373,14 @@ fn plugin(command: PluginCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// An instance name: the last part of an etcd key, so no `/`.
+fn instance_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.contains('/') {
+        return Err("an instance name is not empty and has no '/'".into());
+    }
+    Ok(name.to_string())
 }
 
 /// `sluice config push`: checks `file` as `sluice check` does, then
