@@ -285,17 +285,25 @@ fn main() -> ExitCode {
 
 /// Loads and checks a config as `run` would, plugins included.
 fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
-    let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    check_text(&read_config(path)?, &path.display().to_string())
+}
+
+/// The text of the config file at `path`.
+fn read_config(path: &std::path::Path) -> Result<String, config::ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         config::ConfigErrors::single(
-            origin.clone(),
+            path.display().to_string(),
             config::ConfigError::new(
                 config::KeyPath::root(),
                 None,
                 format!("cannot read file: {e}"),
             ),
         )
-    })?;
+    })
+}
+
+/// Checks config `text` read from `origin` as `run` would load it.
+fn check_text(text: &str, origin: &str) -> Result<Snapshot, config::ConfigErrors> {
     let plugins = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
     let metrics = std::sync::Arc::new(sluice::plugins::metrics::PluginMetrics::new());
     let registry = Registry::default();
@@ -306,10 +314,10 @@ fn load(path: &std::path::Path) -> Result<Snapshot, config::ConfigErrors> {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(sluice::control::resolve_names(&resolver, &text)),
+        Ok(runtime) => runtime.block_on(sluice::control::resolve_names(&resolver, text)),
         Err(e) => eprintln!("warning: cannot start the runtime to resolve upstream names: {e}"),
     }
-    sluice::control::compile_text(&text, &origin, &registry, &plugins, &metrics)
+    sluice::control::compile_text(text, origin, &registry, &plugins, &metrics)
 }
 
 fn plugin(command: PluginCommand) -> ExitCode {
@@ -393,14 +401,16 @@ fn push(url: &str, connection: &EtcdArgs, expect: Option<i64>, file: &std::path:
             return ExitCode::FAILURE;
         }
     };
-    if let Err(errors) = load(file) {
-        eprintln!("{errors}");
-        eprintln!("nothing was pushed");
-        return ExitCode::FAILURE;
-    }
-    let Ok(text) = std::fs::read_to_string(file) else {
-        eprintln!("{}: cannot read the file", file.display());
-        return ExitCode::FAILURE;
+    // The text checked is the text pushed: the file is read once.
+    let checked = read_config(file)
+        .and_then(|text| check_text(&text, &file.display().to_string()).map(|_| text));
+    let text = match checked {
+        Ok(text) => text,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("nothing was pushed");
+            return ExitCode::FAILURE;
+        }
     };
     let pushed = tokio::runtime::Builder::new_current_thread()
         .enable_all()
