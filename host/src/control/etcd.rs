@@ -128,16 +128,36 @@ impl EtcdSource {
 /// Each time the watch starts, the key is read once, for changes made
 /// before it.
 pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
+    reconnect_forever(|| {
+        let (reloader, source) = (reloader.clone(), source.clone());
+        async move {
+            let (watched, error) = follow(&reloader, &source).await;
+            if watched {
+                tracing::warn!(source = %source, %error, "lost etcd; serving on the current config while reconnecting");
+            }
+            // The failed read is the source's error in the status and metrics.
+            let _ = reloader.reload("etcd reconnect").await;
+            watched
+        }
+    })
+    .await
+}
+
+/// Runs `session` again each time it ends, for as long as the process
+/// runs: the wait before the next doubles from half a second up to
+/// [`MAX_BACKOFF`], and starts over after a session that had got going
+/// (`session` says whether it had).
+pub(super) async fn reconnect_forever<F, Session>(mut session: F)
+where
+    F: FnMut() -> Session,
+    Session: std::future::Future<Output = bool>,
+{
     const FIRST_WAIT: Duration = Duration::from_millis(500);
     let mut wait = FIRST_WAIT;
     loop {
-        let (watched, error) = follow(&reloader, &source).await;
-        if watched {
-            tracing::warn!(source = %source, %error, "lost etcd; serving on the current config while reconnecting");
+        if session().await {
             wait = FIRST_WAIT;
         }
-        // The failed read is the source's error in the status and metrics.
-        let _ = reloader.reload("etcd reconnect").await;
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
     }

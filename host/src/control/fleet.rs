@@ -20,9 +20,6 @@ const LEASE_SECONDS: i64 = 10;
 /// How often the lease is renewed, and the record refreshed.
 const RENEW: Duration = Duration::from_secs(3);
 
-/// The longest wait between reconnections.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 /// What an instance says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
@@ -76,17 +73,17 @@ pub fn default_name() -> String {
 /// Registers this instance and follows the membership, for as long as the
 /// process runs, reconnecting with a backoff when etcd is lost.
 pub async fn run(reloader: Arc<Reloader>, source: EtcdSource, name: String, view: Arc<FleetView>) {
-    let mut wait = Duration::from_millis(500);
-    loop {
-        let (registered, error) = serve(&reloader, &source, &name, &view).await;
-        if registered {
-            wait = Duration::from_millis(500);
+    super::etcd::reconnect_forever(|| {
+        let (reloader, source, name, view) =
+            (reloader.clone(), source.clone(), name.clone(), view.clone());
+        async move {
+            let (registered, error) = serve(&reloader, &source, &name, &view).await;
+            tracing::warn!(member = %name, %error, "fleet membership lost; retrying");
+            view.lock().error = Some(error);
+            registered
         }
-        tracing::warn!(member = %name, %error, "fleet membership lost; retrying");
-        view.lock().error = Some(error);
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_BACKOFF);
-    }
+    })
+    .await
 }
 
 fn members_prefix(source: &EtcdSource) -> String {
