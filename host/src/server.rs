@@ -47,9 +47,14 @@ const STARTUP_SETTLES: Duration = Duration::from_secs(1);
 /// Runs the proxy until a shutdown signal; returns only on a startup error.
 pub fn run(options: RunOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let instance_name = options
+        .instance_name
+        .clone()
+        .unwrap_or_else(control::fleet::default_name);
     let control = control::start::start(
         options.source.clone(),
         options.state_dir.clone(),
+        instance_name,
         metrics.reload.clone(),
         metrics.plugins.clone(),
         metrics.registry(),
@@ -177,13 +182,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
     if let Some(fleet) = &control.fleet {
         metrics.set_fleet(fleet.clone());
     }
-    control.spawn_background(
-        options.poll_interval,
-        options
-            .instance_name
-            .clone()
-            .unwrap_or_else(control::fleet::default_name),
-    );
+    control.spawn_background(options.poll_interval);
     exit_when_drained(server.watch_execution_phase(), requests)?;
     // The services start in `run_forever`; once they are up, the code only
     // start-up runs goes back to the kernel.

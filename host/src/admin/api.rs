@@ -154,6 +154,7 @@ impl AdminApi {
         if let Some(fleet) = &self.fleet {
             status["fleet"] = json!({
                 "members": fleet.members(),
+                "locks": fleet.locks(),
                 "last_error": fleet.error(),
             });
         }

@@ -9,18 +9,27 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
 use super::reload::Reloader;
+use crate::support::etcd::reconnect_forever;
 pub use crate::support::etcd::{EtcdConnection, EtcdTls};
+pub use crate::tls::acme::storage::KeyProtection;
 
-/// The longest wait between reconnections while etcd is unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a lock outlives an instance that stopped renewing it, unless
+/// set otherwise.
+pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(30);
 
-/// Where the configuration is kept in etcd, and how to reach it.
+/// Where the configuration is kept in etcd, how to reach it, and how the
+/// fleet's shared ACME state is kept beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdSource {
     /// How to reach the cluster.
     pub connection: EtcdConnection,
     /// The prefix every key of this fleet is under, without a trailing `/`.
     pub prefix: String,
+    /// How long the lock on an order outlives an instance that died
+    /// holding it: the time another instance waits before taking over.
+    pub lock_lease: Duration,
+    /// How the ACME private keys are written.
+    pub private_keys: KeyProtection,
 }
 
 impl std::fmt::Display for EtcdSource {
@@ -64,6 +73,8 @@ impl EtcdSource {
                 user,
             },
             prefix: format!("/{prefix}"),
+            lock_lease: DEFAULT_LOCK_LEASE,
+            private_keys: KeyProtection::Plaintext,
         })
     }
 
@@ -124,7 +135,7 @@ impl EtcdSource {
 /// Reloads whenever the configuration key changes, for as long as the
 /// process runs. While etcd is unreachable the last config keeps serving;
 /// each failed reconnection is a failed reload, in the status and the
-/// metrics, and the wait before the next doubles up to [`MAX_BACKOFF`].
+/// metrics, and the wait before the next doubles up to thirty seconds.
 /// Each time the watch starts, the key is read once, for changes made
 /// before it.
 pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
@@ -141,26 +152,6 @@ pub async fn watch(reloader: Arc<Reloader>, source: EtcdSource) {
         }
     })
     .await
-}
-
-/// Runs `session` again each time it ends, for as long as the process
-/// runs: the wait before the next doubles from half a second up to
-/// [`MAX_BACKOFF`], and starts over after a session that had got going
-/// (`session` says whether it had).
-pub(super) async fn reconnect_forever<F, Session>(mut session: F)
-where
-    F: FnMut() -> Session,
-    Session: std::future::Future<Output = bool>,
-{
-    const FIRST_WAIT: Duration = Duration::from_millis(500);
-    let mut wait = FIRST_WAIT;
-    loop {
-        if session().await {
-            wait = FIRST_WAIT;
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(MAX_BACKOFF);
-    }
 }
 
 /// Watches the key until the watch breaks; returns whether it had been

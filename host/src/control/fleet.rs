@@ -1,8 +1,8 @@
 //! Membership of a fleet on etcd: each instance registers itself under a
 //! lease (its name, listeners, Sluice's version and the config revision it
 //! has applied), so that a dead instance drops out once its lease expires;
-//! and each keeps a view of every member, watched, for the admin API's
-//! status and the metrics.
+//! and each keeps a view of every member and of who holds each of the
+//! fleet's ACME locks, watched, for the admin API's status and the metrics.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,17 @@ pub struct Member {
     pub config_revision: Option<String>,
 }
 
-/// The members this instance sees, and whether it sees etcd.
+/// A lock of the fleet, and the member holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    /// The lock, such as `certificate:example.com,www.example.com`.
+    pub lock: String,
+    /// The name of the member holding it.
+    pub holder: String,
+}
+
+/// The members this instance sees, the holders of the fleet's locks, and
+/// whether it sees etcd.
 #[derive(Debug, Default)]
 pub struct FleetView {
     state: Mutex<FleetState>,
@@ -42,6 +52,7 @@ pub struct FleetView {
 #[derive(Debug, Default, Clone)]
 struct FleetState {
     members: BTreeMap<String, Member>,
+    locks: Vec<LockHolder>,
     error: Option<String>,
 }
 
@@ -49,6 +60,11 @@ impl FleetView {
     /// The members, by name, as last seen.
     pub fn members(&self) -> Vec<Member> {
         self.lock().members.values().cloned().collect()
+    }
+
+    /// The locks held now, by name, and their holders.
+    pub fn locks(&self) -> Vec<LockHolder> {
+        self.lock().locks.clone()
     }
 
     /// Why etcd cannot be reached now, if it cannot.
@@ -73,7 +89,7 @@ pub fn default_name() -> String {
 /// Registers this instance and follows the membership, for as long as the
 /// process runs, reconnecting with a backoff when etcd is lost.
 pub async fn run(reloader: Arc<Reloader>, source: EtcdSource, name: String, view: Arc<FleetView>) {
-    super::etcd::reconnect_forever(|| {
+    crate::support::etcd::reconnect_forever(|| {
         let (reloader, source, name, view) =
             (reloader.clone(), source.clone(), name.clone(), view.clone());
         async move {
@@ -88,6 +104,11 @@ pub async fn run(reloader: Arc<Reloader>, source: EtcdSource, name: String, view
 
 fn members_prefix(source: &EtcdSource) -> String {
     format!("{}/members/", source.prefix)
+}
+
+/// Where ACME's locks are: one etcd election per lock.
+fn locks_prefix(source: &EtcdSource) -> String {
+    format!("{}/acme/locks/", source.prefix)
 }
 
 /// One session: registers, then renews and watches until something
@@ -137,7 +158,20 @@ async fn serve(
         Ok(stream) => stream,
         Err(e) => return (true, format!("{source}: cannot watch the members: {e}")),
     };
+    let mut lock_watch = match client
+        .watch(
+            locks_prefix(source),
+            Some(WatchOptions::new().with_prefix()),
+        )
+        .await
+    {
+        Ok(stream) => stream,
+        Err(e) => return (true, format!("{source}: cannot watch the locks: {e}")),
+    };
     if let Err(error) = refresh(&mut client, source, view).await {
+        return (true, error);
+    }
+    if let Err(error) = refresh_locks(&mut client, source, view).await {
         return (true, error);
     }
     let mut tick = tokio::time::interval(RENEW);
@@ -191,6 +225,15 @@ async fn serve(
                 Ok(None) => return (true, format!("{source}: the members' watch ended")),
                 Err(e) => return (true, format!("{source}: the members' watch broke: {e}")),
             },
+            event = lock_watch.message() => match event {
+                Ok(Some(_)) => {
+                    if let Err(error) = refresh_locks(&mut client, source, view).await {
+                        return (true, error);
+                    }
+                }
+                Ok(None) => return (true, format!("{source}: the locks' watch ended")),
+                Err(e) => return (true, format!("{source}: the locks' watch broke: {e}")),
+            },
         }
     }
 }
@@ -224,9 +267,46 @@ async fn refresh(client: &mut Client, source: &EtcdSource, view: &FleetView) -> 
         .filter_map(|kv| serde_json::from_slice::<Member>(kv.value()).ok())
         .map(|member| (member.name.clone(), member))
         .collect();
-    *view.lock() = FleetState {
-        members,
-        error: None,
-    };
+    let mut state = view.lock();
+    state.members = members;
+    state.error = None;
+    Ok(())
+}
+
+/// Reads afresh who holds each lock into `view`. A lock is an etcd
+/// election: each waiting instance has a key `<lock>/<lease>` whose value
+/// is its name, and the key created first is the holder's.
+async fn refresh_locks(
+    client: &mut Client,
+    source: &EtcdSource,
+    view: &FleetView,
+) -> Result<(), String> {
+    let prefix = locks_prefix(source);
+    let response = client
+        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(|e| format!("{source}: cannot list the locks: {e}"))?;
+    let mut first: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for kv in response.kvs() {
+        let Some((lock, _lease)) = kv
+            .key_str()
+            .ok()
+            .and_then(|key| key.strip_prefix(prefix.as_str()))
+            .and_then(|rest| rest.rsplit_once('/'))
+        else {
+            continue;
+        };
+        let holder = String::from_utf8_lossy(kv.value()).into_owned();
+        let entry = first
+            .entry(lock.to_string())
+            .or_insert((kv.create_revision(), holder.clone()));
+        if kv.create_revision() < entry.0 {
+            *entry = (kv.create_revision(), holder);
+        }
+    }
+    view.lock().locks = first
+        .into_iter()
+        .map(|(lock, (_, holder))| LockHolder { lock, holder })
+        .collect();
     Ok(())
 }

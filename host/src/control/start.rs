@@ -3,7 +3,7 @@
 //! tasks that keep the configuration and the certificates current.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::checker::HealthSupervisor;
 use crate::resilience::state::Registry;
 use crate::snapshot::Snapshot;
-use crate::tls::acme::{Acme, ChallengeKind, Http01Responses};
+use crate::tls::acme::storage::{EtcdStorage, EtcdStorageSettings, FileStorage};
+use crate::tls::acme::{Acme, AcmeStorage, ChallengeKind, Http01Responses};
 use crate::tls::store::AcmeCertificates;
 
 /// The control side, started: its runtime, the reloader, and the ACME
@@ -32,10 +33,9 @@ pub struct Control {
     pub acme_certificates: AcmeCertificates,
     /// The HTTP-01 answers ACME publishes, which the plain listeners serve.
     pub http01: Http01Responses,
-    /// Where the ACME account and certificates are kept.
-    state_dir: Option<PathBuf>,
-    /// Where the ACME metrics are registered once ACME starts.
-    registry: prometheus::Registry,
+    /// What creating the ACME manager takes, kept for a reload that adds
+    /// the first ACME site.
+    preparation: AcmePreparation,
     /// The fleet this instance is a member of, when its config is in etcd.
     pub fleet: Option<Arc<FleetView>>,
 }
@@ -43,10 +43,12 @@ pub struct Control {
 /// Starts the control runtime and loads the first config from `source`,
 /// falling back to the last known good in `state_dir`. The metrics of
 /// reloads, plugins and ACME are kept in the handles given and registered
-/// with `registry`.
+/// with `registry`. With the config in etcd, the instance is the fleet's
+/// member `instance_name`.
 pub fn start(
     source: ConfigSource,
     state_dir: Option<PathBuf>,
+    instance_name: String,
     metrics: ReloadMetrics,
     plugin_metrics: Arc<PluginMetrics>,
     registry: &prometheus::Registry,
@@ -69,13 +71,15 @@ pub fn start(
     let acme_certificates = AcmeCertificates::default();
     let http01 = Http01Responses::default();
     let acme = Arc::new(OnceLock::new());
-    let prepared = prepare_acme(
-        &snapshot,
-        state_dir.as_deref(),
-        &acme_certificates,
-        &http01,
-        registry,
-    )?;
+    let preparation = AcmePreparation {
+        served: acme_certificates.clone(),
+        http01: http01.clone(),
+        source: reloader.source().clone(),
+        state_dir,
+        instance_name,
+        registry: registry.clone(),
+    };
+    let prepared = runtime.block_on(preparation.prepare(&snapshot))?;
     if let Some(prepared) = prepared {
         let _ = acme.set(prepared);
     }
@@ -86,8 +90,7 @@ pub fn start(
         acme,
         acme_certificates,
         http01,
-        state_dir,
-        registry: registry.clone(),
+        preparation,
         fleet,
     })
 }
@@ -95,10 +98,10 @@ pub fn start(
 impl Control {
     /// Starts the reload triggers (file watch, SIGHUP, remote polling, the
     /// etcd watch, certificate files), the fleet membership of an instance
-    /// whose config is in etcd (as `instance_name`), and ACME's orders and
-    /// renewals: at once when the first config has ACME routes, otherwise
-    /// when a reload first adds one.
-    pub fn spawn_background(&self, poll_interval: Duration, instance_name: String) {
+    /// whose config is in etcd, and ACME's orders and renewals: at once
+    /// when the first config has ACME routes, otherwise when a reload first
+    /// adds one.
+    pub fn spawn_background(&self, poll_interval: Duration) {
         let reloader = self.reloader.clone();
         self.runtime.block_on(async {
             watch::spawn_triggers(reloader.clone(), poll_interval);
@@ -107,18 +110,13 @@ impl Control {
                 tokio::spawn(fleet::run(
                     reloader.clone(),
                     source.clone(),
-                    instance_name,
+                    self.preparation.instance_name.clone(),
                     view.clone(),
                 ));
             }
         });
         let slot = self.acme.clone();
-        let prepare = AcmePreparation {
-            served: self.acme_certificates.clone(),
-            http01: self.http01.clone(),
-            state_dir: self.state_dir.clone(),
-            registry: self.registry.clone(),
-        };
+        let prepare = self.preparation.clone();
         self.runtime.spawn(async move {
             let acme = match slot.get() {
                 Some(acme) => acme.clone(),
@@ -148,11 +146,21 @@ impl Control {
     }
 }
 
-/// What creating the ACME manager after start-up takes.
+/// What creating the ACME manager takes, at start or after.
+#[derive(Clone)]
 struct AcmePreparation {
+    /// Where certificates go to be served.
     served: AcmeCertificates,
+    /// Where HTTP-01 answers go to be served.
     http01: Http01Responses,
+    /// The config's source: with etcd, ACME keeps its state there too.
+    source: ConfigSource,
+    /// Where ACME keeps its state otherwise (with etcd, a copy of the
+    /// certificates).
     state_dir: Option<PathBuf>,
+    /// This instance's name among the fleet's members and lock holders.
+    instance_name: String,
+    /// Where the ACME metrics are registered.
     registry: prometheus::Registry,
 }
 
@@ -164,13 +172,7 @@ impl AcmePreparation {
         loop {
             if !names.borrow_and_update().is_empty() {
                 let snapshot = reloader.live().load_full();
-                match prepare_acme(
-                    &snapshot,
-                    self.state_dir.as_deref(),
-                    &self.served,
-                    &self.http01,
-                    &self.registry,
-                ) {
+                match self.prepare(&snapshot).await {
                     Ok(Some(acme)) => {
                         tracing::info!("a reload added the first ACME site; ACME starts");
                         return Some(acme);
@@ -184,68 +186,85 @@ impl AcmePreparation {
             names.changed().await.ok()?;
         }
     }
+
+    /// Creates the ACME manager for the snapshot's `tls = "acme"` routes,
+    /// if any: loads the certificates already stored into `served`,
+    /// arranges for newly issued ones to go there too, and registers the
+    /// ACME metrics. Nothing is ordered until [`Acme::start`].
+    async fn prepare(&self, snapshot: &Snapshot) -> anyhow::Result<Option<Acme>> {
+        if snapshot.acme_certificates.is_empty() {
+            if snapshot.acme.is_some() {
+                tracing::info!("[acme] is set but no route has tls = \"acme\"; nothing is ordered");
+            }
+            return Ok(None);
+        }
+        let Some(config) = snapshot.acme.clone() else {
+            anyhow::bail!("routes with tls = \"acme\" need an [acme] table");
+        };
+        let storage = self.storage()?;
+        let served = self.served.clone();
+        let acme = Acme::new(
+            config,
+            storage.clone(),
+            snapshot.acme_certificates.clone(),
+            move |issued| match served.insert(&issued) {
+                Ok(()) => {
+                    tracing::info!(names = ?issued.names, "serving a newly issued ACME certificate")
+                }
+                Err(error) => {
+                    tracing::error!(names = ?issued.names, %error, "cannot serve the issued ACME certificate")
+                }
+            },
+        )
+        .await?;
+        for issued in acme.certificates() {
+            match self.served.insert(&issued) {
+                Ok(()) => {
+                    tracing::info!(names = ?issued.names, "serving a stored ACME certificate")
+                }
+                Err(error) => {
+                    tracing::warn!(names = ?issued.names, %error, "cannot serve the stored ACME certificate")
+                }
+            }
+        }
+        acme.metrics()
+            .register(&self.registry)
+            .map_err(|e| anyhow::anyhow!("cannot register the ACME metrics: {e}"))?;
+        tracing::info!(
+            certificates = snapshot.acme_certificates.len(),
+            storage = %storage.describe(),
+            "ACME certificates are managed"
+        );
+        Ok(Some(acme))
+    }
+
+    /// Where ACME keeps its state: in etcd beside the config, when the
+    /// config is there, else in the state directory.
+    fn storage(&self) -> anyhow::Result<Arc<dyn AcmeStorage>> {
+        let Some(state_dir) = &self.state_dir else {
+            anyhow::bail!(
+                "routes with tls = \"acme\" need --state-dir: the ACME account and the certificates are kept there"
+            );
+        };
+        Ok(match &self.source {
+            ConfigSource::Etcd(etcd) => Arc::new(EtcdStorage::new(
+                EtcdStorageSettings {
+                    connection: etcd.connection.clone(),
+                    prefix: etcd.prefix.clone(),
+                    instance: self.instance_name.clone(),
+                    lock_lease: etcd.lock_lease,
+                    keys: etcd.private_keys.clone(),
+                },
+                state_dir,
+                self.http01.clone(),
+            )),
+            _ => Arc::new(FileStorage::new(state_dir, self.http01.clone())),
+        })
+    }
 }
 
 fn acme_challenge(snapshot: &Snapshot) -> Option<ChallengeKind> {
     snapshot.acme.as_ref().map(|config| config.challenge)
-}
-
-/// Creates the ACME manager for the snapshot's `tls = "acme"` routes, if
-/// any: loads the certificates already stored in `state_dir` into `served`,
-/// arranges for newly issued ones to go there too, and registers the ACME
-/// metrics. Nothing is ordered until [`Acme::start`].
-fn prepare_acme(
-    snapshot: &Snapshot,
-    state_dir: Option<&Path>,
-    served: &AcmeCertificates,
-    http01: &Http01Responses,
-    registry: &prometheus::Registry,
-) -> anyhow::Result<Option<Acme>> {
-    if snapshot.acme_certificates.is_empty() {
-        if snapshot.acme.is_some() {
-            tracing::info!("[acme] is set but no route has tls = \"acme\"; nothing is ordered");
-        }
-        return Ok(None);
-    }
-    let Some(config) = snapshot.acme.clone() else {
-        anyhow::bail!("routes with tls = \"acme\" need an [acme] table");
-    };
-    let Some(state_dir) = state_dir else {
-        anyhow::bail!(
-            "routes with tls = \"acme\" need --state-dir: the ACME account and the certificates are kept there"
-        );
-    };
-    let store = served.clone();
-    let acme = Acme::new(
-        config,
-        state_dir,
-        snapshot.acme_certificates.clone(),
-        http01.clone(),
-        move |issued| match store.insert(&issued) {
-            Ok(()) => {
-                tracing::info!(names = ?issued.names, "serving a newly issued ACME certificate")
-            }
-            Err(error) => {
-                tracing::error!(names = ?issued.names, %error, "cannot serve the issued ACME certificate")
-            }
-        },
-    )?;
-    for issued in acme.certificates() {
-        match served.insert(&issued) {
-            Ok(()) => tracing::info!(names = ?issued.names, "serving a stored ACME certificate"),
-            Err(error) => {
-                tracing::warn!(names = ?issued.names, %error, "cannot serve the stored ACME certificate")
-            }
-        }
-    }
-    acme.metrics()
-        .register(registry)
-        .map_err(|e| anyhow::anyhow!("cannot register the ACME metrics: {e}"))?;
-    tracing::info!(
-        certificates = snapshot.acme_certificates.len(),
-        "ACME certificates are managed"
-    );
-    Ok(Some(acme))
 }
 
 /// Waits, for at most 10 s, until one of `addresses` accepts a connection

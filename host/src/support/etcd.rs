@@ -1,10 +1,14 @@
 //! Reaching etcd: the cluster's client endpoints, TLS and a user, and the
-//! connection made from them, for everything Sluice keeps there.
+//! connection made from them, for everything Sluice keeps there, and
+//! reconnecting after etcd is lost.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+/// The longest wait between reconnections while etcd is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The environment variable holding the etcd user's password.
 pub const PASSWORD_ENV: &str = "SLUICE_ETCD_PASSWORD";
@@ -45,14 +49,28 @@ impl std::fmt::Display for EtcdConnection {
 
 impl EtcdConnection {
     /// Connects to the cluster, with TLS and the user when configured.
+    /// Each request may take at most five seconds.
     pub async fn connect(&self) -> Result<Client, String> {
+        self.connect_with(Some(TIMEOUT)).await
+    }
+
+    /// Connects for requests that wait as long as they must, such as
+    /// taking a lock another instance holds; a lost connection still ends
+    /// them, through the pings.
+    pub async fn connect_for_waits(&self) -> Result<Client, String> {
+        self.connect_with(None).await
+    }
+
+    async fn connect_with(&self, request_timeout: Option<Duration>) -> Result<Client, String> {
         // HTTP/2 pings find a connection a silent partition cut, which a
         // watch would otherwise wait on until TCP gives up.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(TIMEOUT)
-            .with_timeout(TIMEOUT)
             .with_keep_alive(KEEP_ALIVE, TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if let Some(timeout) = request_timeout {
+            options = options.with_timeout(timeout);
+        }
         if let Some(user) = &self.user {
             let password = std::env::var(PASSWORD_ENV)
                 .map_err(|_| format!("{self}: the etcd user {user:?} needs ${PASSWORD_ENV}"))?;
@@ -85,5 +103,25 @@ impl EtcdConnection {
         Client::connect(endpoints, Some(options))
             .await
             .map_err(|e| format!("{self}: cannot connect: {e}"))
+    }
+}
+
+/// Runs `session` again each time it ends, for as long as the process
+/// runs: the wait before the next doubles from half a second up to thirty
+/// seconds, and starts over after a session that had got going (`session`
+/// says whether it had).
+pub async fn reconnect_forever<F, Session>(mut session: F)
+where
+    F: FnMut() -> Session,
+    Session: std::future::Future<Output = bool>,
+{
+    const FIRST_WAIT: Duration = Duration::from_millis(500);
+    let mut wait = FIRST_WAIT;
+    loop {
+        if session().await {
+            wait = FIRST_WAIT;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_BACKOFF);
     }
 }

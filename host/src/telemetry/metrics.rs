@@ -78,6 +78,7 @@ pub struct Metrics {
     /// The fleet this instance is a member of, read when scraped.
     fleet: OnceLock<Arc<FleetView>>,
     fleet_members: IntGaugeVec,
+    fleet_locks: IntGaugeVec,
     fleet_connected: IntGauge,
     breaker_state: IntGaugeVec,
     endpoint_healthy: IntGaugeVec,
@@ -244,6 +245,11 @@ impl Metrics {
              the etcd revision of the config it applied.",
             &["member", "version", "config_revision"],
         );
+        let fleet_locks = gauge(
+            "sluice_fleet_lock_holder",
+            "1 for each ACME lock of the fleet on etcd that is held, with its holder.",
+            &["lock", "member"],
+        );
         let fleet_connected = IntGauge::new(
             "sluice_fleet_connected",
             "1 while this instance is registered in its fleet on etcd.",
@@ -295,6 +301,7 @@ impl Metrics {
             header_read_timeout: OnceLock::new(),
             fleet: OnceLock::new(),
             fleet_members,
+            fleet_locks,
             fleet_connected,
             breaker_state,
             endpoint_healthy,
@@ -353,6 +360,12 @@ impl Metrics {
                 let revision = member.config_revision.as_deref().unwrap_or("");
                 self.fleet_members
                     .with_label_values(&[&member.name, &member.version, revision])
+                    .set(1);
+            }
+            self.fleet_locks.reset();
+            for held in fleet.locks() {
+                self.fleet_locks
+                    .with_label_values(&[&held.lock, &held.holder])
                     .set(1);
             }
             self.fleet_connected.set(i64::from(fleet.error().is_none()));

@@ -19,7 +19,10 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use sluice::tls::acme::{Acme, AcmeConfig, ChallengeKind, CloudflareConfig, Issued, RetryBackoff};
+use sluice::tls::acme::storage::FileStorage;
+use sluice::tls::acme::{
+    Acme, AcmeConfig, ChallengeKind, CloudflareConfig, Http01Responses, Issued, RetryBackoff,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
@@ -38,11 +41,11 @@ const ZONE: &str = "example.test";
 const ZONE_ID: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 
 /// Pebble and pebble-challtestsrv, stopped on drop.
-struct Ca {
+pub(super) struct Ca {
     directory: String,
     ca_root: PathBuf,
     /// Where Pebble sends HTTP-01 validation requests.
-    http_port: u16,
+    pub(super) http_port: u16,
     /// challtestsrv's DNS server, which Pebble resolves names with.
     dns: SocketAddr,
     /// challtestsrv's management API.
@@ -60,7 +63,7 @@ impl Ca {
     /// Starts both servers; Pebble issues certificates valid for `validity`.
     /// When another process holds one of the ports chosen, both start
     /// again on new ones.
-    fn start(validity: Duration) -> Ca {
+    pub(super) fn start(validity: Duration) -> Ca {
         let mut attempts = 0;
         loop {
             match Self::try_start(validity) {
@@ -231,20 +234,25 @@ impl Drop for Ca {
 
 /// What the Cloudflare stand-in has seen and holds.
 #[derive(Default)]
-struct CloudflareState {
+pub(super) struct CloudflareState {
     /// Record ID → (name, content).
     records: BTreeMap<String, (String, String)>,
-    created: usize,
+    pub(super) created: usize,
     deleted: usize,
     /// Answer record creation with `success: false` once this many
     /// records were created; `None` never.
     creates_allowed: Option<usize>,
+    /// Record creations asked for, counted as they arrive.
+    pub(super) create_requests: usize,
+    /// While set, record creations wait before they are made: an order
+    /// held in the middle.
+    pub(super) hold_creates: bool,
 }
 
 /// A small Cloudflare v4 API: zone lookup, TXT create and delete, the
 /// envelope, and `Authorization: Bearer` checks.
-struct Cloudflare {
-    base: String,
+pub(super) struct Cloudflare {
+    pub(super) base: String,
     state: Arc<Mutex<CloudflareState>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -264,7 +272,7 @@ impl Cloudflare {
 
     /// The stand-in over HTTPS with `ca`'s localhost certificate, as a
     /// config file needs (`acme.cloudflare.api_base` must be https://).
-    async fn start_https(ca: &Ca) -> Cloudflare {
+    pub(super) async fn start_https(ca: &Ca) -> Cloudflare {
         let chain = CertificateDer::pem_file_iter(ca.dir.join("cert.pem"))
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
@@ -312,7 +320,7 @@ impl Cloudflare {
         Cloudflare { base, state, task }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, CloudflareState> {
+    pub(super) fn state(&self) -> std::sync::MutexGuard<'_, CloudflareState> {
         self.state.lock().unwrap()
     }
 }
@@ -384,6 +392,10 @@ async fn cloudflare_api(
             envelope(StatusCode::OK, true, json!([]), zones)
         }
         (Method::POST, ["zones", ZONE_ID, "dns_records"]) => {
+            state.lock().unwrap().create_requests += 1;
+            while state.lock().unwrap().hold_creates {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let record: Value = serde_json::from_slice(&body).unwrap();
             let refused = {
                 let state = state.lock().unwrap();
@@ -510,7 +522,7 @@ fn config(
 }
 
 /// Sets `name` to the stand-in's token. Each test uses its own variable.
-fn token_in(name: &str) -> &str {
+pub(super) fn token_in(name: &str) -> &str {
     std::env::set_var(name, TOKEN);
     name
 }
@@ -519,22 +531,33 @@ fn names(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-/// An [`Acme`] whose callback sends each certificate to the receiver.
-fn manage(
+/// An [`Acme`] on the state directory whose callback sends each
+/// certificate to the receiver.
+async fn manage(
     config: AcmeConfig,
     state_dir: &Path,
     certificates: Vec<Vec<String>>,
 ) -> (Acme, mpsc::UnboundedReceiver<Issued>) {
+    manage_answering(config, state_dir, certificates, Http01Responses::default()).await
+}
+
+/// [`manage`], publishing HTTP-01 answers in `answers`.
+async fn manage_answering(
+    config: AcmeConfig,
+    state_dir: &Path,
+    certificates: Vec<Vec<String>>,
+    answers: Http01Responses,
+) -> (Acme, mpsc::UnboundedReceiver<Issued>) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let acme = Acme::new(
         config,
-        state_dir,
+        Arc::new(FileStorage::new(state_dir, answers)),
         certificates,
-        Default::default(),
         move |issued| {
             let _ = sender.send(issued);
         },
     )
+    .await
     .unwrap();
     (acme, receiver)
 }
@@ -592,7 +615,7 @@ async fn dns01_issues_a_certificate_and_a_restart_reuses_it() {
         ChallengeKind::Dns01,
         token_in("SLUICE_IT_CF_TOKEN_DNS01"),
     );
-    let (acme, mut issued) = manage(settings.clone(), &state_dir, vec![certificate.clone()]);
+    let (acme, mut issued) = manage(settings.clone(), &state_dir, vec![certificate.clone()]).await;
     assert!(acme.certificates().is_empty());
     let tasks = acme.start();
     let first = next_issued(&mut issued).await;
@@ -641,7 +664,7 @@ async fn dns01_issues_a_certificate_and_a_restart_reuses_it() {
     drop(tasks);
 
     // A restart finds the stored certificate and orders nothing.
-    let (again, mut reissued) = manage(settings, &state_dir, vec![certificate]);
+    let (again, mut reissued) = manage(settings, &state_dir, vec![certificate]).await;
     assert_eq!(again.certificates(), std::slice::from_ref(&first));
     let _tasks = again.start();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -670,7 +693,8 @@ async fn dns01_issues_a_wildcard_certificate() {
         settings,
         &state_dir,
         vec![names(&["*.wild.example.test", "wild.example.test"])],
-    );
+    )
+    .await;
     let _tasks = acme.start();
     let certificate = next_issued(&mut issued).await;
     assert_eq!(
@@ -691,10 +715,17 @@ async fn http01_issues_a_certificate_from_the_shared_answers() {
     let cloudflare = Cloudflare::start(ca.management).await;
     let state_dir = scratch_dir();
     let settings = config(&ca, &cloudflare, ChallengeKind::Http01, "SLUICE_IT_UNUSED");
-    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["web.example.test"])]);
+    let answers = Http01Responses::default();
+    let (acme, mut issued) = manage_answering(
+        settings,
+        &state_dir,
+        vec![names(&["web.example.test"])],
+        answers.clone(),
+    )
+    .await;
 
     // What Sluice's HTTP listener does: answer challenge paths from the map.
-    let answers = acme.http01();
+    let listened = answers.clone();
     let served = Arc::new(Mutex::new(Vec::new()));
     let listener = TcpListener::bind(("127.0.0.1", ca.http_port))
         .await
@@ -705,7 +736,7 @@ async fn http01_issues_a_certificate_from_the_shared_answers() {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let answers = answers.clone();
+            let answers = listened.clone();
             let log = log.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
@@ -741,7 +772,7 @@ async fn http01_issues_a_certificate_from_the_shared_answers() {
     assert!(!served.is_empty(), "Pebble fetched the answer");
     for path in &served {
         assert!(
-            acme.http01().response_for_path(path).is_none(),
+            answers.response_for_path(path).is_none(),
             "{path} is no longer answered once the order is done"
         );
     }
@@ -760,7 +791,8 @@ async fn a_certificate_is_renewed_inside_its_window() {
         token_in("SLUICE_IT_CF_TOKEN_RENEW"),
     );
     settings.renew_before = Duration::from_secs(4);
-    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["renew.example.test"])]);
+    let (acme, mut issued) =
+        manage(settings, &state_dir, vec![names(&["renew.example.test"])]).await;
     let _tasks = acme.start();
     let first = next_issued(&mut issued).await;
     let second = next_issued(&mut issued).await;
@@ -794,7 +826,8 @@ async fn a_failing_dns_api_keeps_the_certificate_and_retries() {
     // The first order's one record is created; every renewal's is refused,
     // however soon after the first certificate it starts.
     cloudflare.state().creates_allowed = Some(1);
-    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["flaky.example.test"])]);
+    let (acme, mut issued) =
+        manage(settings, &state_dir, vec![names(&["flaky.example.test"])]).await;
     let _tasks = acme.start();
     let first = next_issued(&mut issued).await;
     eventually("two failed renewals", || attempts(&acme, "failure") >= 2).await;
@@ -822,7 +855,8 @@ async fn an_unreachable_ca_keeps_the_certificate_and_retries() {
         token_in("SLUICE_IT_CF_TOKEN_CA_DOWN"),
     );
     settings.renew_before = Duration::from_secs(4);
-    let (acme, mut issued) = manage(settings, &state_dir, vec![names(&["down.example.test"])]);
+    let (acme, mut issued) =
+        manage(settings, &state_dir, vec![names(&["down.example.test"])]).await;
     let _tasks = acme.start();
     let first = next_issued(&mut issued).await;
     let stored = state_dir.join("certificates/down.example.test/fullchain.pem");
@@ -853,7 +887,8 @@ async fn a_wrong_or_missing_token_is_named_and_never_shown() {
     ] {
         let settings = config(&ca, &cloudflare, ChallengeKind::Dns01, variable);
         let state_dir = scratch_dir();
-        let (acme, _issued) = manage(settings, &state_dir, vec![names(&["tok.example.test"])]);
+        let (acme, _issued) =
+            manage(settings, &state_dir, vec![names(&["tok.example.test"])]).await;
         let _tasks = acme.start();
         eventually("a failed order", || attempts(&acme, "failure") >= 1).await;
         let error = acme.status()[0].last_error.clone().unwrap();
@@ -870,7 +905,7 @@ async fn a_wrong_or_missing_token_is_named_and_never_shown() {
 
 /// Pebble's root, which it generates anew on each start, from its
 /// management API.
-async fn pebble_root(ca: &Ca) -> CertificateDer<'static> {
+pub(super) async fn pebble_root(ca: &Ca) -> CertificateDer<'static> {
     let trusted = reqwest::Certificate::from_pem(&std::fs::read(&ca.ca_root).unwrap()).unwrap();
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -891,7 +926,7 @@ async fn pebble_root(ca: &Ca) -> CertificateDer<'static> {
 }
 
 /// An `[acme]` table for Pebble, with the Cloudflare API at `api_base`.
-fn acme_table(ca: &Ca, api_base: &str, challenge: &str, token_env: &str) -> String {
+pub(super) fn acme_table(ca: &Ca, api_base: &str, challenge: &str, token_env: &str) -> String {
     format!(
         "[acme]\nemail = \"ops@example.test\"\ndirectory = \"{}\"\nchallenge = \"{challenge}\"\nca_root = \"{}\"\n\n[acme.cloudflare]\ntoken_env = \"{token_env}\"\napi_base = \"{api_base}\"\nresolver = \"{}\"\npropagation_timeout = \"10s\"\n",
         ca.directory,

@@ -8,9 +8,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use etcd_client::{Client, GetOptions};
 use sluice::control::etcd::EtcdSource;
+use sluice::tls::acme::storage::{
+    AcmeStorage, EtcdStorage, EtcdStorageSettings, KeyProtection, ENCRYPTION_KEY_ENV,
+};
+use sluice::tls::acme::{Http01Responses, Issued};
+use tokio_rustls::rustls::{self, pki_types::CertificateDer};
+use tokio_rustls::TlsConnector;
 
+use crate::acme::{acme_table, pebble_root, token_in, Ca, Cloudflare};
 use crate::common::{free_port, scratch_dir, sluice_binary, wait_accepting, Scratch};
+use crate::tls::{connect, connector, presented};
 
 /// A real etcd on loopback ports, its data in a scratch directory.
 struct Etcd {
@@ -101,6 +110,8 @@ struct Instance {
     child: Child,
     address: SocketAddr,
     admin: SocketAddr,
+    /// Where a config's `${TLS}` listener is.
+    tls: SocketAddr,
     log: PathBuf,
     /// Its state directory (the last known good config) and log.
     state: Option<Scratch>,
@@ -113,7 +124,20 @@ impl Instance {
 
     /// Starts an instance whose state directory is in `state`.
     fn start_on(etcd: &Etcd, state: Scratch) -> Instance {
-        let (address, admin) = (
+        Self::launch(etcd, state, free_port(), &[], &[])
+    }
+
+    /// Starts an instance with its state directory in `state`, its plain
+    /// listener on `port`, `extra` arguments to `sluice run` and `env`.
+    fn launch(
+        etcd: &Etcd,
+        state: Scratch,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Instance {
+        let (address, admin, tls) = (
+            SocketAddr::from(([127, 0, 0, 1], port)),
             SocketAddr::from(([127, 0, 0, 1], free_port())),
             SocketAddr::from(([127, 0, 0, 1], free_port())),
         );
@@ -121,10 +145,13 @@ impl Instance {
         let child = Command::new(sluice_binary())
             .args(["run", "--config-url", &etcd.url(), "--state-dir"])
             .arg(state.join("state"))
-            .args(["--instance-name", &format!("node-{}", address.port())])
+            .args(["--instance-name", &Self::name_for(address)])
+            .args(extra)
             .env("LISTEN", address.to_string())
             .env("ADMIN", admin.to_string())
+            .env("TLS", tls.to_string())
             .env("RUST_LOG", "warn,sluice=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -133,6 +160,7 @@ impl Instance {
             child,
             address,
             admin,
+            tls,
             log,
             state: Some(state),
         };
@@ -151,6 +179,39 @@ impl Instance {
             || std::fs::read_to_string(&log).unwrap_or_default(),
         );
         instance
+    }
+
+    /// The member name of the instance listening on `address`.
+    fn name_for(address: SocketAddr) -> String {
+        format!("node-{}", address.port())
+    }
+
+    fn name(&self) -> String {
+        Self::name_for(self.address)
+    }
+
+    /// What the instance has logged so far.
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The admin API's answer to `GET path`.
+    async fn admin_get(&self, path: &str) -> reqwest::Response {
+        crate::common::client()
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The admin API's `/status`.
+    async fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").await.json().await.unwrap()
+    }
+
+    /// The admin API's `/metrics`.
+    async fn metrics(&self) -> String {
+        self.admin_get("/metrics").await.text().await.unwrap()
     }
 
     /// The body of `GET /` on this instance.
@@ -189,14 +250,7 @@ impl Instance {
     async fn wait_for_members(&self, names: &[String], revision: Option<&str>) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let status: serde_json::Value = crate::common::client()
-                .get(format!("http://{}/status", self.admin))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let status = self.status().await;
             let members = status["fleet"]["members"]
                 .as_array()
                 .cloned()
@@ -220,14 +274,7 @@ impl Instance {
     /// The admin API's `/config`: the config in force and the source's
     /// last error.
     async fn config_status(&self) -> serde_json::Value {
-        crate::common::client()
-            .get(format!("http://{}/config", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin_get("/config").await.json().await.unwrap()
     }
 }
 
@@ -268,6 +315,7 @@ fn push(etcd: &Etcd, text: &str, extra: &[&str]) -> (bool, String) {
         .args(["config", "push", "--etcd", &etcd.url()])
         .env("LISTEN", "127.0.0.1:1")
         .env("ADMIN", "127.0.0.1:2")
+        .env("TLS", "127.0.0.1:3")
         .args(extra)
         .arg(&file)
         .output()
@@ -306,21 +354,11 @@ async fn a_pushed_config_reaches_every_instance_and_an_invalid_one_is_refused() 
         .trim_end_matches(')')
         .to_string();
     // Every member lists all three, each on the pushed revision.
-    let names: Vec<String> = fleet
-        .iter()
-        .map(|i| format!("node-{}", i.address.port()))
-        .collect();
+    let names: Vec<String> = fleet.iter().map(Instance::name).collect();
     for instance in &fleet {
         instance.wait_for_members(&names, Some(&revision)).await;
     }
-    let metrics = crate::common::client()
-        .get(format!("http://{}/metrics", fleet[0].admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = fleet[0].metrics().await;
     for name in &names {
         assert!(
             metrics.contains(&format!(
@@ -404,11 +442,345 @@ async fn with_etcd_stopped_instances_keep_serving_restart_on_the_last_known_good
         instance.wait_for("after").await;
     }
     // The stopped instance's lease runs out: it leaves the members.
-    let names: Vec<String> = fleet
-        .iter()
-        .map(|i| format!("node-{}", i.address.port()))
-        .collect();
+    let names: Vec<String> = fleet.iter().map(Instance::name).collect();
     for instance in &fleet {
         instance.wait_for_members(&names, None).await;
     }
+}
+
+/// The fleet's ACME site.
+const SITE: &str = "www.example.test";
+
+/// The key the fleet's private keys are sealed with in the test that
+/// encrypts them.
+const SEALING_KEY: &str = "q3J1c2ljZS1zZWFsaW5nLWtleS1mb3ItdGVzdHMhIT0=";
+
+/// A config with a plain listener, a TLS listener whose site's certificate
+/// comes from `ca` through `challenge`, and the admin API.
+fn acme_config(ca: &Ca, api_base: &str, challenge: &str, token_env: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"${{LISTEN}}\"\n\n[[listeners]]\naddress = \"${{TLS}}\"\ntls = true\n\n\
+         [admin]\naddress = \"${{ADMIN}}\"\n\n[[routes]]\nname = \"site\"\nhosts = [\"{SITE}\"]\n\
+         tls = \"acme\"\nrespond = {{ status = 200, body = \"fleet\" }}\n\n{}",
+        acme_table(ca, api_base, challenge, token_env)
+    )
+}
+
+/// Waits up to 60 s for `instance` to serve a certificate for [`SITE`]
+/// that `client` trusts; returns it.
+async fn served_leaf(instance: &Instance, client: &TlsConnector) -> CertificateDer<'static> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match connect(client, instance.tls, SITE).await {
+            Ok(stream) => return presented(&stream),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{} serves no trusted certificate for {SITE} ({e}):\n{}",
+                instance.name(),
+                instance.log_text()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The keys and values under `prefix` in `etcd`.
+async fn stored(etcd: &Etcd, prefix: &str) -> Vec<(String, String)> {
+    let mut client = Client::connect([etcd.client.to_string()], None)
+        .await
+        .unwrap();
+    let response = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_string(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The number of successful ACME orders `instance` counts.
+async fn orders_made(instance: &Instance) -> u64 {
+    instance
+        .metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("sluice_acme_attempts_total{result=\"success\"} "))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// Who holds the lock on ordering [`SITE`]'s certificate, as `instance`'s
+/// `/status` says.
+async fn certificate_lock_holder(instance: &Instance) -> Option<String> {
+    let status = instance.status().await;
+    status["fleet"]["locks"]
+        .as_array()?
+        .iter()
+        .find(|held| held["lock"] == format!("certificate:{SITE}"))
+        .and_then(|held| held["holder"].as_str())
+        .map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_orders_one_certificate_that_every_instance_serves_even_without_etcd() {
+    let mut etcd = Etcd::start();
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_FLEET_ONE");
+    let (pushed, output) = push(
+        &etcd,
+        &acme_config(&ca, &cloudflare.base, "dns-01", token_env),
+        &[],
+    );
+    assert!(pushed, "{output}");
+    let encrypted = ["--etcd-private-keys", "encrypted"];
+    let sealing = [(ENCRYPTION_KEY_ENV, SEALING_KEY)];
+    let mut fleet: Vec<Instance> = (0..3)
+        .map(|_| Instance::launch(&etcd, scratch_dir(), free_port(), &encrypted, &sealing))
+        .collect();
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let leaf = served_leaf(&fleet[0], &client).await;
+    for instance in &fleet[1..] {
+        assert_eq!(
+            served_leaf(instance, &client).await,
+            leaf,
+            "{}",
+            instance.name()
+        );
+    }
+
+    // One order for the fleet: one DNS record asked for, one success
+    // among the instances, one account and one certificate in etcd.
+    assert_eq!(cloudflare.state().create_requests, 1);
+    let mut orders = 0;
+    for instance in &fleet {
+        orders += orders_made(instance).await;
+    }
+    assert_eq!(orders, 1);
+    assert_eq!(stored(&etcd, "/fleet/acme/accounts/").await.len(), 1);
+    let certificates = stored(&etcd, "/fleet/acme/certificates/").await;
+    assert_eq!(certificates.len(), 1, "{certificates:?}");
+    assert_eq!(
+        certificates[0].0,
+        format!("/fleet/acme/certificates/{SITE}")
+    );
+    let certificate: serde_json::Value = serde_json::from_str(&certificates[0].1).unwrap();
+    assert!(certificate["chain"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    // The key, and the account's, are sealed with the fleet's key.
+    let key = certificate["key"].as_str().unwrap();
+    assert!(key.starts_with("sealed:v1:"), "{key}");
+    for (name, value) in stored(&etcd, "/fleet/acme/").await {
+        assert!(!value.contains("PRIVATE KEY"), "{name} holds a plain key");
+    }
+
+    // With etcd stopped, every instance keeps serving the certificate,
+    // and one restarted meanwhile serves it from its local copy.
+    etcd.stop();
+    let state = fleet.pop().unwrap().stop();
+    let restarted = Instance::launch(&etcd, state, free_port(), &encrypted, &sealing);
+    assert_eq!(served_leaf(&restarted, &client).await, leaf);
+    for instance in &fleet {
+        assert_eq!(served_leaf(instance, &client).await, leaf);
+    }
+    assert_eq!(
+        cloudflare.state().create_requests,
+        1,
+        "nothing was ordered again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lease_runs_out() {
+    let etcd = Etcd::start();
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    cloudflare.state().hold_creates = true;
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_FLEET_KILL");
+    let (pushed, output) = push(
+        &etcd,
+        &acme_config(&ca, &cloudflare.base, "dns-01", token_env),
+        &[],
+    );
+    assert!(pushed, "{output}");
+    let lease = ["--etcd-lock-lease", "3s"];
+    let mut fleet: Vec<Instance> = (0..3)
+        .map(|_| Instance::launch(&etcd, scratch_dir(), free_port(), &lease, &[]))
+        .collect();
+
+    // The first order reaches the DNS API, where it is held.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloudflare.state().create_requests == 0 {
+        assert!(Instant::now() < deadline, "no order reached the DNS API");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every instance names the same holder; the others wait for the lock
+    // rather than order, for longer than a lease.
+    let mut holder = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while holder.is_none() {
+        holder = certificate_lock_holder(&fleet[0]).await;
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            fleet[0].status().await["fleet"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let holder = holder.unwrap();
+    for instance in &fleet[1..] {
+        assert_eq!(
+            certificate_lock_holder(instance).await.as_ref(),
+            Some(&holder)
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(cloudflare.state().create_requests, 1);
+
+    // The holder dies mid-order.
+    let dead = fleet.iter().position(|i| i.name() == holder).unwrap();
+    drop(fleet.remove(dead));
+    cloudflare.state().hold_creates = false;
+
+    // Another instance takes the lock once the lease runs out, completes
+    // the order, and both survivors serve the certificate.
+    let client = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let leaf = served_leaf(&fleet[0], &client).await;
+    assert_eq!(served_leaf(&fleet[1], &client).await, leaf);
+    assert_eq!(cloudflare.state().create_requests, 2);
+    let orderers: Vec<String> = fleet
+        .iter()
+        .filter(|i| i.log_text().contains("ordering a certificate"))
+        .map(Instance::name)
+        .collect();
+    assert_eq!(orderers.len(), 1, "{orderers:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while certificate_lock_holder(&fleet[0]).await.as_ref() == Some(&holder) {
+        assert!(Instant::now() < deadline, "the dead holder's lock stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http01_challenge_one_instance_started_is_answered_by_another() {
+    let etcd = Etcd::start();
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let (pushed, output) = push(
+        &etcd,
+        &acme_config(&ca, "https://127.0.0.1:1", "http-01", "SLUICE_IT_UNUSED"),
+        &[],
+    );
+    assert!(pushed, "{output}");
+
+    // The test holds the certificate's lock, so the instances queue behind
+    // it in the order they start: the first to start orders, and Pebble
+    // validates at the plain listener of the second.
+    let election = format!("/fleet/acme/locks/certificate:{SITE}");
+    let mut client = Client::connect([etcd.client.to_string()], None)
+        .await
+        .unwrap();
+    let lease = client.lease_grant(60, None).await.unwrap().id();
+    client
+        .campaign(election.as_str(), "test", lease)
+        .await
+        .unwrap();
+    let queued = |count: usize| {
+        let etcd = &etcd;
+        let election = election.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while stored(etcd, &election).await.len() < count {
+                assert!(
+                    Instant::now() < deadline,
+                    "fewer than {count} in the lock's queue"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let orderer = Instance::launch(&etcd, scratch_dir(), free_port(), &[], &[]);
+    queued(2).await;
+    let validated = Instance::launch(&etcd, scratch_dir(), ca.http_port, &[], &[]);
+    queued(3).await;
+    client.lease_revoke(lease).await.unwrap();
+
+    let trusted = connector(&[pebble_root(&ca).await], rustls::ALL_VERSIONS, &[]);
+    let leaf = served_leaf(&orderer, &trusted).await;
+    assert_eq!(served_leaf(&validated, &trusted).await, leaf);
+    assert!(orderer.log_text().contains("ordering a certificate"));
+    assert!(
+        !validated.log_text().contains("ordering a certificate"),
+        "{}",
+        validated.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_lost_its_lock_cannot_overwrite_its_successors_certificate() {
+    let etcd = Etcd::start();
+    let state = scratch_dir();
+    let storage = |instance: &str| {
+        EtcdStorage::new(
+            EtcdStorageSettings {
+                connection: EtcdSource::parse(&etcd.url(), None, None)
+                    .unwrap()
+                    .connection,
+                prefix: "/fleet".to_string(),
+                instance: instance.to_string(),
+                lock_lease: Duration::from_secs(30),
+                keys: KeyProtection::Plaintext,
+            },
+            &state.join(instance),
+            Http01Responses::default(),
+        )
+    };
+    let (cut_off, successor) = (storage("cut-off"), storage("successor"));
+    let lock = format!("certificate:{SITE}");
+    let names = vec![SITE.to_string()];
+    let held = cut_off.lock(&lock).await.unwrap();
+
+    // The holder is cut off long enough for its lease to run out: etcd
+    // revokes it, and the lock passes on.
+    let elections = stored(&etcd, "/fleet/acme/locks/").await;
+    assert_eq!(elections.len(), 1, "{elections:?}");
+    assert_eq!(elections[0].1, "cut-off");
+    let lease = i64::from_str_radix(elections[0].0.rsplit('/').next().unwrap(), 16).unwrap();
+    let mut client = Client::connect([etcd.client.to_string()], None)
+        .await
+        .unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    let successors = successor.lock(&lock).await.unwrap();
+    let renewed = self_signed(SITE);
+    successor
+        .save_certificate(&names, &renewed, &successors)
+        .await
+        .unwrap();
+
+    // The cut-off instance finishes its order late: its write is refused,
+    // and the successor's certificate stays.
+    let late = self_signed(SITE);
+    let refused = cut_off
+        .save_certificate(&names, &late, &held)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("lost the lock"), "{refused}");
+    assert_eq!(
+        successor.load_certificate(&names).await.unwrap(),
+        Some(renewed)
+    );
+}
+
+/// A self-signed certificate for `name`.
+fn self_signed(name: &str) -> Issued {
+    let generated = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    Issued::from_pem(generated.cert.pem(), generated.signing_key.serialize_pem()).unwrap()
 }

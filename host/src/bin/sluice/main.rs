@@ -9,7 +9,7 @@ mod scaffold;
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
 use sluice::config;
-use sluice::control::etcd::{EtcdSource, EtcdTls};
+use sluice::control::etcd::{EtcdSource, EtcdTls, KeyProtection};
 use sluice::control::ConfigSource;
 use sluice::resilience::state::Registry;
 use sluice::server::RunOptions;
@@ -61,6 +61,34 @@ struct EtcdArgs {
     /// The etcd user; the password is read from $SLUICE_ETCD_PASSWORD.
     #[arg(long)]
     etcd_user: Option<String>,
+}
+
+/// How a fleet on etcd keeps its shared ACME state.
+#[derive(clap::Args)]
+struct FleetAcmeArgs {
+    /// How long the lock on a certificate order outlives an instance that
+    /// died holding it; another instance takes over after it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    etcd_lock_lease: std::time::Duration,
+    /// How ACME private keys are written to etcd: `plaintext` (for an etcd
+    /// whose access control you trust) or `encrypted` with the key in
+    /// $SLUICE_ETCD_ENCRYPTION_KEY.
+    #[arg(long, default_value = "plaintext", value_parser = ["plaintext", "encrypted"])]
+    etcd_private_keys: String,
+}
+
+impl FleetAcmeArgs {
+    /// `source` with these settings, if its config is in etcd.
+    fn apply(&self, source: ConfigSource) -> Result<ConfigSource, String> {
+        let ConfigSource::Etcd(mut etcd) = source else {
+            return Ok(source);
+        };
+        etcd.lock_lease = self.etcd_lock_lease;
+        if self.etcd_private_keys == "encrypted" {
+            etcd.private_keys = KeyProtection::encrypted_from_env()?;
+        }
+        Ok(ConfigSource::Etcd(etcd))
+    }
 }
 
 impl EtcdArgs {
@@ -150,6 +178,8 @@ enum Command {
         source: SourceArgs,
         #[command(flatten)]
         etcd: EtcdArgs,
+        #[command(flatten)]
+        fleet_acme: FleetAcmeArgs,
         /// Where the last known good config is kept, for starts on a broken source.
         #[arg(long, env = "SLUICE_STATE_DIR", default_value = "/var/lib/sluice")]
         state_dir: PathBuf,
@@ -216,11 +246,15 @@ fn main() -> ExitCode {
         Command::Run {
             source,
             etcd,
+            fleet_acme,
             state_dir,
             poll_interval,
             upgrade,
             instance_name,
-        } => match source.source(&etcd) {
+        } => match source
+            .source(&etcd)
+            .and_then(|source| fleet_acme.apply(source))
+        {
             Ok(source) => start(RunOptions {
                 source,
                 state_dir: Some(state_dir),

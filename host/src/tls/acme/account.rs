@@ -1,8 +1,7 @@
 //! The ACME account: one per CA directory, its credentials kept in the
-//! state directory (0600) and reused on every later start.
+//! ACME storage and reused on every later start.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use anyhow::Context;
@@ -12,7 +11,7 @@ use instant_acme::{
     Account, AccountCredentials, BodyWrapper, BytesResponse, HttpClient, NewAccount,
 };
 
-use super::storage::write_atomic;
+use super::storage::{account_lock, AcmeStorage};
 
 /// Carries instant-acme's requests over the `reqwest` client Sluice already
 /// uses, which trusts the configured extra roots besides the built-in ones.
@@ -45,32 +44,26 @@ impl HttpClient for ReqwestHttp {
 }
 
 /// The account at `directory`: restored from its stored credentials, or
-/// created (terms of service agreed) and its credentials stored.
+/// created (terms of service agreed) and its credentials stored. Creation
+/// runs under the account's lock, so a fleet creates one account.
 pub(super) async fn load_or_create(
     http: reqwest::Client,
     directory: &str,
     email: Option<&str>,
-    state_dir: &Path,
+    storage: &dyn AcmeStorage,
 ) -> anyhow::Result<Account> {
-    let path = credentials_path(state_dir, directory);
-    let builder = Account::builder_with_http(Box::new(ReqwestHttp(http)));
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let credentials: AccountCredentials = serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not ACME account credentials", path.display()))?;
-            return builder
-                .from_credentials(credentials)
-                .await
-                .with_context(|| {
-                    format!("cannot restore the ACME account from {}", path.display())
-                });
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let builder = || Account::builder_with_http(Box::new(ReqwestHttp(http.clone())));
+    if let Some(credentials) = storage.load_account(directory).await? {
+        return restore(builder(), &credentials, directory).await;
+    }
+    let lock = storage.lock(&account_lock(directory)).await?;
+    // Another instance may have created it while this one waited.
+    if let Some(credentials) = storage.load_account(directory).await? {
+        return restore(builder(), &credentials, directory).await;
     }
     let contact = email.map(|email| format!("mailto:{email}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
-    let (account, credentials) = builder
+    let (account, credentials) = builder()
         .create(
             &NewAccount {
                 contact: &contacts,
@@ -82,46 +75,25 @@ pub(super) async fn load_or_create(
         )
         .await
         .with_context(|| format!("cannot create an ACME account at {directory}"))?;
-    let parent = path.parent().expect("credentials live in a folder");
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    write_atomic(&path, &serde_json::to_vec_pretty(&credentials)?, 0o600)?;
-    tracing::info!(directory, credentials = %path.display(), "created an ACME account");
+    storage
+        .save_account(directory, &serde_json::to_vec_pretty(&credentials)?, &lock)
+        .await?;
+    tracing::info!(directory, storage = %storage.describe(), "created an ACME account");
     Ok(account)
 }
 
-/// `<state-dir>/acme/accounts/<host>-<hash of the URL>.json`: one file per CA.
-fn credentials_path(state_dir: &Path, directory: &str) -> PathBuf {
-    let host = reqwest::Url::parse(directory)
-        .ok()
-        .and_then(|url| url.host_str().map(str::to_string))
-        .unwrap_or_default();
-    let hash = crate::support::files::content_version(directory.as_bytes());
-    state_dir
-        .join("acme")
-        .join("accounts")
-        .join(format!("{host}-{hash}.json"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_directory_has_its_own_credentials() {
-        let dir = Path::new("/state");
-        let production = credentials_path(dir, super::super::LETSENCRYPT_PRODUCTION);
-        let staging = credentials_path(dir, super::super::LETSENCRYPT_STAGING);
-        assert_ne!(production, staging);
-        assert!(production.starts_with("/state/acme/accounts"));
-        assert!(production
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("acme-v02.api.letsencrypt.org-"));
-        assert_eq!(
-            production,
-            credentials_path(dir, super::super::LETSENCRYPT_PRODUCTION)
-        );
-    }
+/// The account whose stored credentials are `credentials`.
+async fn restore(
+    builder: instant_acme::AccountBuilder,
+    credentials: &[u8],
+    directory: &str,
+) -> anyhow::Result<Account> {
+    let credentials: AccountCredentials =
+        serde_json::from_slice(credentials).with_context(|| {
+            format!("the stored account for {directory} is not ACME account credentials")
+        })?;
+    builder
+        .from_credentials(credentials)
+        .await
+        .with_context(|| format!("cannot restore the ACME account for {directory}"))
 }

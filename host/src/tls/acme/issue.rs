@@ -1,6 +1,6 @@
 //! One ACME order, from the new order to the certificate chain.
 
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,7 +11,8 @@ use instant_acme::{
 use tokio::sync::Mutex;
 
 use super::cloudflare::{Cloudflare, TxtRecord};
-use super::{account, dns, AcmeConfig, ChallengeKind, Http01Responses, Issued};
+use super::storage::{AcmeStorage, HeldLock};
+use super::{account, dns, AcmeConfig, ChallengeKind, Issued};
 
 /// How long the CA may take to validate the challenges, and then to issue.
 const CA_POLL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -21,9 +22,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Places orders with one CA under one account.
 pub(super) struct Issuer {
     config: AcmeConfig,
-    state_dir: PathBuf,
+    storage: Arc<dyn AcmeStorage>,
     http: reqwest::Client,
-    http01: Http01Responses,
     /// Created or restored on the first order, then reused.
     account: Mutex<Option<Account>>,
 }
@@ -44,11 +44,7 @@ enum Published {
 }
 
 impl Issuer {
-    pub(super) fn new(
-        config: &AcmeConfig,
-        state_dir: &Path,
-        http01: Http01Responses,
-    ) -> anyhow::Result<Self> {
+    pub(super) fn new(config: &AcmeConfig, storage: Arc<dyn AcmeStorage>) -> anyhow::Result<Self> {
         let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
         if let Some(path) = &config.ca_root {
             for root in super::read_roots(path)? {
@@ -57,19 +53,15 @@ impl Issuer {
         }
         Ok(Self {
             config: config.clone(),
-            state_dir: state_dir.to_path_buf(),
+            storage,
             http: http.build().context("cannot build the ACME HTTP client")?,
-            http01,
             account: Mutex::new(None),
         })
     }
 
-    pub(super) fn http01(&self) -> Http01Responses {
-        self.http01.clone()
-    }
-
-    /// Orders a certificate for `names` and waits for it.
-    pub(super) async fn issue(&self, names: &[String]) -> anyhow::Result<Issued> {
+    /// Orders a certificate for `names` and waits for it, under `lock`,
+    /// which its HTTP-01 answers live as long as.
+    pub(super) async fn issue(&self, names: &[String], lock: &HeldLock) -> anyhow::Result<Issued> {
         let account = self.account().await?;
         let identifiers: Vec<_> = names.iter().cloned().map(Identifier::Dns).collect();
         let mut order = account
@@ -86,11 +78,17 @@ impl Issuer {
         };
         let mut published = Vec::new();
         let proven = self
-            .prove(&mut order, &pending, cloudflare.as_ref(), &mut published)
+            .prove(
+                &mut order,
+                &pending,
+                cloudflare.as_ref(),
+                lock,
+                &mut published,
+            )
             .await;
         for item in published {
             match item {
-                Published::Token(token) => self.http01.remove(&token),
+                Published::Token(token) => self.storage.withdraw_answer(&token).await,
                 Published::Txt(record) => {
                     let cloudflare = cloudflare.as_ref().expect("records come from Cloudflare");
                     if let Err(e) = cloudflare.delete(&record).await {
@@ -121,7 +119,7 @@ impl Issuer {
             self.http.clone(),
             &self.config.directory,
             self.config.email.as_deref(),
-            &self.state_dir,
+            &*self.storage,
         )
         .await?;
         Ok(account.insert(created).clone())
@@ -173,6 +171,7 @@ impl Issuer {
         order: &mut Order,
         pending: &[Pending],
         cloudflare: Option<&Cloudflare>,
+        lock: &HeldLock,
         published: &mut Vec<Published>,
     ) -> anyhow::Result<()> {
         match cloudflare {
@@ -199,9 +198,10 @@ impl Issuer {
             }
             None => {
                 for challenge in pending {
-                    self.http01
-                        .insert(challenge.token.clone(), challenge.answer.clone());
                     published.push(Published::Token(challenge.token.clone()));
+                    self.storage
+                        .publish_answer(&challenge.token, &challenge.answer, lock)
+                        .await?;
                 }
             }
         }

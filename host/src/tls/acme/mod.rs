@@ -2,29 +2,27 @@
 //! RFC 8555 server), obtained, stored and renewed without a restart.
 //!
 //! [`Acme`] manages a list of certificates, each a list of names (wildcards
-//! included). It loads what the state directory already holds, orders what is
+//! included). It loads what its [`storage`] already holds, orders what is
 //! missing or due, and keeps renewing: a certificate is renewed `renew_before`
 //! its expiry (less some jitter), a failed attempt is retried with bounded
 //! exponential backoff while the old certificate keeps serving, and every
-//! newly issued certificate is handed to the caller's callback.
+//! newly issued certificate is handed to the caller's callback. Each order
+//! runs under the certificate's lock in the storage, so a fleet sharing one
+//! storage orders each certificate once, and serves what any instance stored.
 //!
 //! Control of a name is proven with DNS-01, through the Cloudflare API
 //! ([`cloudflare`]), or with HTTP-01, whose answers the HTTP listener serves
 //! from [`Http01Responses`].
-//!
-//! State directory layout:
-//! - `acme/accounts/<ca>.json`: the account credentials for one CA (0600);
-//! - `certificates/<first-name>/fullchain.pem` and `key.pem` (0600), with
-//!   `*` written as `_` in the folder name.
 
 mod account;
 mod cloudflare;
 mod dns;
 mod http01;
 mod issue;
+mod issued;
 mod metrics;
 mod renewal;
-mod storage;
+pub mod storage;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,8 +36,9 @@ use crate::routing::route_match::HostPattern;
 
 pub use crate::config::ChallengeKind;
 pub use http01::{Http01Responses, CHALLENGE_PATH_PREFIX};
+pub use issued::Issued;
 pub use metrics::AcmeMetrics;
-pub use storage::Issued;
+pub use storage::AcmeStorage;
 
 /// Let's Encrypt's production directory.
 pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -127,7 +126,7 @@ pub struct Acme {
 struct Inner {
     config: AcmeConfig,
     issuer: issue::Issuer,
-    store: storage::Store,
+    storage: Arc<dyn AcmeStorage>,
     metrics: AcmeMetrics,
     /// Grows when a reload adds names; never shrinks.
     certificates: Mutex<Vec<Arc<Managed>>>,
@@ -145,10 +144,11 @@ impl Inner {
 
     /// A certificate for `names`, with the one stored for them if it still
     /// covers them (then due when its renewal is), else due now.
-    fn load(&self, names: Vec<String>) -> Managed {
+    async fn load(&self, names: Vec<String>) -> Managed {
         let current = self
-            .store
-            .load(&names)
+            .storage
+            .load_certificate(&names)
+            .await
             .unwrap_or_else(|e| {
                 tracing::warn!(names = ?names, error = %format!("{e:#}"), "ignoring the stored certificate");
                 None
@@ -170,6 +170,38 @@ impl Inner {
             }),
         }
     }
+
+    /// Serves `issued` as `managed`'s certificate from now on, renewed
+    /// when it is due.
+    fn serve(&self, managed: &Managed, issued: Issued) {
+        {
+            let mut state = managed.lock();
+            state.next_attempt = renewal::due(&issued, self.config.renew_before);
+            state.current = Some(issued.clone());
+            state.last_error = None;
+        }
+        self.metrics.record_expiry(&issued);
+        (self.on_issued)(issued);
+    }
+
+    /// Serves a certificate another instance stored, if it is one this
+    /// instance manages and newer than the one it serves.
+    fn adopt(&self, stored: Issued) {
+        let Some(managed) = self
+            .managed()
+            .into_iter()
+            .find(|managed| stored.covers(&managed.names))
+        else {
+            return;
+        };
+        let newer = managed.lock().current.as_ref().is_none_or(|current| {
+            current.serial != stored.serial && stored.not_after >= current.not_after
+        });
+        if newer {
+            tracing::info!(names = ?managed.names, serial = %stored.serial, "serving the certificate another instance stored");
+            self.serve(&managed, stored);
+        }
+    }
 }
 
 struct Managed {
@@ -184,51 +216,55 @@ struct ManagedState {
 }
 
 impl Acme {
-    /// Prepares to manage `certificates`, each a list of names whose first
-    /// names its folder, keeping state under `state_dir`. Certificates already
+    /// Prepares to manage `certificates`, each a list of names, keeping the
+    /// account and the certificates in `storage`. Certificates already
     /// stored there for the same names are loaded (see [`Acme::certificates`])
-    /// and are not ordered again until they are due. HTTP-01 answers are
-    /// published in `http01`, which the plain listeners serve. Nothing is
-    /// ordered until [`Acme::start`].
-    pub fn new(
+    /// and are not ordered again until they are due. Nothing is ordered
+    /// until [`Acme::start`].
+    pub async fn new(
         config: AcmeConfig,
-        state_dir: &Path,
+        storage: Arc<dyn AcmeStorage>,
         certificates: Vec<Vec<String>>,
-        http01: Http01Responses,
         on_issued: impl Fn(Issued) + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         for names in &certificates {
             validate_names(names)?;
         }
-        let issuer = issue::Issuer::new(&config, state_dir, http01)?;
-        let mut inner = Inner {
+        let issuer = issue::Issuer::new(&config, storage.clone())?;
+        let inner = Inner {
             config,
             issuer,
-            store: storage::Store::new(state_dir),
+            storage,
             metrics: AcmeMetrics::new(),
             certificates: Mutex::new(Vec::new()),
             on_issued: Box::new(on_issued),
         };
-        let loaded = certificates
-            .into_iter()
-            .map(|names| Arc::new(inner.load(names)))
-            .collect();
-        *inner
-            .certificates
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner()) = loaded;
+        let mut loaded = Vec::new();
+        for names in certificates {
+            loaded.push(Arc::new(inner.load(names).await));
+        }
+        *inner.certificates.lock().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(Self {
             inner: Arc::new(inner),
         })
     }
 
     /// Starts ordering and renewing, one task per certificate on the current
-    /// Tokio runtime. Dropping the returned set stops them.
+    /// Tokio runtime, and following the certificates other instances store.
+    /// Dropping the returned set stops them.
     pub fn start(&self) -> tokio::task::JoinSet<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for managed in self.inner.managed() {
             tasks.spawn(renewal::run(self.inner.clone(), managed));
         }
+        let inner = self.inner.clone();
+        tasks.spawn(async move {
+            let adopting = inner.clone();
+            inner
+                .storage
+                .follow(Box::new(move |stored| adopting.adopt(stored)))
+                .await;
+        });
         tasks
     }
 
@@ -237,7 +273,7 @@ impl Acme {
     /// certificate that covers them goes to the `on_issued` callback at
     /// once; either way they are ordered when due and renewed like the
     /// others, by a task on the current Tokio runtime.
-    pub fn add(&self, names: Vec<String>) -> anyhow::Result<bool> {
+    pub async fn add(&self, names: Vec<String>) -> anyhow::Result<bool> {
         validate_names(&names)?;
         let sorted = |names: &[String]| {
             let mut names = names.to_vec();
@@ -245,19 +281,25 @@ impl Acme {
             names
         };
         let wanted = sorted(&names);
-        let managed = {
+        let is_managed =
+            |certificates: &[Arc<Managed>]| certificates.iter().any(|m| sorted(&m.names) == wanted);
+        if is_managed(&self.inner.managed()) {
+            return Ok(false);
+        }
+        let managed = Arc::new(self.inner.load(names).await);
+        {
             let mut certificates = self
                 .inner
                 .certificates
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if certificates.iter().any(|m| sorted(&m.names) == wanted) {
+            // Checked again: another caller may have added the same names
+            // while this one loaded them.
+            if is_managed(&certificates) {
                 return Ok(false);
             }
-            let managed = Arc::new(self.inner.load(names));
             certificates.push(managed.clone());
-            managed
-        };
+        }
         let stored = managed.lock().current.clone();
         if let Some(issued) = stored {
             (self.inner.on_issued)(issued);
@@ -276,7 +318,7 @@ impl Acme {
         loop {
             let lists = names.borrow_and_update().clone();
             for names in lists {
-                match self.add(names.clone()) {
+                match self.add(names.clone()).await {
                     Ok(true) => {
                         tracing::info!(names = ?names, "a reload added these ACME names; managing their certificate")
                     }
@@ -300,11 +342,6 @@ impl Acme {
             .iter()
             .filter_map(|managed| managed.lock().current.clone())
             .collect()
-    }
-
-    /// The pending HTTP-01 answers, for the HTTP listener to serve.
-    pub fn http01(&self) -> Http01Responses {
-        self.inner.issuer.http01()
     }
 
     /// The ACME metrics; register them with [`AcmeMetrics::register`].
@@ -380,9 +417,8 @@ mod tests {
         let generated = rcgen::generate_simple_self_signed(names(&["b.example.org"])).unwrap();
         let stored =
             Issued::from_pem(generated.cert.pem(), generated.signing_key.serialize_pem()).unwrap();
-        storage::Store::new(&dir)
-            .save(&names(&["b.example.org"]), &stored)
-            .unwrap();
+        let storage = storage::FileStorage::new(&dir, Http01Responses::default());
+        storage.save(&names(&["b.example.org"]), &stored).unwrap();
         // Nothing is ever ordered here: the CA is unreachable and the
         // stored certificate is far from due.
         let config = AcmeConfig {
@@ -403,20 +439,21 @@ mod tests {
         let sink = served.clone();
         let acme = Acme::new(
             config,
-            &dir,
+            Arc::new(storage),
             vec![names(&["a.example.org", "www.example.org"])],
-            Http01Responses::default(),
             move |issued| sink.lock().unwrap().push(issued.names),
         )
+        .await
         .unwrap();
 
         assert!(!acme
             .add(names(&["www.example.org", "a.example.org"]))
+            .await
             .unwrap());
-        assert!(acme.add(names(&["b.example.org"])).unwrap());
+        assert!(acme.add(names(&["b.example.org"])).await.unwrap());
         assert_eq!(*served.lock().unwrap(), [names(&["b.example.org"])]);
-        assert!(!acme.add(names(&["b.example.org"])).unwrap());
-        assert!(acme.add(names(&["localhost"])).is_err());
+        assert!(!acme.add(names(&["b.example.org"])).await.unwrap());
+        assert!(acme.add(names(&["localhost"])).await.is_err());
         let listed: Vec<_> = acme.status().into_iter().map(|s| s.names).collect();
         assert_eq!(
             listed,

@@ -1,18 +1,29 @@
-//! The renewal schedule of one certificate.
+//! The renewal schedule of one certificate, and each renewal under the
+//! certificate's lock.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use rand::Rng;
 
+use super::storage::certificate_lock;
 use super::{Inner, Issued, Managed};
 
 /// The longest single sleep, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
-/// Orders `managed` whenever it is due, forever. A failed attempt keeps
-/// the current certificate and is retried after a backoff that doubles up
-/// to its bound.
+/// What one turn of a due certificate came to.
+enum Renewed {
+    /// This instance ordered and stored a new certificate.
+    Issued(Issued),
+    /// Another instance had stored one while this one waited for the lock.
+    Adopted(Issued),
+}
+
+/// Orders `managed` whenever it is due, forever, each time under its lock
+/// in the storage. A failed attempt keeps the current certificate and is
+/// retried after a backoff that doubles up to its bound.
 pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
     let mut backoff = inner.config.retry.initial;
     loop {
@@ -23,13 +34,8 @@ pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
                 _ => break,
             }
         }
-        tracing::info!(names = ?managed.names, "ordering a certificate");
-        let outcome = match inner.issuer.issue(&managed.names).await {
-            Ok(issued) => inner.store.save(&managed.names, &issued).map(|()| issued),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(issued) => {
+        match renew(&inner, &managed).await {
+            Ok(Renewed::Issued(issued)) => {
                 inner.metrics.record_success(&issued);
                 let next_attempt = due(&issued, inner.config.renew_before);
                 tracing::info!(
@@ -39,14 +45,25 @@ pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
                     renewal = %humantime::format_rfc3339_seconds(next_attempt),
                     "certificate issued"
                 );
-                {
-                    let mut state = managed.lock();
-                    state.current = Some(issued.clone());
-                    state.next_attempt = next_attempt;
-                    state.last_error = None;
-                }
                 backoff = inner.config.retry.initial;
-                (inner.on_issued)(issued);
+                inner.serve(&managed, issued);
+            }
+            Ok(Renewed::Adopted(issued)) => {
+                backoff = inner.config.retry.initial;
+                let served = managed
+                    .lock()
+                    .current
+                    .as_ref()
+                    .is_some_and(|current| current.serial == issued.serial);
+                if served {
+                    // The watch of the storage delivered it already.
+                    let mut state = managed.lock();
+                    state.next_attempt = due(&issued, inner.config.renew_before);
+                    state.last_error = None;
+                } else {
+                    tracing::info!(names = ?managed.names, serial = %issued.serial, "another instance renewed this certificate; serving theirs");
+                    inner.serve(&managed, issued);
+                }
             }
             Err(e) => {
                 inner.metrics.record_failure();
@@ -65,6 +82,38 @@ pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
             }
         }
     }
+}
+
+/// Takes the certificate's lock, waiting for another instance that holds
+/// it, and orders it unless the storage has meanwhile got another
+/// certificate that is not due.
+async fn renew(inner: &Inner, managed: &Managed) -> anyhow::Result<Renewed> {
+    // The certificate found due, before the wait: one stored during the
+    // wait differs from it, even if the watch has served it meanwhile.
+    let due_serial = managed.lock().current.as_ref().map(|c| c.serial.clone());
+    let lock = inner
+        .storage
+        .lock(&certificate_lock(&managed.names))
+        .await
+        .context("cannot take the lock to order this certificate; nothing is ordered without it")?;
+    if let Some(stored) = inner
+        .storage
+        .load_certificate(&managed.names)
+        .await?
+        .filter(|stored| stored.covers(&managed.names))
+    {
+        let fresh = due(&stored, inner.config.renew_before) > SystemTime::now();
+        if fresh && due_serial.as_ref() != Some(&stored.serial) {
+            return Ok(Renewed::Adopted(stored));
+        }
+    }
+    tracing::info!(names = ?managed.names, "ordering a certificate");
+    let issued = inner.issuer.issue(&managed.names, &lock).await?;
+    inner
+        .storage
+        .save_certificate(&managed.names, &issued, &lock)
+        .await?;
+    Ok(Renewed::Issued(issued))
 }
 
 /// When `issued` is due for renewal: `renew_before` its expiry, capped at
