@@ -563,7 +563,8 @@ async fn the_fleet_orders_one_certificate_that_every_instance_serves_even_withou
         orders += orders_made(instance).await;
     }
     assert_eq!(orders, 1);
-    assert_eq!(stored(&etcd, "/fleet/acme/accounts/").await.len(), 1);
+    let accounts = stored(&etcd, "/fleet/acme/accounts/").await;
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
     let certificates = stored(&etcd, "/fleet/acme/certificates/").await;
     assert_eq!(certificates.len(), 1, "{certificates:?}");
     assert_eq!(
@@ -575,12 +576,13 @@ async fn the_fleet_orders_one_certificate_that_every_instance_serves_even_withou
         .as_str()
         .unwrap()
         .contains("BEGIN CERTIFICATE"));
-    // The key, and the account's, are sealed with the fleet's key.
+    // The key, and the account's credentials, are sealed with the fleet's
+    // key.
     let key = certificate["key"].as_str().unwrap();
     assert!(key.starts_with("sealed:v1:"), "{key}");
-    for (name, value) in stored(&etcd, "/fleet/acme/").await {
-        assert!(!value.contains("PRIVATE KEY"), "{name} holds a plain key");
-    }
+    assert!(!key.contains("PRIVATE KEY"), "{key}");
+    assert!(accounts[0].1.starts_with("sealed:v1:"), "{}", accounts[0].1);
+    assert!(!accounts[0].1.contains("key_pkcs8"), "{}", accounts[0].1);
 
     // With etcd stopped, every instance keeps serving the certificate,
     // and one restarted meanwhile serves it from its local copy.

@@ -40,6 +40,11 @@ use crate::tls::acme::Http01Responses;
 /// watch before the CA is told to look: milliseconds on a healthy cluster.
 const ANSWER_SPREAD: Duration = Duration::from_millis(250);
 
+/// How long after a failed connection requests fail at once rather than
+/// each wait for a connection of their own: an instance starting while
+/// etcd is down loads all its certificates from the local copy at once.
+const RECONNECT_AFTER: Duration = Duration::from_secs(5);
+
 /// Where a fleet's ACME state is, and how it is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdStorageSettings {
@@ -62,7 +67,14 @@ pub struct EtcdStorage {
     local: FileStorage,
     http01: Http01Responses,
     /// Connected on first use, then shared: the client reconnects itself.
-    client: tokio::sync::Mutex<Option<Client>>,
+    connection: tokio::sync::Mutex<Connection>,
+}
+
+/// The shared client, or why and when connecting last failed.
+#[derive(Default)]
+struct Connection {
+    client: Option<Client>,
+    failed: Option<(tokio::time::Instant, String)>,
 }
 
 /// A lock held in etcd: the election's leader key, and the lease that
@@ -108,7 +120,7 @@ impl EtcdStorage {
             settings,
             local: FileStorage::new(state_dir, http01.clone()),
             http01,
-            client: tokio::sync::Mutex::new(None),
+            connection: tokio::sync::Mutex::default(),
         }
     }
 
@@ -129,17 +141,25 @@ impl EtcdStorage {
     }
 
     async fn client(&self) -> anyhow::Result<Client> {
-        let mut client = self.client.lock().await;
-        if let Some(client) = &*client {
+        let mut connection = self.connection.lock().await;
+        if let Some(client) = &connection.client {
             return Ok(client.clone());
         }
-        let connected = self
-            .settings
-            .connection
-            .connect()
-            .await
-            .map_err(anyhow::Error::msg)?;
-        Ok(client.insert(connected).clone())
+        if let Some((at, error)) = &connection.failed {
+            if at.elapsed() < RECONNECT_AFTER {
+                anyhow::bail!("{error}");
+            }
+        }
+        match self.settings.connection.connect().await {
+            Ok(client) => {
+                connection.failed = None;
+                Ok(connection.client.insert(client).clone())
+            }
+            Err(error) => {
+                connection.failed = Some((tokio::time::Instant::now(), error.clone()));
+                anyhow::bail!("{error}")
+            }
+        }
     }
 
     /// The value of `key` and the revision it was last written at (0 if
