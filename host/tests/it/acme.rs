@@ -49,7 +49,7 @@ pub(super) struct Ca {
     /// challtestsrv's DNS server, which Pebble resolves names with.
     dns: SocketAddr,
     /// challtestsrv's management API.
-    management: SocketAddr,
+    pub(super) management: SocketAddr,
     /// Pebble's management API, which serves its root at `/roots/0`.
     pebble_management: SocketAddr,
     /// Where the TLS certificate and key of Pebble's own HTTPS (for
@@ -266,7 +266,7 @@ impl Drop for Cloudflare {
 impl Cloudflare {
     /// The stand-in over plain HTTP, for tests that configure [`Acme`]
     /// directly.
-    async fn start(challtestsrv: SocketAddr) -> Cloudflare {
+    pub(super) async fn start(challtestsrv: SocketAddr) -> Cloudflare {
         Self::start_with(challtestsrv, None).await
     }
 
@@ -496,7 +496,7 @@ async fn management(challtestsrv: SocketAddr, action: &str, body: Value) {
 
 /// A test's ACME settings: Pebble's directory and root, the stand-in, the
 /// token in `token_env`, and short retry delays.
-fn config(
+pub(super) fn config(
     ca: &Ca,
     cloudflare: &Cloudflare,
     challenge: ChallengeKind,
@@ -562,7 +562,7 @@ async fn manage_answering(
     (acme, receiver)
 }
 
-async fn next_issued(receiver: &mut mpsc::UnboundedReceiver<Issued>) -> Issued {
+pub(super) async fn next_issued(receiver: &mut mpsc::UnboundedReceiver<Issued>) -> Issued {
     tokio::time::timeout(Duration::from_secs(60), receiver.recv())
         .await
         .expect("no certificate within 60 s")

@@ -13,11 +13,11 @@ use sluice::control::etcd::EtcdSource;
 use sluice::tls::acme::storage::{
     AcmeStorage, EtcdStorage, EtcdStorageSettings, KeyProtection, ENCRYPTION_KEY_ENV,
 };
-use sluice::tls::acme::{Http01Responses, Issued};
+use sluice::tls::acme::{Acme, ChallengeKind, Http01Responses, Issued};
 use tokio_rustls::rustls::{self, pki_types::CertificateDer};
 use tokio_rustls::TlsConnector;
 
-use crate::acme::{acme_table, pebble_root, token_in, Ca, Cloudflare};
+use crate::acme::{acme_table, next_issued, pebble_root, token_in, Ca, Cloudflare};
 use crate::common::{free_port, scratch_dir, sluice_binary, wait_accepting, Scratch};
 use crate::tls::{connect, connector, presented};
 
@@ -785,4 +785,71 @@ async fn an_instance_that_lost_its_lock_cannot_overwrite_its_successors_certific
 fn self_signed(name: &str) -> Issued {
     let generated = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
     Issued::from_pem(generated.cert.pem(), generated.signing_key.serialize_pem()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_due_while_etcd_is_away_waits_for_the_lock() {
+    let mut etcd = Etcd::start();
+    let ca = Ca::start(Duration::from_secs(10));
+    let cloudflare = Cloudflare::start(ca.management).await;
+    let mut settings = crate::acme::config(
+        &ca,
+        &cloudflare,
+        ChallengeKind::Dns01,
+        token_in("SLUICE_IT_CF_TOKEN_FLEET_AWAY"),
+    );
+    settings.renew_before = Duration::from_secs(4);
+    let state = scratch_dir();
+    let storage = EtcdStorage::new(
+        EtcdStorageSettings {
+            connection: EtcdSource::parse(&etcd.url(), None, None)
+                .unwrap()
+                .connection,
+            prefix: "/fleet".to_string(),
+            instance: "alone".to_string(),
+            lock_lease: Duration::from_secs(2),
+            keys: KeyProtection::Plaintext,
+        },
+        &state,
+        Http01Responses::default(),
+    );
+    let (sender, mut issued) = tokio::sync::mpsc::unbounded_channel();
+    let acme = Acme::new(
+        settings,
+        std::sync::Arc::new(storage),
+        vec![vec![SITE.to_string()]],
+        move |certificate| {
+            let _ = sender.send(certificate);
+        },
+    )
+    .await
+    .unwrap();
+    let _tasks = acme.start();
+    let first = next_issued(&mut issued).await;
+
+    // etcd goes away before the certificate is due: the renewal cannot
+    // take the lock, so it orders nothing and says why, and the
+    // certificate keeps serving.
+    etcd.stop();
+    let requests = cloudflare.state().create_requests;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = acme.status();
+        if status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot take the lock"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cloudflare.state().create_requests, requests);
+    assert_eq!(acme.certificates(), std::slice::from_ref(&first));
+
+    // Once etcd is back, the renewal goes through.
+    etcd.resume();
+    let renewed = next_issued(&mut issued).await;
+    assert_ne!(renewed.serial, first.serial);
 }
