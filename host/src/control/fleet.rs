@@ -95,7 +95,10 @@ pub async fn run(reloader: Arc<Reloader>, source: EtcdSource, name: String, view
         async move {
             let (registered, error) = serve(&reloader, &source, &name, &view).await;
             tracing::warn!(member = %name, %error, "fleet membership lost; retrying");
-            view.lock().error = Some(error);
+            let mut state = view.lock();
+            // Who held which lock is unknown until etcd is back.
+            state.locks.clear();
+            state.error = Some(error);
             registered
         }
     })

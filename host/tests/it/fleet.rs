@@ -689,7 +689,8 @@ async fn an_http01_challenge_one_instance_started_is_answered_by_another() {
     let mut client = Client::connect([etcd.client.to_string()], None)
         .await
         .unwrap();
-    let lease = client.lease_grant(60, None).await.unwrap().id();
+    // Long enough to outlast two starts on a loaded machine.
+    let lease = client.lease_grant(600, None).await.unwrap().id();
     client
         .campaign(election.as_str(), "test", lease)
         .await
@@ -775,16 +776,34 @@ async fn an_instance_that_lost_its_lock_cannot_overwrite_its_successors_certific
         .unwrap_err()
         .to_string();
     assert!(refused.contains("lost the lock"), "{refused}");
+    // Even under the lock, a certificate that expires sooner does not
+    // replace the stored one.
+    let older = self_signed_until(SITE, 2030);
+    let refused = successor
+        .save_certificate(&names, &older, &successors)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("newer than this one"), "{refused}");
     assert_eq!(
         successor.load_certificate(&names).await.unwrap(),
         Some(renewed)
     );
 }
 
-/// A self-signed certificate for `name`.
+/// A self-signed certificate for `name`, valid until rcgen's default end.
 fn self_signed(name: &str) -> Issued {
     let generated = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
     Issued::from_pem(generated.cert.pem(), generated.signing_key.serialize_pem()).unwrap()
+}
+
+/// A self-signed certificate for `name` that expires at the start of `year`.
+fn self_signed_until(name: &str, year: i32) -> Issued {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(year, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    Issued::from_pem(cert.pem(), key.serialize_pem()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -852,4 +871,5 @@ async fn a_renewal_due_while_etcd_is_away_waits_for_the_lock() {
     etcd.resume();
     let renewed = next_issued(&mut issued).await;
     assert_ne!(renewed.serial, first.serial);
+    assert!(acme.status()[0].last_error.is_none());
 }

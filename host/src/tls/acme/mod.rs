@@ -172,16 +172,28 @@ impl Inner {
     }
 
     /// Serves `issued` as `managed`'s certificate from now on, renewed
-    /// when it is due.
-    fn serve(&self, managed: &Managed, issued: Issued) {
+    /// when it is due; a certificate served already is not handed over
+    /// again (the watch of the storage may deliver this instance's own
+    /// before the renewal that stored it does).
+    /// Returns when it is next due.
+    fn serve(&self, managed: &Managed, issued: Issued) -> SystemTime {
+        let next_attempt = renewal::due(&issued, self.config.renew_before);
         {
             let mut state = managed.lock();
-            state.next_attempt = renewal::due(&issued, self.config.renew_before);
-            state.current = Some(issued.clone());
+            state.next_attempt = next_attempt;
             state.last_error = None;
+            let served = state
+                .current
+                .as_ref()
+                .is_some_and(|current| current.serial == issued.serial);
+            if served {
+                return next_attempt;
+            }
+            state.current = Some(issued.clone());
         }
         self.metrics.record_expiry(&issued);
         (self.on_issued)(issued);
+        next_attempt
     }
 
     /// Serves a certificate another instance stored, if it is one this

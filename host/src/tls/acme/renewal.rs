@@ -13,10 +13,17 @@ use super::{Inner, Issued, Managed};
 /// The longest single sleep, so a changed wall clock is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(60 * 60);
 
+/// How many times a certificate just issued is offered to the storage
+/// before it is served here alone, a second apart.
+const SAVE_ATTEMPTS: u32 = 3;
+
 /// What one turn of a due certificate came to.
 enum Renewed {
     /// This instance ordered and stored a new certificate.
     Issued(Issued),
+    /// This instance ordered a certificate the storage refused to keep:
+    /// it serves it alone, and says why.
+    Unshared(Issued, anyhow::Error),
     /// Another instance had stored one while this one waited for the lock.
     Adopted(Issued),
 }
@@ -27,43 +34,45 @@ enum Renewed {
 pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
     let mut backoff = inner.config.retry.initial;
     loop {
-        loop {
-            let next = managed.lock().next_attempt;
+        // The certificate found due, read with the schedule: one stored
+        // later differs from it, even once the watch has served it.
+        let due_serial = loop {
+            let (next, serial) = {
+                let state = managed.lock();
+                let serial = state.current.as_ref().map(|c| c.serial.clone());
+                (state.next_attempt, serial)
+            };
             match next.duration_since(SystemTime::now()) {
                 Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait.min(MAX_SLEEP)).await,
-                _ => break,
+                _ => break serial,
             }
-        }
-        match renew(&inner, &managed).await {
+        };
+        match renew(&inner, &managed, due_serial).await {
+            Ok(Renewed::Unshared(issued, error)) => {
+                inner.metrics.record_success(&issued);
+                let error = format!("issued, but not stored for the other instances: {error:#}");
+                tracing::warn!(names = ?managed.names, serial = %issued.serial, %error, "serving a certificate only this instance has");
+                backoff = inner.config.retry.initial;
+                inner.serve(&managed, issued);
+                managed.lock().last_error = Some(error);
+            }
             Ok(Renewed::Issued(issued)) => {
                 inner.metrics.record_success(&issued);
-                let next_attempt = due(&issued, inner.config.renew_before);
+                backoff = inner.config.retry.initial;
+                let (serial, not_after) = (issued.serial.clone(), issued.not_after);
+                let next_attempt = inner.serve(&managed, issued);
                 tracing::info!(
                     names = ?managed.names,
-                    serial = %issued.serial,
-                    not_after = %humantime::format_rfc3339_seconds(issued.not_after),
+                    serial = %serial,
+                    not_after = %humantime::format_rfc3339_seconds(not_after),
                     renewal = %humantime::format_rfc3339_seconds(next_attempt),
                     "certificate issued"
                 );
-                backoff = inner.config.retry.initial;
-                inner.serve(&managed, issued);
             }
             Ok(Renewed::Adopted(issued)) => {
                 backoff = inner.config.retry.initial;
-                let served = managed
-                    .lock()
-                    .current
-                    .as_ref()
-                    .is_some_and(|current| current.serial == issued.serial);
-                if served {
-                    // The watch of the storage delivered it already.
-                    let mut state = managed.lock();
-                    state.next_attempt = due(&issued, inner.config.renew_before);
-                    state.last_error = None;
-                } else {
-                    tracing::info!(names = ?managed.names, serial = %issued.serial, "another instance renewed this certificate; serving theirs");
-                    inner.serve(&managed, issued);
-                }
+                tracing::info!(names = ?managed.names, serial = %issued.serial, "another instance renewed this certificate; serving theirs");
+                inner.serve(&managed, issued);
             }
             Err(e) => {
                 inner.metrics.record_failure();
@@ -87,10 +96,11 @@ pub(super) async fn run(inner: Arc<Inner>, managed: Arc<Managed>) {
 /// Takes the certificate's lock, waiting for another instance that holds
 /// it, and orders it unless the storage has meanwhile got another
 /// certificate that is not due.
-async fn renew(inner: &Inner, managed: &Managed) -> anyhow::Result<Renewed> {
-    // The certificate found due, before the wait: one stored during the
-    // wait differs from it, even if the watch has served it meanwhile.
-    let due_serial = managed.lock().current.as_ref().map(|c| c.serial.clone());
+async fn renew(
+    inner: &Inner,
+    managed: &Managed,
+    due_serial: Option<String>,
+) -> anyhow::Result<Renewed> {
     let lock = inner
         .storage
         .lock(&certificate_lock(&managed.names))
@@ -98,7 +108,7 @@ async fn renew(inner: &Inner, managed: &Managed) -> anyhow::Result<Renewed> {
         .context("cannot take the lock to order this certificate; nothing is ordered without it")?;
     if let Some(stored) = inner
         .storage
-        .load_certificate(&managed.names)
+        .load_certificate_to_decide(&managed.names)
         .await?
         .filter(|stored| stored.covers(&managed.names))
     {
@@ -108,12 +118,28 @@ async fn renew(inner: &Inner, managed: &Managed) -> anyhow::Result<Renewed> {
         }
     }
     tracing::info!(names = ?managed.names, "ordering a certificate");
-    let issued = inner.issuer.issue(&managed.names, &lock).await?;
-    inner
-        .storage
-        .save_certificate(&managed.names, &issued, &lock)
-        .await?;
-    Ok(Renewed::Issued(issued))
+    // An order that outlives the lock is abandoned: another instance has
+    // taken over by then.
+    let issued = tokio::select! {
+        issued = inner.issuer.issue(&managed.names, &lock) => issued?,
+        () = lock.lost() => anyhow::bail!("the lock {} was lost during the order; it was abandoned", lock.name()),
+    };
+    let mut attempt = 1;
+    loop {
+        match inner
+            .storage
+            .save_certificate(&managed.names, &issued, &lock)
+            .await
+        {
+            Ok(()) => return Ok(Renewed::Issued(issued)),
+            Err(error) if attempt == SAVE_ATTEMPTS => return Ok(Renewed::Unshared(issued, error)),
+            Err(error) => {
+                tracing::warn!(names = ?managed.names, error = %format!("{error:#}"), "cannot store the certificate just issued; trying again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// When `issued` is due for renewal: `renew_before` its expiry, capped at

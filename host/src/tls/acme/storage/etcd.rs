@@ -17,8 +17,9 @@
 //! that nothing was stored since it was read: a partitioned instance never
 //! overwrites newer state.
 //!
-//! Certificates are also kept in the state directory, so an instance that
-//! restarts while etcd is away still serves them.
+//! Certificates are also kept in the state directory
+//! (`etcd-certificates/<names>/`), so an instance that restarts while etcd
+//! is away still serves them.
 
 use std::time::Duration;
 
@@ -78,23 +79,73 @@ struct Connection {
 }
 
 /// A lock held in etcd: the election's leader key, and the lease that
-/// keeps it, renewed until this is dropped.
+/// keeps it.
 struct Leadership {
     leader: LeaderKey,
-    lease: i64,
+    lease: LockLease,
+}
+
+/// The lease behind a lock, renewed every third of its time to live until
+/// this is dropped, and then revoked: the lock is released at once rather
+/// than when the lease runs out.
+struct LockLease {
+    id: i64,
     client: Client,
     renewing: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Leadership {
+impl LockLease {
+    /// Takes a lease of `ttl` and starts renewing it. A failed renewal is
+    /// tried again on the next tick; once the lease has gone `ttl` without
+    /// one, or etcd says it is gone, `lost` is told.
+    async fn grant(
+        client: &mut Client,
+        ttl: Duration,
+        lost: tokio::sync::watch::Sender<bool>,
+    ) -> Result<Self, etcd_client::Error> {
+        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let id = client.lease_grant(seconds, None).await?.id();
+        let mut renewer = client.clone();
+        let every = ttl / 3;
+        let renewing = tokio::spawn(async move {
+            let mut renewed_at = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval_at(renewed_at + every, every);
+            loop {
+                tick.tick().await;
+                // Each renewal is one keep-alive on a stream of its own: a
+                // stream a broken connection ended is not reused.
+                match tokio::time::timeout(every, renewer.lease_keep_alive(id)).await {
+                    Ok(Ok(_)) => renewed_at = tokio::time::Instant::now(),
+                    // etcd's word that the lease has run out or was revoked.
+                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(reason)))
+                        if reason == "lease not found" =>
+                    {
+                        break
+                    }
+                    _ if renewed_at.elapsed() >= ttl => break,
+                    _ => {}
+                }
+            }
+            let _ = lost.send(true);
+        });
+        Ok(Self {
+            id,
+            client: client.clone(),
+            renewing,
+        })
+    }
+}
+
+impl Drop for LockLease {
     fn drop(&mut self) {
         self.renewing.abort();
-        // Revoking the lease deletes the leader key: the next waiter is
-        // elected at once rather than after the lease runs out.
-        let (mut client, lease) = (self.client.clone(), self.lease);
+        // Revoking the lease deletes the keys it holds: the leader key (or
+        // the place in the queue) and the HTTP-01 answers published
+        // under it.
+        let (mut client, id) = (self.client.clone(), self.id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = client.lease_revoke(lease).await;
+                let _ = client.lease_revoke(id).await;
             });
         }
     }
@@ -118,7 +169,7 @@ impl EtcdStorage {
     ) -> Self {
         Self {
             settings,
-            local: FileStorage::new(state_dir, http01.clone()),
+            local: FileStorage::copies(state_dir, http01.clone()),
             http01,
             connection: tokio::sync::Mutex::default(),
         }
@@ -315,19 +366,23 @@ impl AcmeStorage for EtcdStorage {
     }
 
     async fn load_certificate(&self, names: &[String]) -> anyhow::Result<Option<Issued>> {
-        let key = self.certificate_key(names);
-        match self.get(&key).await {
-            Ok((Some(value), _)) => {
-                let issued = self.decode(&key, &value)?;
+        match self.load_certificate_to_decide(names).await {
+            Ok(Some(issued)) => {
                 self.keep_locally(names, &issued);
                 Ok(Some(issued))
             }
-            Ok((None, _)) => Ok(None),
+            Ok(None) => Ok(None),
             Err(error) => {
                 tracing::warn!(names = ?names, error = %format!("{error:#}"), "etcd is unreachable; using the local copy of the certificate");
                 self.local.load(names)
             }
         }
+    }
+
+    async fn load_certificate_to_decide(&self, names: &[String]) -> anyhow::Result<Option<Issued>> {
+        let key = self.certificate_key(names);
+        let (value, _) = self.get(&key).await?;
+        value.map(|value| self.decode(&key, &value)).transpose()
     }
 
     async fn save_certificate(
@@ -393,52 +448,26 @@ impl AcmeStorage for EtcdStorage {
             .connect_for_waits()
             .await
             .map_err(anyhow::Error::msg)?;
-        let ttl = i64::try_from(self.settings.lock_lease.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = client
-            .lease_grant(ttl, None)
+        let (lost, lost_receiver) = tokio::sync::watch::channel(false);
+        // From here on, dropping `lease` (this future cancelled, or an
+        // error) revokes it, withdrawing this instance from the queue.
+        let lease = LockLease::grant(&mut client, self.settings.lock_lease, lost)
             .await
-            .with_context(|| format!("{connection}: cannot take a lease for the lock {name}"))?
-            .id();
-        let (mut keeper, mut renewals) = client
-            .lease_keep_alive(lease)
-            .await
-            .with_context(|| format!("{connection}: cannot renew the lease of the lock {name}"))?;
-        let every = Duration::from_millis(u64::try_from(ttl).unwrap_or(1) * 1000 / 3);
-        let renewing = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if keeper.keep_alive().await.is_err() {
-                    return;
-                }
-                match renewals.message().await {
-                    Ok(Some(renewal)) if renewal.ttl() > 0 => {}
-                    _ => return,
-                }
-            }
-        });
+            .with_context(|| format!("{connection}: cannot take a lease for the lock {name}"))?;
         let election = self.key(&format!("locks/{name}"));
         // Waits, in the order the instances asked, until this one is
         // elected; the renewals keep its place meanwhile.
-        let campaign = client
-            .campaign(election.clone(), self.settings.instance.clone(), lease)
-            .await;
-        let (leader, error) = match campaign {
-            Ok(mut response) => (response.take_leader(), "etcd elected no leader".to_string()),
-            Err(e) => (None, e.to_string()),
-        };
-        let leadership = Leadership {
-            leader: leader.clone().unwrap_or_default(),
-            lease,
-            client,
-            renewing,
-        };
-        match leader {
-            Some(_) => Ok(HeldLock::new(name, leadership)),
-            // Dropping the leadership revokes the lease, withdrawing the
-            // campaign.
-            None => anyhow::bail!("{connection}: cannot take the lock {election}: {error}"),
-        }
+        let leader = client
+            .campaign(election.clone(), self.settings.instance.clone(), lease.id)
+            .await
+            .with_context(|| format!("{connection}: cannot take the lock {election}"))?
+            .take_leader()
+            .with_context(|| format!("{connection}: etcd elected no leader for {election}"))?;
+        Ok(HeldLock::losable(
+            name,
+            Leadership { leader, lease },
+            lost_receiver,
+        ))
     }
 
     async fn publish_answer(
@@ -448,7 +477,7 @@ impl AcmeStorage for EtcdStorage {
         lock: &HeldLock,
     ) -> anyhow::Result<()> {
         self.http01.insert(token.to_string(), answer.to_string());
-        let lease = lock.backend::<Leadership>()?.lease;
+        let lease = lock.backend::<Leadership>()?.lease.id;
         let key = self.answer_key(token);
         self.fenced(
             lock,

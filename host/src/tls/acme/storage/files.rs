@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use async_trait::async_trait;
 
-use super::{account_id, AcmeStorage, HeldLock, Issued, OnStored};
+use super::{account_id, certificate_id, AcmeStorage, HeldLock, Issued, OnStored};
 use crate::tls::acme::Http01Responses;
 
 const CHAIN_FILE: &str = "fullchain.pem";
@@ -25,6 +25,11 @@ const KEY_FILE: &str = "key.pem";
 pub struct FileStorage {
     state_dir: PathBuf,
     http01: Http01Responses,
+    /// Where the certificates' folders are.
+    certificates: PathBuf,
+    /// Whether a certificate's folder is named by all its names rather than
+    /// by its first.
+    by_all_names: bool,
 }
 
 /// What a lock on a state directory holds: nothing.
@@ -37,14 +42,32 @@ impl FileStorage {
         Self {
             state_dir: state_dir.to_path_buf(),
             http01,
+            certificates: state_dir.join("certificates"),
+            by_all_names: false,
         }
     }
 
-    /// The folder of the certificate whose first name is `names[0]`.
+    /// The local copies of certificates kept in a shared store, in
+    /// `etcd-certificates/<names, sorted, comma-separated>`: named by all
+    /// their names, since the copies of certificates that share a first
+    /// name, or come back with their names in another order, must not
+    /// overwrite each other.
+    pub(super) fn copies(state_dir: &Path, http01: Http01Responses) -> Self {
+        Self {
+            certificates: state_dir.join("etcd-certificates"),
+            by_all_names: true,
+            ..Self::new(state_dir, http01)
+        }
+    }
+
+    /// The folder of the certificate for `names`.
     fn folder(&self, names: &[String]) -> PathBuf {
-        self.state_dir
-            .join("certificates")
-            .join(names[0].replace('*', "_"))
+        let name = if self.by_all_names {
+            certificate_id(names)
+        } else {
+            names[0].clone()
+        };
+        self.certificates.join(name.replace('*', "_"))
     }
 
     fn account_path(&self, directory: &str) -> PathBuf {
@@ -201,6 +224,33 @@ mod tests {
             .filter(|name| name.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn copies_are_named_by_all_their_names_in_any_order() {
+        let dir = scratch();
+        let copies = FileStorage::copies(&dir, Http01Responses::default());
+        let both = self_signed(&["a.example.com", "www.a.example.com"]);
+        let alone = self_signed(&["a.example.com"]);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        copies
+            .save(&names(&["www.a.example.com", "a.example.com"]), &both)
+            .unwrap();
+        copies.save(&names(&["a.example.com"]), &alone).unwrap();
+        assert_eq!(
+            copies
+                .load(&names(&["a.example.com", "WWW.a.example.com"]))
+                .unwrap(),
+            Some(both)
+        );
+        assert_eq!(
+            copies.load(&names(&["a.example.com"])).unwrap(),
+            Some(alone)
+        );
+        assert!(dir
+            .join("etcd-certificates/a.example.com,www.a.example.com/key.pem")
+            .exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

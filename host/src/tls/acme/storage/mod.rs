@@ -31,7 +31,14 @@ pub trait AcmeStorage: Send + Sync + 'static {
     fn describe(&self) -> String;
 
     /// The stored certificate for `names` (in any order), if there is one.
+    /// A store that cannot be reached may answer from a local copy.
     async fn load_certificate(&self, names: &[String]) -> anyhow::Result<Option<Issued>>;
+
+    /// The stored certificate for `names`, from the store itself and never
+    /// a copy, for deciding under the certificate's lock whether to order.
+    async fn load_certificate_to_decide(&self, names: &[String]) -> anyhow::Result<Option<Issued>> {
+        self.load_certificate(names).await
+    }
 
     /// Stores `issued` as the certificate for `names`, if `lock` is still
     /// held and no newer certificate was stored meanwhile: the fencing
@@ -83,19 +90,47 @@ pub struct HeldLock {
     /// What the backend needs to check the lock is still held, and to
     /// release it on drop.
     backend: Box<dyn Any + Send + Sync>,
+    /// Turns true if the lock is lost while held; `None` for a lock that
+    /// cannot be.
+    lost: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl HeldLock {
+    /// A lock that is held until dropped, whatever happens.
     fn new(name: &str, backend: impl Any + Send + Sync) -> Self {
         Self {
             name: name.to_string(),
             backend: Box::new(backend),
+            lost: None,
+        }
+    }
+
+    /// A lock that can be lost while held, as `lost` says.
+    fn losable(
+        name: &str,
+        backend: impl Any + Send + Sync,
+        lost: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            lost: Some(lost),
+            ..Self::new(name, backend)
         }
     }
 
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Returns once the lock is lost (its holder cut off from the store
+    /// longer than the lock lasts); never, while it is held.
+    pub async fn lost(&self) {
+        match &self.lost {
+            Some(lost) => {
+                let _ = lost.clone().wait_for(|lost| *lost).await;
+            }
+            None => std::future::pending().await,
+        }
     }
 
     fn backend<T: Any>(&self) -> anyhow::Result<&T> {
