@@ -167,6 +167,11 @@ pub fn resolver(d: &mut Diagnostics, settings: &config::ResolverSettings) -> Res
     }
 }
 
+/// The name of `route`, the `i`th of the config: its own, or `route-i`.
+pub(crate) fn route_name(i: usize, route: &config::Route) -> String {
+    route.name.clone().unwrap_or_else(|| format!("route-{i}"))
+}
+
 /// The routes of `config` in order, and the index that matches a request to one.
 pub fn routes(
     d: &mut Diagnostics,
@@ -178,7 +183,7 @@ pub fn routes(
     let mut names = HashMap::new();
     for (i, route) in config.routes.iter().enumerate() {
         let path = KeyPath::root().key("routes").index(i);
-        let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        let name = route_name(i, route);
         if let Some(previous) = names.insert(name.clone(), i) {
             d.error(
                 path.key("name"),

@@ -53,8 +53,7 @@ impl Compiler<'_> {
     ) -> Vec<RouteTraffic> {
         let mut written = HashMap::new();
         for (i, route) in config.routes.iter().enumerate() {
-            let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
-            written.insert(name, (i, route));
+            written.insert(crate::routing::compile::route_name(i, route), (i, route));
         }
         routes
             .iter()
