@@ -9,7 +9,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
 use super::reload::Reloader;
-use crate::support::etcd::reconnect_forever;
+use crate::support::etcd::{explain, reconnect_forever};
 pub use crate::support::etcd::{EtcdConnection, EtcdTls};
 pub use crate::tls::acme::storage::KeyProtection;
 
@@ -94,7 +94,7 @@ impl EtcdSource {
         let response = client
             .get(self.config_key(), None)
             .await
-            .map_err(|e| format!("{self}: {e}"))?;
+            .map_err(|e| format!("{self}: {}", explain(&e)))?;
         let Some(kv) = response.kvs().first() else {
             return Ok(None);
         };
@@ -120,7 +120,10 @@ impl EtcdSource {
                 revision,
             )])
             .and_then([TxnOp::put(key, text, None)]);
-        let response = client.txn(swap).await.map_err(|e| format!("{self}: {e}"))?;
+        let response = client
+            .txn(swap)
+            .await
+            .map_err(|e| format!("{self}: {}", explain(&e)))?;
         if !response.succeeded() {
             let now = self.read(client).await?.map_or(0, |(_, revision)| revision);
             return Err(format!(

@@ -102,7 +102,29 @@ impl EtcdConnection {
             .collect();
         Client::connect(endpoints, Some(options))
             .await
-            .map_err(|e| format!("{self}: cannot connect: {e}"))
+            .map_err(|e| format!("{self}: cannot connect: {}", explain(&e)))
+    }
+}
+
+/// `error`, with what to check when etcd was not reached at all: a
+/// transport error says nothing of why, and the usual causes are the
+/// endpoints and TLS.
+pub fn explain(error: &etcd_client::Error) -> String {
+    let text = error.to_string();
+    // A status made on this side from a broken connection carries that
+    // error as its source; one etcd sent does not.
+    let unreached = match error {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => std::error::Error::source(status).is_some(),
+        _ => false,
+    };
+    if unreached {
+        format!(
+            "{text}; etcd was not reached: check the endpoints, and whether it wants TLS \
+             (--etcd-ca) or a client certificate (--etcd-cert, --etcd-key)"
+        )
+    } else {
+        text
     }
 }
 

@@ -27,26 +27,88 @@ struct Etcd {
     client: SocketAddr,
     peer: SocketAddr,
     data: Scratch,
+    /// Whether clients speak TLS and show a certificate.
+    tls: bool,
 }
 
 impl Etcd {
     fn start() -> Etcd {
+        Self::start_with(false)
+    }
+
+    /// An etcd whose clients speak TLS and must show a certificate signed
+    /// by the CA in `ca.pem`; `client.pem` and `client-key.pem` are one.
+    fn start_tls() -> Etcd {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Etcd {
         let mut etcd = Etcd {
             child: None,
             client: SocketAddr::from(([127, 0, 0, 1], free_port())),
             peer: SocketAddr::from(([127, 0, 0, 1], free_port())),
             data: scratch_dir(),
+            tls,
         };
+        if tls {
+            etcd.write_certificates();
+        }
         etcd.resume();
         etcd
     }
 
+    /// A CA, etcd's certificate for 127.0.0.1, and a client's.
+    fn write_certificates(&self) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        std::fs::write(self.file("ca.pem"), ca.pem()).unwrap();
+        for (name, sans) in [
+            ("server", vec!["localhost".to_string()]),
+            ("client", vec![]),
+        ] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(sans).unwrap();
+            if name == "server" {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+            }
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, format!("sluice-{name}"));
+            let cert = params.signed_by(&key, &ca).unwrap();
+            std::fs::write(self.file(&format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(self.file(&format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+        }
+    }
+
+    /// The path of `name` among its files.
+    fn file(&self, name: &str) -> String {
+        self.data.join(name).display().to_string()
+    }
+
     /// Starts (or starts again) the process on the same ports and data.
     fn resume(&mut self) {
+        let scheme = if self.tls { "https" } else { "http" };
         let (client, peer) = (
-            format!("http://{}", self.client),
+            format!("{scheme}://{}", self.client),
             format!("http://{}", self.peer),
         );
+        let tls: Vec<String> = if self.tls {
+            vec![
+                "--cert-file".into(),
+                self.file("server.pem"),
+                "--key-file".into(),
+                self.file("server-key.pem"),
+                "--trusted-ca-file".into(),
+                self.file("ca.pem"),
+                "--client-cert-auth".into(),
+            ]
+        } else {
+            Vec::new()
+        };
         let log = std::fs::File::create(self.data.join("etcd.log")).unwrap();
         let child = Command::new("etcd")
             .args(["--name", "fleet", "--data-dir"])
@@ -64,6 +126,7 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("fleet={peer}")])
+            .args(&tls)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -306,6 +369,11 @@ fn config(body: &str) -> String {
 /// Runs `sluice config push` of `text` to `etcd`, with `extra` arguments;
 /// its exit status and output.
 fn push(etcd: &Etcd, text: &str, extra: &[&str]) -> (bool, String) {
+    push_with(etcd, text, extra, &[])
+}
+
+/// [`push`] with `env` set too.
+fn push_with(etcd: &Etcd, text: &str, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let dir = scratch_dir();
     let file = dir.join("sluice.toml");
     std::fs::write(&file, text).unwrap();
@@ -316,6 +384,7 @@ fn push(etcd: &Etcd, text: &str, extra: &[&str]) -> (bool, String) {
         .env("LISTEN", "127.0.0.1:1")
         .env("ADMIN", "127.0.0.1:2")
         .env("TLS", "127.0.0.1:3")
+        .envs(env.iter().copied())
         .args(extra)
         .arg(&file)
         .output()
@@ -872,4 +941,51 @@ async fn a_renewal_due_while_etcd_is_away_waits_for_the_lock() {
     let renewed = next_issued(&mut issued).await;
     assert_ne!(renewed.serial, first.serial);
     assert!(acme.status()[0].last_error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_is_reached_over_tls_with_a_client_certificate_or_as_a_user() {
+    // TLS, with a client certificate etcd checks.
+    let etcd = Etcd::start_tls();
+    let (ca, cert, key) = (
+        etcd.file("ca.pem"),
+        etcd.file("client.pem"),
+        etcd.file("client-key.pem"),
+    );
+    let certified = [
+        "--etcd-ca",
+        ca.as_str(),
+        "--etcd-cert",
+        cert.as_str(),
+        "--etcd-key",
+        key.as_str(),
+    ];
+    let (pushed, output) = push(&etcd, &config("over TLS"), &["--etcd-ca", ca.as_str()]);
+    assert!(!pushed, "etcd wants a client certificate: {output}");
+    assert!(output.contains("--etcd-cert"), "{output}");
+    let (pushed, output) = push(&etcd, &config("over TLS"), &certified);
+    assert!(pushed, "{output}");
+    let instance = Instance::launch(&etcd, scratch_dir(), free_port(), &certified, &[]);
+    instance.wait_for("over TLS").await;
+
+    // A user whose password comes from the environment.
+    let etcd = Etcd::start();
+    let mut client = Client::connect([etcd.client.to_string()], None)
+        .await
+        .unwrap();
+    client.user_add("root", "s3cret-pass", None).await.unwrap();
+    client.user_grant_role("root", "root").await.unwrap();
+    client.auth_enable().await.unwrap();
+    let as_root = ["--etcd-user", "root"];
+    let password = [("SLUICE_ETCD_PASSWORD", "s3cret-pass")];
+    let (pushed, output) = push(&etcd, &config("as a user"), &[]);
+    assert!(!pushed, "etcd wants a user: {output}");
+    assert!(output.contains("user name is empty"), "{output}");
+    let (pushed, output) = push(&etcd, &config("as a user"), &as_root);
+    assert!(!pushed, "{output}");
+    assert!(output.contains("SLUICE_ETCD_PASSWORD"), "{output}");
+    let (pushed, output) = push_with(&etcd, &config("as a user"), &as_root, &password);
+    assert!(pushed, "{output}");
+    let instance = Instance::launch(&etcd, scratch_dir(), free_port(), &as_root, &password);
+    instance.wait_for("as a user").await;
 }
