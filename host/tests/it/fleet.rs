@@ -807,7 +807,7 @@ async fn an_instance_that_lost_its_lock_cannot_overwrite_its_successors_certific
                     .connection,
                 prefix: "/fleet".to_string(),
                 instance: instance.to_string(),
-                lock_lease: Duration::from_secs(30),
+                lock_lease: Duration::from_secs(3),
                 keys: KeyProtection::Plaintext,
             },
             &state.join(instance),
@@ -829,6 +829,11 @@ async fn an_instance_that_lost_its_lock_cannot_overwrite_its_successors_certific
         .await
         .unwrap();
     client.lease_revoke(lease).await.unwrap();
+    // The holder learns at its next renewal that its lock is gone, which
+    // abandons an order still running.
+    tokio::time::timeout(Duration::from_secs(5), held.lost())
+        .await
+        .expect("the cut-off holder never learnt it lost its lock");
     let successors = successor.lock(&lock).await.unwrap();
     let renewed = self_signed(SITE);
     successor

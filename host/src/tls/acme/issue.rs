@@ -19,6 +19,14 @@ const CA_POLL_TIMEOUT: Duration = Duration::from_secs(90);
 /// The longest one HTTP request to the CA or to Cloudflare may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Why an order was abandoned: its lock was lost.
+fn lost(lock: &HeldLock) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the lock {} was lost during the order; it was abandoned",
+        lock.name()
+    )
+}
+
 /// Places orders with one CA under one account.
 pub(super) struct Issuer {
     config: AcmeConfig,
@@ -60,7 +68,8 @@ impl Issuer {
     }
 
     /// Orders a certificate for `names` and waits for it, under `lock`,
-    /// which its HTTP-01 answers live as long as.
+    /// which its HTTP-01 answers live as long as; abandons the order if the
+    /// lock is lost.
     pub(super) async fn issue(&self, names: &[String], lock: &HeldLock) -> anyhow::Result<Issued> {
         let account = self.account().await?;
         let identifiers: Vec<_> = names.iter().cloned().map(Identifier::Dns).collect();
@@ -77,15 +86,12 @@ impl Issuer {
             _ => None,
         };
         let mut published = Vec::new();
-        let proven = self
-            .prove(
-                &mut order,
-                &pending,
-                cloudflare.as_ref(),
-                lock,
-                &mut published,
-            )
-            .await;
+        // An order that outlives its lock is abandoned, cleaning up what it
+        // published: another instance has taken over by then.
+        let proven = tokio::select! {
+            proven = self.prove(&mut order, &pending, cloudflare.as_ref(), lock, &mut published) => proven,
+            () = lock.lost() => Err(lost(lock)),
+        };
         for item in published {
             match item {
                 Published::Token(token) => self.storage.withdraw_answer(&token).await,
@@ -98,15 +104,21 @@ impl Issuer {
             }
         }
         proven?;
-        let key_pem = order
-            .finalize()
-            .await
-            .context("the CA refused to finalize the order")?;
-        let chain_pem = order
-            .poll_certificate(&RetryPolicy::new().timeout(CA_POLL_TIMEOUT))
-            .await
-            .context("the CA did not issue the certificate")?;
-        Issued::from_pem(chain_pem, key_pem).context("the CA issued an unreadable certificate")
+        let finished = async {
+            let key_pem = order
+                .finalize()
+                .await
+                .context("the CA refused to finalize the order")?;
+            let chain_pem = order
+                .poll_certificate(&RetryPolicy::new().timeout(CA_POLL_TIMEOUT))
+                .await
+                .context("the CA did not issue the certificate")?;
+            Issued::from_pem(chain_pem, key_pem).context("the CA issued an unreadable certificate")
+        };
+        tokio::select! {
+            issued = finished => issued,
+            () = lock.lost() => Err(lost(lock)),
+        }
     }
 
     /// The account, restored or created on first use.

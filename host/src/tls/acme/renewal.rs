@@ -118,12 +118,7 @@ async fn renew(
         }
     }
     tracing::info!(names = ?managed.names, "ordering a certificate");
-    // An order that outlives the lock is abandoned: another instance has
-    // taken over by then.
-    let issued = tokio::select! {
-        issued = inner.issuer.issue(&managed.names, &lock) => issued?,
-        () = lock.lost() => anyhow::bail!("the lock {} was lost during the order; it was abandoned", lock.name()),
-    };
+    let issued = inner.issuer.issue(&managed.names, &lock).await?;
     let mut attempt = 1;
     loop {
         match inner
