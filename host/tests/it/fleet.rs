@@ -994,3 +994,34 @@ async fn etcd_is_reached_over_tls_with_a_client_certificate_or_as_a_user() {
     let instance = Instance::launch(&etcd, scratch_dir(), free_port(), &as_root, &password);
     instance.wait_for("as a user").await;
 }
+
+#[test]
+fn a_bad_lock_lease_or_a_missing_encryption_key_refuses_to_start_and_says_why() {
+    let run = |extra: &[&str], key: Option<&str>| {
+        let state = scratch_dir();
+        let mut command = Command::new(sluice_binary());
+        command
+            .args([
+                "run",
+                "--config-url",
+                "etcd://127.0.0.1:1/fleet",
+                "--state-dir",
+            ])
+            .arg(state.join("state"))
+            .args(extra)
+            .env_remove(ENCRYPTION_KEY_ENV);
+        if let Some(key) = key {
+            command.env(ENCRYPTION_KEY_ENV, key);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let short = run(&["--etcd-lock-lease", "500ms"], None);
+    assert!(short.contains("at least 1s"), "{short}");
+    let missing = run(&["--etcd-private-keys", "encrypted"], None);
+    assert!(missing.contains(ENCRYPTION_KEY_ENV), "{missing}");
+    assert!(missing.contains("openssl rand -base64 32"), "{missing}");
+    let wrong = run(&["--etcd-private-keys", "encrypted"], Some("c2hvcnQ="));
+    assert!(wrong.contains("holds 5 bytes"), "{wrong}");
+}

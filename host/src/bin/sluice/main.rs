@@ -68,7 +68,7 @@ struct EtcdArgs {
 struct FleetAcmeArgs {
     /// How long the lock on a certificate order outlives an instance that
     /// died holding it; another instance takes over after it.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = lock_lease)]
     etcd_lock_lease: std::time::Duration,
     /// How ACME private keys are written to etcd: `plaintext` (for an etcd
     /// whose access control you trust) or `encrypted` with the key in
@@ -415,6 +415,18 @@ fn plugin(command: PluginCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// A lock lease: etcd counts leases in whole seconds, and a lock must
+/// outlive at least one renewal.
+fn lock_lease(text: &str) -> Result<std::time::Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{text} is too short for a lock's lease: at least 1s"
+        ));
+    }
+    Ok(lease)
 }
 
 /// An instance name: the last part of an etcd key, so no `/`.

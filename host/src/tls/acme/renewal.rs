@@ -127,8 +127,20 @@ async fn renew(
             .await
         {
             Ok(()) => return Ok(Renewed::Issued(issued)),
-            Err(error) if attempt == SAVE_ATTEMPTS => return Ok(Renewed::Unshared(issued, error)),
             Err(error) => {
+                // A later certificate stored meanwhile wins over this one.
+                if let Ok(Some(stored)) = inner
+                    .storage
+                    .load_certificate_to_decide(&managed.names)
+                    .await
+                {
+                    if stored.not_after > issued.not_after && stored.covers(&managed.names) {
+                        return Ok(Renewed::Adopted(stored));
+                    }
+                }
+                if attempt == SAVE_ATTEMPTS {
+                    return Ok(Renewed::Unshared(issued, error));
+                }
                 tracing::warn!(names = ?managed.names, error = %format!("{error:#}"), "cannot store the certificate just issued; trying again");
                 attempt += 1;
                 tokio::time::sleep(Duration::from_secs(1)).await;

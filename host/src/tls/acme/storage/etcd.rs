@@ -90,46 +90,68 @@ struct Leadership {
 /// than when the lease runs out.
 struct LockLease {
     id: i64,
+    /// The time to live etcd granted.
+    ttl: Duration,
     client: Client,
     renewing: tokio::task::JoinHandle<()>,
 }
 
 impl LockLease {
-    /// Takes a lease of `ttl` and starts renewing it. A failed renewal is
-    /// tried again on the next tick; once the lease has gone `ttl` without
-    /// one, or etcd says it is gone, `lost` is told.
+    /// Takes a lease of `ttl` (whole seconds, rounded up) and starts
+    /// renewing it every third of what etcd granted. A failed renewal is
+    /// tried again soon after; `lost` is told once etcd says the lease is
+    /// gone, or once it has gone its whole time to live since the last
+    /// renewal etcd acknowledged (counted from when that renewal was sent,
+    /// as etcd counts it).
     async fn grant(
         client: &mut Client,
         ttl: Duration,
         lost: tokio::sync::watch::Sender<bool>,
     ) -> Result<Self, etcd_client::Error> {
-        let seconds = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let id = client.lease_grant(seconds, None).await?.id();
+        let asked = i64::try_from(ttl.as_secs_f64().ceil() as u64)
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let sent = tokio::time::Instant::now();
+        let granted = client.lease_grant(asked, None).await?;
+        let (id, ttl) = (
+            granted.id(),
+            Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(1).max(1)),
+        );
         let mut renewer = client.clone();
         let every = ttl / 3;
+        let retry = (every / 4).max(Duration::from_millis(100));
         let renewing = tokio::spawn(async move {
-            let mut renewed_at = tokio::time::Instant::now();
-            let mut tick = tokio::time::interval_at(renewed_at + every, every);
+            let mut renewed_at = sent;
+            let mut next = sent + every;
             loop {
-                tick.tick().await;
+                let deadline = renewed_at + ttl;
+                tokio::time::sleep_until(next.min(deadline)).await;
+                let sent = tokio::time::Instant::now();
+                if sent >= deadline {
+                    break;
+                }
                 // Each renewal is one keep-alive on a stream of its own: a
                 // stream a broken connection ended is not reused.
-                match tokio::time::timeout(every, renewer.lease_keep_alive(id)).await {
-                    Ok(Ok(_)) => renewed_at = tokio::time::Instant::now(),
+                match tokio::time::timeout_at(deadline, renewer.lease_keep_alive(id)).await {
+                    Ok(Ok(_)) => {
+                        renewed_at = sent;
+                        next = sent + every;
+                    }
                     // etcd's word that the lease has run out or was revoked.
                     Ok(Err(etcd_client::Error::LeaseKeepAliveError(reason)))
                         if reason == "lease not found" =>
                     {
                         break
                     }
-                    _ if renewed_at.elapsed() >= ttl => break,
-                    _ => {}
+                    Ok(Err(_)) => next = tokio::time::Instant::now() + retry,
+                    Err(_past_deadline) => break,
                 }
             }
             let _ = lost.send(true);
         });
         Ok(Self {
             id,
+            ttl,
             client: client.clone(),
             renewing,
         })
@@ -140,12 +162,12 @@ impl Drop for LockLease {
     fn drop(&mut self) {
         self.renewing.abort();
         // Revoking the lease deletes the keys it holds: the leader key (or
-        // the place in the queue) and the HTTP-01 answers published
-        // under it.
-        let (mut client, id) = (self.client.clone(), self.id);
+        // the place in the queue) and the HTTP-01 answers published under
+        // it. An etcd that does not answer lets the lease run out instead.
+        let (mut client, id, ttl) = (self.client.clone(), self.id, self.ttl);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = client.lease_revoke(id).await;
+                let _ = tokio::time::timeout(ttl, client.lease_revoke(id)).await;
             });
         }
     }
@@ -463,6 +485,12 @@ impl AcmeStorage for EtcdStorage {
             .with_context(|| format!("{connection}: cannot take the lock {election}"))?
             .take_leader()
             .with_context(|| format!("{connection}: etcd elected no leader for {election}"))?;
+        // A lease that ran out during a long wait leaves a leader key etcd
+        // has already deleted.
+        anyhow::ensure!(
+            !*lost_receiver.borrow(),
+            "{connection}: the lease of the lock {election} ran out while waiting for it"
+        );
         Ok(HeldLock::losable(
             name,
             Leadership { leader, lease },
