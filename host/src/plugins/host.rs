@@ -43,7 +43,36 @@ pub struct HostState {
     /// The series `counter-add` and `histogram-observe` reached, by name,
     /// so a plugin counting on every call pays for one label lookup.
     series: Series,
+    /// The header names the plugin changed before, parsed.
+    names: KnownNames,
     logs: Arc<LogBudget>,
+}
+
+/// The header names a plugin changed before, as the bytes it sent and the
+/// name they parse to. A plugin changes the same few names on every call,
+/// and parsing one (copying it, for a name that is not a standard one)
+/// cost the host more than the rest of taking the change over.
+#[derive(Default)]
+struct KnownNames {
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+/// How many header names an instance keeps parsed: a plugin that changes
+/// more (or makes names up per call) pays a parse per name past them.
+const KNOWN_NAMES: usize = 16;
+
+impl KnownNames {
+    /// The name `bytes` parse to, from an earlier call when there was one.
+    fn parse(&mut self, bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((_, name)) = self.names.iter().find(|(known, _)| **known == *bytes) {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(bytes)?;
+        if self.names.len() < KNOWN_NAMES {
+            self.names.push((bytes.into(), name.clone()));
+        }
+        Ok(name)
+    }
 }
 
 /// A plugin's counter and histogram series, resolved once per instance.
@@ -96,6 +125,7 @@ impl HostState {
             changes: Changes::default(),
             metrics,
             series: Series::default(),
+            names: KnownNames::default(),
             logs,
         }
     }
@@ -210,7 +240,7 @@ impl HostState {
 
     /// `name` as a header name the host lets a plugin change.
     fn header_name(&mut self, name: &[u8]) -> Option<HeaderName> {
-        match HeaderName::from_bytes(name) {
+        match self.names.parse(name) {
             Ok(header) if is_framing(&header) => {
                 self.refuse(|| format!("header {header} belongs to the message's framing"));
                 None
@@ -735,6 +765,32 @@ mod tests {
             Arc::new(PluginMetrics::new()),
             Arc::new(LogBudget::default()),
         )
+    }
+
+    #[test]
+    fn known_names_parse_as_header_name_does_and_stop_growing() {
+        let mut known = KnownNames::default();
+        for bytes in [
+            &b"X-Real-Host"[..],
+            b"x-real-host",
+            b"content-type",
+            b"bad name",
+            b"",
+        ] {
+            for _ in 0..2 {
+                assert_eq!(
+                    known.parse(bytes).ok(),
+                    HeaderName::from_bytes(bytes).ok(),
+                    "{bytes:?}"
+                );
+            }
+        }
+        assert_eq!(known.names.len(), 3, "invalid names are not kept");
+        for i in 0..2 * KNOWN_NAMES {
+            let name = format!("x-made-up-{i}");
+            assert_eq!(known.parse(name.as_bytes()).unwrap(), name.as_str());
+        }
+        assert_eq!(known.names.len(), KNOWN_NAMES);
     }
 
     #[test]
