@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{client, get, scratch_dir, upstreams, Proxy};
+use crate::common::{client, get, scratch_dir, upstreams, Proxy, Reply};
 use crate::fault::{Behavior, FaultUpstream};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,7 +249,21 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    for (record, reply) in records.iter().zip([&plain, &secret, &third]) {
+    // A line is written after its response is sent, so the next request
+    // can be logged first: each reply finds its line by request id.
+    let line_of = |reply: &Reply| {
+        records
+            .iter()
+            .find(|record| record["request_id"] == reply.header("x-request-id"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line for {:?}: {records:#?}",
+                    reply.header("x-request-id")
+                )
+            })
+    };
+    for reply in [&plain, &secret, &third] {
+        let record = line_of(reply);
         for field in [
             "time",
             "method",
@@ -278,7 +292,7 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
         assert_eq!(record["request_id"], reply.header("x-request-id"));
         assert!(record["time"].as_str().unwrap().ends_with('Z'), "{record}");
     }
-    assert_eq!(records[1]["path"], "/secret", "no query string");
+    assert_eq!(line_of(&secret)["path"], "/secret", "no query string");
     for text in [lines.join("\n"), proxy.stderr_text()] {
         assert!(!text.contains("topsecret"), "a secret leaked:\n{text}");
     }
