@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use super::etcd::EtcdSource;
 use super::reload::Reloader;
+use crate::support::etcd::KeptLease;
+use crate::tls::acme::storage::locks_prefix;
 
 /// How long a member stays listed after its instance stops renewing.
-const LEASE_SECONDS: i64 = 10;
+const LEASE: Duration = Duration::from_secs(10);
 
-/// How often the lease is renewed, and the record refreshed.
-const RENEW: Duration = Duration::from_secs(3);
+/// How often the member's record is brought up to date.
+const REFRESH: Duration = Duration::from_secs(3);
 
 /// What an instance says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,11 +111,6 @@ fn members_prefix(source: &EtcdSource) -> String {
     format!("{}/members/", source.prefix)
 }
 
-/// Where ACME's locks are: one etcd election per lock.
-fn locks_prefix(source: &EtcdSource) -> String {
-    format!("{}/acme/locks/", source.prefix)
-}
-
 /// One session: registers, then renews and watches until something
 /// breaks. Returns whether the registration was made, and why it ended.
 async fn serve(
@@ -127,8 +124,8 @@ async fn serve(
         Err(error) => return (false, error),
     };
     let key = format!("{}{name}", members_prefix(source));
-    let lease = match client.lease_grant(LEASE_SECONDS, None).await {
-        Ok(lease) => lease.id(),
+    let lease = match KeptLease::grant(&mut client, LEASE).await {
+        Ok(lease) => lease,
         Err(e) => return (false, format!("{source}: cannot take a lease: {e}")),
     };
     let me = |reloader: &Reloader| Member {
@@ -144,13 +141,9 @@ async fn serve(
         config_revision: reloader.source_revision(),
     };
     let mut registered = me(reloader);
-    if let Err(error) = register(&mut client, &key, lease, &registered).await {
+    if let Err(error) = register(&mut client, &key, lease.id(), &registered).await {
         return (false, error);
     }
-    let (mut keeper, mut renewals) = match client.lease_keep_alive(lease).await {
-        Ok(keeping) => keeping,
-        Err(e) => return (true, format!("{source}: cannot renew the lease: {e}")),
-    };
     let mut watch = match client
         .watch(
             members_prefix(source),
@@ -163,7 +156,7 @@ async fn serve(
     };
     let mut lock_watch = match client
         .watch(
-            locks_prefix(source),
+            locks_prefix(&source.prefix),
             Some(WatchOptions::new().with_prefix()),
         )
         .await
@@ -177,35 +170,23 @@ async fn serve(
     if let Err(error) = refresh_locks(&mut client, source, view).await {
         return (true, error);
     }
-    let mut tick = tokio::time::interval(RENEW);
-    let mut renewed_at = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(REFRESH);
     loop {
         tokio::select! {
+            // Without a renewal for a lease's time, etcd has dropped this
+            // member: start over rather than report it connected.
+            () = lease.lost() => {
+                return (true, format!("{source}: the membership's lease was not renewed in time"));
+            }
             _ = tick.tick() => {
-                // Without a renewal for a lease's time, etcd has dropped
-                // this member: start over rather than report it connected.
-                if renewed_at.elapsed() > Duration::from_secs(LEASE_SECONDS as u64) {
-                    return (true, format!("{source}: no lease renewal for {LEASE_SECONDS} s"));
-                }
-                match tokio::time::timeout(RENEW, keeper.keep_alive()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return (true, format!("{source}: cannot renew the lease: {e}")),
-                    Err(_) => return (true, format!("{source}: the lease renewal is stuck")),
-                }
                 let now = me(reloader);
                 if now != registered {
-                    if let Err(error) = register(&mut client, &key, lease, &now).await {
+                    if let Err(error) = register(&mut client, &key, lease.id(), &now).await {
                         return (true, error);
                     }
                     registered = now;
                 }
             }
-            renewed = renewals.message() => match renewed {
-                Ok(Some(renewal)) if renewal.ttl() > 0 => renewed_at = tokio::time::Instant::now(),
-                Ok(Some(_)) => return (true, format!("{source}: the lease expired")),
-                Ok(None) => return (true, format!("{source}: the lease renewals ended")),
-                Err(e) => return (true, format!("{source}: the lease renewals broke: {e}")),
-            },
             event = watch.message() => match event {
                 Ok(Some(response)) => {
                     let mut state = view.lock();
@@ -284,7 +265,7 @@ async fn refresh_locks(
     source: &EtcdSource,
     view: &FleetView,
 ) -> Result<(), String> {
-    let prefix = locks_prefix(source);
+    let prefix = locks_prefix(&source.prefix);
     let response = client
         .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
         .await

@@ -1,6 +1,7 @@
 //! Reaching etcd: the cluster's client endpoints, TLS and a user, and the
-//! connection made from them, for everything Sluice keeps there, and
-//! reconnecting after etcd is lost.
+//! connection made from them, for everything Sluice keeps there; leases
+//! kept alive for as long as they are held; and reconnecting after etcd is
+//! lost.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,5 +146,110 @@ where
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A lease, renewed every third of its time to live until this is
+/// dropped, and then revoked, so the keys it holds go at once rather than
+/// when it runs out.
+pub struct KeptLease {
+    id: i64,
+    /// The time to live etcd granted.
+    ttl: Duration,
+    client: Client,
+    renewing: tokio::task::JoinHandle<()>,
+    lost: tokio::sync::watch::Receiver<bool>,
+}
+
+impl KeptLease {
+    /// Takes a lease of `ttl` (whole seconds, rounded up) and starts
+    /// renewing it every third of what etcd granted. A failed renewal is
+    /// tried again soon after. The lease counts as lost once etcd says it
+    /// is gone, or once it has gone its whole time to live since the last
+    /// renewal etcd acknowledged (counted from when that renewal was sent,
+    /// as etcd counts it).
+    pub async fn grant(client: &mut Client, ttl: Duration) -> Result<Self, etcd_client::Error> {
+        let asked = i64::try_from(ttl.as_secs_f64().ceil() as u64)
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let sent = tokio::time::Instant::now();
+        let granted = client.lease_grant(asked, None).await?;
+        let (id, ttl) = (
+            granted.id(),
+            Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(1).max(1)),
+        );
+        let (lost, lost_receiver) = tokio::sync::watch::channel(false);
+        let mut renewer = client.clone();
+        let every = ttl / 3;
+        let retry = (every / 4).max(Duration::from_millis(100));
+        let renewing = tokio::spawn(async move {
+            let mut renewed_at = sent;
+            let mut next = sent + every;
+            loop {
+                let deadline = renewed_at + ttl;
+                tokio::time::sleep_until(next.min(deadline)).await;
+                let sent = tokio::time::Instant::now();
+                if sent >= deadline {
+                    break;
+                }
+                // Each renewal is one keep-alive on a stream of its own: a
+                // stream a broken connection ended is not reused.
+                match tokio::time::timeout_at(deadline, renewer.lease_keep_alive(id)).await {
+                    Ok(Ok(_)) => {
+                        renewed_at = sent;
+                        next = sent + every;
+                    }
+                    // etcd's word that the lease has run out or was revoked.
+                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(reason)))
+                        if reason == "lease not found" =>
+                    {
+                        break
+                    }
+                    Ok(Err(_)) => next = tokio::time::Instant::now() + retry,
+                    Err(_past_deadline) => break,
+                }
+            }
+            let _ = lost.send(true);
+        });
+        Ok(Self {
+            id,
+            ttl,
+            client: client.clone(),
+            renewing,
+            lost: lost_receiver,
+        })
+    }
+
+    /// The lease's id, for the keys put under it.
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// Whether the lease is lost already.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// What turns true once the lease is lost.
+    pub fn lost_flag(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lost.clone()
+    }
+
+    /// Returns once the lease is lost; never, while it is kept.
+    pub async fn lost(&self) {
+        let _ = self.lost.clone().wait_for(|lost| *lost).await;
+    }
+}
+
+impl Drop for KeptLease {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        // An etcd that does not answer lets the lease run out instead.
+        let (mut client, id, ttl) = (self.client.clone(), self.id, self.ttl);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(ttl, client.lease_revoke(id)).await;
+            });
+        }
     }
 }

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     account_id, certificate_id, AcmeStorage, FileStorage, HeldLock, Issued, KeyProtection, OnStored,
 };
-use crate::support::etcd::{reconnect_forever, EtcdConnection};
+use crate::support::etcd::{reconnect_forever, EtcdConnection, KeptLease};
 use crate::tls::acme::Http01Responses;
 
 /// How long a published HTTP-01 answer is given to reach every instance's
@@ -79,98 +79,11 @@ struct Connection {
 }
 
 /// A lock held in etcd: the election's leader key, and the lease that
-/// keeps it.
+/// keeps it; dropping it revokes the lease, releasing the lock at once
+/// rather than when the lease runs out.
 struct Leadership {
     leader: LeaderKey,
-    lease: LockLease,
-}
-
-/// The lease behind a lock, renewed every third of its time to live until
-/// this is dropped, and then revoked: the lock is released at once rather
-/// than when the lease runs out.
-struct LockLease {
-    id: i64,
-    /// The time to live etcd granted.
-    ttl: Duration,
-    client: Client,
-    renewing: tokio::task::JoinHandle<()>,
-}
-
-impl LockLease {
-    /// Takes a lease of `ttl` (whole seconds, rounded up) and starts
-    /// renewing it every third of what etcd granted. A failed renewal is
-    /// tried again soon after; `lost` is told once etcd says the lease is
-    /// gone, or once it has gone its whole time to live since the last
-    /// renewal etcd acknowledged (counted from when that renewal was sent,
-    /// as etcd counts it).
-    async fn grant(
-        client: &mut Client,
-        ttl: Duration,
-        lost: tokio::sync::watch::Sender<bool>,
-    ) -> Result<Self, etcd_client::Error> {
-        let asked = i64::try_from(ttl.as_secs_f64().ceil() as u64)
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let sent = tokio::time::Instant::now();
-        let granted = client.lease_grant(asked, None).await?;
-        let (id, ttl) = (
-            granted.id(),
-            Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(1).max(1)),
-        );
-        let mut renewer = client.clone();
-        let every = ttl / 3;
-        let retry = (every / 4).max(Duration::from_millis(100));
-        let renewing = tokio::spawn(async move {
-            let mut renewed_at = sent;
-            let mut next = sent + every;
-            loop {
-                let deadline = renewed_at + ttl;
-                tokio::time::sleep_until(next.min(deadline)).await;
-                let sent = tokio::time::Instant::now();
-                if sent >= deadline {
-                    break;
-                }
-                // Each renewal is one keep-alive on a stream of its own: a
-                // stream a broken connection ended is not reused.
-                match tokio::time::timeout_at(deadline, renewer.lease_keep_alive(id)).await {
-                    Ok(Ok(_)) => {
-                        renewed_at = sent;
-                        next = sent + every;
-                    }
-                    // etcd's word that the lease has run out or was revoked.
-                    Ok(Err(etcd_client::Error::LeaseKeepAliveError(reason)))
-                        if reason == "lease not found" =>
-                    {
-                        break
-                    }
-                    Ok(Err(_)) => next = tokio::time::Instant::now() + retry,
-                    Err(_past_deadline) => break,
-                }
-            }
-            let _ = lost.send(true);
-        });
-        Ok(Self {
-            id,
-            ttl,
-            client: client.clone(),
-            renewing,
-        })
-    }
-}
-
-impl Drop for LockLease {
-    fn drop(&mut self) {
-        self.renewing.abort();
-        // Revoking the lease deletes the keys it holds: the leader key (or
-        // the place in the queue) and the HTTP-01 answers published under
-        // it. An etcd that does not answer lets the lease run out instead.
-        let (mut client, id, ttl) = (self.client.clone(), self.id, self.ttl);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = tokio::time::timeout(ttl, client.lease_revoke(id)).await;
-            });
-        }
-    }
+    lease: KeptLease,
 }
 
 /// A certificate as stored: its chain, and its key as [`KeyProtection`]
@@ -375,6 +288,13 @@ impl EtcdStorage {
     }
 }
 
+/// Where the fleet under `prefix` keeps its locks, one etcd election each:
+/// every waiting instance has a key `<lock>/<lease>` whose value is its
+/// name, and the key created first is the holder's.
+pub fn locks_prefix(prefix: &str) -> String {
+    format!("{prefix}/acme/locks/")
+}
+
 /// Logs why a watch session ended; returns `established`.
 fn fail(error: anyhow::Error, established: bool) -> bool {
     tracing::warn!(error = %format!("{error:#}"), "lost the ACME state in etcd; retrying");
@@ -470,17 +390,16 @@ impl AcmeStorage for EtcdStorage {
             .connect_for_waits()
             .await
             .map_err(anyhow::Error::msg)?;
-        let (lost, lost_receiver) = tokio::sync::watch::channel(false);
         // From here on, dropping `lease` (this future cancelled, or an
         // error) revokes it, withdrawing this instance from the queue.
-        let lease = LockLease::grant(&mut client, self.settings.lock_lease, lost)
+        let lease = KeptLease::grant(&mut client, self.settings.lock_lease)
             .await
             .with_context(|| format!("{connection}: cannot take a lease for the lock {name}"))?;
-        let election = self.key(&format!("locks/{name}"));
+        let election = format!("{}{name}", locks_prefix(&self.settings.prefix));
         // Waits, in the order the instances asked, until this one is
         // elected; the renewals keep its place meanwhile.
         let leader = client
-            .campaign(election.clone(), self.settings.instance.clone(), lease.id)
+            .campaign(election.clone(), self.settings.instance.clone(), lease.id())
             .await
             .with_context(|| format!("{connection}: cannot take the lock {election}"))?
             .take_leader()
@@ -488,14 +407,11 @@ impl AcmeStorage for EtcdStorage {
         // A lease that ran out during a long wait leaves a leader key etcd
         // has already deleted.
         anyhow::ensure!(
-            !*lost_receiver.borrow(),
+            !lease.is_lost(),
             "{connection}: the lease of the lock {election} ran out while waiting for it"
         );
-        Ok(HeldLock::losable(
-            name,
-            Leadership { leader, lease },
-            lost_receiver,
-        ))
+        let lost = lease.lost_flag();
+        Ok(HeldLock::losable(name, Leadership { leader, lease }, lost))
     }
 
     async fn publish_answer(
@@ -505,7 +421,7 @@ impl AcmeStorage for EtcdStorage {
         lock: &HeldLock,
     ) -> anyhow::Result<()> {
         self.http01.insert(token.to_string(), answer.to_string());
-        let lease = lock.backend::<Leadership>()?.lease.id;
+        let lease = lock.backend::<Leadership>()?.lease.id();
         let key = self.answer_key(token);
         self.fenced(
             lock,

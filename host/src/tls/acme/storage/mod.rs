@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use super::Issued;
 
-pub use etcd::{EtcdStorage, EtcdStorageSettings};
+pub use etcd::{locks_prefix, EtcdStorage, EtcdStorageSettings};
 pub use files::FileStorage;
 pub use sealing::{KeyProtection, ENCRYPTION_KEY_ENV};
 
