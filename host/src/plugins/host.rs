@@ -43,36 +43,24 @@ pub struct HostState {
     /// The series `counter-add` and `histogram-observe` reached, by name,
     /// so a plugin counting on every call pays for one label lookup.
     series: Series,
-    /// The header names the plugin changed before, parsed.
-    names: KnownNames,
-    logs: Arc<LogBudget>,
-}
-
-/// The header names a plugin changed before, as the bytes it sent and the
-/// name they parse to. A plugin changes the same few names on every call,
-/// and parsing one (copying it, for a name that is not a standard one)
-/// cost the host more than the rest of taking the change over.
-#[derive(Default)]
-struct KnownNames {
+    /// The header names the plugin changed before, as it sent them and
+    /// parsed: parsing one (copying it, for a name that is not a standard
+    /// one) cost the host more than the rest of taking the change over.
     names: Vec<(Box<[u8]>, HeaderName)>,
+    logs: Arc<LogBudget>,
 }
 
 /// How many header names an instance keeps parsed: a plugin that changes
 /// more (or makes names up per call) pays a parse per name past them.
 const KNOWN_NAMES: usize = 16;
 
-impl KnownNames {
-    /// The name `bytes` parse to, from an earlier call when there was one.
-    fn parse(&mut self, bytes: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-        if let Some((_, name)) = self.names.iter().find(|(known, _)| **known == *bytes) {
-            return Ok(name.clone());
-        }
-        let name = HeaderName::from_bytes(bytes)?;
-        if self.names.len() < KNOWN_NAMES {
-            self.names.push((bytes.into(), name.clone()));
-        }
-        Ok(name)
-    }
+/// The name `bytes` parse to, kept in `known` from an earlier call when
+/// there was one.
+fn known_name(
+    known: &mut Vec<(Box<[u8]>, HeaderName)>,
+    bytes: &[u8],
+) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    try_resolved(known, bytes, KNOWN_NAMES, || HeaderName::from_bytes(bytes))
 }
 
 /// A plugin's counter and histogram series, resolved once per instance.
@@ -93,14 +81,37 @@ fn resolved<T: Clone>(
     name: &str,
     resolve: impl FnOnce() -> T,
 ) -> T {
-    if let Some((_, series)) = resolved.iter().find(|(known, _)| **known == *name) {
-        return series.clone();
+    match try_resolved(resolved, name, RESOLVED_SERIES, || {
+        Ok::<_, std::convert::Infallible>(resolve())
+    }) {
+        Ok(series) => series,
+        Err(never) => match never {},
     }
-    let series = resolve();
-    if resolved.len() < RESOLVED_SERIES {
-        resolved.push((name.into(), series.clone()));
+}
+
+/// What `key` resolves to: from `resolved` when it was resolved before,
+/// else from `resolve`, kept while `resolved` holds fewer than `keep`. A
+/// plugin asks for the same few names on every call, and a linear search
+/// of a short list costs less than resolving them again.
+fn try_resolved<K, T, E>(
+    resolved: &mut Vec<(Box<K>, T)>,
+    key: &K,
+    keep: usize,
+    resolve: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E>
+where
+    K: PartialEq + ?Sized,
+    T: Clone,
+    for<'a> Box<K>: From<&'a K>,
+{
+    if let Some((_, value)) = resolved.iter().find(|(known, _)| **known == *key) {
+        return Ok(value.clone());
     }
-    series
+    let value = resolve()?;
+    if resolved.len() < keep {
+        resolved.push((key.into(), value.clone()));
+    }
+    Ok(value)
 }
 
 impl HostState {
@@ -125,7 +136,7 @@ impl HostState {
             changes: Changes::default(),
             metrics,
             series: Series::default(),
-            names: KnownNames::default(),
+            names: Vec::new(),
             logs,
         }
     }
@@ -240,7 +251,7 @@ impl HostState {
 
     /// `name` as a header name the host lets a plugin change.
     fn header_name(&mut self, name: &[u8]) -> Option<HeaderName> {
-        match self.names.parse(name) {
+        match known_name(&mut self.names, name) {
             Ok(header) if is_framing(&header) => {
                 self.refuse(|| format!("header {header} belongs to the message's framing"));
                 None
@@ -771,7 +782,7 @@ mod tests {
 
     #[test]
     fn known_names_parse_as_header_name_does_and_stop_growing() {
-        let mut known = KnownNames::default();
+        let mut known = Vec::new();
         for bytes in [
             &b"X-Real-Host"[..],
             b"x-real-host",
@@ -781,18 +792,21 @@ mod tests {
         ] {
             for _ in 0..2 {
                 assert_eq!(
-                    known.parse(bytes).ok(),
+                    known_name(&mut known, bytes).ok(),
                     HeaderName::from_bytes(bytes).ok(),
                     "{bytes:?}"
                 );
             }
         }
-        assert_eq!(known.names.len(), 3, "invalid names are not kept");
+        assert_eq!(known.len(), 3, "invalid names are not kept");
         for i in 0..2 * KNOWN_NAMES {
             let name = format!("x-made-up-{i}");
-            assert_eq!(known.parse(name.as_bytes()).unwrap(), name.as_str());
+            assert_eq!(
+                known_name(&mut known, name.as_bytes()).unwrap(),
+                name.as_str()
+            );
         }
-        assert_eq!(known.names.len(), KNOWN_NAMES);
+        assert_eq!(known.len(), KNOWN_NAMES);
     }
 
     #[test]
