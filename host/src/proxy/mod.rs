@@ -1183,18 +1183,12 @@ impl SluiceProxy {
         let route = ctx.route().map(|r| &*r.name);
         let placement = ctx.placement().map(|p| &*p.name);
         let elapsed = ctx.started.elapsed();
-        self.metrics
-            .requests
-            .with_label_values(&[
-                route.unwrap_or(""),
-                placement.unwrap_or(""),
-                status_label(status),
-            ])
-            .inc();
-        self.metrics
-            .duration
-            .with_label_values(&[route.unwrap_or("")])
-            .observe(elapsed.as_secs_f64());
+        self.metrics.count_request(
+            route.unwrap_or(""),
+            placement.unwrap_or(""),
+            status_label(status),
+            elapsed,
+        );
         if ctx.snapshot.as_ref().is_some_and(|s| s.access_log) {
             let request = session.req_header();
             access_log::write(&AccessRecord {

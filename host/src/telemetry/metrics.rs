@@ -5,13 +5,15 @@
 //! certificate expiry) are read from the current snapshot when `/metrics` is
 //! scraped, so the request path never pays for them.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora::protocols::http::v1::server::HeaderReadTimeout;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::control::fleet::FleetView;
@@ -36,13 +38,37 @@ pub const REQUEST_PHASES: [&str; 11] = [
     "logging",
 ];
 
+/// A request series a worker thread resolved: the labels, the registry
+/// they belong to, and the counter and histogram they name.
+struct RequestSeries {
+    registry: u64,
+    route: Box<str>,
+    placement: Box<str>,
+    status: Box<str>,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+/// How many request series a worker thread keeps resolved: more routes,
+/// placements and statuses than that in turn cost a label lookup each.
+/// The series are never removed from the registry, so one kept never
+/// goes stale.
+const KEPT_REQUEST_SERIES: usize = 64;
+
+thread_local! {
+    static RESOLVED_REQUEST_SERIES: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Every metric Sluice exports.
 pub struct Metrics {
     registry: Registry,
+    /// Tells this registry's series apart from another's in a worker
+    /// thread's resolved series (tests make several).
+    id: u64,
     /// `sluice_requests_total{route, placement, status}`.
-    pub requests: IntCounterVec,
+    requests: IntCounterVec,
     /// `sluice_request_duration_seconds{route}`.
-    pub duration: HistogramVec,
+    duration: HistogramVec,
     /// `sluice_upstream_errors_total{placement, endpoint, kind}`.
     pub upstream_errors: IntCounterVec,
     /// `sluice_breaker_transitions_total{placement, endpoint, from, to}`.
@@ -93,6 +119,44 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts a request answered with `status` in `sluice_requests_total`
+    /// and its time in `sluice_request_duration_seconds`.
+    ///
+    /// Each worker thread keeps the series it used, so a request pays a
+    /// short search instead of hashing its labels and taking the vectors'
+    /// locks, which both workers of a two-thread server would contend for.
+    pub fn count_request(&self, route: &str, placement: &str, status: &str, elapsed: Duration) {
+        RESOLVED_REQUEST_SERIES.with(|resolved| {
+            let mut resolved = resolved.borrow_mut();
+            let found = resolved.iter().position(|series| {
+                series.registry == self.id
+                    && *series.status == *status
+                    && *series.route == *route
+                    && *series.placement == *placement
+            });
+            let series = match found {
+                Some(index) => &resolved[index],
+                None => {
+                    let series = RequestSeries {
+                        registry: self.id,
+                        route: route.into(),
+                        placement: placement.into(),
+                        status: status.into(),
+                        requests: self.requests.with_label_values(&[route, placement, status]),
+                        duration: self.duration.with_label_values(&[route]),
+                    };
+                    if resolved.len() == KEPT_REQUEST_SERIES {
+                        resolved.remove(0);
+                    }
+                    resolved.push(series);
+                    resolved.last().expect("just pushed")
+                }
+            };
+            series.requests.inc();
+            series.duration.observe(elapsed.as_secs_f64());
+        });
+    }
+
     /// Creates and registers every metric, plus process metrics (CPU, memory).
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -282,8 +346,10 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("unique metric");
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
             registry,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             requests,
             duration,
             upstream_errors,
@@ -484,6 +550,35 @@ placement = "a"
         text.lines()
             .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
             .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
+    #[test]
+    fn requests_count_in_their_own_registry_and_series() {
+        let (first, second) = (Metrics::new(), Metrics::new());
+        let snapshot = snapshot();
+        let took = Duration::from_millis(3);
+        for _ in 0..3 {
+            first.count_request("shop", "a", "200", took);
+        }
+        first.count_request("shop", "a", "503", took);
+        first.count_request("api", "b", "200", took);
+        second.count_request("shop", "a", "200", took);
+        let first = String::from_utf8(first.render(&snapshot, &[])).unwrap();
+        let second = String::from_utf8(second.render(&snapshot, &[])).unwrap();
+        let requests = |placement: &str, route: &str, status: &str| {
+            format!(
+                "sluice_requests_total{{placement=\"{placement}\",route=\"{route}\",status=\"{status}\"}}"
+            )
+        };
+        assert!(sample(&first, &requests("a", "shop", "200")).ends_with(" 3"));
+        assert!(sample(&first, &requests("a", "shop", "503")).ends_with(" 1"));
+        assert!(sample(&first, &requests("b", "api", "200")).ends_with(" 1"));
+        assert!(sample(&second, &requests("a", "shop", "200")).ends_with(" 1"));
+        assert!(sample(
+            &first,
+            "sluice_request_duration_seconds_count{route=\"shop\"}"
+        )
+        .ends_with(" 4"));
     }
 
     #[test]
