@@ -867,9 +867,7 @@ impl SluiceProxy {
             .endpoint()
             .ok_or_else(|| Error::explain(InternalError, "no endpoint admitted"))?;
         let mut peer = Box::new(endpoint.peer.clone());
-        if let Some(lane) = endpoint.lanes.next() {
-            peer.group_key = lane;
-        }
+        peer.group_key = endpoint.lanes.group_key();
         Ok(peer)
     }
 

@@ -3,7 +3,7 @@
 //! into the peer every request clones, and the lanes that spread HTTP/2
 //! requests over several connections to one endpoint.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pingora::protocols::l4::ext::TcpKeepalive;
@@ -149,33 +149,57 @@ impl ConnectSpec {
 
     /// The lanes of an endpoint spoken to with these settings.
     pub fn lanes(&self) -> Lanes {
-        let count = match self.protocol {
-            UpstreamProtocol::Http1 => 1,
-            UpstreamProtocol::H2 | UpstreamProtocol::H2c => self.h2_connections,
+        let (count, per_worker) = match self.protocol {
+            UpstreamProtocol::Http1 => (1, true),
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => (self.h2_connections, false),
         };
         Lanes {
             count,
+            per_worker,
             next: AtomicU32::new(0),
         }
     }
 }
 
-/// The HTTP/2 connections to one endpoint that its requests take in turn.
+/// Which pooled connections to one endpoint a request may take.
 ///
 /// Pingora pools connections by the peer's hash, which includes its group
-/// key: a request given lane `n` as its group key shares connections with
-/// the other requests of lane `n` only.
+/// key: a request given a group key shares connections with the other
+/// requests given the same key only.
+///
+/// - HTTP/1: each worker thread keeps its own. A connection is polled by
+///   the thread that opened it, so one taken by another worker would have
+///   every readiness event of its response cross between the threads.
+/// - HTTP/2: the connections are shared by every worker (one connection
+///   carries many requests at once), and a request takes the next of the
+///   endpoint's `h2_connections` lanes in turn.
 #[derive(Debug)]
 pub struct Lanes {
     count: u32,
+    per_worker: bool,
     next: AtomicU32,
 }
 
 impl Lanes {
-    /// The lane the next request takes; `None` when there is only one.
-    pub fn next(&self) -> Option<u64> {
-        (self.count > 1).then(|| u64::from(self.next.fetch_add(1, Ordering::Relaxed) % self.count))
+    /// The group key of the next request's connection.
+    pub fn group_key(&self) -> u64 {
+        if self.per_worker {
+            worker_number()
+        } else if self.count > 1 {
+            u64::from(self.next.fetch_add(1, Ordering::Relaxed) % self.count)
+        } else {
+            0
+        }
     }
+}
+
+/// A number of the calling thread's own, the same on every call from it.
+fn worker_number() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static NUMBER: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    NUMBER.with(|number| *number)
 }
 
 #[cfg(test)]
@@ -201,7 +225,16 @@ mod tests {
         assert_eq!(peer.options.alpn, ALPN::H1);
         assert!(peer.options.tcp_keepalive.is_none());
         assert_eq!(peer.options.max_idle_connections, None);
-        assert_eq!(spec.lanes().next(), None);
+        let lanes = spec.lanes();
+        let here = lanes.group_key();
+        assert_eq!(lanes.group_key(), here);
+        let elsewhere = std::thread::spawn(move || lanes.group_key())
+            .join()
+            .unwrap();
+        assert_ne!(
+            elsewhere, here,
+            "each worker thread pools its own connections"
+        );
     }
 
     #[test]
@@ -216,7 +249,7 @@ mod tests {
         assert_eq!(peer.options.max_h2_streams, 8);
         assert_eq!(peer.options.max_idle_connections, Some(2));
         let lanes = spec.lanes();
-        let taken: Vec<_> = (0..4).filter_map(|_| lanes.next()).collect();
+        let taken: Vec<_> = (0..4).map(|_| lanes.group_key()).collect();
         assert_eq!(taken, [0, 1, 2, 0]);
         assert!(spec.check_endpoint(true).is_err());
         assert!(spec.check_endpoint(false).is_ok());

@@ -230,8 +230,11 @@ async fn pool_counts(proxy: &Proxy, placement: &str) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_idle_keeps_that_many_connections_and_metrics_count_hits_and_misses() {
     let up = upstreams(&["web"]).await;
+    // One worker: each worker thread keeps its own HTTP/1 connections, and
+    // the cap bounds what one worker keeps.
     let proxy = Proxy::start(&format!(
-        "[placements.web]\nendpoints = [{{ address = \"{}\" }}]\npool = {{ max_idle = 1 }}\n\
+        "[server]\nthreads = 1\n\
+         [placements.web]\nendpoints = [{{ address = \"{}\" }}]\npool = {{ max_idle = 1 }}\n\
          [[routes]]\nname = \"web\"\nplacement = \"web\"\n",
         up[0].address
     ));
@@ -260,6 +263,49 @@ async fn max_idle_keeps_that_many_connections_and_metrics_count_hits_and_misses(
     let (hits, misses) = pool_counts(&proxy, "web").await;
     assert_eq!(hits + misses, 6);
     assert!(hits <= 1, "{hits} requests found a pooled connection");
+}
+
+/// Two workers: each new client connection goes to a worker chosen at
+/// random, often not the one whose accept loop took it, and must be served
+/// from that worker's own I/O driver, through idle waits between requests.
+/// Each worker takes back the upstream connections it released, watched
+/// meanwhile on that worker, so a connection's requests after the first
+/// find one.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_serve_each_connection_and_reuse_their_own_upstream_connections() {
+    const CONNECTIONS: u64 = 8;
+    const REQUESTS: u64 = 5;
+    let up = upstreams(&["web"]).await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nthreads = 2\n\
+         [placements.web]\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[routes]]\nname = \"web\"\nplacement = \"web\"\n",
+        up[0].address
+    ));
+    let proxy_address = proxy.address;
+    let connections = (0..CONNECTIONS).map(|_| async move {
+        // One client, whose requests in turn take its one connection.
+        let client = crate::common::client();
+        for _ in 0..REQUESTS {
+            let response = client
+                .get(format!("http://{proxy_address}/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert!(!response.text().await.unwrap().is_empty());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    futures_util::future::join_all(connections).await;
+    let (hits, misses) = pool_counts(&proxy, "web").await;
+    assert_eq!(hits + misses, CONNECTIONS * REQUESTS);
+    // A worker opens an upstream connection only for a request that finds
+    // none of its own idle: at most one per client connection.
+    assert!(
+        misses <= CONNECTIONS,
+        "{misses} upstream connections opened for {CONNECTIONS} client connections"
+    );
 }
 
 /// Whether a TCP connection from any local port to `upstream` has its
