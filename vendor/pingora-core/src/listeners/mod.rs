@@ -80,7 +80,7 @@ use crate::protocols::{l4::socket::SocketAddr, tls::TlsRef, Stream};
 use crate::server::ListenFds;
 
 use async_trait::async_trait;
-use pingora_error::Result;
+use pingora_error::{ErrorType::AcceptError, OrErr, Result};
 use std::{any::Any, fs::Permissions, sync::Arc};
 
 use l4::{ListenerEndpoint, Stream as L4Stream};
@@ -313,6 +313,14 @@ pub(crate) struct UninitializedStream {
 }
 
 impl UninitializedStream {
+    /// Registers the connection with the I/O driver of the runtime the caller
+    /// runs on; see [`L4Stream::register_here`]. Before [`Self::handshake`].
+    pub fn register_here(&mut self) -> Result<()> {
+        self.l4
+            .register_here()
+            .or_err(AcceptError, "Fail to register the accepted connection")
+    }
+
     pub async fn handshake(mut self) -> Result<Stream> {
         self.l4.set_buffer(self.l4_buffer);
         if let Some(tls) = self.tls {

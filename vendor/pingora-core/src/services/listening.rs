@@ -226,10 +226,23 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(io) => {
+                Ok(mut io) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let accepted_on = std::thread::current().id();
                     current_handle().spawn(async move {
+                        // A single-threaded runtime on another thread than the
+                        // accept loop's is another runtime, with its own I/O
+                        // driver: serve the connection from that driver.
+                        let moved = std::thread::current().id() != accepted_on
+                            && tokio::runtime::Handle::current().runtime_flavor()
+                                == tokio::runtime::RuntimeFlavor::CurrentThread;
+                        if moved {
+                            if let Err(e) = io.register_here() {
+                                error!("{e}");
+                                return;
+                            }
+                        }
                         let peer_addr = io.peer_addr();
                         // Boxed, so that the handshake's state (a TLS handshake's on
                         // TLS endpoints) is freed once it is done instead of sizing the

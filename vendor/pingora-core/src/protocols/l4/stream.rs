@@ -641,6 +641,38 @@ impl Stream {
     }
 }
 
+impl RawStream {
+    /// The same socket, registered with the I/O driver of the runtime the
+    /// caller runs on instead of the one it was registered with.
+    fn registered_here(self) -> io::Result<Self> {
+        Ok(match self {
+            RawStream::Tcp(s) => RawStream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            #[cfg(unix)]
+            RawStream::Unix(s) => RawStream::Unix(UnixStream::from_std(s.into_std()?)?),
+            RawStream::Virtual(s) => RawStream::Virtual(s),
+        })
+    }
+}
+
+impl Stream {
+    /// Registers the socket with the I/O driver of the runtime the caller runs
+    /// on. A connection accepted by one single-threaded runtime and served by
+    /// another (the no-steal runtime hands each new connection to a thread
+    /// chosen at random) is otherwise polled through the accepting runtime's
+    /// driver, whose thread must then wake the serving thread for every
+    /// readiness event of the connection.
+    ///
+    /// For a stream that has done no I/O yet: it is rebuilt without buffers,
+    /// as a new stream is, so call it before [`Self::set_buffer`].
+    pub(crate) fn register_here(&mut self) -> io::Result<()> {
+        let buffered = self.stream.take().expect("stream should always be set");
+        let mut raw = buffered.into_inner();
+        raw.stream = raw.stream.registered_here()?;
+        self.stream = Some(BufferedStream::with_capacity(0, 0, raw));
+        Ok(())
+    }
+}
+
 impl From<TcpStream> for Stream {
     fn from(s: TcpStream) -> Self {
         Stream {
