@@ -337,10 +337,10 @@ fn scaling_row(scaling: Result<&Scaling, &str>) -> TargetRow {
             fmt_rate(one.median),
         ),
         verdict: at_least(estimate, 1.7, |v| format!("{v:.2}×")),
-        cause: "each request costs two workers more CPU than one, and how much more moves from run \
-                to run; not yet profiled. Candidates: each worker, half as loaded, handles fewer \
-                events per wake-up; an upstream connection from the shared pool is still polled by \
-                the worker that opened it; the metric counters both workers update"
+        cause: "each request costs two workers more CPU than one: they share the machine's two \
+                cores with the load generator and the origin, each handles fewer events per \
+                wake-up, and the estimate moves by about 0.1 from run to run. The workers no \
+                longer wake each other (see Workers keep their connections)"
             .into(),
     }
 }
