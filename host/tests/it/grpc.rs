@@ -308,6 +308,35 @@ async fn two_workers_serve_each_connection_and_reuse_their_own_upstream_connecti
     );
 }
 
+/// Two workers: an HTTP/2 client connection's streams all run on the worker
+/// serving the connection, each answered, many at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_answer_every_stream_of_an_http2_client_connection() {
+    let upstream = serve("streams", None).await;
+    let proxy = Proxy::start(&format!(
+        "[server]\nthreads = 2\n\
+         [placements.grpc]\nprotocol = \"h2c\"\nendpoints = [{{ address = \"{}\" }}]\n\
+         [[routes]]\nname = \"grpc\"\nplacement = \"grpc\"\n",
+        upstream.address
+    ));
+    // One client connection, 32 calls on it at once; the proxy's listener
+    // takes h2c with prior knowledge, as the client speaks it.
+    let client = client(proxy.address, "grpc.test", None).await;
+    let calls = (0..32).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let reply = client
+                .unary(request(&format!("call {i}")))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(reply.message, format!("call {i}"));
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(upstream.control.calls(), 32);
+}
+
 /// Whether a TCP connection from any local port to `upstream` has its
 /// keep-alive timer running, as `/proc/net/tcp` shows (timer kind 2).
 fn keepalive_timer_to(upstream: SocketAddr) -> Vec<bool> {
