@@ -365,13 +365,9 @@ where
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
-                    // On the connection's own runtime: with the no-steal
-                    // runtime, `current_handle` would pick any thread's, and
-                    // each frame the stream and the connection hand each
-                    // other would wake another thread.
-                    let rt = tokio::runtime::Handle::try_current()
-                        .unwrap_or_else(|_| pingora_runtime::current_handle());
-                    rt.spawn(async move {
+                    // On the connection's own runtime: each frame the stream
+                    // and the connection hand each other stays on its thread.
+                    crate::utils::this_runtime().spawn(async move {
                         // hold `guard` for the session's lifetime so the accept
                         // loop's idle timeout sees this connection as busy.
                         let _guard = guard;

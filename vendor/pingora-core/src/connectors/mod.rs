@@ -401,12 +401,9 @@ impl TransportConnector {
         let pool = self.connection_pool.clone(); //clone the arc
         let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         // The task polls the idle connection's socket, so it runs on the
-        // runtime releasing it. With the no-steal runtime, `current_handle`
-        // would pick any thread's runtime: the spawn, the connection's
-        // readiness and its pick-up would then each wake another thread.
-        let rt = tokio::runtime::Handle::try_current()
-            .unwrap_or_else(|_| pingora_runtime::current_handle());
-        rt.spawn(async move {
+        // runtime releasing it: the spawn, the connection's readiness and its
+        // pick-up stay on this thread.
+        crate::utils::this_runtime().spawn(async move {
             // Counted as idle until it is picked up, closed or evicted.
             let _idle_slot = idle_slot;
             if pool

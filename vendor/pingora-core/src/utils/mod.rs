@@ -23,6 +23,16 @@ pub use crate::tls::utils as tls;
 
 use bytes::Bytes;
 
+/// The runtime the caller runs on, for a task that belongs with what the
+/// caller holds: a socket is polled through the I/O driver it is registered
+/// with, and a single-threaded runtime's driver is its own. With the no-steal
+/// runtime, [`pingora_runtime::current_handle`] picks any thread's runtime,
+/// and such a task then wakes another thread at every event. Outside a
+/// runtime, that handle.
+pub(crate) fn this_runtime() -> tokio::runtime::Handle {
+    tokio::runtime::Handle::try_current().unwrap_or_else(|_| pingora_runtime::current_handle())
+}
+
 /// A `BufRef` is a reference to a buffer of bytes. It removes the need for self-referential data
 /// structures. It is safe to use as long as the underlying buffer does not get mutated.
 ///
