@@ -49,10 +49,11 @@ struct RequestSeries {
     duration: Histogram,
 }
 
-/// How many request series a worker thread keeps resolved: more routes,
-/// placements and statuses than that in turn cost a label lookup each.
-/// The series are never removed from the registry, so one kept never
-/// goes stale.
+/// How many request series a worker thread keeps resolved: the first ones
+/// it meets, as the plugin host keeps the series and header names a plugin
+/// uses (`try_resolved` in `plugins/host.rs`); any past them costs a label
+/// lookup each time. The series are never removed from the registry, so one
+/// kept never goes stale.
 const KEPT_REQUEST_SERIES: usize = 64;
 
 thread_local! {
@@ -134,6 +135,7 @@ impl Metrics {
                     && *series.route == *route
                     && *series.placement == *placement
             });
+            let unkept;
             let series = match found {
                 Some(index) => &resolved[index],
                 None => {
@@ -145,11 +147,13 @@ impl Metrics {
                         requests: self.requests.with_label_values(&[route, placement, status]),
                         duration: self.duration.with_label_values(&[route]),
                     };
-                    if resolved.len() == KEPT_REQUEST_SERIES {
-                        resolved.remove(0);
+                    if resolved.len() < KEPT_REQUEST_SERIES {
+                        resolved.push(series);
+                        resolved.last().expect("just pushed")
+                    } else {
+                        unkept = series;
+                        &unkept
                     }
-                    resolved.push(series);
-                    resolved.last().expect("just pushed")
                 }
             };
             series.requests.inc();
@@ -579,6 +583,27 @@ placement = "a"
             "sluice_request_duration_seconds_count{route=\"shop\"}"
         )
         .ends_with(" 4"));
+    }
+
+    #[test]
+    fn requests_past_the_kept_series_still_count() {
+        let metrics = Metrics::new();
+        let took = Duration::from_millis(1);
+        let routes: Vec<String> = (0..KEPT_REQUEST_SERIES + 2)
+            .map(|i| format!("r{i}"))
+            .collect();
+        for _ in 0..2 {
+            for route in &routes {
+                metrics.count_request(route, "a", "200", took);
+            }
+        }
+        let text = String::from_utf8(metrics.render(&snapshot(), &[])).unwrap();
+        for route in [&routes[0], routes.last().unwrap()] {
+            let series = format!(
+                "sluice_requests_total{{placement=\"a\",route=\"{route}\",status=\"200\"}}"
+            );
+            assert!(sample(&text, &series).ends_with(" 2"), "{route}");
+        }
     }
 
     #[test]
