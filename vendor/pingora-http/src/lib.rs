@@ -852,11 +852,7 @@ fn append_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<bool> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     // store the original case in the map
     if let Some(name_map) = name_map {
         // Use the non-panicking `try_append`: the infallible `append` calls
@@ -881,11 +877,7 @@ fn insert_header_value<T>(
     name: impl IntoCaseHeaderName,
     value: T,
 ) -> Result<()> {
-    let case_header_name = name.into_case_header_name();
-    let header_name: HeaderName = case_header_name
-        .as_slice()
-        .try_into()
-        .or_err(InvalidHTTPHeader, "invalid header name")?;
+    let (header_name, case_header_name) = name.into_header_names()?;
     if let Some(name_map) = name_map {
         // store the original case in the map
         name_map.insert(header_name.clone(), case_header_name);
@@ -1060,6 +1052,23 @@ mod tests {
         assert_eq!(8, http_header_map_upper_bound(None));
         assert_eq!(16, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
+    }
+
+    #[test]
+    fn test_header_names_inserted_as_parsed() {
+        let mut req = RequestHeader::build("GET", b"/", Some(1)).unwrap();
+        req.insert_header(HeaderName::from_static("x-forwarded-for"), "192.0.2.1")
+            .unwrap();
+        req.append_header(&http::header::CACHE_CONTROL, "no-cache").unwrap();
+        req.insert_header("X-Request-Id", "42").unwrap();
+        assert!(req.insert_header("bad name", "x").is_err());
+        assert_eq!(req.headers.get("x-forwarded-for").unwrap(), "192.0.2.1");
+        let mut buf: Vec<u8> = vec![];
+        req.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            buf,
+            b"x-forwarded-for: 192.0.2.1\r\nCache-Control: no-cache\r\nX-Request-Id: 42\r\n"
+        );
     }
 
     #[test]
