@@ -837,10 +837,16 @@ fn http_header_map_upper_bound(size_hint: Option<usize>) -> usize {
     const PINGORA_MAX_HEADER_COUNT: usize = 4096;
     const INIT_HEADER_SIZE: usize = 8;
 
+    // A size hint is the header count of a head read off the wire, which a proxy forwards with a
+    // few headers added (X-Forwarded-For, Via, a request id). Room for them in the first
+    // allocation spares those inserts growing, and so reallocating and rehashing, both the
+    // value map and the case map.
+    const ADDED_HEADER_ROOM: usize = 8;
+
     // We select the size hint or the max size here, ensuring that we pick a value substantially lower
     // than 1 << 15 with room to grow the header map.
     std::cmp::min(
-        size_hint.unwrap_or(INIT_HEADER_SIZE),
+        size_hint.map_or(INIT_HEADER_SIZE, |size| size + ADDED_HEADER_ROOM),
         PINGORA_MAX_HEADER_COUNT,
     )
 }
@@ -1050,7 +1056,7 @@ mod tests {
     #[test]
     fn header_map_upper_bound() {
         assert_eq!(8, http_header_map_upper_bound(None));
-        assert_eq!(16, http_header_map_upper_bound(Some(16)));
+        assert_eq!(24, http_header_map_upper_bound(Some(16)));
         assert_eq!(4096, http_header_map_upper_bound(Some(7777)));
     }
 
@@ -1069,6 +1075,14 @@ mod tests {
             buf,
             b"x-forwarded-for: 192.0.2.1\r\nCache-Control: no-cache\r\nX-Request-Id: 42\r\n"
         );
+    }
+
+    #[test]
+    fn test_head_read_off_the_wire_has_room_for_added_headers() {
+        let req = RequestHeader::build("GET", b"/", Some(3)).unwrap();
+        assert!(req.headers.capacity() >= 3 + 8);
+        let resp = ResponseHeader::build(200, Some(3)).unwrap();
+        assert!(resp.headers.capacity() >= 3 + 8);
     }
 
     #[test]
