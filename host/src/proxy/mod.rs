@@ -46,7 +46,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -69,16 +69,19 @@ use crate::telemetry::metrics::Metrics;
 use crate::tls::acme::Http01Responses;
 use crate::transform::forwarding;
 
+// The headers Sluice writes are named by parsed `HeaderName`s, which
+// Pingora inserts without parsing them again.
+
 /// Response header naming the placement that served the request.
-pub const X_ROUTED_TO: &str = "x-routed-to";
+pub const X_ROUTED_TO: HeaderName = HeaderName::from_static("x-routed-to");
 /// Response header saying why that placement was chosen.
-pub const X_ROUTE_REASON: &str = "x-route-reason";
+pub const X_ROUTE_REASON: HeaderName = HeaderName::from_static("x-route-reason");
 /// Response header naming the endpoint that served the request.
-pub const X_UPSTREAM: &str = "x-upstream";
+pub const X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
 /// Response header saying why the routed placement was skipped.
-pub const X_FAILOVER_REASON: &str = "x-failover-reason";
+pub const X_FAILOVER_REASON: HeaderName = HeaderName::from_static("x-failover-reason");
 /// Response header with the breaker state of the endpoint used.
-pub const X_CIRCUIT_STATE: &str = "x-circuit-state";
+pub const X_CIRCUIT_STATE: HeaderName = HeaderName::from_static("x-circuit-state");
 
 /// The live configuration: the current snapshot, replaced atomically on reload.
 pub type LiveSnapshot = Arc<ArcSwap<Snapshot>>;

@@ -4,14 +4,20 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use pingora::http::RequestHeader;
 
 /// `X-Request-Id`.
-pub const REQUEST_ID: &str = "x-request-id";
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The longest client-supplied request id that is propagated as is.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -95,7 +101,7 @@ pub fn set_forwarded(
         let mut value = String::with_capacity(48);
         if let Some(existing) = request
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .filter(|existing| !existing.trim().is_empty())
         {
@@ -103,11 +109,11 @@ pub fn set_forwarded(
             value.push_str(", ");
         }
         push_ip(&mut value, client);
-        let _ = request.insert_header("x-forwarded-for", value);
+        let _ = request.insert_header(X_FORWARDED_FOR, value);
     }
-    let _ = request.insert_header("x-forwarded-proto", HeaderValue::from_static(scheme));
+    let _ = request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if !host.is_empty() {
-        let _ = request.insert_header("x-forwarded-host", host);
+        let _ = request.insert_header(X_FORWARDED_HOST, host);
     }
 }
 

@@ -126,3 +126,94 @@ async fn forwarding_headers_and_request_ids() {
     );
     assert!(headers.get("te").is_none(), "{headers}");
 }
+
+/// An upstream that answers one HTTP/1 request with an empty 200 and
+/// hands back the request's head exactly as it arrived.
+async fn recording_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the head ended early");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = head_tx.send(String::from_utf8(head).unwrap());
+        let _ = stream.read(&mut chunk).await;
+    });
+    (address, head_rx)
+}
+
+/// The names a client wrote keep their case on the way upstream, beside
+/// the forwarding headers and the header rules' additions, each once:
+/// the head Sluice builds from the client's has room for what it adds,
+/// and the names it adds are inserted already parsed.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_head_keeps_client_case_and_adds_each_header_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, head) = recording_upstream().await;
+    let proxy = Proxy::start(&format!(
+        "[placements.o]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
+         [[routes]]\nplacement = \"o\"\n\
+         request_headers = {{ set = {{ \"X-Tenant\" = \"acme\" }}, add = {{ \"via\" = \"sluice\" }} }}\n"
+    ));
+    let mut client = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let mut request =
+        String::from("GET /case HTTP/1.1\r\nHost: shop.test\r\nX-Client-Case: One\r\n");
+    for i in 0..20 {
+        request.push_str(&format!("X-Extra-{i}: {i}\r\n"));
+    }
+    request.push_str("\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = client.read(&mut response).await.unwrap();
+    assert!(
+        response[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response[..n])
+    );
+
+    let head = head.await.unwrap();
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    for expected in [
+        "Host: shop.test",
+        "X-Client-Case: One",
+        "X-Extra-0: 0",
+        "X-Extra-19: 19",
+    ] {
+        assert!(lines.contains(&expected), "{expected:?} in {head}");
+    }
+    for added in [
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-forwarded-host: shop.test",
+        "via: sluice",
+    ] {
+        let name = added.split(':').next().unwrap();
+        let with_name: Vec<&&str> = lines
+            .iter()
+            .filter(|line| line.to_ascii_lowercase().starts_with(&format!("{name}:")))
+            .collect();
+        assert_eq!(with_name, [&added], "{head}");
+    }
+    let tenant: Vec<&&str> = lines
+        .iter()
+        .filter(|line| line.to_ascii_lowercase().starts_with("x-tenant:"))
+        .collect();
+    assert_eq!(tenant.len(), 1, "{head}");
+    assert!(tenant[0].ends_with(": acme"), "{head}");
+    let request_ids = lines
+        .iter()
+        .filter(|line| line.starts_with("x-request-id: "))
+        .count();
+    assert_eq!(request_ids, 1, "{head}");
+}
