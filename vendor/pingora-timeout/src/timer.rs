@@ -41,27 +41,27 @@ const RESOLUTION_DURATION: Duration = Duration::from_millis(RESOLUTION_MS);
 
 // round to the NEXT timestamp based on the resolution
 #[inline]
-fn round_to(raw: u128, resolution: u128) -> u128 {
+fn round_to(raw: u64, resolution: u64) -> u64 {
     raw - 1 + resolution - (raw - 1) % resolution
 }
 // millisecond resolution as most
 #[derive(PartialEq, PartialOrd, Eq, Ord, Clone, Copy, Debug)]
-struct Time(u128);
+struct Time(u64);
 
-impl From<u128> for Time {
-    fn from(raw_ms: u128) -> Self {
-        Time(round_to(raw_ms, RESOLUTION_MS as u128))
+impl From<u64> for Time {
+    fn from(raw_ms: u64) -> Self {
+        Time(round_to(raw_ms, RESOLUTION_MS))
     }
 }
 
 impl From<Duration> for Time {
     fn from(d: Duration) -> Self {
-        Time(round_to(d.as_millis(), RESOLUTION_MS as u128))
+        Time(round_to(d.as_millis() as u64, RESOLUTION_MS))
     }
 }
 
 impl Time {
-    pub fn not_after(&self, ts: u128) -> bool {
+    pub fn not_after(&self, ts: u64) -> bool {
         self.0 <= ts
     }
 }
@@ -79,6 +79,7 @@ impl TimerStub {
     }
 }
 
+#[derive(Clone)]
 struct Timer(Arc<Notify>, Arc<AtomicBool>);
 
 impl Timer {
@@ -94,12 +95,49 @@ impl Timer {
     pub fn subscribe(&self) -> TimerStub {
         TimerStub(self.0.clone(), self.1.clone())
     }
+
+    fn fired(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
+    }
+}
+
+// How many of the ticks a thread last registered timers on it checks before searching its tree.
+// A server's timeouts come in a few durations, so within one tick most registrations land on a
+// tick one of them just used, and the tree, one entry for every tick with a pending timer, is
+// thousands deep.
+const RECENT_TICKS: usize = 4;
+
+/// One thread's timers.
+#[derive(Default)]
+struct ThreadTimers {
+    // every tick with a timer not yet fired
+    ticks: BTreeMap<Time, Timer>,
+    // the ticks this thread registered on last, oldest first to be replaced
+    recent: [Option<(Time, Timer)>; RECENT_TICKS],
+    next_recent: usize,
+}
+
+impl ThreadTimers {
+    fn subscribe(&mut self, at: Time) -> TimerStub {
+        let recent = self.recent.iter().flatten();
+        if let Some((_, timer)) = recent
+            .into_iter()
+            .find(|(t, timer)| *t == at && !timer.fired())
+        {
+            return timer.subscribe();
+        }
+        let timer = self.ticks.entry(at).or_insert_with(Timer::new);
+        let stub = timer.subscribe();
+        self.recent[self.next_recent] = Some((at, timer.clone()));
+        self.next_recent = (self.next_recent + 1) % RECENT_TICKS;
+        stub
+    }
 }
 
 /// The object that holds all the timers registered to it.
 pub struct TimerManager {
     // each thread insert into its local timer tree to avoid lock contention
-    timers: ThreadLocal<RwLock<BTreeMap<Time, Timer>>>,
+    timers: ThreadLocal<RwLock<ThreadTimers>>,
     zero: Instant, // the reference zero point of Timestamp
     // Start a new clock thread if this is -1 or staled. The clock thread should keep updating this
     clock_watchdog: AtomicI64,
@@ -137,10 +175,10 @@ impl TimerManager {
                 // just stop acquiring the locks, waiting for fork to happen
                 continue;
             }
-            let now = now.as_millis();
+            let now = now.as_millis() as u64;
             // iterate through the timer tree for all threads
             for thread_timer in self.timers.iter() {
-                let mut timers = thread_timer.write();
+                let timers = &mut thread_timer.write().ticks;
                 // Fire all timers until now
                 loop {
                     let key_to_remove = timers.iter().next().and_then(|(k, _)| {
@@ -203,22 +241,12 @@ impl TimerManager {
             return timer.subscribe();
         }
         let now: Time = (Instant::now() + duration - self.zero).into();
-        {
-            let timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).read();
-            if let Some(t) = timers.get(&now) {
-                return t.subscribe();
-            }
-        } // drop read lock
-
-        let timer = Timer::new();
-        let mut timers = self.timers.get_or(|| RwLock::new(BTreeMap::new())).write();
-        // Usually we check if another thread has insert the same node before we get the write lock,
-        // but because only this thread will insert anything to its local timers tree, there
-        // is no possible race that can happen. The only other thread is the clock thread who
-        // only removes timer from the tree
-        let stub = timer.subscribe();
-        timers.insert(now, timer);
-        stub
+        // Only this thread adds to its timers, and the clock thread only takes the write lock
+        // once a tick, so the write lock is as cheap as the read lock here.
+        self.timers
+            .get_or(|| RwLock::new(ThreadTimers::default()))
+            .write()
+            .subscribe(now)
     }
 
     fn is_paused_for_fork(&self) -> bool {
@@ -281,6 +309,28 @@ mod tests {
         t2.poll().await;
         // t2 fired along t1 so no extra wait time
         assert_eq!(now.elapsed().as_secs(), 0);
+    }
+
+    #[test]
+    fn test_thread_timers_share_a_tick() {
+        let mut timers = ThreadTimers::default();
+        let first = timers.subscribe(Time(100));
+        for tick in 1..=RECENT_TICKS as u64 {
+            timers.subscribe(Time(100 + 10 * tick));
+        }
+        // out of the recent ticks, found in the tree
+        let from_tree = timers.subscribe(Time(100));
+        assert!(Arc::ptr_eq(&first.0, &from_tree.0));
+        // one of the recent ticks again
+        let from_recent = timers.subscribe(Time(100));
+        assert!(Arc::ptr_eq(&first.0, &from_recent.0));
+        assert_eq!(timers.ticks.len(), RECENT_TICKS + 1);
+
+        // fired by the clock thread: the tick gets a new timer
+        timers.ticks.remove(&Time(100)).unwrap().fire();
+        let after_firing = timers.subscribe(Time(100));
+        assert!(!Arc::ptr_eq(&first.0, &after_firing.0));
+        assert!(!after_firing.1.load(Ordering::SeqCst));
     }
 
     #[test]
