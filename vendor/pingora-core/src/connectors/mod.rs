@@ -312,7 +312,7 @@ impl TransportConnector {
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
-                        if peer.matches_fd(stream.id())
+                        if connected_to(peer, &stream)
                             && test_reusable_stream(&mut stream, &self.unexpected_data_conn_count)
                         {
                             Some(stream)
@@ -553,6 +553,29 @@ use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
+/// Whether a pooled `stream` is connected to `peer`.
+///
+/// A stream connected directly records the address it was connected to, and a connected socket's
+/// peer never changes, so the record answers what `getpeername` would without a system call on
+/// every reuse. Other streams (through a CONNECT proxy) are checked against the socket.
+#[cfg(unix)]
+fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    let recorded = stream
+        .get_socket_digest()
+        .and_then(|digest| digest.peer_addr.get().cloned().flatten());
+    match recorded {
+        Some(recorded) if peer.get_proxy().is_none() => {
+            if &recorded == peer.address() {
+                true
+            } else {
+                error!("Crit: pooled stream connected to {recorded} offered for {peer}");
+                false
+            }
+        }
+        _ => peer.matches_fd(stream.id()),
+    }
+}
+
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
@@ -707,6 +730,29 @@ mod tests {
         assert!(reused);
         let (_, reused) = connector.get_stream(&peer).await.unwrap();
         assert!(!reused);
+        server.abort();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn test_pooled_stream_checked_against_its_recorded_peer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { listener.accept().await.unwrap().0 });
+        let connector = TransportConnector::new(None);
+        let peer = BasicPeer::new(&address);
+        let stream = connector.new_stream(&peer).await.unwrap();
+        let recorded = stream.get_socket_digest().unwrap().peer_addr.get().cloned();
+        assert_eq!(recorded.flatten().as_ref(), Some(peer.address()));
+        assert!(connected_to(&peer, &stream));
+        assert!(peer.matches_fd(stream.id()));
+
+        let elsewhere = BasicPeer::new("127.0.0.1:1");
+        assert!(!connected_to(&elsewhere, &stream));
+
+        connector.release_stream(stream, peer.reuse_hash(), None);
+        let (_, reused) = connector.get_stream(&peer).await.unwrap();
+        assert!(reused);
         server.abort();
     }
 
