@@ -552,7 +552,6 @@ impl PreferredHttpVersion {
 use futures::future::FutureExt;
 use tokio::io::AsyncReadExt;
 
-/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 /// Whether a pooled `stream` is connected to `peer`.
 ///
 /// A stream connected directly records the address it was connected to, and a connected socket's
@@ -576,6 +575,7 @@ fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
     }
 }
 
+/// Test whether a stream is already closed or not reusable (server sent unexpected data)
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
