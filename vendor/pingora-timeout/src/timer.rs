@@ -101,10 +101,10 @@ impl Timer {
     }
 }
 
-// How many of the ticks a thread last registered timers on it checks before searching its tree.
-// A server's timeouts come in a few durations, so within one tick most registrations land on a
-// tick one of them just used, and the tree, one entry for every tick with a pending timer, is
-// thousands deep.
+// A thread checks the last few ticks it registered timers on before searching its tree. A
+// server's timeouts come in a few durations, so within one tick most registrations land on a tick
+// one of them just used, while the tree holds an entry for every tick with a pending timer:
+// thousands with minute-long timeouts.
 const RECENT_TICKS: usize = 4;
 
 /// One thread's timers.
@@ -119,11 +119,8 @@ struct ThreadTimers {
 
 impl ThreadTimers {
     fn subscribe(&mut self, at: Time) -> TimerStub {
-        let recent = self.recent.iter().flatten();
-        if let Some((_, timer)) = recent
-            .into_iter()
-            .find(|(t, timer)| *t == at && !timer.fired())
-        {
+        let mut recent = self.recent.iter().flatten();
+        if let Some((_, timer)) = recent.find(|(tick, timer)| *tick == at && !timer.fired()) {
             return timer.subscribe();
         }
         let timer = self.ticks.entry(at).or_insert_with(Timer::new);
