@@ -24,6 +24,7 @@ use super::bindings::sluice::plugin::{body, candidates, request, response};
 use super::header_changes;
 use super::log::LogBudget;
 use super::metrics::PluginMetrics;
+use crate::support::resolved::with_resolved;
 use crate::transform::headers::MAX_MESSAGE_HEADERS;
 
 /// The state of one plugin instance's store.
@@ -91,8 +92,7 @@ fn resolved<T: Clone>(
 
 /// What `key` resolves to: from `resolved` when it was resolved before,
 /// else from `resolve`, kept while `resolved` holds fewer than `keep`. A
-/// plugin asks for the same few names on every call, and a linear search
-/// of a short list costs less than resolving them again.
+/// plugin asks for the same few names on every call.
 fn try_resolved<K, T, E>(
     resolved: &mut Vec<(Box<K>, T)>,
     key: &K,
@@ -104,14 +104,14 @@ where
     T: Clone,
     for<'a> Box<K>: From<&'a K>,
 {
-    if let Some((_, value)) = resolved.iter().find(|(known, _)| **known == *key) {
-        return Ok(value.clone());
-    }
-    let value = resolve()?;
-    if resolved.len() < keep {
-        resolved.push((key.into(), value.clone()));
-    }
-    Ok(value)
+    with_resolved(
+        resolved,
+        keep,
+        |known| **known == *key,
+        || key.into(),
+        resolve,
+        T::clone,
+    )
 }
 
 impl HostState {

@@ -6,6 +6,7 @@
 //! scraped, so the request path never pays for them.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::plugins::metrics::PluginMetrics;
 use crate::resilience::breaker::Transition;
 use crate::routing::names::NameState;
 use crate::snapshot::Snapshot;
+use crate::support::resolved::with_resolved;
 
 /// The phases of a request, as `sluice_panics_total` labels them.
 pub const REQUEST_PHASES: [&str; 11] = [
@@ -38,26 +40,27 @@ pub const REQUEST_PHASES: [&str; 11] = [
     "logging",
 ];
 
-/// A request series a worker thread resolved: the labels, the registry
-/// they belong to, and the counter and histogram they name.
-struct RequestSeries {
+/// The labels of a request series a worker thread resolved, and the
+/// registry they belong to.
+struct RequestSeriesKey {
     registry: u64,
     route: Box<str>,
     placement: Box<str>,
     status: Box<str>,
-    requests: IntCounter,
-    duration: Histogram,
 }
 
+/// The counter and histogram a request series names.
+type RequestSeries = (IntCounter, Histogram);
+
 /// How many request series a worker thread keeps resolved: the first ones
-/// it meets, as the plugin host keeps the series and header names a plugin
-/// uses (`try_resolved` in `plugins/host.rs`); any past them costs a label
-/// lookup each time. The series are never removed from the registry, so one
+/// it meets (see [`with_resolved`]); any past them costs a label lookup
+/// each time. The series are never removed from the registry, so one
 /// kept never goes stale.
 const KEPT_REQUEST_SERIES: usize = 64;
 
 thread_local! {
-    static RESOLVED_REQUEST_SERIES: RefCell<Vec<RequestSeries>> = const { RefCell::new(Vec::new()) };
+    static RESOLVED_REQUEST_SERIES: RefCell<Vec<(RequestSeriesKey, RequestSeries)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 /// Every metric Sluice exports.
@@ -128,36 +131,32 @@ impl Metrics {
     /// locks, which both workers of a two-thread server would contend for.
     pub fn count_request(&self, route: &str, placement: &str, status: &str, elapsed: Duration) {
         RESOLVED_REQUEST_SERIES.with(|resolved| {
-            let mut resolved = resolved.borrow_mut();
-            let found = resolved.iter().position(|series| {
-                series.registry == self.id
-                    && *series.status == *status
-                    && *series.route == *route
-                    && *series.placement == *placement
-            });
-            let unkept;
-            let series = match found {
-                Some(index) => &resolved[index],
-                None => {
-                    let series = RequestSeries {
-                        registry: self.id,
-                        route: route.into(),
-                        placement: placement.into(),
-                        status: status.into(),
-                        requests: self.requests.with_label_values(&[route, placement, status]),
-                        duration: self.duration.with_label_values(&[route]),
-                    };
-                    if resolved.len() < KEPT_REQUEST_SERIES {
-                        resolved.push(series);
-                        resolved.last().expect("just pushed")
-                    } else {
-                        unkept = series;
-                        &unkept
-                    }
-                }
-            };
-            series.requests.inc();
-            series.duration.observe(elapsed.as_secs_f64());
+            let Ok(()) = with_resolved::<_, _, _, Infallible>(
+                &mut resolved.borrow_mut(),
+                KEPT_REQUEST_SERIES,
+                |key| {
+                    key.registry == self.id
+                        && *key.status == *status
+                        && *key.route == *route
+                        && *key.placement == *placement
+                },
+                || RequestSeriesKey {
+                    registry: self.id,
+                    route: route.into(),
+                    placement: placement.into(),
+                    status: status.into(),
+                },
+                || {
+                    Ok((
+                        self.requests.with_label_values(&[route, placement, status]),
+                        self.duration.with_label_values(&[route]),
+                    ))
+                },
+                |(requests, duration)| {
+                    requests.inc();
+                    duration.observe(elapsed.as_secs_f64());
+                },
+            );
         });
     }
 
