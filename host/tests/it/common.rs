@@ -102,13 +102,46 @@ impl Drop for Scratch {
 #[must_use = "the directory is removed when the returned guard is dropped"]
 pub fn scratch_dir() -> Scratch {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_scratch_of_ended_runs);
     let dir = std::env::temp_dir().join(format!(
-        "sluice-it-{}-{}",
+        "{SCRATCH_PREFIX}{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     Scratch(dir)
+}
+
+/// How every scratch directory's name starts, before the test process's id.
+const SCRATCH_PREFIX: &str = "sluice-it-";
+
+/// Removes the scratch directories of test processes that have ended.
+///
+/// A failed test keeps its files for reading, and a run that was killed never
+/// drops its guards; an etcd data directory alone is over 100 MB. Without this
+/// sweep they pile up in the temporary directory from run to run until a
+/// build runs out of disk. A directory whose process still runs, such as a
+/// test binary started side by side, is left alone.
+fn remove_scratch_of_ended_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let running = Path::new("/proc").join(pid.to_string()).exists();
+        if !running {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The `sluice` binary under test.
