@@ -13,27 +13,30 @@ use crate::{
 /// `changes` encoded as the contract hands them over, in the order the SDK
 /// documents: remove, set, append.
 fn header_changes(changes: &HeaderChanges) -> Vec<u8> {
-    let removed = changes
+    if changes.is_empty() {
+        return Vec::new();
+    }
+    let listed = |headers: &[(String, String)]| -> usize {
+        headers
+            .iter()
+            .map(|(name, value)| encoded_len(name.as_bytes(), value.as_bytes()))
+            .sum()
+    };
+    let removed: usize = changes
         .remove
         .iter()
-        .map(|name| (Op::Remove, name.as_str(), ""));
-    let set = changes
-        .set
-        .iter()
-        .map(|(n, v)| (Op::Set, n.as_str(), v.as_str()));
-    let appended = changes
-        .append
-        .iter()
-        .map(|(n, v)| (Op::Append, n.as_str(), v.as_str()));
-    let all = removed.chain(set).chain(appended);
-    // Sized once: growing it would copy it through the allocator again.
-    let size = all
-        .clone()
-        .map(|(_, name, value)| encoded_len(name.as_bytes(), value.as_bytes()))
+        .map(|name| encoded_len(name.as_bytes(), b""))
         .sum();
-    let mut encoded = Vec::with_capacity(size);
-    for (op, name, value) in all {
-        encode(&mut encoded, op, name.as_bytes(), value.as_bytes());
+    // Sized once: growing it would copy it through the allocator again.
+    let mut encoded = Vec::with_capacity(removed + listed(&changes.set) + listed(&changes.append));
+    for name in &changes.remove {
+        encode(&mut encoded, Op::Remove, name.as_bytes(), b"");
+    }
+    for (name, value) in &changes.set {
+        encode(&mut encoded, Op::Set, name.as_bytes(), value.as_bytes());
+    }
+    for (name, value) in &changes.append {
+        encode(&mut encoded, Op::Append, name.as_bytes(), value.as_bytes());
     }
     encoded
 }
