@@ -195,7 +195,14 @@ impl Template {
     }
 
     fn render(&self, field: &impl Fn(Field, &mut String)) -> String {
-        let mut out = String::new();
+        // Sized up front: a string grown from empty goes through the
+        // allocator's slow path on its first push.
+        const FIELD_LEN: usize = 32;
+        let hint = self.0.iter().map(|part| match part {
+            Part::Text(text) => text.len(),
+            Part::Field(_) => FIELD_LEN,
+        });
+        let mut out = String::with_capacity(hint.sum());
         for part in &self.0 {
             match part {
                 Part::Text(text) => out.push_str(text),
