@@ -437,8 +437,14 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
+        // A head read off the wire has room for the headers a proxy adds, and a clone has none
+        // (`http`'s header maps clone to their length), so each header added to a clone grows its
+        // maps. The original is handed on, where headers are added, and the clone, equal to it,
+        // stays with this session.
         // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let read = self.response_header.as_mut().unwrap();
+        let kept = Box::new(ResponseHeader::clone(read));
+        Ok(std::mem::replace(read, kept))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
