@@ -375,9 +375,9 @@ pub fn rows(outcomes: &[Outcome], scaling: Result<&Scaling, &str>) -> Vec<Target
             "plain proxy throughput ≥ 1.1× bare, unpatched Pingora 0.9 (`pingora-floor`)",
             1.1,
             (plain, floor),
-            "one system call per request fewer than bare Pingora, and under callgrind 86,300 \
+            "one system call per request fewer than bare Pingora, and under callgrind 84,700 \
              instructions a request against Pingora's 79,000: Sluice's filters (routing, \
-             forwarding headers, request ids, metrics) cost about 12,400, of which the patched \
+             forwarding headers, request ids, metrics) cost about 11,000, of which the patched \
              Pingora path under them saves 5,000; 1.1× needs Pingora's own path made cheaper \
              still: the upstream pool's idle-watcher cycle, timers, header maps (see What still \
              costs)"
