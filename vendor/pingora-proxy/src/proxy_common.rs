@@ -188,6 +188,17 @@ fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(HTTP2_SETTINGS);
 }
 
+/// The request head to send upstream, with an equal copy left in its place for the downstream
+/// session (which a retry takes the head from again).
+///
+/// A head read off the wire has room for the headers a proxy adds, and a clone has none (`http`'s
+/// header maps clone to their length), so each header added to a clone grows its maps. The
+/// original goes upstream, where headers are added, and the clone stays.
+pub(crate) fn take_upstream_request(downstream: &mut RequestHeader) -> RequestHeader {
+    let kept = downstream.clone();
+    std::mem::replace(downstream, kept)
+}
+
 /// Set H1 `Host` from the URI or absolute-form authority.
 ///
 /// A single matching `Host` is preserved; others are replaced ([RFC 9113 section 8.3.1]). Without

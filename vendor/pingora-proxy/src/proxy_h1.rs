@@ -45,12 +45,7 @@ where
 
         // phase 2 send to upstream
 
-        // A head read off the wire has room for the headers a proxy adds, and a clone has none
-        // (`http`'s header maps clone to their length), so each header added to a clone grows its
-        // maps. The original goes upstream, where headers are added, and the clone, equal to it,
-        // stays with the downstream session.
-        let kept = session.req_header().clone();
-        let mut req = std::mem::replace(session.req_header_mut(), kept);
+        let mut req = take_upstream_request(session.req_header_mut());
         let authority_policy = AuthorityPolicy::from(session.downstream_session.is_custom());
         let downstream_had_host = req.headers.contains_key(http::header::HOST);
         req.set_version(Version::HTTP_11);
