@@ -58,14 +58,13 @@ impl Connector {
     ) {
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
-            let max_idle = peer
-                .get_peer_options()
-                .and_then(|o| o.max_idle_connections);
+            let options = peer.get_peer_options();
             self.transport.release_stream_capped(
                 stream,
                 peer.reuse_hash(),
                 idle_timeout,
-                max_idle,
+                options.and_then(|o| o.max_idle_connections),
+                options.and_then(|o| o.idle_watch_delay),
             );
         }
     }
