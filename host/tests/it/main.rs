@@ -29,3 +29,4 @@ mod streaming;
 mod tls;
 mod transforms;
 mod upstream_faults;
+mod upstream_pool;
