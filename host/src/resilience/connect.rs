@@ -12,14 +12,6 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{self, Diagnostics, KeyPath, UpstreamProtocol};
 
-/// How long an idle pooled connection waits before a task watches its
-/// socket for the endpoint closing it (at most the idle timeout). Under
-/// steady load a connection is picked up again long before, so no request
-/// pays for a watcher task. The cost: an endpoint's close is noticed up to
-/// twice this late (or when the connection is next taken, which checks it
-/// anyway), and the idle timeout is kept to within this.
-const IDLE_WATCH_DELAY: Duration = Duration::from_secs(1);
-
 /// A placement's connection settings, compiled.
 #[derive(Debug, Clone)]
 pub struct ConnectSpec {
@@ -138,7 +130,6 @@ impl ConnectSpec {
         options.idle_timeout = Some(self.timeouts.idle);
         options.tcp_keepalive = self.keepalive.clone();
         options.max_idle_connections = self.max_idle;
-        options.idle_watch_delay = Some(IDLE_WATCH_DELAY.min(self.timeouts.idle));
         match self.protocol {
             UpstreamProtocol::Http1 => options.alpn = ALPN::H1,
             // Offered with HTTP/1.1, which a server that does not take h2

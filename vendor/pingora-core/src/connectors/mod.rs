@@ -23,7 +23,7 @@ mod tls;
 use crate::tls::connectors as tls;
 
 use crate::protocols::l4::ext::attach_connect_local_addr;
-use crate::protocols::{GetSocketDigest, Stream, UniqueIDType};
+use crate::protocols::{GetSocketDigest, Stream};
 use crate::server::configuration::ServerConf;
 use crate::upstreams::peer::{Peer, ALPN};
 
@@ -36,14 +36,11 @@ use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use pingora_pool::{ConnectionMeta, ConnectionPool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tls::TlsConnector;
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::{oneshot, Mutex, Notify, OwnedMutexGuard};
+use tokio::sync::Mutex;
 
 #[derive(Clone, Debug)]
 pub(crate) struct IdleConnection {
@@ -173,7 +170,7 @@ impl ConnectorOptions {
 /// [TransportConnector] provides APIs to connect to servers via TCP or TLS with connection reuse
 pub struct TransportConnector {
     tls_ctx: tls::Connector,
-    connection_pool: Arc<ConnectionPool<Arc<Mutex<PooledStream>>>>,
+    connection_pool: Arc<ConnectionPool<Arc<Mutex<Stream>>>>,
     offload: Option<OffloadRuntime>,
     bind_to_v4: Vec<SocketAddr>,
     bind_to_v6: Vec<SocketAddr>,
@@ -183,7 +180,6 @@ pub struct TransportConnector {
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
     idle_counts: IdleCounts,
-    unwatched: Arc<parking_lot::Mutex<UnwatchedIdle>>,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
@@ -237,63 +233,6 @@ impl Drop for IdleSlot {
     }
 }
 
-/// A stream in the pool, holding its place in its peer's idle count for as
-/// long as the pool holds it: taking it out gives the place back at once,
-/// whether or not a watcher task is running for it.
-struct PooledStream {
-    stream: Stream,
-    _idle_slot: Option<IdleSlot>,
-}
-
-impl AsyncRead for PooledStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-/// Pooled streams released with a watch delay
-/// ([PeerOptions::idle_watch_delay](crate::upstreams::peer::PeerOptions::idle_watch_delay))
-/// that no watcher task polls yet, and whether a sweeper task runs for them.
-#[derive(Default)]
-struct UnwatchedIdle {
-    /// By stream id: a stream released again replaces its stale entry.
-    streams: HashMap<UniqueIDType, Unwatched>,
-    /// The sweeper's period while one runs.
-    sweep_every: Option<Duration>,
-}
-
-/// What a watcher task for a pooled stream needs, kept until it is due.
-struct Unwatched {
-    /// Dead once the stream is taken from the pool, evicted or closed.
-    stream: Weak<Mutex<PooledStream>>,
-    meta: ConnectionMeta,
-    idle_since: Instant,
-    watch_delay: Duration,
-    idle_timeout: Option<Duration>,
-    notify_close: Arc<Notify>,
-    watch_use: oneshot::Receiver<bool>,
-    runtime: tokio::runtime::Handle,
-}
-
-/// Ends the sweeper's turn also when its runtime drops its task, so that
-/// the next delayed release starts another.
-struct SweeperTurn {
-    unwatched: Arc<parking_lot::Mutex<UnwatchedIdle>>,
-    running: bool,
-}
-
-impl Drop for SweeperTurn {
-    fn drop(&mut self) {
-        if self.running {
-            self.unwatched.lock().sweep_every = None;
-        }
-    }
-}
-
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
@@ -322,7 +261,6 @@ impl TransportConnector {
             unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
             keepalive_pool_callback,
             idle_counts: IdleCounts::default(),
-            unwatched: Arc::default(),
         }
     }
 
@@ -370,8 +308,7 @@ impl TransportConnector {
                 } // wait for the idle poll to release it
                 match Arc::try_unwrap(s) {
                     Ok(l) => {
-                        // Out of the pool: its place in the idle count goes back here.
-                        let PooledStream { mut stream, .. } = l.into_inner();
+                        let mut stream = l.into_inner();
                         // test_reusable_stream: we assume server would never actively send data
                         // first on an idle stream.
                         #[cfg(unix)]
@@ -429,21 +366,17 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        self.release_stream_capped(stream, key, idle_timeout, None, None)
+        self.release_stream_capped(stream, key, idle_timeout, None)
     }
 
     /// Like [Self::release_stream], but the stream is closed instead of
-    /// pooled when `max_idle` idle streams under `key` are pooled already,
-    /// and with `watch_delay` its socket is watched only once it has stayed
-    /// in the pool that long (see
-    /// [PeerOptions::idle_watch_delay](crate::upstreams::peer::PeerOptions::idle_watch_delay)).
+    /// pooled when `max_idle` idle streams under `key` are pooled already.
     pub fn release_stream_capped(
         &self,
         mut stream: Stream,
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
         max_idle: Option<usize>,
-        watch_delay: Option<Duration>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
@@ -458,72 +391,36 @@ impl TransportConnector {
             },
             None => None,
         };
-        let meta = ConnectionMeta::new(key, stream.id());
+        let id = stream.id();
+        let meta = ConnectionMeta::new(key, id);
         debug!("Try to keepalive client session");
-        let stream = Arc::new(Mutex::new(PooledStream {
-            stream,
-            _idle_slot: idle_slot,
-        }));
+        let stream = Arc::new(Mutex::new(stream));
+        let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
+        let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
+        let idle_meta = IdleConnection::new(meta);
+        let pool = self.connection_pool.clone(); //clone the arc
+        let keepalive_pool_callback = self.keepalive_pool_callback.clone();
         // The task polls the idle connection's socket, so it runs on the
         // runtime releasing it: the spawn, the connection's readiness and its
         // pick-up stay on this thread.
-        let runtime = crate::utils::this_runtime();
-        match watch_delay {
-            Some(watch_delay) => {
-                let stream_ref = Arc::downgrade(&stream);
-                let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-                self.watch_later(Unwatched {
-                    stream: stream_ref,
-                    meta,
-                    idle_since: Instant::now(),
-                    watch_delay,
-                    idle_timeout,
-                    notify_close,
-                    watch_use,
-                    runtime,
-                });
-            }
-            None => {
-                // Locked before it is pooled: whoever picks it up waits for
-                // the watcher to let go.
-                let locked_stream = stream.clone().try_lock_owned().unwrap(); // safe as we just created it
-                let (notify_close, watch_use) = self.connection_pool.put(&meta, stream);
-                let watcher = IdleWatcher {
-                    pool: self.connection_pool.clone(),
-                    callback: self.keepalive_pool_callback.clone(),
-                    idle_since: Instant::now(),
-                };
-                runtime.spawn(watcher.watch(
+        crate::utils::this_runtime().spawn(async move {
+            // Counted as idle until it is picked up, closed or evicted.
+            let _idle_slot = idle_slot;
+            if pool
+                .idle_poll(
                     locked_stream,
-                    meta,
+                    &idle_meta.connection,
                     idle_timeout,
                     notify_close,
                     watch_use,
-                ));
+                )
+                .await
+            {
+                if let Some(callback) = keepalive_pool_callback {
+                    callback(idle_meta.elapsed());
+                }
             }
-        }
-    }
-
-    /// Keeps `unwatched` for the sweeper, starting one if none runs or the
-    /// one running sweeps less often than this stream needs.
-    fn watch_later(&self, unwatched: Unwatched) {
-        let watch_delay = unwatched.watch_delay;
-        let runtime = unwatched.runtime.clone();
-        let mut idle = self.unwatched.lock();
-        idle.streams.insert(unwatched.meta.id, unwatched);
-        if let Some(every) = idle.sweep_every.as_mut() {
-            // The sweeper reads its period at every turn.
-            *every = (*every).min(watch_delay);
-            return;
-        }
-        idle.sweep_every = Some(watch_delay);
-        drop(idle);
-        let sweeper = Sweeper {
-            unwatched: self.unwatched.clone(),
-            pool: self.connection_pool.clone(),
-            callback: self.keepalive_pool_callback.clone(),
-        };
-        runtime.spawn(sweeper.run());
+        });
     }
 
     /// Get a stream to the given server [Peer]
@@ -679,113 +576,6 @@ fn connected_to<P: Peer>(peer: &P, stream: &Stream) -> bool {
 }
 
 /// Test whether a stream is already closed or not reusable (server sent unexpected data)
-/// Watches one idle pooled stream: closes it when its server does or its
-/// idle timeout passes, and lets go of it when it is picked up or evicted.
-struct IdleWatcher {
-    pool: Arc<ConnectionPool<Arc<Mutex<PooledStream>>>>,
-    callback: Option<PoolCallback>,
-    idle_since: Instant,
-}
-
-impl IdleWatcher {
-    async fn watch(
-        self,
-        locked_stream: OwnedMutexGuard<PooledStream>,
-        meta: ConnectionMeta,
-        idle_timeout: Option<Duration>,
-        notify_close: Arc<Notify>,
-        watch_use: oneshot::Receiver<bool>,
-    ) {
-        let evicted = self
-            .pool
-            .idle_poll(locked_stream, &meta, idle_timeout, notify_close, watch_use)
-            .await;
-        if evicted {
-            if let Some(callback) = self.callback {
-                callback(self.idle_since.elapsed());
-            }
-        }
-    }
-}
-
-/// Starts the watchers of streams that stayed in the pool past their watch
-/// delay, and forgets the streams taken out before that. Runs while there
-/// are such streams.
-struct Sweeper {
-    unwatched: Arc<parking_lot::Mutex<UnwatchedIdle>>,
-    pool: Arc<ConnectionPool<Arc<Mutex<PooledStream>>>>,
-    callback: Option<PoolCallback>,
-}
-
-impl Sweeper {
-    async fn run(self) {
-        let mut turn = SweeperTurn {
-            unwatched: self.unwatched.clone(),
-            running: true,
-        };
-        loop {
-            let Some(every) = self.unwatched.lock().sweep_every else {
-                return;
-            };
-            tokio::time::sleep(every).await;
-            let now = Instant::now();
-            let due: Vec<Unwatched> = {
-                let mut idle = self.unwatched.lock();
-                idle.streams
-                    .retain(|_, unwatched| unwatched.stream.strong_count() > 0);
-                let due_ids: Vec<UniqueIDType> = idle
-                    .streams
-                    .iter()
-                    .filter(|(_, unwatched)| {
-                        now.duration_since(unwatched.idle_since) >= unwatched.watch_delay
-                    })
-                    .map(|(id, _)| *id)
-                    .collect();
-                if idle.streams.is_empty() {
-                    // The turn ends under the lock, so a release after it
-                    // starts a new sweeper.
-                    idle.sweep_every = None;
-                    turn.running = false;
-                    return;
-                }
-                due_ids
-                    .iter()
-                    .filter_map(|id| idle.streams.remove(id))
-                    .collect()
-            };
-            for unwatched in due {
-                self.start_watching(unwatched);
-            }
-        }
-    }
-
-    fn start_watching(&self, unwatched: Unwatched) {
-        let Some(stream) = unwatched.stream.upgrade() else {
-            return;
-        };
-        // Fails only while a pick-up on another thread holds the lock; the
-        // stream is that pick-up's then.
-        let Ok(locked_stream) = stream.try_lock_owned() else {
-            return;
-        };
-        let idle_timeout = unwatched
-            .idle_timeout
-            .map(|timeout| timeout.saturating_sub(unwatched.idle_since.elapsed()));
-        let watcher = IdleWatcher {
-            pool: self.pool.clone(),
-            callback: self.callback.clone(),
-            idle_since: unwatched.idle_since,
-        };
-        unwatched.runtime.spawn(watcher.watch(
-            locked_stream,
-            unwatched.meta,
-            idle_timeout,
-            unwatched.notify_close,
-            unwatched.watch_use,
-        ));
-    }
-}
-
 fn test_reusable_stream(stream: &mut Stream, unexpected_data_conn_count: &AtomicU64) -> bool {
     let mut buf = [0; 1];
     // tokio::task::unconstrained because now_or_never may yield None when the future is ready
@@ -932,8 +722,8 @@ mod tests {
         let peer = BasicPeer::new(&address);
         let first = connector.new_stream(&peer).await.unwrap();
         let second = connector.new_stream(&peer).await.unwrap();
-        connector.release_stream_capped(first, peer.reuse_hash(), None, Some(1), None);
-        connector.release_stream_capped(second, peer.reuse_hash(), None, Some(1), None);
+        connector.release_stream_capped(first, peer.reuse_hash(), None, Some(1));
+        connector.release_stream_capped(second, peer.reuse_hash(), None, Some(1));
         assert_eq!(connector.idle_counts.pooled(peer.reuse_hash()), 1);
 
         let (_, reused) = connector.get_stream(&peer).await.unwrap();

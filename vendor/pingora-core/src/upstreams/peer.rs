@@ -526,14 +526,6 @@ pub struct PeerOptions {
     /// How many idle connections to this peer the pool keeps at most; `None`
     /// leaves only the pool's own size as the bound.
     pub max_idle_connections: Option<usize>,
-    /// How long an idle connection to this peer stays in the pool before a
-    /// task watches its socket. A connection picked up again within this
-    /// delay, as under steady load, costs no watcher task. Until it is
-    /// watched, its server closing it or its idle timeout passing is noticed
-    /// only when the pool next looks at it, or by a sweep run every
-    /// `idle_watch_delay`: up to twice this delay late. `None` watches it
-    /// at once.
-    pub idle_watch_delay: Option<Duration>,
     /// Initial per-stream H2 receive window size in bytes.
     /// If `None`, the default of 8MB is used.
     pub h2_stream_window_size: Option<u32>,
@@ -609,7 +601,6 @@ impl PeerOptions {
             max_blinding_delay: None,
             max_h2_streams: 1,
             max_idle_connections: None,
-            idle_watch_delay: None,
             h2_stream_window_size: None,
             h2_connection_window_size: None,
             allow_h1_response_invalid_content_length: false,

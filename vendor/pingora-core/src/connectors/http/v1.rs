@@ -58,13 +58,14 @@ impl Connector {
     ) {
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
-            let options = peer.get_peer_options();
+            let max_idle = peer
+                .get_peer_options()
+                .and_then(|o| o.max_idle_connections);
             self.transport.release_stream_capped(
                 stream,
                 peer.reuse_hash(),
                 idle_timeout,
-                options.and_then(|o| o.max_idle_connections),
-                options.and_then(|o| o.idle_watch_delay),
+                max_idle,
             );
         }
     }
