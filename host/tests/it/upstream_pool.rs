@@ -1,6 +1,6 @@
-//! The upstream pool's idle connections: a connection picked up again soon
-//! has no watcher task, and one left idle is still closed at its idle
-//! timeout or when its endpoint closes it (Pingora patch 14). The endpoint
+//! The upstream pool's idle connections: reused by the next request, closed
+//! at their idle timeout, and closed when their endpoint closes them, each
+//! watched meanwhile by a task of the worker that released it. The endpoint
 //! here is a raw TCP server on loopback, so the tests see each connection
 //! the proxy opens and when the proxy closes it.
 
@@ -111,7 +111,7 @@ fn an_idle_pooled_connection_is_closed_at_its_idle_timeout() {
         .starts_with("HTTP/1.1 200"));
     let idle = reports.recv_timeout(Duration::from_secs(15)).unwrap();
     // Kept in the pool, not closed with the response, and closed once its
-    // timeout passed: within the watch delay (at most the timeout) of it.
+    // timeout passed.
     assert!(idle >= Duration::from_millis(350), "closed after {idle:?}");
     assert!(idle < Duration::from_secs(3), "closed after {idle:?}");
 }
@@ -125,9 +125,9 @@ fn an_endpoint_closing_an_idle_pooled_connection_is_noticed_without_a_request() 
         .unwrap()
         .starts_with("HTTP/1.1 200"));
     reports.recv_timeout(Duration::from_secs(5)).unwrap();
-    // The endpoint has closed its side; the proxy closes its own once the
-    // connection's watcher starts (one to two watch delays of 1 s after it
-    // was pooled), long before its idle timeout of 60 s.
+    // The endpoint has closed its side; the connection's watcher sees it
+    // and the proxy closes its own, long before the idle timeout of 60 s,
+    // without a request to find it closed.
     let closed_by_endpoint = Instant::now();
     let mut left = half_closed_to(address);
     while left > 0 && closed_by_endpoint.elapsed() < Duration::from_secs(5) {
@@ -143,17 +143,17 @@ fn an_endpoint_closing_an_idle_pooled_connection_is_noticed_without_a_request() 
 }
 
 #[test]
-fn one_upstream_connection_serves_requests_before_and_after_it_is_watched() {
+fn one_upstream_connection_serves_requests_close_together_and_after_an_idle_wait() {
     let (address, _reports, accepted) = endpoint(Keep::UntilProxyCloses);
     let proxy = proxy_to(address, "");
-    // Picked up again within the watch delay: no watcher has started.
+    // Picked up again at once, from a watcher that has only just started.
     for _ in 0..5 {
         assert!(blocking_get(proxy.address, "/")
             .unwrap()
             .starts_with("HTTP/1.1 200"));
         thread::sleep(Duration::from_millis(100));
     }
-    // Idle past twice the delay: a watcher holds it and lets go of it.
+    // Idle for a while: its watcher has polled it and lets go of it.
     thread::sleep(Duration::from_millis(2500));
     for _ in 0..2 {
         assert!(blocking_get(proxy.address, "/")
