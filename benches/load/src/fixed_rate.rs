@@ -1,41 +1,44 @@
 //! The fixed-rate load generator of the latency runs: an open loop, with
 //! coordinated omission corrected, built into the runner.
 //!
-//! Requests fall due on a fixed schedule, `start + i / rate`. Each
-//! connection is a thread that takes the next due request once its last one
-//! has been answered, waits for its time, sends it and reads the answer.
-//! - A request taken late, because every connection was still waiting for
-//!   an answer, is timed from when it fell due. A stall of the proxy is so
-//!   charged to every request queued behind it, as wrk2 and oha's
-//!   `--latency-correction` do.
-//! - A request taken early is timed from when it was sent: the generator's
-//!   own timer slack is not the proxy's.
+//! Requests fall due on a fixed schedule, `start + i / rate`, and go out
+//! over keep-alive connections that each carry one request at a time.
+//! - A request that falls due while a connection is free is sent at once,
+//!   and timed from when it was sent: the generator's own lateness is not
+//!   the proxy's.
+//! - A request that falls due while every connection still waits for an
+//!   answer queues, and is timed from when it fell due. A stall of the
+//!   proxy is so charged to every request queued behind it, as wrk2 and
+//!   oha's `--latency-correction` do.
 //!
-//! Blocking sockets, one thread each, keep the schedule as precise as the
-//! kernel's timers (each thread's timer slack is set to 1 ns) instead of an
-//! async runtime's millisecond timer wheel; at 10,000 req/s requests are
-//! 100 µs apart. Every connection is opened, and over TLS handshaken,
-//! before the first request falls due, so the latencies are those of
-//! requests on open connections, as the closed-loop throughput runs'.
+//! One thread drives every connection through epoll, as wrk2 does, and
+//! waits for the next request's time with a nanosecond timeout (its timer
+//! slack set to 1 ns). A thread per connection cost the generator far more
+//! CPU than the proxies it measured: at 16,500 req/s and above it fell
+//! behind its own schedule on the core it shares with the origin, and
+//! nginx's p99 then read 5 ms at a third of its maximum rate. Every
+//! connection is opened, and over TLS handshaken, before the first request
+//! falls due, so the latencies are those of requests on open connections,
+//! as the closed-loop throughput runs'.
 //!
 //! It is built into the runner so that a fresh machine needs no load
 //! generator from outside beyond Debian's wrk.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::http1;
+use crate::http1::{self, Progress};
 
 /// How long an answer may take before its request counts as timed out.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,77 +133,403 @@ pub fn run(spec: &FixedRate) -> Result<LatencyReport> {
     if spec.rate == 0 || spec.connections == 0 {
         return Err(anyhow!("a fixed-rate run needs a rate and connections"));
     }
-    let schedule = Arc::new(Schedule {
-        start: OnceLock::new(),
-        interval_nanos: 1e9 / f64::from(spec.rate),
-        duration: spec.duration,
-        next: AtomicU64::new(0),
-        connected: Barrier::new(spec.connections as usize),
-    });
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-loadbench\r\n\r\n",
-        spec.path, spec.addr
-    )
-    .into_bytes();
-    let mut threads = Vec::new();
-    for i in 0..spec.connections {
-        let mut connection = Connection {
-            addr: spec.addr,
-            tls: spec.tls.clone(),
-            request: request.clone(),
-            stream: None,
-            buf: Vec::with_capacity(4096),
-        };
-        let schedule = schedule.clone();
-        let thread = thread::Builder::new()
-            .name(format!("fixed-rate-{i}"))
-            .stack_size(256 * 1024)
-            .spawn(move || connection.drive(&schedule))
-            .context("starting a load thread")?;
-        threads.push(thread);
-    }
-    let mut tally = Tally::default();
-    for thread in threads {
-        tally.merge(
-            thread
-                .join()
-                .map_err(|_| anyhow!("a load thread panicked"))?,
-        );
-    }
-    Ok(tally.report(spec.duration))
+    let spec = spec.clone();
+    thread::Builder::new()
+        .name("fixed-rate".into())
+        .spawn(move || -> Result<LatencyReport> {
+            // SAFETY: PR_SET_TIMERSLACK takes a plain integer and changes
+            // only the calling thread's timer slack.
+            unsafe {
+                libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+            }
+            let mut generator = Generator::open(&spec)?;
+            generator.drive(&spec)?;
+            Ok(generator.tally.report(spec.duration))
+        })
+        .context("starting the load thread")?
+        .join()
+        .map_err(|_| anyhow!("the load thread panicked"))?
 }
 
-/// When each request falls due, shared by the connections.
+/// Nanoseconds on the monotonic clock, which latencies and the schedule
+/// are read from.
+fn now_nanos() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// When each request falls due.
 struct Schedule {
-    /// Set by the first connection past `connected`.
-    start: OnceLock<Instant>,
+    start: u64,
     interval_nanos: f64,
-    duration: Duration,
-    /// The index of the next request to be taken.
-    next: AtomicU64,
-    /// Every connection waits here until all are open.
-    connected: Barrier,
+    duration_nanos: u64,
 }
 
 impl Schedule {
-    /// Marks this connection open; returns once all are.
-    fn wait_until_all_connected(&self) {
-        self.connected.wait();
-        self.start
-            .get_or_init(|| Instant::now() + Duration::from_millis(1));
-    }
-
-    /// When the next request not yet taken falls due, or `None` once the
-    /// run's time is up.
-    fn take(&self) -> Option<Instant> {
-        let start = *self.start.get().expect("taken after the start");
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let offset = Duration::from_nanos((i as f64 * self.interval_nanos) as u64);
-        (offset < self.duration).then(|| start + offset)
+    /// When request `i` falls due, or `None` if it falls after the run.
+    fn due(&self, i: u64) -> Option<u64> {
+        let offset = (i as f64 * self.interval_nanos) as u64;
+        (offset < self.duration_nanos).then(|| self.start + offset)
     }
 }
 
-/// What one connection, or all of them, saw.
+/// An epoll instance over the connections, each registered under its index.
+struct Poller {
+    epoll: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Poller {
+    fn new(capacity: usize) -> io::Result<Poller> {
+        // SAFETY: epoll_create1 takes flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Poller {
+            // SAFETY: `fd` was just created and nothing else owns it.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)],
+        })
+    }
+
+    /// Watches `socket` for reading, level-triggered.
+    fn register(&self, socket: &TcpStream, token: usize) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: token as u64,
+        };
+        // SAFETY: both descriptors are open and `event` outlives the call.
+        let done = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                socket.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if done < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits at most `timeout_nanos` for readable connections; how many
+    /// there are, each named by [`Poller::ready`].
+    fn wait(&mut self, timeout_nanos: u64) -> io::Result<usize> {
+        let timeout = libc::timespec {
+            tv_sec: (timeout_nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (timeout_nanos % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: the events buffer holds `len` entries; the timeout and a
+        // null signal mask are valid for the call.
+        let mut ready = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                self.epoll.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                &timeout as *const libc::timespec,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if ready < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            // Kernels before 5.11 wait in whole milliseconds, rounded up.
+            let millis = timeout_nanos.div_ceil(1_000_000).min(i32::MAX as u64) as libc::c_int;
+            // SAFETY: as above.
+            ready = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    self.events.len() as libc::c_int,
+                    millis,
+                )
+            } as libc::c_long;
+        }
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+            return Ok(0);
+        }
+        Ok(ready as usize)
+    }
+
+    /// The token of the `i`th connection the last wait found readable.
+    fn ready(&self, i: usize) -> usize {
+        let token = self.events[i].u64;
+        token as usize
+    }
+}
+
+/// One keep-alive connection.
+struct Client {
+    /// `None` while closed: opened again for its next request.
+    stream: Option<Stream>,
+    buf: Vec<u8>,
+    /// When its request in flight is timed from; `None` while it is free.
+    in_flight: Option<u64>,
+}
+
+/// The connections, their poller, and what they measured.
+struct Generator {
+    addr: SocketAddr,
+    tls: Option<Arc<ClientConfig>>,
+    request: Vec<u8>,
+    poller: Poller,
+    clients: Vec<Client>,
+    /// Connections with no request in flight.
+    free: Vec<usize>,
+    /// When each request that fell due while no connection was free fell
+    /// due, oldest first.
+    queued: VecDeque<u64>,
+    tally: Tally,
+}
+
+impl Generator {
+    /// Opens every connection of `spec`; one that fails counts as an error
+    /// and is tried again by its first request.
+    fn open(spec: &FixedRate) -> io::Result<Generator> {
+        let connections = spec.connections as usize;
+        let mut generator = Generator {
+            addr: spec.addr,
+            tls: spec.tls.clone(),
+            request: format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: sluice-loadbench\r\n\r\n",
+                spec.path, spec.addr
+            )
+            .into_bytes(),
+            poller: Poller::new(connections)?,
+            clients: Vec::with_capacity(connections),
+            free: (0..connections).rev().collect(),
+            queued: VecDeque::new(),
+            tally: Tally::default(),
+        };
+        for index in 0..connections {
+            generator.clients.push(Client {
+                stream: None,
+                buf: Vec::with_capacity(4096),
+                in_flight: None,
+            });
+            if let Err(e) = generator.connect(index) {
+                generator.tally.error(&e);
+            }
+        }
+        Ok(generator)
+    }
+
+    /// Sends requests on schedule and reads their answers until the last
+    /// one is answered or has timed out.
+    fn drive(&mut self, spec: &FixedRate) -> io::Result<()> {
+        let schedule = Schedule {
+            start: now_nanos() + 1_000_000,
+            interval_nanos: 1e9 / f64::from(spec.rate),
+            duration_nanos: spec.duration.as_nanos() as u64,
+        };
+        let answer_timeout = ANSWER_TIMEOUT.as_nanos() as u64;
+        let mut next = 0;
+        let mut next_timeout_check = 0;
+        loop {
+            let now = now_nanos();
+            let mut due = schedule.due(next);
+            while let Some(at) = due.filter(|&at| at <= now) {
+                match self.free.pop() {
+                    Some(index) => {
+                        if !self.send(index, now) {
+                            self.free.push(index);
+                        }
+                    }
+                    None => self.queued.push_back(at),
+                }
+                next += 1;
+                due = schedule.due(next);
+            }
+            let in_flight = self.clients.len() - self.free.len();
+            if due.is_none() && self.queued.is_empty() && in_flight == 0 {
+                return Ok(());
+            }
+            if now >= next_timeout_check {
+                self.time_out(now.saturating_sub(answer_timeout));
+                next_timeout_check = now + TIMEOUT_CHECK_NANOS;
+            }
+            let wait = due.map_or(TIMEOUT_CHECK_NANOS, |at| at - now);
+            let ready = self.poller.wait(wait.min(TIMEOUT_CHECK_NANOS))?;
+            for i in 0..ready {
+                let index = self.poller.ready(i);
+                self.read(index);
+            }
+        }
+    }
+
+    /// Opens connection `index` (blocking, and handshaken over TLS) and
+    /// watches it.
+    fn connect(&mut self, index: usize) -> io::Result<()> {
+        let stream = Stream::open(self.addr, self.tls.as_ref())?;
+        stream.socket().set_nonblocking(true)?;
+        self.poller.register(stream.socket(), index)?;
+        let client = &mut self.clients[index];
+        client.stream = Some(stream);
+        client.buf.clear();
+        Ok(())
+    }
+
+    /// Closes connection `index`; its next request opens it again.
+    fn close(&mut self, index: usize) {
+        let client = &mut self.clients[index];
+        // Closing the socket takes it out of the epoll set.
+        client.stream = None;
+        client.buf.clear();
+    }
+
+    /// Sends a request timed from `timed_from` on free connection `index`;
+    /// false, with the error counted, if it could not be sent.
+    fn send(&mut self, index: usize, timed_from: u64) -> bool {
+        if self.clients[index].stream.is_none() {
+            if let Err(e) = self.connect(index) {
+                self.tally.error(&e);
+                return false;
+            }
+        }
+        let client = &mut self.clients[index];
+        let stream = client.stream.as_mut().expect("connected above");
+        match write_all(stream, &self.request) {
+            Ok(()) => {
+                client.in_flight = Some(timed_from);
+                true
+            }
+            Err(e) => {
+                self.tally.error(&e);
+                self.close(index);
+                false
+            }
+        }
+    }
+
+    /// Reads what connection `index` has, and finishes its request once the
+    /// answer is whole.
+    fn read(&mut self, index: usize) {
+        let client = &mut self.clients[index];
+        let Some(stream) = client.stream.as_mut() else {
+            return;
+        };
+        let mut closed = false;
+        let outcome = loop {
+            match http1::read_some(stream, &mut client.buf) {
+                Ok(0) => closed = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            }
+            break http1::progress(&client.buf);
+        };
+        if client.in_flight.is_none() {
+            // Nothing was asked: the server closed an idle connection.
+            if closed || outcome.is_err() {
+                self.close(index);
+            }
+            return;
+        }
+        match outcome {
+            Ok(Progress::Complete { status, keep_alive }) => {
+                self.answered(index, status, keep_alive && !closed)
+            }
+            Ok(Progress::UntilClose { status }) if closed => self.answered(index, status, false),
+            Ok(_) if closed => self.failed(index, &io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) => self.failed(index, &e),
+        }
+    }
+
+    /// Counts the answer of connection `index`'s request, and gives the
+    /// connection the next request.
+    fn answered(&mut self, index: usize, status: u16, keep_alive: bool) {
+        let client = &mut self.clients[index];
+        let timed_from = client.in_flight.take().expect("a request in flight");
+        client.buf.clear();
+        self.tally
+            .latencies_nanos
+            .push(now_nanos().saturating_sub(timed_from));
+        *self.tally.statuses.entry(status).or_default() += 1;
+        if !keep_alive {
+            self.close(index);
+        }
+        self.take_next(index);
+    }
+
+    /// Counts connection `index`'s request as failed, closes the connection
+    /// and gives it the next request.
+    fn failed(&mut self, index: usize, error: &io::Error) {
+        self.clients[index].in_flight = None;
+        self.tally.error(error);
+        self.close(index);
+        self.take_next(index);
+    }
+
+    /// Sends the oldest queued request on connection `index`, or frees it.
+    fn take_next(&mut self, index: usize) {
+        while let Some(fell_due) = self.queued.pop_front() {
+            if self.send(index, fell_due) {
+                return;
+            }
+        }
+        self.free.push(index);
+    }
+
+    /// Fails every request in flight since before `sent_before`.
+    fn time_out(&mut self, sent_before: u64) {
+        let late: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| self.clients[i].in_flight.is_some_and(|at| at < sent_before))
+            .collect();
+        for index in late {
+            self.failed(index, &io::ErrorKind::TimedOut.into());
+        }
+    }
+}
+
+/// How often requests in flight are checked against [`ANSWER_TIMEOUT`].
+const TIMEOUT_CHECK_NANOS: u64 = 100_000_000;
+
+/// Writes all of `bytes` to a non-blocking `stream`, waiting for room
+/// (at most [`ANSWER_TIMEOUT`] each time) when the socket has none.
+fn write_all(stream: &mut Stream, mut bytes: &[u8]) -> io::Result<()> {
+    loop {
+        let written = if bytes.is_empty() {
+            stream.flush().map(|()| None)
+        } else {
+            stream.write(bytes).map(Some)
+        };
+        match written {
+            Ok(None) => return Ok(()),
+            Ok(Some(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Some(n)) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut socket = libc::pollfd {
+                    fd: stream.socket().as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the length of the call.
+                let ready =
+                    unsafe { libc::poll(&mut socket, 1, ANSWER_TIMEOUT.as_millis() as i32) };
+                if ready == 0 {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What the connections saw.
 #[derive(Default)]
 struct Tally {
     latencies_nanos: Vec<u64>,
@@ -209,16 +538,6 @@ struct Tally {
 }
 
 impl Tally {
-    fn merge(&mut self, other: Tally) {
-        self.latencies_nanos.extend(other.latencies_nanos);
-        for (status, n) in other.statuses {
-            *self.statuses.entry(status).or_default() += n;
-        }
-        for (error, n) in other.errors {
-            *self.errors.entry(error).or_default() += n;
-        }
-    }
-
     fn error(&mut self, error: &io::Error) {
         *self.errors.entry(describe(error)).or_default() += 1;
     }
@@ -321,81 +640,11 @@ impl Write for Stream {
     }
 }
 
-/// One keep-alive connection and the requests it carries.
-struct Connection {
-    addr: SocketAddr,
-    tls: Option<Arc<ClientConfig>>,
-    request: Vec<u8>,
-    stream: Option<Stream>,
-    buf: Vec<u8>,
-}
-
-impl Connection {
-    /// Opens the connection, waits for the others, then serves the schedule
-    /// until its time is up.
-    fn drive(&mut self, schedule: &Schedule) -> Tally {
-        let mut tally = Tally::default();
-        // SAFETY: PR_SET_TIMERSLACK takes a plain integer and changes only
-        // the calling thread's timer slack.
-        unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-        }
-        let opened = self.open();
-        schedule.wait_until_all_connected();
-        if let Err(e) = opened {
-            tally.error(&e);
-        }
-        while let Some(due) = schedule.take() {
-            let now = Instant::now();
-            let timed_from = if now < due {
-                thread::sleep(due - now);
-                Instant::now()
-            } else {
-                due
-            };
-            match self.exchange() {
-                Ok((status, keep_alive)) => {
-                    tally
-                        .latencies_nanos
-                        .push(timed_from.elapsed().as_nanos() as u64);
-                    *tally.statuses.entry(status).or_default() += 1;
-                    if !keep_alive {
-                        self.stream = None;
-                    }
-                }
-                Err(e) => {
-                    tally.error(&e);
-                    self.stream = None;
-                }
-            }
-        }
-        tally
-    }
-
-    fn open(&mut self) -> io::Result<()> {
-        self.stream = Some(Stream::open(self.addr, self.tls.as_ref())?);
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Sends one request and reads its response: the status, and whether
-    /// the connection stays open.
-    fn exchange(&mut self) -> io::Result<(u16, bool)> {
-        if self.stream.is_none() {
-            self.open()?;
-        }
-        let stream = self.stream.as_mut().expect("opened above");
-        stream.write_all(&self.request)?;
-        stream.flush()?;
-        http1::read_response(stream, &mut self.buf)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A loopback HTTP server answering every request on every connection
     /// with 200 and `body`; the request numbered `stall_at` (counted over
@@ -466,6 +715,35 @@ mod tests {
         assert_eq!(report.ok_responses(), 200);
         assert!(report.p99_ms > 100.0, "p99 {} ms", report.p99_ms);
         assert!(report.p50_ms < 100.0, "p50 {} ms", report.p50_ms);
+    }
+
+    #[test]
+    fn a_connection_the_server_closes_is_opened_again() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                while http1::find(&buf, b"\r\n\r\n").is_none() {
+                    if http1::read_some(&mut conn, &mut buf).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                );
+            }
+        });
+        let report = run(&spec(addr, 200, 2, 500)).unwrap();
+        assert_eq!(report.status_counts, vec![(200, 100)]);
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        // Two opened before the start, then one for every request but the
+        // first two.
+        assert_eq!(accepted.load(Ordering::SeqCst), 100);
     }
 
     #[test]

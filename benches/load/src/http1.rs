@@ -1,5 +1,6 @@
-//! Reading HTTP/1.1 responses off a blocking stream, for the runner's own
-//! clients: the fixed-rate generator and the idle connections.
+//! Reading HTTP/1.1 responses, for the runner's own clients: off a blocking
+//! stream for the idle connections, and from what a non-blocking socket has
+//! delivered so far for the fixed-rate generator.
 //!
 //! The framing is what the proxies under test send: a `Content-Length`
 //! body, a chunked one (without trailers), or, with neither, a body that
@@ -7,40 +8,66 @@
 
 use std::io::{self, Read};
 
+/// How far the response at the start of a buffer has arrived.
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    /// More must be read before the response ends.
+    Incomplete,
+    /// The whole response: its status, and whether the connection may carry
+    /// another request.
+    Complete { status: u16, keep_alive: bool },
+    /// The head has arrived and the body ends with the connection.
+    UntilClose { status: u16 },
+}
+
 /// Reads one HTTP/1.1 response from `stream` into `buf` (cleared first):
 /// its status, and whether the connection may carry another request.
 pub fn read_response(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<(u16, bool)> {
     buf.clear();
-    let head_len = loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            break end + 4;
-        }
-        fill(stream, buf)?;
-    };
-    let head = parse_head(&buf[..head_len])?;
-    match head.body {
-        Body::Length(length) => {
-            while buf.len() < head_len + length {
-                fill(stream, buf)?;
+    loop {
+        match progress(buf)? {
+            Progress::Complete { status, keep_alive } => return Ok((status, keep_alive)),
+            Progress::Incomplete => fill(stream, buf)?,
+            Progress::UntilClose { status } => {
+                while read_some(stream, buf)? != 0 {}
+                return Ok((status, false));
             }
         }
+    }
+}
+
+/// How far the one response `buf` starts with has arrived.
+pub fn progress(buf: &[u8]) -> io::Result<Progress> {
+    let Some(head_len) = find(buf, b"\r\n\r\n").map(|end| end + 4) else {
+        return Ok(Progress::Incomplete);
+    };
+    let head = parse_head(&buf[..head_len])?;
+    let complete = match head.body {
+        Body::Length(length) => buf.len() >= head_len + length,
         Body::Chunked => {
             let mut at = head_len;
             loop {
                 match chunk_end(&buf[at..])? {
                     Some(ChunkEnd::Next(consumed)) => at += consumed,
-                    Some(ChunkEnd::Last) => break,
-                    None => fill(stream, buf)?,
+                    Some(ChunkEnd::Last) => break true,
+                    None => break false,
                 }
             }
         }
-        Body::UntilClose => loop {
-            if read_some(stream, buf)? == 0 {
-                return Ok((head.status, false));
-            }
-        },
-    }
-    Ok((head.status, head.keep_alive))
+        Body::UntilClose => {
+            return Ok(Progress::UntilClose {
+                status: head.status,
+            })
+        }
+    };
+    Ok(if complete {
+        Progress::Complete {
+            status: head.status,
+            keep_alive: head.keep_alive,
+        }
+    } else {
+        Progress::Incomplete
+    })
 }
 
 /// Reads more into `buf`; the end of the stream here is an error.
@@ -186,6 +213,39 @@ mod tests {
         let garbage = b"SSH-2.0-OpenSSH\r\n\r\n";
         let err = read_response(&mut io::Cursor::new(&garbage[..]), &mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn progress_tells_a_partial_response_from_a_whole_one() {
+        let whole: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        for cut in 0..whole.len() {
+            assert_eq!(
+                progress(&whole[..cut]).unwrap(),
+                Progress::Incomplete,
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            progress(whole).unwrap(),
+            Progress::Complete {
+                status: 200,
+                keep_alive: true
+            }
+        );
+        let sized = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\nConnection: close\r\n\r\nab";
+        assert_eq!(progress(sized).unwrap(), Progress::Incomplete);
+        assert_eq!(
+            progress(&[&sized[..], b"c"].concat()).unwrap(),
+            Progress::Complete {
+                status: 502,
+                keep_alive: false
+            }
+        );
+        assert_eq!(
+            progress(b"HTTP/1.0 200 OK\r\n\r\nsome of it").unwrap(),
+            Progress::UntilClose { status: 200 }
+        );
     }
 
     #[test]

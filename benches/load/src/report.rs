@@ -287,7 +287,8 @@ pub fn markdown(input: &ReportInput) -> String {
     let _ = writeln!(md, "## Latency at fixed rates\n");
     let _ = writeln!(
         md,
-        "Open loop, from the runner's own generator (`benches/load/src/fixed_rate.rs`): for {} s, requests \
+        "Open loop, from the runner's own generator (`benches/load/src/fixed_rate.rs`, one thread driving \
+         every connection through epoll): for {} s, requests \
          fall due at the fixed rate and are spread over {} keep-alive connections, opened before the first. \
          A request that falls due while every connection still waits for an answer is timed from when it \
          fell due, so a stall is counted against the requests queued behind it (coordinated omission \
