@@ -18,16 +18,13 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sha2::Digest;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
+use super::epoch::EpochTicker;
 use super::host::HostState;
-
-/// How often the epoch advances: the unit of the per-call deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// The engine and linker shared by every plugin.
 pub struct PluginEngine {
@@ -36,6 +33,7 @@ pub struct PluginEngine {
     /// compiling engine is made from.
     compiling_config: Config,
     linker: Linker<HostState>,
+    ticker: Arc<EpochTicker>,
     cache_dir: Option<PathBuf>,
     compatibility: String,
 }
@@ -83,20 +81,12 @@ impl PluginEngine {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let compatibility = format!("{:016x}", hasher.finish());
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("sluice-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        let ticker = EpochTicker::start(&engine)?;
         Ok(Arc::new(Self {
             engine,
             compiling_config,
             linker,
+            ticker,
             cache_dir,
             compatibility,
         }))
@@ -110,6 +100,11 @@ impl PluginEngine {
     /// The linker.
     pub fn linker(&self) -> &Linker<HostState> {
         &self.linker
+    }
+
+    /// The ticker that advances the engine's epoch for calls' deadlines.
+    pub fn ticker(&self) -> &EpochTicker {
+        &self.ticker
     }
 
     /// Compiles `bytes`, or loads the cached artifact compiled from the same

@@ -5,6 +5,7 @@ pub mod bindings;
 pub(crate) mod chain;
 pub(crate) mod compile;
 pub mod engine;
+pub mod epoch;
 /// The contract's encoding of header changes, compiled from the SDK's own
 /// file so that host and plugins read and write the same bytes.
 #[path = "../../../plugin-sdk/src/header_changes.rs"]

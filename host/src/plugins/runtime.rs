@@ -25,7 +25,8 @@ use wasmtime::Store;
 
 use super::bindings::sluice::plugin::types::Hook;
 use super::bindings::{SluicePlugin, SluicePluginPre, CONTRACT};
-use super::engine::{PluginEngine, EPOCH_TICK};
+use super::engine::PluginEngine;
+use super::epoch::EPOCH_TICK;
 use super::host::{CallContext, Candidate, Changes, HostState, RequestContext, ResponseContext};
 use super::log::LogBudget;
 use super::metrics::PluginMetrics;
@@ -424,6 +425,7 @@ impl LoadedPlugin {
     ) -> Result<R, CallError> {
         let ticks = (limits.deadline.as_nanos() as u64 / EPOCH_TICK.as_nanos() as u64).max(1);
         warm.store.set_epoch_deadline(ticks + 1);
+        self.engine.ticker().call_starts(ticks + 1);
         warm.store.data_mut().lend(&context);
         // A host function can panic under a guest call: WASI's blocking
         // stdio, for one, cannot run on a Tokio worker thread. The panic is
