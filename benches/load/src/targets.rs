@@ -477,8 +477,9 @@ pub fn rows(outcomes: &[Outcome], scaling: Result<&Scaling, &str>) -> Vec<Target
                 target: CHAIN,
                 measured: format!("{loss:.0}% lost"),
                 verdict: at_most(loss, 10.0, |v| format!("{v:.0} points")),
-                cause: "three WebAssembly calls per request, and the rest of the proxy running \
-                            slower per request alongside them (see What still costs)"
+                cause: "three WebAssembly calls per request, under half of the chain's extra CPU \
+                        time; the rest is the work of the changes they make and the costs around \
+                        a slower request (see What still costs)"
                     .into(),
             },
             None => not_measured(CHAIN, "no run measured both"),
