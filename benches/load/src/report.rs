@@ -529,7 +529,7 @@ fn method(md: &mut String, input: &ReportInput) {
     );
     let _ = writeln!(
         md,
-        "- Pingora is measured bare, as the floor under Sluice: `pingora-floor` (`benches/floor.rs`) is \
+        "- Pingora is measured bare, as the floor under Sluice: `pingora-floor` (`benches/pingora-floor`) is \
          the smallest proxy Pingora runs, built with the same Pingora and allocator and configured as \
          Sluice is (one thread on a current-thread runtime, unbuffered listener reads), sending every \
          request to the origin with nothing on top."
