@@ -13,10 +13,10 @@
 //!
 //! One thread drives every connection through epoll, as wrk2 does, and
 //! waits for the next request's time with a nanosecond timeout (its timer
-//! slack set to 1 ns). A thread per connection cost the generator far more
-//! CPU than the proxies it measured: at 16,500 req/s and above it fell
-//! behind its own schedule on the core it shares with the origin, and
-//! nginx's p99 then read 5 ms at a third of its maximum rate. Every
+//! slack set to 1 ns). With a thread per connection, each put to sleep and
+//! woken for every request, the generator fell behind its own schedule at
+//! 16,500 req/s and above on the core it shares with the origin: nginx's
+//! p99 then read 5 ms at a third of its maximum rate. Every
 //! connection is opened, and over TLS handshaken, before the first request
 //! falls due, so the latencies are those of requests on open connections,
 //! as the closed-loop throughput runs'.
