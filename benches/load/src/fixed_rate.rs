@@ -659,13 +659,7 @@ mod tests {
                 let served = served.clone();
                 thread::spawn(move || {
                     let mut buf = Vec::new();
-                    loop {
-                        while http1::find(&buf, b"\r\n\r\n").is_none() {
-                            if http1::read_some(&mut conn, &mut buf).unwrap_or(0) == 0 {
-                                return;
-                            }
-                        }
-                        buf.clear();
+                    while read_request(&mut conn, &mut buf) {
                         if served.fetch_add(1, Ordering::SeqCst) + 1 == stall_at {
                             thread::sleep(stall);
                         }
@@ -681,6 +675,18 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// Reads one request head off `conn`; false at the end of the
+    /// connection.
+    fn read_request(conn: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        while http1::find(buf, b"\r\n\r\n").is_none() {
+            if http1::read_some(conn, buf).unwrap_or(0) == 0 {
+                return false;
+            }
+        }
+        true
     }
 
     fn spec(addr: SocketAddr, rate: u32, connections: u32, millis: u64) -> FixedRate {
@@ -727,12 +733,7 @@ mod tests {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
                 counted.fetch_add(1, Ordering::SeqCst);
-                let mut buf = Vec::new();
-                while http1::find(&buf, b"\r\n\r\n").is_none() {
-                    if http1::read_some(&mut conn, &mut buf).unwrap_or(0) == 0 {
-                        break;
-                    }
-                }
+                read_request(&mut conn, &mut Vec::new());
                 let _ = conn.write_all(
                     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
                 );
