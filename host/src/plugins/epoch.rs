@@ -61,6 +61,8 @@ impl EpochTicker {
     /// Notes that a call whose deadline is `deadline_ticks` ticks away
     /// starts now, and wakes the ticker if it sleeps.
     pub fn call_starts(&self, deadline_ticks: u64) {
+        // Read first: the read-modify-write is paid only when a deadline
+        // grows, not on every call.
         if deadline_ticks > self.longest_deadline.load(Ordering::Relaxed) {
             self.longest_deadline
                 .fetch_max(deadline_ticks, Ordering::Relaxed);
@@ -76,7 +78,8 @@ impl EpochTicker {
     }
 
     /// Whether the ticker sleeps.
-    pub fn is_asleep(&self) -> bool {
+    #[cfg(test)]
+    fn is_asleep(&self) -> bool {
         self.state.load(Ordering::SeqCst) == ASLEEP
     }
 
@@ -90,10 +93,12 @@ impl EpochTicker {
             } else {
                 idle_ticks += 1;
             }
-            // The last call started more than its deadline ago (the
-            // deadline is set one tick beyond the ticks asked, and the
-            // call may have started just after a tick): it has ended, or
-            // traps at its next check of the epoch.
+            // Idle ticks are counted from the tick that saw the last call
+            // start, at most one tick after it started, and `longest` is
+            // the deadline itself in ticks (what the store was given): with
+            // more idle ticks than that plus one, the epoch has passed the
+            // last call's deadline, so it has ended or traps at its next
+            // check of the epoch.
             let quiet = idle_ticks > self.longest_deadline.load(Ordering::Relaxed) + 1;
             if quiet
                 && self
