@@ -423,9 +423,12 @@ impl LoadedPlugin {
         context: CallContext<'_>,
         f: impl FnOnce(&SluicePlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let ticks = (limits.deadline.as_nanos() as u64 / EPOCH_TICK.as_nanos() as u64).max(1);
-        warm.store.set_epoch_deadline(ticks + 1);
-        self.engine.ticker().call_starts(ticks + 1);
+        // One tick more than the deadline's whole ticks: a call that starts
+        // just before a tick still gets the whole deadline.
+        let deadline_ticks =
+            (limits.deadline.as_nanos() as u64 / EPOCH_TICK.as_nanos() as u64).max(1) + 1;
+        warm.store.set_epoch_deadline(deadline_ticks);
+        self.engine.ticker().call_starts(deadline_ticks);
         warm.store.data_mut().lend(&context);
         // A host function can panic under a guest call: WASI's blocking
         // stdio, for one, cannot run on a Tokio worker thread. The panic is
