@@ -23,3 +23,7 @@ pub(crate) mod support;
 pub(crate) mod telemetry;
 pub mod tls;
 pub mod transform;
+
+/// The heap allocator the `sluice` binary installs: mimalloc, entered
+/// through its plain functions where they give the alignment asked for.
+pub use support::allocator::Mimalloc;
