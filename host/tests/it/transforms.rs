@@ -153,6 +153,107 @@ async fn recording_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Re
     (address, head_rx)
 }
 
+/// An upstream that answers every request on every connection with an
+/// empty 200 and hands each request head it reads to the receiver.
+async fn upstream_recording_every_head() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (heads_tx, heads_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut buffered = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buffered.drain(..end + 4).collect();
+                        let _ = heads_tx.send(String::from_utf8(head).unwrap());
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buffered.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    (address, heads_rx)
+}
+
+/// Each hop-by-hop field is kept from the upstream when it is the only one
+/// a request carries, and a request that carries none goes upstream with
+/// all of its fields: the proxy looks for them in one pass over the names
+/// and strips them only when it finds one (Pingora patch 14).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, mut heads) = upstream_recording_every_head().await;
+    let proxy = Proxy::start(&format!(
+        "[placements.o]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
+         [[routes]]\nplacement = \"o\"\n"
+    ));
+    let fields = [
+        None,
+        Some("Keep-Alive: timeout=5"),
+        Some("Proxy-Connection: keep-alive"),
+        Some("Proxy-Authenticate: Basic"),
+        Some("Proxy-Authorization: Basic Zm9vOmJhcg=="),
+        Some("TE: trailers"),
+        Some("Trailer: X-Checksum"),
+        Some("HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"),
+        Some("Connection: X-Nominated"),
+    ];
+    for field in fields {
+        let mut client = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+        let mut request = String::from("GET /hop HTTP/1.1\r\nHost: shop.test\r\n");
+        if let Some(field) = field {
+            request.push_str(field);
+            request.push_str("\r\n");
+        }
+        request.push_str("X-Nominated: 1\r\nX-Kept: yes\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut response = vec![0u8; 4096];
+        let n = client.read(&mut response).await.unwrap();
+        assert!(
+            response[..n].starts_with(b"HTTP/1.1 200"),
+            "{field:?}: {}",
+            String::from_utf8_lossy(&response[..n])
+        );
+        let head = tokio::time::timeout(std::time::Duration::from_secs(5), heads.recv())
+            .await
+            .expect("the upstream saw the request")
+            .unwrap();
+        let lines: Vec<String> = head.split("\r\n").map(str::to_ascii_lowercase).collect();
+        assert!(lines.contains(&"x-kept: yes".to_string()), "{head}");
+        match field {
+            None => assert!(lines.contains(&"x-nominated: 1".to_string()), "{head}"),
+            Some(field) => {
+                let name = field.split(':').next().unwrap().to_ascii_lowercase();
+                assert!(
+                    !lines.iter().any(|line| line.starts_with(&format!("{name}:"))),
+                    "{field} went upstream: {head}"
+                );
+                if name == "connection" {
+                    assert!(
+                        !lines.iter().any(|line| line.starts_with("x-nominated:")),
+                        "a field Connection nominates went upstream: {head}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The names a client wrote keep their case on the way upstream, beside
 /// the forwarding headers and the header rules' additions, each once:
 /// the head Sluice builds from the client's has room for what it adds,

@@ -175,6 +175,28 @@ impl ConnectionNominations {
     }
 }
 
+/// Whether `req` carries any field that the upstream request policies remove: a standard hop-by-hop
+/// field, `Connection` (so any field it nominates) or `Upgrade`. One pass over the request's names
+/// costs less than the dozen map lookups that removing each of them takes, and most requests (from
+/// HTTP/1.1 clients, which keep connections alive without saying so) carry none.
+fn has_hop_by_hop_field(req: &RequestHeader) -> bool {
+    req.headers.keys().any(|name| {
+        matches!(
+            name.as_str(),
+            KEEP_ALIVE
+                | PROXY_CONNECTION
+                | HTTP2_SETTINGS
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "connection"
+                | "upgrade"
+        )
+    })
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
@@ -344,7 +366,7 @@ pub(crate) fn sanitize_h1_upstream_request(
     policy: HttpUpstreamRequestPolicy,
     downstream_is_http11: bool,
 ) -> Result<()> {
-    if policy == HttpUpstreamRequestPolicy::preserve() {
+    if policy == HttpUpstreamRequestPolicy::preserve() || !has_hop_by_hop_field(req) {
         return Ok(());
     }
 
@@ -409,6 +431,9 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
+    if !has_hop_by_hop_field(req) {
+        return Ok(());
+    }
     if policy.strip_connection_nominated {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
