@@ -240,7 +240,9 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
             Some(field) => {
                 let name = field.split(':').next().unwrap().to_ascii_lowercase();
                 assert!(
-                    !lines.iter().any(|line| line.starts_with(&format!("{name}:"))),
+                    !lines
+                        .iter()
+                        .any(|line| line.starts_with(&format!("{name}:"))),
                     "{field} went upstream: {head}"
                 );
                 if name == "connection" {
