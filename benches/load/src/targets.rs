@@ -375,12 +375,12 @@ pub fn rows(outcomes: &[Outcome], scaling: Result<&Scaling, &str>) -> Vec<Target
             "plain proxy throughput ≥ 1.1× bare, unpatched Pingora 0.9 (`pingora-floor`)",
             1.1,
             (plain, floor),
-            "one system call per request fewer than bare Pingora, and under callgrind 84,700 \
-             instructions a request against Pingora's 79,000: Sluice's filters (routing, \
-             forwarding headers, request ids, metrics) cost about 11,000, of which the patched \
-             Pingora path under them saves 5,000; 1.1× needs Pingora's path made cheaper in \
-             time, not only in instructions: deferring the upstream pool's idle watcher cut 4,850 \
-             instructions a request and no CPU time (see What was optimised)"
+            "one system call per request fewer than bare Pingora, and under callgrind 78,500 \
+             instructions a request against Pingora's 78,700: Sluice's filters (routing, \
+             forwarding headers, request ids, metrics) cost about 10,500, which the Pingora \
+             patches and the allocator's plain entry points take back out of the path under \
+             them; in time the two are within a tenth of each other, and the run-to-run spread \
+             (1.07× to 1.13×) is as large as the margin (see What still costs)"
                 .into(),
         ),
         p99_at_half_nginx_row(plain, nginx),
