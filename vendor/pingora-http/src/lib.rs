@@ -1010,26 +1010,43 @@ fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
 
 #[inline]
 fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl BufMut) {
-    const CRLF: &[u8; 2] = b"\r\n";
-    const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
-
     if let Some(key_map) = key_map {
         case_header_iter(key_map.into(), value_map).for_each(|(case_header, val)| {
-            buf.put_slice(case_header.as_slice());
-            buf.put_slice(HEADER_KV_DELIMITER);
-            buf.put_slice(val.as_ref());
-            buf.put_slice(CRLF);
+            put_header_line(buf, case_header.as_slice(), val.as_ref());
         });
     } else {
         for (header, value) in value_map {
             let titled_header =
                 case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
-            buf.put_slice(titled_header.as_bytes());
-            buf.put_slice(HEADER_KV_DELIMITER);
-            buf.put_slice(value.as_ref());
-            buf.put_slice(CRLF);
+            put_header_line(buf, titled_header.as_bytes(), value.as_ref());
         }
     }
+}
+
+/// Writes `name: value` and CRLF. When the buffer has room for the whole line, as the heads'
+/// buffers usually do, the line is written into it directly: two copies and two stores, where
+/// four `put_slice` calls each check the room and copy.
+#[inline]
+fn put_header_line(buf: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    const CRLF: &[u8; 2] = b"\r\n";
+    const HEADER_KV_DELIMITER: &[u8; 2] = b": ";
+
+    let len = name.len() + HEADER_KV_DELIMITER.len() + value.len() + CRLF.len();
+    let chunk = buf.chunk_mut();
+    if chunk.len() < len {
+        buf.put_slice(name);
+        buf.put_slice(HEADER_KV_DELIMITER);
+        buf.put_slice(value);
+        buf.put_slice(CRLF);
+        return;
+    }
+    let value_at = name.len() + HEADER_KV_DELIMITER.len();
+    chunk[..name.len()].copy_from_slice(name);
+    chunk[name.len()..value_at].copy_from_slice(HEADER_KV_DELIMITER);
+    chunk[value_at..value_at + value.len()].copy_from_slice(value);
+    chunk[value_at + value.len()..len].copy_from_slice(CRLF);
+    // SAFETY: the `len` bytes just written are initialised and within `chunk_mut()`.
+    unsafe { buf.advance_mut(len) };
 }
 
 #[inline]
