@@ -153,6 +153,17 @@ async fn recording_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Re
     (address, head_rx)
 }
 
+/// Writes `request` as it is on a new connection to `address` and returns
+/// the first bytes of the answer, as text.
+async fn send_raw(address: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = client.read(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
+
 /// An upstream that answers every request on every connection with an
 /// empty 200 and hands each request head it reads to the receiver.
 async fn upstream_recording_every_head() -> (
@@ -196,7 +207,6 @@ async fn upstream_recording_every_head() -> (
 /// and strips them only when it finds one (Pingora patch 14).
 #[tokio::test(flavor = "multi_thread")]
 async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (upstream, mut heads) = upstream_recording_every_head().await;
     let proxy = Proxy::start(&format!(
         "[placements.o]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
@@ -214,20 +224,16 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
         Some("Connection: X-Nominated"),
     ];
     for field in fields {
-        let mut client = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
         let mut request = String::from("GET /hop HTTP/1.1\r\nHost: shop.test\r\n");
         if let Some(field) = field {
             request.push_str(field);
             request.push_str("\r\n");
         }
         request.push_str("X-Nominated: 1\r\nX-Kept: yes\r\n\r\n");
-        client.write_all(request.as_bytes()).await.unwrap();
-        let mut response = vec![0u8; 4096];
-        let n = client.read(&mut response).await.unwrap();
+        let response = send_raw(proxy.address, &request).await;
         assert!(
-            response[..n].starts_with(b"HTTP/1.1 200"),
-            "{field:?}: {}",
-            String::from_utf8_lossy(&response[..n])
+            response.starts_with("HTTP/1.1 200"),
+            "{field:?}: {response}"
         );
         let head = tokio::time::timeout(std::time::Duration::from_secs(5), heads.recv())
             .await
@@ -262,14 +268,12 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
 /// and the names it adds are inserted already parsed.
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_head_keeps_client_case_and_adds_each_header_once() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (upstream, head) = recording_upstream().await;
     let proxy = Proxy::start(&format!(
         "[placements.o]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
          [[routes]]\nplacement = \"o\"\n\
          request_headers = {{ set = {{ \"X-Tenant\" = \"acme\" }}, add = {{ \"via\" = \"sluice\" }} }}\n"
     ));
-    let mut client = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     let mut request =
         String::from("GET /case HTTP/1.1\r\nHost: shop.test\r\nX-Client-Case: One\r\n");
     for i in 0..20 {
@@ -280,14 +284,8 @@ async fn forwarded_head_keeps_client_case_and_adds_each_header_once() {
     let long = "v".repeat(700);
     request.push_str(&format!("X-Long: {long}\r\nX-After-Long: 1\r\n"));
     request.push_str("\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut response = vec![0u8; 4096];
-    let n = client.read(&mut response).await.unwrap();
-    assert!(
-        response[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&response[..n])
-    );
+    let response = send_raw(proxy.address, &request).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
     let head = head.await.unwrap();
     let lines: Vec<&str> = head.split("\r\n").collect();
