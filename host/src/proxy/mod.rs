@@ -181,7 +181,6 @@ pub struct RequestCtx {
     /// the context drops.
     _in_flight: drain::InFlight,
     started: Instant,
-    started_at: SystemTime,
     snapshot: Option<Arc<Snapshot>>,
     decision: Option<Decision>,
     /// The placement serving the request (after any failover).
@@ -245,7 +244,6 @@ impl RequestCtx {
         Self {
             _in_flight: in_flight,
             started: Instant::now(),
-            started_at: SystemTime::now(),
             snapshot: None,
             decision: None,
             placement: None,
@@ -1193,7 +1191,13 @@ impl SluiceProxy {
         if ctx.snapshot.as_ref().is_some_and(|s| s.access_log) {
             let request = session.req_header();
             access_log::write(&AccessRecord {
-                time: crate::support::time::timestamp(ctx.started_at),
+                // The wall-clock start, read only when a line is written:
+                // a request served without the log never reads it.
+                time: crate::support::time::timestamp(
+                    SystemTime::now()
+                        .checked_sub(elapsed)
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                ),
                 request_id: &ctx.request_id,
                 client: client_ip(session).map(|ip| ip.to_string()),
                 method: request.method.as_str(),

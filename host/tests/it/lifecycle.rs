@@ -225,6 +225,7 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
         )
     };
     let proxy = Proxy::start(&body(""));
+    let before = std::time::SystemTime::now();
     let plain = get(&proxy, "logs.test", "/plain", &[]).await;
     assert_eq!(plain.status, 200);
     let secret = get(
@@ -242,6 +243,7 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
     );
     let third = get(&proxy, "logs.test", "/third", &[]).await;
     assert_eq!(third.status, 200);
+    let after = std::time::SystemTime::now();
 
     let lines = wait_lines(&proxy, 3).await;
     assert_eq!(lines.len(), 3, "{lines:#?}");
@@ -291,6 +293,12 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
         assert!(record["failover_reason"].is_null());
         assert_eq!(record["request_id"], reply.header("x-request-id"));
         assert!(record["time"].as_str().unwrap().ends_with('Z'), "{record}");
+        // When the request started, to the millisecond it is written in.
+        let started = humantime::parse_rfc3339(record["time"].as_str().unwrap()).unwrap();
+        assert!(
+            started + Duration::from_millis(1) >= before && started <= after,
+            "{record}"
+        );
     }
     assert_eq!(line_of(&secret)["path"], "/secret", "no query string");
     for text in [lines.join("\n"), proxy.stderr_text()] {
