@@ -281,11 +281,14 @@ impl Acme {
     }
 
     /// Manages `names` too, unless a certificate for the same names (in any
-    /// order) is managed already; returns whether they were new. A stored
-    /// certificate that covers them goes to the `on_issued` callback at
-    /// once; either way they are ordered when due and renewed like the
-    /// others, by a task on the current Tokio runtime.
+    /// order and any case) is managed already; returns whether they were
+    /// new. A stored certificate that covers them goes to the `on_issued`
+    /// callback at once; either way they are ordered when due and renewed
+    /// like the others, by a task on the current Tokio runtime.
     pub async fn add(&self, names: Vec<String>) -> anyhow::Result<bool> {
+        // DNS names are case-insensitive: `Shop.example.com` is the name the
+        // config lowercases to `shop.example.com`, one certificate.
+        let names: Vec<String> = names.iter().map(|name| name.to_ascii_lowercase()).collect();
         validate_names(&names)?;
         let sorted = |names: &[String]| {
             let mut names = names.to_vec();
@@ -465,6 +468,7 @@ mod tests {
         assert!(acme.add(names(&["b.example.org"])).await.unwrap());
         assert_eq!(*served.lock().unwrap(), [names(&["b.example.org"])]);
         assert!(!acme.add(names(&["b.example.org"])).await.unwrap());
+        assert!(!acme.add(names(&["B.Example.ORG"])).await.unwrap());
         assert!(acme.add(names(&["localhost"])).await.is_err());
         let listed: Vec<_> = acme.status().into_iter().map(|s| s.names).collect();
         assert_eq!(
