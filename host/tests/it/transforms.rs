@@ -127,32 +127,6 @@ async fn forwarding_headers_and_request_ids() {
     assert!(headers.get("te").is_none(), "{headers}");
 }
 
-/// An upstream that answers one HTTP/1 request with an empty 200 and
-/// hands back the request's head exactly as it arrived.
-async fn recording_upstream() -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = stream.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "the head ended early");
-            head.extend_from_slice(&chunk[..n]);
-        }
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-            .await
-            .unwrap();
-        let _ = head_tx.send(String::from_utf8(head).unwrap());
-        let _ = stream.read(&mut chunk).await;
-    });
-    (address, head_rx)
-}
-
 /// Writes `request` as it is on a new connection to `address` and returns
 /// the first bytes of the answer, as text.
 async fn send_raw(address: std::net::SocketAddr, request: &str) -> String {
@@ -201,6 +175,15 @@ async fn upstream_recording_every_head() -> (
     (address, heads_rx)
 }
 
+/// The next request head the upstream of [`upstream_recording_every_head`]
+/// read, exactly as it arrived.
+async fn next_head(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(5), heads.recv())
+        .await
+        .expect("the upstream saw the request")
+        .expect("the upstream is still listening")
+}
+
 /// Each hop-by-hop field is kept from the upstream when it is the only one
 /// a request carries, and a request that carries none goes upstream with
 /// all of its fields: the proxy looks for them in one pass over the names
@@ -235,10 +218,7 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
             response.starts_with("HTTP/1.1 200"),
             "{field:?}: {response}"
         );
-        let head = tokio::time::timeout(std::time::Duration::from_secs(5), heads.recv())
-            .await
-            .expect("the upstream saw the request")
-            .unwrap();
+        let head = next_head(&mut heads).await;
         let lines: Vec<String> = head.split("\r\n").map(str::to_ascii_lowercase).collect();
         assert!(lines.contains(&"x-kept: yes".to_string()), "{head}");
         match field {
@@ -268,7 +248,7 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
 /// and the names it adds are inserted already parsed.
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_head_keeps_client_case_and_adds_each_header_once() {
-    let (upstream, head) = recording_upstream().await;
+    let (upstream, mut heads) = upstream_recording_every_head().await;
     let proxy = Proxy::start(&format!(
         "[placements.o]\nendpoints = [{{ address = \"{upstream}\" }}]\n\
          [[routes]]\nplacement = \"o\"\n\
@@ -287,7 +267,7 @@ async fn forwarded_head_keeps_client_case_and_adds_each_header_once() {
     let response = send_raw(proxy.address, &request).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
-    let head = head.await.unwrap();
+    let head = next_head(&mut heads).await;
     let lines: Vec<&str> = head.split("\r\n").collect();
     let long_line = format!("X-Long: {long}");
     for expected in [
