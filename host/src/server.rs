@@ -183,7 +183,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
         metrics.set_fleet(fleet.clone());
     }
     control.spawn_background(options.poll_interval);
-    exit_when_drained(server.watch_execution_phase(), requests)?;
+    exit_when_drained(
+        server.watch_execution_phase(),
+        requests,
+        control.before_exit(),
+    )?;
     // The services start in `run_forever`; once they are up, the code only
     // start-up runs goes back to the kernel.
     std::thread::Builder::new()
@@ -196,7 +200,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Ends the process once a graceful shutdown has begun and no request is
-/// in flight.
+/// in flight, running `before_exit` first.
 ///
 /// On SIGTERM Pingora stops accepting, closes idle keep-alive connections
 /// and then sleeps out the whole grace period before it stops, even with
@@ -206,6 +210,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 fn exit_when_drained(
     mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
     requests: RequestsInFlight,
+    before_exit: impl FnOnce() + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("sluice-drain".into())
@@ -234,6 +239,7 @@ fn exit_when_drained(
                 std::thread::sleep(DRAIN_POLL);
             }
             tracing::info!("no request in flight: exiting before the grace period ends");
+            before_exit();
             let _ = std::io::Write::flush(&mut std::io::stdout());
             std::process::exit(0);
         })?;

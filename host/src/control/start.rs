@@ -18,6 +18,11 @@ use crate::tls::acme::storage::{EtcdStorage, EtcdStorageSettings, FileStorage};
 use crate::tls::acme::{Acme, AcmeStorage, ChallengeKind, Http01Responses};
 use crate::tls::store::AcmeCertificates;
 
+/// How long a stopping process waits for an ACME record creation in flight
+/// before it deletes the order's records: Cloudflare answers within a
+/// second or two, and container runtimes kill a process 10 s after SIGTERM.
+pub const CHALLENGE_CLEANUP: Duration = Duration::from_secs(5);
+
 /// The control side, started: its runtime, the reloader, and the ACME
 /// manager once a config orders certificates. Dropping it stops every
 /// background task.
@@ -96,6 +101,19 @@ pub fn start(
 }
 
 impl Control {
+    /// What the process runs before it exits after a graceful shutdown:
+    /// the DNS-01 records of an ACME order under way are deleted, waiting
+    /// up to [`CHALLENGE_CLEANUP`] for a record creation in flight. It
+    /// blocks the calling thread, which must not be a Tokio worker.
+    pub fn before_exit(&self) -> impl FnOnce() + Send + 'static {
+        let (runtime, acme) = (self.runtime.handle().clone(), self.acme.clone());
+        move || {
+            if let Some(acme) = acme.get() {
+                runtime.block_on(acme.withdraw_challenges(CHALLENGE_CLEANUP));
+            }
+        }
+    }
+
     /// Starts the reload triggers (file watch, SIGHUP, remote polling, the
     /// etcd watch, certificate files), the fleet membership of an instance
     /// whose config is in etcd, and ACME's orders and renewals: at once

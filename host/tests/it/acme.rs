@@ -358,7 +358,7 @@ fn envelope(
 
 async fn cloudflare_api(
     request: Request<Incoming>,
-    state: &Mutex<CloudflareState>,
+    state: &Arc<Mutex<CloudflareState>>,
     challtestsrv: SocketAddr,
 ) -> Response<Full<Bytes>> {
     let authorized = request
@@ -393,48 +393,55 @@ async fn cloudflare_api(
         }
         (Method::POST, ["zones", ZONE_ID, "dns_records"]) => {
             state.lock().unwrap().create_requests += 1;
-            while state.lock().unwrap().hold_creates {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let record: Value = serde_json::from_slice(&body).unwrap();
-            let refused = {
-                let state = state.lock().unwrap();
-                state
-                    .creates_allowed
-                    .is_some_and(|allowed| state.created >= allowed)
-            };
-            if refused {
-                return envelope(
-                    StatusCode::BAD_REQUEST,
-                    false,
-                    json!([{ "code": 1004, "message": "DNS Validation Error" }]),
-                    Value::Null,
-                );
-            }
-            assert_eq!(record["type"], "TXT");
-            let name = record["name"].as_str().unwrap().to_string();
-            let content = record["content"].as_str().unwrap().to_string();
-            management(
-                challtestsrv,
-                "set-txt",
-                json!({ "host": format!("{name}."), "value": content }),
-            )
-            .await;
-            let id = {
-                let mut state = state.lock().unwrap();
-                state.created += 1;
-                let id = format!("372e67954025e0ba6aaa6d586b9e0b{:02}", state.created);
-                state
-                    .records
-                    .insert(id.clone(), (name.clone(), content.clone()));
-                id
-            };
-            envelope(
-                StatusCode::OK,
-                true,
-                json!([]),
-                json!({ "id": id, "type": "TXT", "name": name, "content": content, "ttl": 60, "zone_id": ZONE_ID }),
-            )
+            // Like the real API, a creation whose request arrived is made
+            // even if the client hangs up before the answer.
+            let state = state.clone();
+            let creation = tokio::spawn(async move {
+                let state = &*state;
+                while state.lock().unwrap().hold_creates {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let record: Value = serde_json::from_slice(&body).unwrap();
+                let refused = {
+                    let state = state.lock().unwrap();
+                    state
+                        .creates_allowed
+                        .is_some_and(|allowed| state.created >= allowed)
+                };
+                if refused {
+                    return envelope(
+                        StatusCode::BAD_REQUEST,
+                        false,
+                        json!([{ "code": 1004, "message": "DNS Validation Error" }]),
+                        Value::Null,
+                    );
+                }
+                assert_eq!(record["type"], "TXT");
+                let name = record["name"].as_str().unwrap().to_string();
+                let content = record["content"].as_str().unwrap().to_string();
+                management(
+                    challtestsrv,
+                    "set-txt",
+                    json!({ "host": format!("{name}."), "value": content }),
+                )
+                .await;
+                let id = {
+                    let mut state = state.lock().unwrap();
+                    state.created += 1;
+                    let id = format!("372e67954025e0ba6aaa6d586b9e0b{:02}", state.created);
+                    state
+                        .records
+                        .insert(id.clone(), (name.clone(), content.clone()));
+                    id
+                };
+                envelope(
+                    StatusCode::OK,
+                    true,
+                    json!([]),
+                    json!({ "id": id, "type": "TXT", "name": name, "content": content, "ttl": 60, "zone_id": ZONE_ID }),
+                )
+            });
+            creation.await.unwrap()
         }
         (Method::DELETE, ["zones", ZONE_ID, "dns_records", id]) => {
             let (name, remaining) = {
@@ -1082,6 +1089,58 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
 }
 
 /// The serial number of a DER certificate, in hex.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_an_order_deletes_its_dns_record_before_the_exit() {
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    cloudflare.state().hold_creates = true;
+    let up = upstreams(&["site"]).await;
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_SIGTERM");
+    let mut proxy = Proxy::start(&format!(
+        "[server]\ngrace_period = \"10s\"\n\n{}\n{}",
+        acme_route(tls, up[0].address, "\"www.example.test\"", ""),
+        acme_table(&ca, &cloudflare.base, "dns-01", token_env),
+    ));
+
+    // The order's record creation reaches Cloudflare and is held there
+    // when the proxy is told to stop, with no request in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloudflare.state().create_requests == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no order reached the DNS API:\n{}",
+            proxy.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cloudflare.state().hold_creates = false;
+
+    // Cloudflare makes the record and answers; the stopping proxy waits
+    // for that answer and deletes the record before it exits.
+    let (exited, proxy) = tokio::task::spawn_blocking(move || {
+        let exited = proxy.wait_exit(Duration::from_secs(10));
+        (exited, proxy)
+    })
+    .await
+    .unwrap();
+    assert!(exited, "the proxy did not exit:\n{}", proxy.stderr_text());
+    eventually("the held record creation to end", || {
+        cloudflare.state().created == 1
+    })
+    .await;
+    let state = cloudflare.state();
+    assert_eq!(
+        state.deleted,
+        1,
+        "the record is left in the zone:\n{}",
+        proxy.stderr_text()
+    );
+    assert!(state.records.is_empty());
+}
+
 fn serial(certificate: &CertificateDer<'_>) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).unwrap();
     parsed.raw_serial_as_string()

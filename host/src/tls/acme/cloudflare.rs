@@ -31,7 +31,7 @@ impl fmt::Debug for Token {
 }
 
 /// A TXT record this client created.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct TxtRecord {
     zone_id: String,
     id: String,

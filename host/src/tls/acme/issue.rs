@@ -10,7 +10,8 @@ use instant_acme::{
 };
 use tokio::sync::Mutex;
 
-use super::cloudflare::{Cloudflare, TxtRecord};
+use super::cloudflare::Cloudflare;
+use super::records::ChallengeRecords;
 use super::storage::{AcmeStorage, HeldLock};
 use super::{account, dns, AcmeConfig, ChallengeKind, Issued};
 
@@ -34,6 +35,16 @@ pub(super) struct Issuer {
     http: reqwest::Client,
     /// Created or restored on the first order, then reused.
     account: Mutex<Option<Account>>,
+    /// The DNS-01 records the orders created and have not deleted yet.
+    pub(super) records: Arc<ChallengeRecords>,
+}
+
+/// What one order published for its challenges, withdrawn once it ends.
+struct Answers {
+    /// The order's number among the DNS-01 records.
+    order: u64,
+    /// The HTTP-01 tokens it published answers for.
+    tokens: Vec<String>,
 }
 
 /// A challenge to answer: the name it proves and the answer.
@@ -43,12 +54,6 @@ struct Pending {
     token: String,
     /// The TXT value (DNS-01) or the key authorization (HTTP-01).
     answer: String,
-}
-
-/// Something published for a challenge, removed once the order is done.
-enum Published {
-    Txt(TxtRecord),
-    Token(String),
 }
 
 impl Issuer {
@@ -64,6 +69,7 @@ impl Issuer {
             storage,
             http: http.build().context("cannot build the ACME HTTP client")?,
             account: Mutex::new(None),
+            records: Arc::default(),
         })
     }
 
@@ -79,30 +85,28 @@ impl Issuer {
             .with_context(|| format!("the CA refused an order for {names:?}"))?;
         let pending = self.pending(&mut order).await?;
         let cloudflare = match self.config.challenge {
-            ChallengeKind::Dns01 if !pending.is_empty() => Some(Cloudflare::from_env(
+            ChallengeKind::Dns01 if !pending.is_empty() => Some(Arc::new(Cloudflare::from_env(
                 self.http.clone(),
                 &self.config.cloudflare,
-            )?),
+            )?)),
             _ => None,
         };
-        let mut published = Vec::new();
+        let mut answers = Answers {
+            order: self.records.new_order(),
+            tokens: Vec::new(),
+        };
         // An order that outlives its lock is abandoned, cleaning up what it
         // published: another instance has taken over by then.
         let proven = tokio::select! {
-            proven = self.prove(&mut order, &pending, cloudflare.as_ref(), lock, &mut published) => proven,
+            proven = self.prove(&mut order, &pending, cloudflare.as_ref(), lock, &mut answers) => proven,
             () = lock.lost() => Err(lost(lock)),
         };
-        for item in published {
-            match item {
-                Published::Token(token) => self.storage.withdraw_answer(&token).await,
-                Published::Txt(record) => {
-                    let cloudflare = cloudflare.as_ref().expect("records come from Cloudflare");
-                    if let Err(e) = cloudflare.delete(&record).await {
-                        tracing::warn!(record = %record.name, error = %format!("{e:#}"), "cannot delete a DNS-01 record");
-                    }
-                }
-            }
+        for token in answers.tokens {
+            self.storage.withdraw_answer(&token).await;
         }
+        // A creation the lost lock interrupted still ends, and its record
+        // is deleted with the others.
+        self.records.withdraw(answers.order, REQUEST_TIMEOUT).await;
         proven?;
         let finished = async {
             let key_pem = order
@@ -176,25 +180,31 @@ impl Issuer {
         Ok(pending)
     }
 
-    /// Publishes the answers (recording each in `published`), tells the CA
-    /// they are ready and waits for the order to become ready.
+    /// Publishes the answers (recording the HTTP-01 tokens in `answers`;
+    /// DNS-01 records are listed in `self.records` under its order), tells
+    /// the CA they are ready and waits for the order to become ready.
     async fn prove(
         &self,
         order: &mut Order,
         pending: &[Pending],
-        cloudflare: Option<&Cloudflare>,
+        cloudflare: Option<&Arc<Cloudflare>>,
         lock: &HeldLock,
-        published: &mut Vec<Published>,
+        answers: &mut Answers,
     ) -> anyhow::Result<()> {
         match cloudflare {
             Some(cloudflare) => {
                 for challenge in pending {
                     let zone = cloudflare.zone_for(&challenge.domain).await?;
                     let name = format!("_acme-challenge.{}", challenge.domain);
-                    let record = cloudflare
-                        .create_txt(&zone, &name, &challenge.answer)
+                    self.records
+                        .create(
+                            answers.order,
+                            cloudflare,
+                            zone,
+                            name,
+                            challenge.answer.clone(),
+                        )
                         .await?;
-                    published.push(Published::Txt(record));
                 }
                 let settings = &self.config.cloudflare;
                 for challenge in pending {
@@ -210,7 +220,7 @@ impl Issuer {
             }
             None => {
                 for challenge in pending {
-                    published.push(Published::Token(challenge.token.clone()));
+                    answers.tokens.push(challenge.token.clone());
                     self.storage
                         .publish_answer(&challenge.token, &challenge.answer, lock)
                         .await?;

@@ -21,6 +21,7 @@ mod http01;
 mod issue;
 mod issued;
 mod metrics;
+mod records;
 mod renewal;
 pub mod storage;
 
@@ -278,6 +279,14 @@ impl Acme {
                 .await;
         });
         tasks
+    }
+
+    /// Deletes the DNS-01 records of the orders under way, once their
+    /// record creations have ended or `within` has passed, and lets no
+    /// order create another: what the process does before it exits, so
+    /// that an order it stops leaves nothing in the operator's zone.
+    pub async fn withdraw_challenges(&self, within: Duration) {
+        self.inner.issuer.records.withdraw_all(within).await;
     }
 
     /// Manages `names` too, unless a certificate for the same names (in any
