@@ -200,7 +200,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<()> {
 }
 
 /// Ends the process once a graceful shutdown has begun and no request is
-/// in flight, running `before_exit` first.
+/// in flight. `before_exit` starts with the shutdown, beside the requests
+/// still draining, and the process waits for it before it exits.
 ///
 /// On SIGTERM Pingora stops accepting, closes idle keep-alive connections
 /// and then sleeps out the whole grace period before it stops, even with
@@ -222,6 +223,12 @@ fn exit_when_drained(
                     Err(RecvError::Closed) => return,
                 }
             }
+            // Started now rather than at the exit: a long request still in
+            // flight when the grace period ends lets Pingora end the
+            // process without this thread.
+            let cleanup = std::thread::Builder::new()
+                .name("sluice-cleanup".into())
+                .spawn(before_exit);
             // A request whose head is still on its way is not counted yet:
             // the count has to stay at zero for a moment, while Pingora
             // closes the connections it finds idle, before the exit.
@@ -238,8 +245,10 @@ fn exit_when_drained(
                 }
                 std::thread::sleep(DRAIN_POLL);
             }
+            if let Ok(cleanup) = cleanup {
+                let _ = cleanup.join();
+            }
             tracing::info!("no request in flight: exiting before the grace period ends");
-            before_exit();
             let _ = std::io::Write::flush(&mut std::io::stdout());
             std::process::exit(0);
         })?;

@@ -101,10 +101,11 @@ pub fn start(
 }
 
 impl Control {
-    /// What the process runs before it exits after a graceful shutdown:
-    /// the DNS-01 records of an ACME order under way are deleted, waiting
-    /// up to [`CHALLENGE_CLEANUP`] for a record creation in flight. It
-    /// blocks the calling thread, which must not be a Tokio worker.
+    /// What the process runs once a graceful shutdown begins: the DNS-01
+    /// records of an ACME order under way are deleted, after up to
+    /// [`CHALLENGE_CLEANUP`] for a record creation in flight, and no order
+    /// creates another. It blocks the calling thread, which must not be a
+    /// Tokio worker.
     pub fn before_exit(&self) -> impl FnOnce() + Send + 'static {
         let (runtime, acme) = (self.runtime.handle().clone(), self.acme.clone());
         move || {

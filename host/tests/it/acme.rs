@@ -236,9 +236,9 @@ impl Drop for Ca {
 #[derive(Default)]
 pub(super) struct CloudflareState {
     /// Record ID → (name, content).
-    records: BTreeMap<String, (String, String)>,
+    pub(super) records: BTreeMap<String, (String, String)>,
     pub(super) created: usize,
-    deleted: usize,
+    pub(super) deleted: usize,
     /// Answer record creation with `success: false` once this many
     /// records were created; `None` never.
     creates_allowed: Option<usize>,

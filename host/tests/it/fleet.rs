@@ -741,6 +741,79 @@ async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lease_runs_out() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_order_whose_lock_is_lost_is_abandoned_and_deletes_its_dns_record() {
+    let etcd = Etcd::start();
+    let ca = Ca::start(Duration::from_secs(90 * 86_400));
+    let cloudflare = Cloudflare::start_https(&ca).await;
+    cloudflare.state().hold_creates = true;
+    let token_env = token_in("SLUICE_IT_CF_TOKEN_FLEET_LOST");
+    let (pushed, output) = push(
+        &etcd,
+        &acme_config(&ca, &cloudflare.base, "dns-01", token_env),
+        &[],
+    );
+    assert!(pushed, "{output}");
+    let instance = Instance::launch(
+        &etcd,
+        scratch_dir(),
+        free_port(),
+        &["--etcd-lock-lease", "3s"],
+        &[],
+    );
+
+    // The order's record creation reaches Cloudflare and is held there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cloudflare.state().create_requests == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no order reached the DNS API:\n{}",
+            instance.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The lock's lease is revoked in etcd, as when the instance was cut off
+    // from etcd for longer than the lease: the order is abandoned.
+    let election = format!("/fleet/acme/locks/certificate:{SITE}");
+    let mut client = Client::connect([etcd.client.to_string()], None)
+        .await
+        .unwrap();
+    let held = client
+        .get(election.as_str(), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(held.kvs().len(), 1, "one instance holds the lock");
+    client.lease_revoke(held.kvs()[0].lease()).await.unwrap();
+    // The instance renews the lease every second, and learns at its next
+    // renewal that the lease is gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Cloudflare then makes the record the abandoned order asked for; the
+    // instance waits for its answer, deletes it, and reports the order
+    // abandoned.
+    cloudflare.state().hold_creates = false;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (created, deleted, left) = {
+            let state = cloudflare.state();
+            (state.created, state.deleted, state.records.len())
+        };
+        let abandoned = instance
+            .log_text()
+            .contains("was lost during the order; it was abandoned");
+        if abandoned && created == 1 && deleted == 1 && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "abandoned: {abandoned}; {created} record(s) created, {deleted} deleted, {left} left in the zone:\n{}",
+            instance.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_http01_challenge_one_instance_started_is_answered_by_another() {
     let etcd = Etcd::start();
     let ca = Ca::start(Duration::from_secs(90 * 86_400));
