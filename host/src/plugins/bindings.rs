@@ -1,8 +1,8 @@
-//! Host bindings generated from the WIT contract in `plugin-sdk/wit/`.
+//! Host bindings generated from the WIT contract in `wit/`.
 
 wasmtime::component::bindgen!({
     world: "sluice-plugin",
-    path: "../plugin-sdk/wit",
+    path: "../wit",
 });
 
 /// The contract's package and version, as components name it in their
