@@ -18,9 +18,11 @@ use crate::tls::acme::storage::{EtcdStorage, EtcdStorageSettings, FileStorage};
 use crate::tls::acme::{Acme, AcmeStorage, ChallengeKind, Http01Responses};
 use crate::tls::store::AcmeCertificates;
 
-/// How long a stopping process waits for an ACME record creation in flight
-/// before it deletes the order's records: Cloudflare answers within a
-/// second or two, and container runtimes kill a process 10 s after SIGTERM.
+/// How long a stopping process gives the DNS-01 records of an ACME order
+/// under way: half for a record creation in flight to end, the rest to
+/// delete them. Cloudflare answers within a second or two; Pingora ends the
+/// process at the latest 5 s after the grace period (at least 1 s), and
+/// container runtimes kill it 10 s after SIGTERM.
 pub const CHALLENGE_CLEANUP: Duration = Duration::from_secs(5);
 
 /// The control side, started: its runtime, the reloader, and the ACME
@@ -102,10 +104,9 @@ pub fn start(
 
 impl Control {
     /// What the process runs once a graceful shutdown begins: the DNS-01
-    /// records of an ACME order under way are deleted, after up to
-    /// [`CHALLENGE_CLEANUP`] for a record creation in flight, and no order
-    /// creates another. It blocks the calling thread, which must not be a
-    /// Tokio worker.
+    /// records of an ACME order under way are deleted, within
+    /// [`CHALLENGE_CLEANUP`], and no order creates another. It blocks the
+    /// calling thread, which must not be a Tokio worker.
     pub fn before_exit(&self) -> impl FnOnce() + Send + 'static {
         let (runtime, acme) = (self.runtime.handle().clone(), self.acme.clone());
         move || {

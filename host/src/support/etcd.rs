@@ -209,6 +209,7 @@ impl KeptLease {
                     Err(_past_deadline) => break,
                 }
             }
+            tracing::warn!(lease = %format!("{id:x}"), "an etcd lease was lost: the lock or the membership it held is gone");
             let _ = lost.send(true);
         });
         Ok(Self {

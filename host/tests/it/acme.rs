@@ -1088,7 +1088,6 @@ async fn an_acme_route_is_served_over_tls_and_a_restart_reuses_its_certificate()
     );
 }
 
-/// The serial number of a DER certificate, in hex.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_an_order_deletes_its_dns_record_before_the_exit() {
     let ca = Ca::start(Duration::from_secs(90 * 86_400));
@@ -1141,6 +1140,7 @@ async fn sigterm_during_an_order_deletes_its_dns_record_before_the_exit() {
     assert!(state.records.is_empty());
 }
 
+/// The serial number of a DER certificate, in hex.
 fn serial(certificate: &CertificateDer<'_>) -> String {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).unwrap();
     parsed.raw_serial_as_string()

@@ -784,9 +784,17 @@ async fn an_order_whose_lock_is_lost_is_abandoned_and_deletes_its_dns_record() {
         .unwrap();
     assert_eq!(held.kvs().len(), 1, "one instance holds the lock");
     client.lease_revoke(held.kvs()[0].lease()).await.unwrap();
-    // The instance renews the lease every second, and learns at its next
-    // renewal that the lease is gone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The instance learns at its next renewal, within a second, that the
+    // lease is gone, while the creation is still held.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !instance.log_text().contains("an etcd lease was lost") {
+        assert!(
+            Instant::now() < deadline,
+            "the instance did not notice the lost lease:\n{}",
+            instance.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Cloudflare then makes the record the abandoned order asked for; the
     // instance waits for its answer, deletes it, and reports the order
