@@ -281,10 +281,11 @@ impl Acme {
         tasks
     }
 
-    /// Deletes the DNS-01 records of the orders under way, once their
-    /// record creations have ended or `within` has passed, and lets no
-    /// order create another: what the process does before it exits, so
-    /// that an order it stops leaves nothing in the operator's zone.
+    /// Deletes the DNS-01 records of the orders under way and lets no
+    /// order create another, waiting at most `within` for the creations
+    /// and deletions under way to end: what the process does when it
+    /// begins to stop, so that an order it stops leaves nothing in the
+    /// operator's zone.
     pub async fn withdraw_challenges(&self, within: Duration) {
         self.inner.issuer.records.withdraw_all(within).await;
     }

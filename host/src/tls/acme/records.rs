@@ -8,8 +8,10 @@
 //! its own and lists here what it made. An order deletes its own records
 //! once it ends, however it ends, and a record made after its order let go
 //! (or after the process began to stop) is deleted as soon as it is made.
+//! Deletions, too, run to their end in tasks of their own.
 //! [`ChallengeRecords::withdraw_all`] deletes what is left when the process
-//! stops.
+//! begins to stop, and waits, within a bound, until no creation or deletion
+//! is under way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +24,8 @@ use super::cloudflare::{Cloudflare, TxtRecord};
 #[derive(Default)]
 pub(super) struct ChallengeRecords {
     state: Mutex<State>,
-    /// Woken whenever a creation ends.
-    creation_ended: tokio::sync::Notify,
+    /// Woken whenever a creation or a deletion ends.
+    work_ended: tokio::sync::Notify,
     next_order: AtomicU64,
 }
 
@@ -35,6 +37,8 @@ struct State {
     /// Orders that withdrew while creations of theirs were under way: a
     /// record those make is deleted at once.
     withdrawn: HashSet<u64>,
+    /// Deletions under way, of records taken off the list.
+    deleting: usize,
     /// Set by [`ChallengeRecords::withdraw_all`]: no creation starts, and
     /// a record made afterwards is deleted at once.
     closed: bool,
@@ -47,30 +51,39 @@ struct Listed {
     cloudflare: Arc<Cloudflare>,
 }
 
-/// A creation under way, counted against its order until it is dropped:
-/// at the end of the creation's task, however that task ends.
+/// Work under way, counted until it is dropped: at the end of its task,
+/// however that task ends (finished, panicked or aborted).
 struct UnderWay {
     records: Arc<ChallengeRecords>,
-    order: u64,
+    work: Work,
+}
+
+enum Work {
+    /// A record creation for this order.
+    Creating(u64),
+    /// A record deletion.
+    Deleting,
 }
 
 impl Drop for UnderWay {
     fn drop(&mut self) {
         {
             let mut state = self.records.lock();
-            let ended = match state.creating.get_mut(&self.order) {
-                Some(count) => {
-                    *count -= 1;
-                    *count == 0
+            match self.work {
+                Work::Creating(order) => {
+                    let ended = state.creating.get_mut(&order).is_some_and(|count| {
+                        *count -= 1;
+                        *count == 0
+                    });
+                    if ended {
+                        state.creating.remove(&order);
+                        state.withdrawn.remove(&order);
+                    }
                 }
-                None => false,
-            };
-            if ended {
-                state.creating.remove(&self.order);
-                state.withdrawn.remove(&self.order);
+                Work::Deleting => state.deleting -= 1,
             }
         }
-        self.records.creation_ended.notify_waiters();
+        self.records.work_ended.notify_waiters();
     }
 }
 
@@ -100,7 +113,7 @@ impl ChallengeRecords {
         }
         let under_way = UnderWay {
             records: self.clone(),
-            order,
+            work: Work::Creating(order),
         };
         let cloudflare = cloudflare.clone();
         let creation = tokio::spawn(async move {
@@ -136,61 +149,83 @@ impl ChallengeRecords {
     /// Deletes `order`'s records, once its creations under way have ended
     /// or `within` has passed; a record one of them makes later is deleted
     /// as soon as it is made.
-    pub(super) async fn withdraw(&self, order: u64, within: Duration) {
+    pub(super) async fn withdraw(self: &Arc<Self>, order: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
         let settled = self
-            .settle(within, |state| !state.creating.contains_key(&order))
+            .settle(deadline, |state| !state.creating.contains_key(&order))
             .await;
+        if !settled {
+            tracing::warn!(
+                "a DNS-01 record creation did not end within {within:?}; its record is deleted once it is made"
+            );
+        }
         let mine = {
             let mut state = self.lock();
-            if !settled {
+            if state.creating.contains_key(&order) {
                 state.withdrawn.insert(order);
             }
-            let (mine, others) = std::mem::take(&mut state.listed)
-                .into_iter()
-                .partition(|l| l.order == order);
-            state.listed = others;
-            mine
+            take_for_deletion(&mut state, |listed| listed.order == order)
         };
-        delete_all(mine).await;
+        for deletion in self.delete(mine) {
+            let _ = deletion.await;
+        }
     }
 
-    /// Deletes every record, after the creations under way have ended,
-    /// all within `within`, and lets no creation start afterwards: what
-    /// the process does when it begins to stop. A creation that ends later
-    /// deletes its record at once.
-    pub(super) async fn withdraw_all(&self, within: Duration) {
+    /// Deletes every record and lets no creation start afterwards, then
+    /// waits, for at most `within`, until the creations and deletions under
+    /// way have ended (a creation that ends deletes its record at once):
+    /// what the process does when it begins to stop.
+    pub(super) async fn withdraw_all(self: &Arc<Self>, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
-        self.lock().closed = true;
-        // Half the time for the creations, the rest for the deletions.
-        self.settle(within / 2, |state| state.creating.is_empty())
+        let all = {
+            let mut state = self.lock();
+            state.closed = true;
+            take_for_deletion(&mut state, |_| true)
+        };
+        self.delete(all);
+        let settled = self
+            .settle(deadline, |state| {
+                state.creating.is_empty() && state.deleting == 0
+            })
             .await;
-        let all = std::mem::take(&mut self.lock().listed);
-        if tokio::time::timeout_at(deadline, delete_all(all))
-            .await
-            .is_err()
-        {
+        if !settled {
             tracing::warn!(
-                "DNS-01 records were still being deleted after {within:?}; some may be left behind"
+                "DNS-01 records were still being created or deleted after {within:?}; some may be left behind"
             );
         }
     }
 
-    /// Waits until `done` holds, or `within` has passed; whether it holds.
-    async fn settle(&self, within: Duration, done: impl Fn(&State) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
+    /// Deletes `records`, taken off the list by [`take_for_deletion`],
+    /// each in a task of its own that runs to its end even if the caller
+    /// stops waiting.
+    fn delete(self: &Arc<Self>, records: Vec<Listed>) -> Vec<tokio::task::JoinHandle<()>> {
+        records
+            .into_iter()
+            .map(|listed| {
+                let under_way = UnderWay {
+                    records: self.clone(),
+                    work: Work::Deleting,
+                };
+                tokio::spawn(async move {
+                    delete(listed).await;
+                    drop(under_way);
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds, or `deadline` has passed; whether it holds.
+    async fn settle(&self, deadline: tokio::time::Instant, done: impl Fn(&State) -> bool) -> bool {
         loop {
-            // Registered before the check, so that no creation ends unseen
+            // Registered before the check, so that no work ends unseen
             // between the two.
-            let ended = self.creation_ended.notified();
+            let ended = self.work_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
             if done(&self.lock()) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                tracing::warn!(
-                    "a DNS-01 record creation did not end within {within:?}; its record is deleted once it is made"
-                );
                 return false;
             }
         }
@@ -201,13 +236,15 @@ impl ChallengeRecords {
     }
 }
 
-/// Deletes `records`, all at once.
-async fn delete_all(records: Vec<Listed>) {
-    let mut deletions = tokio::task::JoinSet::new();
-    for listed in records {
-        deletions.spawn(delete(listed));
-    }
-    while deletions.join_next().await.is_some() {}
+/// Takes the records `pick` chooses off the list, counting their
+/// deletions as under way from then on.
+fn take_for_deletion(state: &mut State, pick: impl Fn(&Listed) -> bool) -> Vec<Listed> {
+    let (taken, kept) = std::mem::take(&mut state.listed)
+        .into_iter()
+        .partition(|listed| pick(listed));
+    state.listed = kept;
+    state.deleting += taken.len();
+    taken
 }
 
 /// Deletes one record, logging it when Cloudflare would not.
