@@ -375,12 +375,15 @@ pub fn rows(outcomes: &[Outcome], scaling: Result<&Scaling, &str>) -> Vec<Target
             "plain proxy throughput ≥ 1.1× bare, unpatched Pingora 0.9 (`pingora-floor`)",
             1.1,
             (plain, floor),
-            "one system call per request fewer than bare Pingora, and under callgrind 78,500 \
-             instructions a request against Pingora's 78,700: Sluice's filters (routing, \
-             forwarding headers, request ids, metrics) cost about 10,500, which the Pingora \
-             patches and the allocator's plain entry points take back out of the path under \
-             them; in time the two are within a tenth of each other, and the run-to-run spread \
-             (1.07× to 1.13×) is as large as the margin (see What still costs)"
+            "fewer instructions than bare Pingora but more time: under callgrind 77,500 a \
+             request against Pingora's 78,700, since the Pingora patches and the allocator's \
+             plain entry points take out more than Sluice's filters (routing, forwarding \
+             headers, request ids, metrics) add, about 10,500; side by side on one core Sluice \
+             used 1.06 to 1.09 times Pingora's CPU a request, writing a request id on every \
+             response and forwarding headers on every request, and this VM exposes no hardware \
+             counters to say where the cycles go. Pingora's own throughput moves by a third \
+             from run to run, and the ratio has read 0.93× to 1.13× from report to report \
+             (see What still costs)"
                 .into(),
         ),
         p99_at_half_nginx_row(plain, nginx),
