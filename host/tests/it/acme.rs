@@ -323,6 +323,21 @@ impl Cloudflare {
     pub(super) fn state(&self) -> std::sync::MutexGuard<'_, CloudflareState> {
         self.state.lock().unwrap()
     }
+
+    /// Waits up to 30 s for the first record creation to reach the
+    /// stand-in, failing with `log`, the log of whoever should have sent
+    /// it, when none does.
+    pub(super) async fn first_creation_asked(&self, log: impl Fn() -> String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.state().create_requests == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no order reached the DNS API:\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// Serves the stand-in API on one connection.
@@ -1104,15 +1119,9 @@ async fn sigterm_during_an_order_deletes_its_dns_record_before_the_exit() {
 
     // The order's record creation reaches Cloudflare and is held there
     // when the proxy is told to stop, with no request in flight.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cloudflare.state().create_requests == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no order reached the DNS API:\n{}",
-            proxy.stderr_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cloudflare
+        .first_creation_asked(|| proxy.stderr_text())
+        .await;
     proxy.signal("TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     cloudflare.state().hold_creates = false;

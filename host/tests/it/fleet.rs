@@ -669,30 +669,41 @@ async fn the_fleet_orders_one_certificate_that_every_instance_serves_even_withou
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lease_runs_out() {
+/// etcd with a DNS-01 site's config pushed, Pebble, and the Cloudflare
+/// stand-in holding every record creation until the test lets it go.
+async fn held_dns01_site(token_variable: &str) -> (Etcd, Ca, Cloudflare) {
     let etcd = Etcd::start();
     let ca = Ca::start(Duration::from_secs(90 * 86_400));
     let cloudflare = Cloudflare::start_https(&ca).await;
     cloudflare.state().hold_creates = true;
-    let token_env = token_in("SLUICE_IT_CF_TOKEN_FLEET_KILL");
+    let token_env = token_in(token_variable);
     let (pushed, output) = push(
         &etcd,
         &acme_config(&ca, &cloudflare.base, "dns-01", token_env),
         &[],
     );
     assert!(pushed, "{output}");
+    (etcd, ca, cloudflare)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lease_runs_out() {
+    let (etcd, ca, cloudflare) = held_dns01_site("SLUICE_IT_CF_TOKEN_FLEET_KILL").await;
     let lease = ["--etcd-lock-lease", "3s"];
     let mut fleet: Vec<Instance> = (0..3)
         .map(|_| Instance::launch(&etcd, scratch_dir(), free_port(), &lease, &[]))
         .collect();
 
     // The first order reaches the DNS API, where it is held.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cloudflare.state().create_requests == 0 {
-        assert!(Instant::now() < deadline, "no order reached the DNS API");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cloudflare
+        .first_creation_asked(|| {
+            fleet
+                .iter()
+                .map(Instance::log_text)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .await;
     // Every instance names the same holder; the others wait for the lock
     // rather than order, for longer than a lease.
     let mut holder = None;
@@ -742,17 +753,7 @@ async fn a_lock_holder_killed_mid_order_is_replaced_once_its_lease_runs_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_whose_lock_is_lost_is_abandoned_and_deletes_its_dns_record() {
-    let etcd = Etcd::start();
-    let ca = Ca::start(Duration::from_secs(90 * 86_400));
-    let cloudflare = Cloudflare::start_https(&ca).await;
-    cloudflare.state().hold_creates = true;
-    let token_env = token_in("SLUICE_IT_CF_TOKEN_FLEET_LOST");
-    let (pushed, output) = push(
-        &etcd,
-        &acme_config(&ca, &cloudflare.base, "dns-01", token_env),
-        &[],
-    );
-    assert!(pushed, "{output}");
+    let (etcd, _ca, cloudflare) = held_dns01_site("SLUICE_IT_CF_TOKEN_FLEET_LOST").await;
     let instance = Instance::launch(
         &etcd,
         scratch_dir(),
@@ -762,15 +763,9 @@ async fn an_order_whose_lock_is_lost_is_abandoned_and_deletes_its_dns_record() {
     );
 
     // The order's record creation reaches Cloudflare and is held there.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cloudflare.state().create_requests == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no order reached the DNS API:\n{}",
-            instance.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cloudflare
+        .first_creation_asked(|| instance.log_text())
+        .await;
 
     // The lock's lease is revoked in etcd, as when the instance was cut off
     // from etcd for longer than the lease: the order is abandoned.

@@ -166,7 +166,7 @@ impl ChallengeRecords {
             }
             take_for_deletion(&mut state, |listed| listed.order == order)
         };
-        for deletion in self.delete(mine) {
+        for deletion in self.spawn_deletions(mine) {
             let _ = deletion.await;
         }
     }
@@ -182,7 +182,7 @@ impl ChallengeRecords {
             state.closed = true;
             take_for_deletion(&mut state, |_| true)
         };
-        self.delete(all);
+        self.spawn_deletions(all);
         let settled = self
             .settle(deadline, |state| {
                 state.creating.is_empty() && state.deleting == 0
@@ -198,7 +198,7 @@ impl ChallengeRecords {
     /// Deletes `records`, taken off the list by [`take_for_deletion`],
     /// each in a task of its own that runs to its end even if the caller
     /// stops waiting.
-    fn delete(self: &Arc<Self>, records: Vec<Listed>) -> Vec<tokio::task::JoinHandle<()>> {
+    fn spawn_deletions(self: &Arc<Self>, records: Vec<Listed>) -> Vec<tokio::task::JoinHandle<()>> {
         records
             .into_iter()
             .map(|listed| {
