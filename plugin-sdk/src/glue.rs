@@ -4,42 +4,9 @@
 //! these.
 
 use crate::bindings::sluice::plugin::{body, candidates, request, response, types};
-use crate::header_changes::{encode, encoded_len, Op};
 use crate::{
-    with_config, Candidate, HeaderChanges, PlacementChoice, Plugin, RequestAction, RequestView,
-    ResponseView,
+    with_config, Candidate, PlacementChoice, Plugin, RequestAction, RequestView, ResponseView,
 };
-
-/// `changes` encoded as the contract hands them over, in the order the SDK
-/// documents: remove, set, append.
-fn header_changes(changes: &HeaderChanges) -> Vec<u8> {
-    if changes.is_empty() {
-        return Vec::new();
-    }
-    let listed = |headers: &[(String, String)]| -> usize {
-        headers
-            .iter()
-            .map(|(name, value)| encoded_len(name.as_bytes(), value.as_bytes()))
-            .sum()
-    };
-    let removed: usize = changes
-        .remove
-        .iter()
-        .map(|name| encoded_len(name.as_bytes(), b""))
-        .sum();
-    // Sized once: growing it would copy it through the allocator again.
-    let mut encoded = Vec::with_capacity(removed + listed(&changes.set) + listed(&changes.append));
-    for name in &changes.remove {
-        encode(&mut encoded, Op::Remove, name.as_bytes(), b"");
-    }
-    for (name, value) in &changes.set {
-        encode(&mut encoded, Op::Set, name.as_bytes(), value.as_bytes());
-    }
-    for (name, value) in &changes.append {
-        encode(&mut encoded, Op::Append, name.as_bytes(), value.as_bytes());
-    }
-    encoded
-}
 
 /// `on-request`.
 pub fn on_request<P: Plugin>() {
@@ -52,7 +19,7 @@ pub fn on_request<P: Plugin>() {
                 && changes.placement.is_none();
             if !unchanged {
                 request::apply(&types::RequestChanges {
-                    headers: header_changes(&changes.headers),
+                    headers: changes.headers.into_encoded(),
                     path: changes.path,
                     routing_key: changes.routing_key,
                     placement: changes.placement,
@@ -70,7 +37,7 @@ pub fn on_response<P: Plugin>() {
         with_config::<P, _>(|config| P::on_response(config, &request_view, &response_view));
     if !changes.headers.is_empty() || changes.status.is_some() {
         response::apply(&types::ResponseChanges {
-            headers: header_changes(&changes.headers),
+            headers: changes.headers.into_encoded(),
             status: changes.status,
         });
     }

@@ -42,6 +42,7 @@ pub fn encoded_len(name: &[u8], value: &[u8]) -> usize {
 /// Appends one change to `encoded`. A name longer than 65,535 bytes or a
 /// value longer than 4 GiB, which no valid header has, is written as a
 /// marker the host refuses.
+#[inline]
 pub fn encode(encoded: &mut Vec<u8>, op: Op, name: &[u8], value: &[u8]) {
     let (Ok(name_len), Ok(value_len)) = (u16::try_from(name.len()), u32::try_from(value.len()))
     else {
@@ -49,8 +50,9 @@ pub fn encode(encoded: &mut Vec<u8>, op: Op, name: &[u8], value: &[u8]) {
         return;
     };
     encoded.reserve(encoded_len(name, value));
-    encoded.push(op as u8);
-    encoded.extend_from_slice(&name_len.to_le_bytes());
+    let [name_low, name_high] = name_len.to_le_bytes();
+    // The fixed-size framing is written in one store, not three.
+    encoded.extend_from_slice(&[op as u8, name_low, name_high]);
     encoded.extend_from_slice(name);
     encoded.extend_from_slice(&value_len.to_le_bytes());
     encoded.extend_from_slice(value);

@@ -51,6 +51,7 @@ static ALLOCATOR: allocator::CachingTalc = allocator::CachingTalc::new();
 
 #[cfg(all(feature = "allocator", not(target_feature = "atomics")))]
 pub mod allocator;
+mod changes;
 #[doc(hidden)]
 pub mod glue;
 #[doc(hidden)]
@@ -73,14 +74,16 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::plugin::types::{Headers, Hook, ImmediateResponse};
+pub use changes::{HeaderChange, HeaderChanges};
 pub use headers::HeaderView;
 pub use view::{RequestView, ResponseView};
 
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        host, Candidate, HeaderChanges, HeaderView, Hook, ImmediateResponse, PlacementChoice,
-        Plugin, RequestAction, RequestChanges, RequestView, ResponseChanges, ResponseView,
+        host, Candidate, HeaderChange, HeaderChanges, HeaderView, Hook, ImmediateResponse,
+        PlacementChoice, Plugin, RequestAction, RequestChanges, RequestView, ResponseChanges,
+        ResponseView,
     };
 }
 
@@ -145,17 +148,6 @@ pub trait Plugin {
     }
 }
 
-/// Header changes, applied in the order remove, set, append.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderChanges {
-    /// Headers to remove.
-    pub remove: Vec<String>,
-    /// Headers to set, replacing their values.
-    pub set: Headers,
-    /// Header values to add.
-    pub append: Headers,
-}
-
 /// How a request continues: the changes `on_request` makes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestChanges {
@@ -216,35 +208,6 @@ pub struct Candidate {
     pub limit: Option<u32>,
     /// The sum of its endpoints' weights.
     pub weight: u32,
-}
-
-impl HeaderChanges {
-    /// No changes.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets a header, replacing any value.
-    pub fn set_header(&mut self, name: &str, value: &str) {
-        self.set
-            .push((name.to_ascii_lowercase(), value.to_string()));
-    }
-
-    /// Appends a header value.
-    pub fn append_header(&mut self, name: &str, value: &str) {
-        self.append
-            .push((name.to_ascii_lowercase(), value.to_string()));
-    }
-
-    /// Removes a header.
-    pub fn remove_header(&mut self, name: &str) {
-        self.remove.push(name.to_ascii_lowercase());
-    }
-
-    /// Whether there is nothing to change.
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.append.is_empty()
-    }
 }
 
 impl RequestChanges {

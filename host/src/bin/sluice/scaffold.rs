@@ -27,6 +27,7 @@ const SDK_FILES: &[(&str, &str)] = &[
     sdk_file!("README.md"),
     sdk_file!("src/lib.rs"),
     sdk_file!("src/allocator.rs"),
+    sdk_file!("src/changes.rs"),
     sdk_file!("src/glue.rs"),
     sdk_file!("src/header_changes.rs"),
     sdk_file!("src/headers.rs"),
@@ -199,7 +200,7 @@ mod tests {
         clear();
         let view = request("GET", "/").route("web").build();
         let changes = expect_continue(Greeter::on_request(&Config::default(), &view));
-        assert_eq!(changes.headers.set, vec![("x-greeting".to_string(), "hello from web".to_string())]);
+        assert_eq!(changes.headers.iter().collect::<Vec<_>>(), [HeaderChange::Set("x-greeting", "hello from web")]);
         assert_eq!(recorded().counters, vec![("greeted".to_string(), 1)]);
     }
 
@@ -208,7 +209,7 @@ mod tests {
         configure::<Greeter>(r#"{"greeting": "hi"}"#).unwrap();
         let view = request("GET", "/").route("web").build();
         let changes = expect_continue(on_request::<Greeter>(&view));
-        assert_eq!(changes.headers.set, vec![("x-greeting".to_string(), "hi from web".to_string())]);
+        assert_eq!(changes.headers.iter().collect::<Vec<_>>(), [HeaderChange::Set("x-greeting", "hi from web")]);
 
         // Sluice refuses a config whose table the plugin does not accept.
         let error = configure::<Greeter>(r#"{"greting": "hi"}"#).unwrap_err();
