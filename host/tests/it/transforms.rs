@@ -204,6 +204,8 @@ async fn each_hop_by_hop_field_alone_stays_off_the_upstream() {
         Some("TE: trailers"),
         Some("Trailer: X-Checksum"),
         Some("HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"),
+        // Only a WebSocket upgrade is forwarded (Pingora's default policy).
+        Some("Upgrade: h2c"),
         Some("Connection: X-Nominated"),
     ];
     for field in fields {
