@@ -77,17 +77,9 @@ cargo build --release --bins -p sluice -p sluice-loadbench
 # should be committed with the report).
 serving_hex="$(readelf -SW target/release/sluice |
     sed -n 's/.*\.text\.sluice_serving *PROGBITS *[0-9a-f]* *[0-9a-f]* *\([0-9a-f]*\).*/\1/p')"
-serving_found="$(python3 - host/link/text-order.ld target/release/sluice <<'EOF'
-import re, subprocess, sys
-order, binary = sys.argv[1:]
-serving = open(order).read().split(".text.sluice_startup")[0]
-listed = re.findall(r"^\s*\*\(\.text\*\.(\S+)\)$", serving, re.M)
-defined = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True).stdout
-# As scripts/text-order.sh writes them: a per-build number becomes `*`.
-names = {re.sub(r"\.llvm\.\d+$", ".llvm.*", line.split()[-1]) for line in defined.splitlines() if line.strip()}
-print(100 * sum(name in names for name in listed) // max(len(listed), 1))
-EOF
-)"
+serving_found="$(PYTHONPATH="$repo_root/scripts/lib" python3 -c \
+    'import sys, text_order; print(text_order.serving_found(*sys.argv[1:]))' \
+    host/link/text-order.ld target/release/sluice)"
 if [ "$(uname -m)" = x86_64 ] &&
     { (( 16#${serving_hex:-0} < 512 * 1024 )) || (( ${serving_found:-0} < 97 )); }; then
     say "host/link/text-order.ld is stale (serving code: $(( 16#${serving_hex:-0} )) bytes, ${serving_found:-0}% of its serving functions in this build); regenerating it"

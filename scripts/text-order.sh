@@ -141,8 +141,10 @@ profile plain
 profile plugins
 
 nm --defined-only "$sluice" | awk '$2 ~ /^[tTwW]$/ { print $1, $3 }' >"$work/symbols"
-python3 - "$work" "$repo_root/host/link/text-order.ld" <<'EOF'
+PYTHONPATH="$repo_root/scripts/lib" python3 - "$work" "$repo_root/host/link/text-order.ld" <<'EOF'
 import re, sys
+
+from text_order import entry, section_name
 
 work, out = sys.argv[1], sys.argv[2]
 # Functions merged as identical share an address under several names, and
@@ -182,12 +184,10 @@ placed, serving, startup = set(), [], []
 for index, group in enumerate(groups):
     for function in group:
         for name in names_at[address_of[function]]:
-            # Symbols promoted across codegen units carry a per-build number.
-            name = re.sub(r"\.llvm\.\d+$", ".llvm.*", name)
+            name = section_name(name)
             if name not in placed:
                 placed.add(name)
-                # `.text.NAME`, or `.text.unlikely.NAME` for a function marked cold.
-                (serving if index < 2 else startup).append(f"    *(.text*.{name})\n")
+                (serving if index < 2 else startup).append(entry(name))
 with open(out, "w") as f:
     f.write(
         "/* Written by scripts/text-order.sh: the release sluice binary's functions\n"
